@@ -1,0 +1,209 @@
+"""The core's provider interfaces in front of a :class:`~providers.lab.world.Lab`.
+
+Waiting is lab time: a sync cycle or a mailbox that is still provisioning makes
+the clock advance, exactly as far as the real wait would have lasted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.errors import ProviderError
+from reconciler.model import (
+    CloudUser,
+    DeletedUser,
+    LicenseAssignment,
+    MailboxState,
+    SchedulerState,
+    ServerState,
+    Sku,
+    TenantState,
+)
+from reconciler.operations import (
+    SERVER_OPERATIONS,
+    TENANT_OPERATIONS,
+    AssignLicense,
+    CreateRule,
+    Outcome,
+    RemoveLicense,
+    RemoveRule,
+    RunSyncCycle,
+    SetRuleDisabled,
+    SetScheduler,
+    UpdateRule,
+    VerifyMailboxes,
+)
+from reconciler.provider import ServerProvider, Target, TenantProvider
+from providers.lab import store
+from providers.lab.world import iso_to_minute, minute_to_iso
+
+MAILBOX_WAIT_MINUTES = 60
+
+
+class LabServer(ServerProvider):
+    SUPPORTS = SERVER_OPERATIONS
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def describe(self):
+        return f"lab Entra Connect server (build {self.lab.server.build})"
+
+    def observe(self):
+        server = self.lab.server
+        return ServerState(
+            scheduler=SchedulerState(
+                sync_cycle_enabled=server.sync_cycle_enabled,
+                staging_mode=server.staging_mode,
+                cycle_in_progress=server.cycle is not None,
+                next_policy=server.next_policy,
+            ),
+            rules=tuple(server.rules),
+            connectors=tuple(server.connectors),
+            deletion_threshold=server.deletion_threshold,
+            run_history=tuple(server.run_history[-20:]),
+        )
+
+    def apply(self, operation):
+        lab = self.lab
+        match operation:
+            case SetScheduler(enabled):
+                lab.set_scheduler(enabled)
+                return Outcome(f"SyncCycleEnabled = {enabled}")
+            case SetRuleDisabled(identifier, _name, disabled):
+                lab.set_rule_disabled(identifier, disabled)
+                return Outcome()
+            case CreateRule(rule):
+                if lab.server.rules and any(r.identifier == rule.identifier for r in lab.server.rules):
+                    raise ProviderError(self.name, f"rule {rule.name!r}", "a rule with this identifier exists already")
+                lab.put_rule(rule)
+                return Outcome()
+            case UpdateRule(rule):
+                if not any(r.identifier == rule.identifier for r in lab.server.rules):
+                    raise ProviderError(self.name, f"rule {rule.name!r}", "no rule with this identifier to update")
+                lab.put_rule(rule)
+                return Outcome()
+            case RemoveRule(identifier, _name):
+                lab.remove_rule(identifier)
+                return Outcome()
+            case RunSyncCycle(policy):
+                return self._run_cycle(policy)
+        raise TypeError(f"unsupported operation {operation!r}")
+
+    def _run_cycle(self, policy):
+        lab = self.lab
+        if lab.server.cycle is not None:
+            # A scheduled cycle is running: wait for it, then start ours.
+            lab.advance_to(lab.server.cycle.ends_at)
+        cycle = lab.start_cycle(policy)
+        lab.advance_to(cycle.ends_at)
+        results = [r for r in lab.server.run_history if iso_to_minute(r.started) == cycle.started_at]
+        failed = [r for r in results if not r.ok]
+        if failed:
+            first = failed[0]
+            raise ProviderError(
+                self.name,
+                "sync cycle",
+                f"{first.connector} {first.profile} ended '{first.result}'" + (f": {first.detail}" if first.detail else ""),
+            )
+        return Outcome(f"{policy.value} cycle {minute_to_iso(cycle.started_at)} to {minute_to_iso(cycle.ends_at)}: all runs succeeded")
+
+
+class LabTenant(TenantProvider):
+    SUPPORTS = TENANT_OPERATIONS
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def describe(self):
+        return "lab tenant contoso.onmicrosoft.com"
+
+    def observe(self, selection):
+        lab = self.lab
+        consumed = lab.consumed_units()
+        skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange) for s in lab.skus)
+        users = []
+        for user in lab.cloud_users:
+            if user.deleted_at is not None:
+                continue
+            users.append(
+                CloudUser(
+                    id=user.id,
+                    upn=user.upn,
+                    synced=user.synced,
+                    on_prem_dn=user.on_prem_dn,
+                    usage_location=user.usage_location,
+                    licenses=tuple(LicenseAssignment(lic.sku_id, lic.by_group) for lic in user.licenses),
+                    mailbox=MailboxState(lab.mailbox_state(user)),
+                )
+            )
+        deleted = tuple(
+            DeletedUser(u.id, u.upn, minute_to_iso(u.deleted_at), u.synced, u.on_prem_dn) for u in lab.cloud_users if u.deleted_at is not None
+        )
+        return TenantState(users=tuple(users), skus=skus, deleted_users=deleted)
+
+    def apply(self, operation):
+        lab = self.lab
+        match operation:
+            case AssignLicense(sku_id, _part, users):
+                return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id))
+            case RemoveLicense(sku_id, _part, users):
+                return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id))
+            case VerifyMailboxes(users):
+                return self._verify(users)
+        raise TypeError(f"unsupported operation {operation!r}")
+
+    @staticmethod
+    def _each(users, action):
+        failures = []
+        for ref in users:
+            try:
+                action(ref)
+            except ProviderError as exc:
+                failures.append((ref.upn, exc.message))
+        return Outcome(f"{len(users) - len(failures)} of {len(users)} done", tuple(failures))
+
+    def _verify(self, users):
+        lab = self.lab
+        deadline = lab.clock + MAILBOX_WAIT_MINUTES
+        while True:
+            states = {ref.upn: self._mailbox(ref) for ref in users}
+            waiting = [upn for upn, s in states.items() if s == "pending"]
+            if not waiting or lab.clock >= deadline:
+                break
+            lab.advance(min(5, deadline - lab.clock))
+        failures = tuple((upn, f"no Exchange Online mailbox ({state})") for upn, state in states.items() if state != "present")
+        return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)
+
+    def _mailbox(self, ref):
+        user = self.lab.cloud_user(ref.id)
+        return "missing user" if user is None else self.lab.mailbox_state(user)
+
+
+class LabTarget(Target):
+    """The lab as a target; persists the lab file after every step and on close."""
+
+    def __init__(self, lab, path=None):
+        self.lab = lab
+        self.path = Path(path) if path else None
+        super().__init__(LabServer(lab), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
+
+    def checkpoint(self):
+        if self.path is not None:
+            store.save(self.lab, self.path)
+
+    def close(self):
+        self.checkpoint()
+
+
+def open_lab_target(path=None, create=True):
+    """The lab at ``path`` (default ``.syncprep/lab.json``), created on first use."""
+    path = Path(path) if path else store.DEFAULT_PATH
+    if create:
+        lab, _created = store.load_or_create(path)
+    else:
+        lab = store.load(path)
+    return LabTarget(lab, path)
+
+
+__all__ = ["LabServer", "LabTenant", "LabTarget", "open_lab_target"]

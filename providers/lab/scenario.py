@@ -1,0 +1,210 @@
+"""Lab scenarios: the worlds ``syncprep lab init`` creates.
+
+The default scenario is the knowledge-base article's starting point: an OU of
+synced users with on-premises mailboxes whose ``msExchMailboxGuid`` has reached
+the cloud, some of them already licensed without a mailbox, an inetOrgPerson user,
+a user without a usage location, a SKU with too few units, and stock rule
+precedences (200 among them) taken.
+"""
+
+from __future__ import annotations
+
+from reconciler.model import (
+    GUID_ATTRIBUTE,
+    AttributeFlow,
+    Connector,
+    Direction,
+    FlowType,
+    LinkType,
+    ScopeCondition,
+    SyncPolicy,
+    SyncRule,
+)
+from providers.lab.world import AdUser, Lab, LabCloudUser, LabSku, Server, lab_guid
+
+HYBRID_OU = "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
+SERVICE_OU = "OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com"
+ENTERPRISEPACK_ID = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # Office 365 E3's real skuId
+EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
+AD_CONNECTOR = lab_guid("connector", "contoso.com")
+AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
+
+SCENARIOS = ("default", "already-prepared", "empty-tenant")
+
+
+def _direct(source, destination):
+    return AttributeFlow(destination=destination, flow_type=FlowType.DIRECT, source=source)
+
+
+def _stock(precedence, name, direction, source_type, target_type, link=LinkType.JOIN, flows=(), scope=()):
+    connector = AD_CONNECTOR if direction is Direction.INBOUND and "from AD" in name else AAD_CONNECTOR
+    tag = "Microsoft." + "".join(ch for ch in name if ch.isalnum()) + ".004"
+    return SyncRule(
+        identifier=lab_guid("stock", name),
+        name=name,
+        direction=direction,
+        precedence=precedence,
+        connector=connector,
+        source_object_type=source_type,
+        target_object_type=target_type,
+        link_type=link,
+        flows=tuple(flows),
+        scope=tuple(scope),
+        is_standard=True,
+        immutable_tag=tag,
+    )
+
+
+def stock_rules():
+    """The out-of-box rules of the lab's Entra Connect build.
+
+    The lab simulates only the flows of the attributes it exports (see
+    ``EXPORTED_ATTRIBUTES``); the other rules hold their precedences, as on a real
+    server, so the planner must step around them.
+    """
+    inbound, outbound = Direction.INBOUND, Direction.OUTBOUND
+    exchange_scope = ((ScopeCondition("mailNickname", "ISNOTNULL"),),)
+
+    def join_flows():
+        return (_direct("objectGUID", "sourceAnchor"), _direct("userPrincipalName", "userPrincipalName"))
+
+    def exchange_flows():
+        # The stock rule flows the GUID and msExchUsageLocation -> usageLocation (domain-facts A2).
+        return (
+            _direct(GUID_ATTRIBUTE, GUID_ATTRIBUTE),
+            _direct("msExchUsageLocation", "usageLocation"),
+            _direct("mailNickname", "mailNickname"),
+        )
+
+    rules = [
+        _stock(100, "In from AD - InetOrgPerson Join", inbound, "inetOrgPerson", "person", LinkType.PROVISION, join_flows()),
+        _stock(101, "In from AD - User Join", inbound, "user", "person", LinkType.PROVISION, join_flows()),
+        _stock(102, "In from AD - User AccountEnabled", inbound, "user", "person"),
+        _stock(103, "In from AD - User Common", inbound, "user", "person", flows=(_direct("displayName", "displayName"),)),
+        _stock(104, "In from AD - InetOrgPerson AccountEnabled", inbound, "inetOrgPerson", "person"),
+        _stock(105, "In from AD - InetOrgPerson Common", inbound, "inetOrgPerson", "person", flows=(_direct("displayName", "displayName"),)),
+        _stock(106, "In from AD - User Identifier", inbound, "user", "person"),
+        _stock(107, "In from AD - InetOrgPerson Identifier", inbound, "inetOrgPerson", "person"),
+        _stock(108, "In from AD - User Exchange", inbound, "user", "person", flows=exchange_flows(), scope=exchange_scope),
+        _stock(109, "In from AD - InetOrgPerson Exchange", inbound, "inetOrgPerson", "person", flows=exchange_flows(), scope=exchange_scope),
+        _stock(110, "In from AD - User Lync", inbound, "user", "person"),
+        _stock(111, "In from AD - InetOrgPerson Lync", inbound, "inetOrgPerson", "person"),
+        _stock(112, "In from AD - Group Join", inbound, "group", "group", LinkType.PROVISION),
+        _stock(113, "In from AD - Group Common", inbound, "group", "group"),
+        _stock(114, "In from AD - Group Exchange", inbound, "group", "group"),
+        _stock(115, "In from AD - Contact Join", inbound, "contact", "person", LinkType.PROVISION),
+        _stock(116, "In from AD - Contact Common", inbound, "contact", "person"),
+        _stock(117, "In from AD - Contact Exchange", inbound, "contact", "person"),
+        _stock(118, "In from AD - ForeignSecurityPrincipal Join (User)", inbound, "foreignSecurityPrincipal", "person"),
+        _stock(119, "In from AD - Computer Join", inbound, "computer", "device", LinkType.PROVISION),
+        # Inbound and outbound share one precedence space: 200 is taken here.
+        _stock(200, "Out to AAD - User Join", outbound, "person", "user", LinkType.PROVISION),
+        _stock(201, "Out to AAD - User Identity", outbound, "person", "user"),
+        _stock(202, "Out to AAD - User ExchangeOnline", outbound, "person", "user"),
+        _stock(203, "Out to AAD - Group Join", outbound, "group", "group", LinkType.PROVISION),
+        _stock(204, "Out to AAD - Group Identity", outbound, "group", "group"),
+        _stock(205, "Out to AAD - Contact Join", outbound, "person", "contact", LinkType.PROVISION),
+        _stock(206, "Out to AAD - Contact Identity", outbound, "person", "contact"),
+        _stock(207, "Out to AAD - Device Join SOAInAD", outbound, "device", "device", LinkType.PROVISION),
+        _stock(208, "In from AAD - User Join", inbound, "user", "person"),
+        _stock(209, "In from AAD - User Identity", inbound, "user", "person"),
+        _stock(210, "In from AAD - Group Join", inbound, "group", "group"),
+        _stock(211, "In from AAD - Contact Join", inbound, "contact", "person"),
+    ]
+    return rules
+
+
+def _ad_user(index, width, ou, object_class="user", mailbox=True, usage_location="US", prefix="user"):
+    sam = f"{prefix}{index:0{width}d}"
+    guid = lab_guid("ad", sam)
+    return AdUser(
+        object_guid=guid,
+        sam=sam,
+        upn=f"{sam}@contoso.com",
+        dn=f"CN={sam},{ou}",
+        object_class=object_class,
+        display_name=f"{prefix.capitalize()} {index:0{width}d}",
+        mailbox_guid=lab_guid("mailbox", sam) if mailbox else None,
+        mail_nickname=sam if mailbox else None,
+        usage_location=usage_location,
+    )
+
+
+def build(scenario="default", users=20):
+    """Create a lab world. ``users`` scales the number of mailbox users in the OU."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if users < 4:
+        raise ValueError("the default scenario needs at least 4 users")
+    width = max(2, len(str(users)))
+    rules = stock_rules()
+    server = Server(
+        rules=list(rules),
+        stock_catalogue=list(rules),
+        connectors=[
+            Connector(AD_CONNECTOR, "contoso.com", "AD", included_containers=("OU=Corp,DC=contoso,DC=com",)),
+            Connector(AAD_CONNECTOR, "contoso.onmicrosoft.com - AAD", "AAD"),
+        ],
+    )
+    lab = Lab(server=server, scenario=scenario)
+
+    ad_users = [_ad_user(i, width, HYBRID_OU) for i in range(1, users + 1)]
+    ad_users[6 if users > 6 else users - 1].usage_location = None  # user07 has no msExchUsageLocation
+    ad_users.append(_ad_user(1, 2, HYBRID_OU, object_class="inetOrgPerson", prefix="contractor"))
+    ad_users += [_ad_user(i, 2, SERVICE_OU, mailbox=False, prefix="svc") for i in (1, 2)]
+    lab.ad_users = ad_users
+
+    # The tenant: one cloud-only admin with a mailbox, and a SKU one unit short.
+    lab.skus = [LabSku(ENTERPRISEPACK_ID, "ENTERPRISEPACK", prepaid=users), LabSku(EMS_ID, "EMS", prepaid=users * 2, includes_exchange=False)]
+    admin = LabCloudUser(id=lab_guid("cloud", "admin"), upn="admin@contoso.onmicrosoft.com", display_name="Admin", usage_location="US")
+    lab.cloud_users.append(admin)
+    lab.assign_license(admin.id, ENTERPRISEPACK_ID)
+
+    if scenario == "empty-tenant":
+        lab.server.next_scheduled_at = lab.clock + lab.server.sync_interval
+        lab.advance(lab.provisioning_minutes)
+        lab.server.connector_space.clear()
+        return lab
+
+    # The first sync ran with the stock rules: the GUIDs reached the cloud.
+    lab.run_cycle(SyncPolicy.INITIAL)
+    # Someone licensed the first three already; no mailbox came of it.
+    for ad in ad_users[:3]:
+        lab.assign_license(ad.upn, ENTERPRISEPACK_ID)
+    lab.server.next_scheduled_at = lab.clock + lab.server.sync_interval
+    lab.advance(lab.provisioning_minutes)
+    if scenario == "already-prepared":
+        _prepare(lab)
+    return lab
+
+
+def _prepare(lab):
+    """The article's Solution 1 done by hand, so drift and export have a settled world."""
+    from attrs import evolve
+
+    server = lab.server
+    lab.set_scheduler(False)
+    for name in ("In from AD - User Exchange", "In from AD - InetOrgPerson Exchange"):
+        original = next(r for r in server.rules if r.name == name)
+        flows = tuple(
+            AttributeFlow(GUID_ATTRIBUTE, FlowType.EXPRESSION, expression="NULL", execute_once=True) if f.destination == GUID_ATTRIBUTE else f
+            for f in original.flows
+        )
+        copy = evolve(original, identifier=lab_guid("custom", name), precedence=300 + original.precedence, flows=flows, is_standard=False, immutable_tag="")
+        lab.set_rule_disabled(original.identifier, True)
+        lab.put_rule(copy)
+        lab.remove_rule(original.identifier)
+        lab.put_rule(evolve(copy, precedence=original.precedence))
+    lab.set_scheduler(True)
+    lab.run_cycle(SyncPolicy.INITIAL)
+    sku = ENTERPRISEPACK_ID
+    for user in sorted(lab.active_cloud_users(), key=lambda u: u.upn):
+        if not user.synced or not (user.on_prem_dn or "").endswith(HYBRID_OU):
+            continue
+        if user.license(sku) is not None:
+            lab.remove_license(user.id, sku)
+        try:
+            lab.assign_license(user.id, sku)
+        except Exception:  # noqa: BLE001 - users who cannot be licensed stay as they are
+            pass
+    lab.advance(lab.provisioning_minutes)

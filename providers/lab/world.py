@@ -1,0 +1,625 @@
+"""The lab: an in-process simulation of a whole hybrid environment.
+
+On-premises AD users, the Entra Connect server (scheduler, rules, connector scope,
+export filtering, deletion threshold, run history) and the Microsoft 365 tenant
+(users, licences, mailboxes, SKUs, recycle bin), with a clock.
+
+Its rules follow the real system as ``shared/reference/domain-facts.md`` records it,
+because a plan is only as good as the world it is tested against. The lab does not
+use the planner's code to decide anything: it is the world the planner is checked
+against. Where the real behaviour is unconfirmed, the choice made is said in a
+comment starting ``Lab assumption``.
+
+Time is lab time, in whole minutes since the lab's epoch. Nothing here sleeps:
+waiting means advancing the clock, which runs what the real system would run in
+that time (cycles finishing, scheduled cycles starting, mailboxes provisioning).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from typing import Optional
+
+from attrs import define, evolve, field
+
+from reconciler.errors import ProviderError, RefusedError
+from reconciler.model import (
+    AUTHORITATIVE_NULL,
+    GUID_ATTRIBUTE,
+    IGNORE_THIS_FLOW,
+    NULL,
+    Connector,
+    Direction,
+    FlowType,
+    LinkType,
+    RunResult,
+    SyncPolicy,
+    SyncRule,
+)
+
+EPOCH = dt.datetime(2026, 1, 5, 22, 0, tzinfo=dt.timezone.utc)
+LAB_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d1e-9a57-3f0c2b7d9e10")
+
+# The metaverse attributes the lab simulates, and the cloud user field each exports to.
+EXPORTED_ATTRIBUTES = {
+    "sourceAnchor": "immutable_id",
+    "userPrincipalName": "upn",
+    "displayName": "display_name",
+    "usageLocation": "usage_location",
+    GUID_ATTRIBUTE: "mailbox_guid",
+}
+
+_KEEP = object()  # IgnoreThisFlow: leave the existing value as it is
+
+
+def lab_guid(*parts):
+    return str(uuid.uuid5(LAB_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def minute_to_iso(minute):
+    return (EPOCH + dt.timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_to_minute(text):
+    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return int((moment - EPOCH).total_seconds() // 60)
+
+
+@define
+class AdUser:
+    """An on-premises AD object of class user or inetOrgPerson."""
+
+    object_guid: str
+    sam: str
+    upn: str
+    dn: str
+    object_class: str = "user"
+    display_name: str = ""
+    mailbox_guid: Optional[str] = None  # on-prem msExchMailboxGuid
+    mail_nickname: Optional[str] = None
+    usage_location: Optional[str] = None  # msExchUsageLocation
+    changed_at: int = 0
+
+    def attribute(self, name):
+        return {
+            "objectGUID": self.object_guid,
+            "sAMAccountName": self.sam,
+            "userPrincipalName": self.upn,
+            "displayName": self.display_name,
+            GUID_ATTRIBUTE: self.mailbox_guid,
+            "mailNickname": self.mail_nickname,
+            "msExchUsageLocation": self.usage_location,
+            "objectClass": self.object_class,
+        }.get(name)
+
+
+@define
+class LabLicense:
+    sku_id: str
+    assigned_at: int
+    by_group: bool = False
+
+
+@define
+class LabCloudUser:
+    id: str
+    upn: str
+    display_name: str = ""
+    immutable_id: Optional[str] = None
+    synced: Optional[bool] = None  # True synced, False no longer, None cloud-only
+    on_prem_dn: Optional[str] = None
+    usage_location: Optional[str] = None
+    mailbox_guid: Optional[str] = None  # cloud msExchMailboxGuid, as synced
+    licenses: list[LabLicense] = field(factory=list)
+    mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
+    deleted_at: Optional[int] = None  # set while in the recycle bin
+
+    def license(self, sku_id):
+        for lic in self.licenses:
+            if lic.sku_id == sku_id:
+                return lic
+        return None
+
+
+@define
+class LabSku:
+    sku_id: str
+    part_number: str
+    prepaid: int
+    includes_exchange: bool = True
+
+
+@define
+class RunningCycle:
+    policy: SyncPolicy
+    started_at: int
+    ends_at: int
+
+
+@define
+class Server:
+    sync_cycle_enabled: bool = True
+    staging_mode: bool = False
+    next_policy: SyncPolicy = SyncPolicy.DELTA
+    sync_interval: int = 30
+    next_scheduled_at: int = 30
+    cycle: Optional[RunningCycle] = None
+    rules: list[SyncRule] = field(factory=list)
+    # The stock rules of the installed build: an upgrade puts back any that are missing.
+    stock_catalogue: list[SyncRule] = field(factory=list)
+    connectors: list[Connector] = field(factory=list)
+    deletion_threshold: Optional[int] = 500
+    run_history: list[RunResult] = field(factory=list)
+    # The connector-space memory: AD objectGUID -> minute it was last synced.
+    connector_space: dict[str, int] = field(factory=dict)
+    build: str = "2.4.18.0"
+
+
+@define
+class Lab:
+    """The whole simulated environment. Mutable: it is a world, not a value."""
+
+    clock: int = 0
+    domain: str = "contoso.com"
+    provisioning_minutes: int = 15
+    ad_users: list[AdUser] = field(factory=list)
+    server: Server = field(factory=Server)
+    cloud_users: list[LabCloudUser] = field(factory=list)
+    skus: list[LabSku] = field(factory=list)
+    scenario: str = "default"
+
+    # ------------------------------------------------------------------ lookups
+
+    @property
+    def now(self):
+        return minute_to_iso(self.clock)
+
+    def ad_connector(self):
+        return next(c for c in self.server.connectors if c.kind == "AD")
+
+    def aad_connector(self):
+        return next(c for c in self.server.connectors if c.kind == "AAD")
+
+    def active_cloud_users(self):
+        return [u for u in self.cloud_users if u.deleted_at is None]
+
+    def cloud_user(self, key):
+        """By object id or UPN (as Graph's /users/{id|upn}); active users only."""
+        key_lower = key.lower()
+        for user in self.cloud_users:
+            if user.deleted_at is None and (user.id == key or user.upn.lower() == key_lower):
+                return user
+        return None
+
+    def deleted_user(self, object_id):
+        for user in self.cloud_users:
+            if user.deleted_at is not None and user.id == object_id:
+                return user
+        return None
+
+    def sku(self, sku_id):
+        for sku in self.skus:
+            if sku.sku_id == sku_id:
+                return sku
+        return None
+
+    def consumed_units(self):
+        counts = {sku.sku_id: 0 for sku in self.skus}
+        for user in self.cloud_users:
+            if user.deleted_at is None:
+                for lic in user.licenses:
+                    counts[lic.sku_id] = counts.get(lic.sku_id, 0) + 1
+        return counts
+
+    def mailbox_state(self, user):
+        """present / pending / absent, as the tenant would answer at this minute."""
+        if user.mailbox_ready_at is None:
+            return "absent"
+        return "present" if self.clock >= user.mailbox_ready_at else "pending"
+
+    # ------------------------------------------------------------------ scheduler and clock
+
+    def set_scheduler(self, enabled):
+        self.server.sync_cycle_enabled = enabled
+        if enabled and self.server.next_scheduled_at <= self.clock:
+            self.server.next_scheduled_at = self.clock + self.server.sync_interval
+
+    def advance(self, minutes):
+        """Let ``minutes`` of lab time pass, running what the real system would."""
+        if minutes < 0:
+            raise ValueError("the lab clock only moves forward")
+        self.advance_to(self.clock + minutes)
+
+    def advance_to(self, target):
+        server = self.server
+        while True:
+            events = []
+            if server.cycle is not None:
+                events.append(server.cycle.ends_at)
+            elif server.sync_cycle_enabled:
+                events.append(max(server.next_scheduled_at, self.clock))
+            due = [t for t in events if t <= target]
+            if not due:
+                break
+            self.clock = max(self.clock, min(due))
+            if server.cycle is not None:
+                self._finish_cycle()
+            else:
+                # The scheduler runs the policy it owes: Initial after a rule change.
+                self.start_cycle(server.next_policy)
+                server.next_scheduled_at = self.clock + server.sync_interval
+        self.clock = max(self.clock, target)
+
+    # ------------------------------------------------------------------ configuration
+
+    def _refuse_while_cycle_runs(self, what):
+        if self.server.cycle is not None:
+            raise RefusedError(
+                "entra-connect", what, "a sync cycle is in progress; configuration changes are not allowed until it finishes"
+            )
+
+    def _check_precedence(self, rule):
+        # miiserver checks every other rule, whatever its direction or connector (domain-facts A4).
+        if rule.precedence < 0:
+            raise RefusedError("entra-connect", f"rule {rule.name!r}", "Precedence must be non-negative.")
+        for other in self.server.rules:
+            if other.identifier != rule.identifier and other.precedence == rule.precedence:
+                raise RefusedError(
+                    "entra-connect",
+                    f"rule {rule.name!r}",
+                    f"SyncRule {rule.name}: Precedence is not unique (precedence {rule.precedence} is held by {other.name!r})",
+                )
+
+    def put_rule(self, rule):
+        """Add-ADSyncRule: create, or overwrite the rule with the same identifier."""
+        self._refuse_while_cycle_runs(f"rule {rule.name!r}")
+        existing = next((r for r in self.server.rules if r.identifier == rule.identifier), None)
+        if existing is not None and existing.is_standard:
+            if evolve(existing, disabled=rule.disabled) != rule:
+                raise RefusedError(
+                    "entra-connect",
+                    f"rule {rule.name!r}",
+                    "It is not allowed to modify a standard rule. It can only be enabled or disabled.",
+                )
+        if existing is None and rule.is_standard:
+            raise RefusedError("entra-connect", f"rule {rule.name!r}", "a new rule cannot be a standard rule")
+        if existing is None and any(r.identifier == rule.identifier for r in self.server.stock_catalogue):
+            raise RefusedError("entra-connect", f"rule {rule.name!r}", "the identifier belongs to a stock rule")
+        self._check_precedence(rule)
+        if not any(c.identifier == rule.connector for c in self.server.connectors):
+            raise RefusedError("entra-connect", f"rule {rule.name!r}", f"unknown connector {rule.connector}")
+        if existing is None:
+            self.server.rules.append(rule)
+        else:
+            self.server.rules[self.server.rules.index(existing)] = rule
+        self.server.next_policy = SyncPolicy.INITIAL
+
+    def set_rule_disabled(self, identifier, disabled):
+        rule = self._rule(identifier)
+        self.put_rule(evolve(rule, disabled=disabled))
+
+    def remove_rule(self, identifier):
+        rule = self._rule(identifier)
+        self._refuse_while_cycle_runs(f"rule {rule.name!r}")
+        self.server.rules.remove(rule)
+        self.server.next_policy = SyncPolicy.INITIAL
+
+    def _rule(self, identifier):
+        for rule in self.server.rules:
+            if rule.identifier == identifier:
+                return rule
+        raise ProviderError("entra-connect", f"rule {identifier}", "no such rule")
+
+    def upgrade(self, build=None):
+        """An in-place Entra Connect upgrade: deleted stock rules come back (domain-facts A6).
+
+        Returns the rules that were re-created. Disabled stock rules stay disabled.
+        """
+        self._refuse_while_cycle_runs("upgrade")
+        present_tags = {r.immutable_tag for r in self.server.rules if r.is_standard}
+        restored = []
+        for stock in self.server.stock_catalogue:
+            if stock.immutable_tag in present_tags:
+                continue
+            rule = stock
+            taken = {r.precedence for r in self.server.rules}
+            if rule.precedence in taken:
+                # Lab assumption (domain-facts A4 says renumbering is UNCONFIRMED): the
+                # returning rule takes the first free precedence above its own.
+                free = rule.precedence + 1
+                while free in taken:
+                    free += 1
+                rule = evolve(rule, precedence=free)
+            self.server.rules.append(rule)
+            restored.append(rule)
+        self.server.build = build or _next_build(self.server.build)
+        self.server.next_policy = SyncPolicy.INITIAL
+        return restored
+
+    def set_container_scope(self, included, excluded):
+        self._refuse_while_cycle_runs("connector scope")
+        ad = self.ad_connector()
+        self._replace_connector(ad, evolve(ad, included_containers=tuple(included), excluded_containers=tuple(excluded)))
+
+    def set_excluded_attributes(self, attributes):
+        self._refuse_while_cycle_runs("export attribute filter")
+        aad = self.aad_connector()
+        self._replace_connector(aad, evolve(aad, excluded_attributes=tuple(attributes)))
+
+    def _replace_connector(self, old, new):
+        connectors = self.server.connectors
+        connectors[connectors.index(old)] = new
+        self.server.next_policy = SyncPolicy.INITIAL
+
+    # ------------------------------------------------------------------ sync
+
+    def start_cycle(self, policy):
+        """Start-ADSyncSyncCycle: returns at once; the cycle finishes as the clock runs."""
+        server = self.server
+        if server.cycle is not None:
+            raise RefusedError("entra-connect", "sync cycle", f"Connector: {self.ad_connector().name} is busy")
+        # Lab assumption (A7 UNCONFIRMED): a manual cycle runs even with the scheduler off.
+        in_scope = sum(1 for u in self.ad_users if self._in_scope(u))
+        if policy is SyncPolicy.INITIAL:
+            duration = 5 + math.ceil(in_scope / 500)
+        else:
+            duration = 2 + math.ceil(in_scope / 5000)
+        server.cycle = RunningCycle(policy, self.clock, self.clock + duration)
+        return server.cycle
+
+    def run_cycle(self, policy):
+        """Start a cycle and let the clock run until it is done; returns its run results."""
+        cycle = self.start_cycle(policy)
+        self.advance_to(cycle.ends_at)
+        return [r for r in self.server.run_history if iso_to_minute(r.started) >= cycle.started_at]
+
+    def _in_scope(self, user):
+        inclusions = self.ad_connector().included_containers
+        exclusions = self.ad_connector().excluded_containers
+        # The longest matching container wins; an exclusion wins only if it is longer (A8).
+        best_in = max((len(c) for c in inclusions if _dn_under(user.dn, c)), default=-1)
+        best_out = max((len(c) for c in exclusions if _dn_under(user.dn, c)), default=-1)
+        return best_in >= 0 and best_in >= best_out
+
+    def _finish_cycle(self):
+        server = self.server
+        cycle = server.cycle
+        server.cycle = None
+        full = cycle.policy is SyncPolicy.INITIAL
+        started, ended = minute_to_iso(cycle.started_at), minute_to_iso(self.clock)
+        ad_name, aad_name = self.ad_connector().name, self.aad_connector().name
+        rules_by_type = _inbound_rules_by_type(server.rules)
+
+        by_anchor = self._cloud_by_anchor()
+        updates, deletes = [], []
+        seen = set()
+        for user in self.ad_users:
+            if not self._in_scope(user):
+                continue
+            seen.add(user.object_guid)
+            synced_at = server.connector_space.get(user.object_guid)
+            if not full and synced_at is not None and user.changed_at < synced_at:
+                continue  # a Delta leaves unchanged objects as they were
+            rules = rules_by_type.get(user.object_class, ())
+            if not any(r.link_type is LinkType.PROVISION for r in rules):
+                continue
+            # A soft-deleted object that sync brings back is not new: Apply once stays idle.
+            values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor)
+            updates.append((user, values))
+        deletes = [guid for guid in server.connector_space if guid not in seen]
+
+        results = [
+            RunResult(ad_name, "Full Import" if full else "Delta Import", "success", started, ended),
+            RunResult(ad_name, "Full Synchronization" if full else "Delta Synchronization", "success", started, ended),
+        ]
+        threshold = server.deletion_threshold
+        if server.staging_mode:
+            results.append(RunResult(aad_name, "Export", "success", started, ended, "staging mode: nothing exported"))
+        elif threshold is not None and len(deletes) > threshold:
+            # The export stops before deleting anything; nothing at all is exported (A10).
+            results.append(
+                RunResult(
+                    aad_name,
+                    "Export",
+                    "stopped-deletion-threshold-exceeded",
+                    started,
+                    ended,
+                    f"{len(deletes)} deletions exceed the threshold of {threshold}",
+                )
+            )
+        else:
+            excluded = set(self.aad_connector().excluded_attributes)
+            for user, values in updates:
+                self._export(user, values, excluded, by_anchor)
+            for guid in deletes:
+                self._export_delete(guid, by_anchor)
+            results.append(RunResult(aad_name, "Export", "success", started, ended, f"{len(updates)} updated, {len(deletes)} deleted"))
+            if full:
+                server.next_policy = SyncPolicy.DELTA
+        server.run_history.extend(results)
+        del server.run_history[:-60]
+
+    def _cloud_by_anchor(self):
+        """Cloud users by immutable id; an active one hides a deleted one."""
+        index = {}
+        for user in self.cloud_users:
+            if user.immutable_id and (user.deleted_at is None or user.immutable_id not in index):
+                index[user.immutable_id] = user
+        return index
+
+    def _export(self, ad_user, values, excluded, by_anchor):
+        cloud = by_anchor.get(ad_user.object_guid)
+        if cloud is not None and cloud.deleted_at is not None:
+            # Sync brings a soft-deleted object back from the recycle bin, with the
+            # attributes it had, GUID included (domain-facts A10).
+            cloud.deleted_at = None
+            cloud.synced = True
+        if cloud is None:
+            cloud = LabCloudUser(id=lab_guid("cloud", ad_user.object_guid, self.clock), upn=ad_user.upn, synced=True)
+            self.cloud_users.append(cloud)
+            by_anchor[ad_user.object_guid] = cloud
+        cloud.on_prem_dn = ad_user.dn
+        for attribute, cloud_field in EXPORTED_ATTRIBUTES.items():
+            value = values[attribute]
+            # An excluded attribute is no longer managed: the cloud keeps its value (A9).
+            if attribute in excluded or value is _KEEP:
+                continue
+            setattr(cloud, cloud_field, value)
+        self.server.connector_space[ad_user.object_guid] = self.clock
+
+    def _export_delete(self, anchor, by_anchor):
+        cloud = by_anchor.get(anchor)
+        if cloud is not None and cloud.deleted_at is None:
+            cloud.deleted_at = self.clock
+        del self.server.connector_space[anchor]
+
+    # ------------------------------------------------------------------ tenant
+
+    def assign_license(self, user_key, sku_id):
+        """assignLicense with one SKU to add. Raises ProviderError with Graph's message."""
+        user = self._tenant_user(user_key)
+        sku = self.sku(sku_id)
+        if sku is None:
+            raise ProviderError("tenant", user.upn, f"License {sku_id} does not correspond to a valid company License.")
+        if user.license(sku_id) is not None:
+            return  # assigning what is there already is not an error in Graph
+        if not user.usage_location:
+            raise ProviderError("tenant", user.upn, "License assignment cannot be done for user with invalid usage location.")
+        if self.consumed_units().get(sku_id, 0) >= sku.prepaid:
+            raise ProviderError("tenant", user.upn, f"Subscription with SKU {sku_id} does not have any available licenses.")
+        user.licenses.append(LabLicense(sku_id, self.clock))
+        if sku.includes_exchange and user.mailbox_ready_at is None and not user.mailbox_guid:
+            # Exchange Online creates a mailbox only for a user without an on-premises
+            # mailbox GUID, and only at licence assignment (domain-facts, the KB article).
+            user.mailbox_ready_at = self.clock + self.provisioning_minutes
+
+    def remove_license(self, user_key, sku_id):
+        user = self._tenant_user(user_key)
+        lic = user.license(sku_id)
+        if lic is None:
+            raise ProviderError("tenant", user.upn, "User does not have a corresponding license.")
+        if lic.by_group:
+            raise ProviderError(
+                "tenant", user.upn, "User license is inherited from a group membership and it cannot be removed directly from the user."
+            )
+        user.licenses.remove(lic)
+        # The mailbox, if any, survives a quick remove-and-add (30-day grace), so nothing else changes.
+
+    def _tenant_user(self, key):
+        user = self.cloud_user(key)
+        if user is None:
+            raise ProviderError(
+                "tenant",
+                key,
+                f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.",
+            )
+        return user
+
+    def purge_deleted_user(self, object_id):
+        """DELETE /directory/deletedItems/{id}: permanent, irreversible."""
+        user = self.deleted_user(object_id)
+        if user is None:
+            raise ProviderError("tenant", object_id, f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.")
+        self.cloud_users.remove(user)
+
+    def purge_expired(self):
+        """Deleted items stay restorable for 30 days, then go for good (B4)."""
+        limit = self.clock - 30 * 24 * 60
+        self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
+
+
+def _dn_under(dn, container):
+    dn, container = dn.lower(), container.lower()
+    return dn == container or dn.endswith("," + container)
+
+
+def _next_build(build):
+    parts = build.split(".")
+    parts[2] = str(int(parts[2]) + 1)
+    return ".".join(parts)
+
+
+def _inbound_rules_by_type(rules):
+    by_type = {}
+    for rule in sorted(rules, key=lambda r: r.precedence):
+        if rule.disabled or rule.direction is not Direction.INBOUND:
+            continue
+        by_type.setdefault(rule.source_object_type, []).append(rule)
+    return by_type
+
+
+def _scope_passes(rule, user):
+    if not rule.scope:
+        return True
+    for group in rule.scope:
+        if all(_condition_holds(c, user) for c in group):
+            return True
+    return False
+
+
+def _condition_holds(condition, user):
+    value = user.attribute(condition.attribute)
+    op = condition.operator.upper()
+    if op == "ISNOTNULL":
+        return value not in (None, "")
+    if op == "ISNULL":
+        return value in (None, "")
+    if op == "EQUAL":
+        return (value or "") == condition.value
+    if op == "NOTEQUAL":
+        return (value or "") != condition.value
+    if op == "NOTSTARTSWITH":
+        return not (value or "").startswith(condition.value)
+    if op == "STARTSWITH":
+        return (value or "").startswith(condition.value)
+    raise ProviderError("lab", f"scope condition {condition.operator}", "the lab does not simulate this operator")
+
+
+def _evaluate(user, rules, is_new):
+    """Metaverse values for one object: per attribute, rules by precedence (A5).
+
+    The first rule whose flow contributes a value wins. ``NULL`` contributes
+    nothing and lets lower rules contribute; ``AuthoritativeNull`` removes the value
+    and stops lower rules; ``IgnoreThisFlow`` keeps what is there; an Apply-once
+    flow acts only when the object is created. No contribution removes the value.
+    """
+    applicable = [r for r in rules if _scope_passes(r, user)]
+    values = {}
+    for attribute in EXPORTED_ATTRIBUTES:
+        values[attribute] = None
+        for rule in applicable:
+            outcome = _contribution(rule, attribute, user, is_new)
+            if outcome is None:
+                continue
+            values[attribute] = outcome[0]
+            break
+    return values
+
+
+def _contribution(rule, attribute, user, is_new):
+    """``None`` if the rule contributes nothing, else a 1-tuple with the value."""
+    for flow in rule.flows_to(attribute):
+        if flow.execute_once and not is_new:
+            return None
+        if flow.flow_type is FlowType.DIRECT:
+            value = user.attribute(flow.source)
+            # Lab assumption: an empty source contributes nothing, like NULL.
+            return None if value in (None, "") else (value,)
+        if flow.flow_type is FlowType.CONSTANT:
+            return (flow.expression,)
+        expression = flow.expression or ""
+        if expression == NULL:
+            return None
+        if expression == AUTHORITATIVE_NULL:
+            return (None,)
+        if expression == IGNORE_THIS_FLOW:
+            return (_KEEP,)
+        if expression.startswith("[") and expression.endswith("]"):
+            value = user.attribute(expression[1:-1])
+            return None if value in (None, "") else (value,)
+        if len(expression) >= 2 and expression[0] == expression[-1] == '"':
+            return (expression[1:-1],)
+        raise ProviderError("lab", f"rule {rule.name!r}", f"the lab cannot evaluate the expression {expression!r}")
+    return None

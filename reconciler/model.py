@@ -1,0 +1,273 @@
+"""Observed state: frozen values that providers return and the planner reads.
+
+Identity and value are kept apart: fields the remote system assigns (object ids,
+timestamps) are ``eq=False`` so they never make two otherwise equal values differ.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+from attrs import field, frozen
+
+GUID_ATTRIBUTE = "msExchMailboxGuid"
+
+
+class Direction(enum.Enum):
+    INBOUND = "Inbound"
+    OUTBOUND = "Outbound"
+
+
+class FlowType(enum.Enum):
+    DIRECT = "Direct"
+    CONSTANT = "Constant"
+    EXPRESSION = "Expression"
+
+
+class MergeType(enum.Enum):
+    UPDATE = "Update"
+    REPLACE = "Replace"
+    MERGE = "Merge"
+    MERGE_CASE_INSENSITIVE = "MergeCaseInsensitive"
+
+
+class LinkType(enum.Enum):
+    JOIN = "Join"
+    PROVISION = "Provision"
+    STICKY_JOIN = "StickyJoin"
+    JOIN_NO_FLOW = "JoinNoFlow"
+
+
+class SyncPolicy(enum.Enum):
+    DELTA = "Delta"
+    INITIAL = "Initial"
+
+
+class MailboxState(enum.Enum):
+    """What the tenant says about a user's Exchange Online mailbox.
+
+    ``PENDING`` is a licensed user whose mailbox may still be provisioning;
+    ``UNKNOWN`` is a read that failed or was not made. Neither is ``ABSENT``.
+    """
+
+    PRESENT = "present"
+    ABSENT = "absent"
+    PENDING = "pending"
+    UNKNOWN = "unknown"
+
+
+# Expressions with a meaning of their own in a flow (domain-facts A5).
+NULL = "NULL"
+AUTHORITATIVE_NULL = "AuthoritativeNull"
+IGNORE_THIS_FLOW = "IgnoreThisFlow"
+
+
+def _canonical_expression(value):
+    # Whitespace inside an expression is not a difference (AADConnectDsc had to learn this).
+    return None if value is None else " ".join(value.split())
+
+
+@frozen
+class AttributeFlow:
+    """One attribute flow mapping of a sync rule (ADSync's AttributeFlowMapping)."""
+
+    destination: str
+    flow_type: FlowType
+    source: Optional[str] = None
+    expression: Optional[str] = field(default=None, converter=_canonical_expression)
+    execute_once: bool = False
+    merge_type: MergeType = MergeType.UPDATE
+
+    def describe(self):
+        """Short text as the Synchronization Rules Editor would show it."""
+        if self.flow_type is FlowType.DIRECT:
+            what = f"Direct from {self.source}"
+        elif self.flow_type is FlowType.CONSTANT:
+            what = f"Constant {self.expression!r}"
+        else:
+            what = f"Expression {self.expression}"
+        extras = [self.merge_type.value]
+        if self.execute_once:
+            extras.append("apply once")
+        return f"{what} ({', '.join(extras)})"
+
+
+@frozen
+class ScopeCondition:
+    attribute: str
+    operator: str  # ISNOTNULL, ISNULL, EQUAL, NOTEQUAL
+    value: str = ""
+
+
+@frozen
+class SyncRule:
+    """A synchronization rule as Get-ADSyncRule reports it (domain-facts A1)."""
+
+    identifier: str
+    name: str
+    direction: Direction
+    precedence: int
+    connector: str
+    source_object_type: str
+    target_object_type: str
+    link_type: LinkType = LinkType.JOIN
+    flows: tuple[AttributeFlow, ...] = ()
+    # Groups are ORed, the conditions inside a group ANDed.
+    scope: tuple[tuple[ScopeCondition, ...], ...] = ()
+    disabled: bool = False
+    is_standard: bool = False
+    immutable_tag: str = ""
+    description: str = ""
+
+    def flows_to(self, destination):
+        return tuple(f for f in self.flows if f.destination == destination)
+
+
+@frozen
+class Connector:
+    """A connector and the parts of its configuration this tool manages."""
+
+    identifier: str
+    name: str
+    kind: str  # "AD" or "AAD"
+    included_containers: tuple[str, ...] = ()
+    excluded_containers: tuple[str, ...] = ()
+    # For the Entra ID connector: attributes left out of the export (domain-facts A9).
+    excluded_attributes: tuple[str, ...] = ()
+
+
+@frozen
+class SchedulerState:
+    sync_cycle_enabled: bool
+    staging_mode: bool = False
+    cycle_in_progress: bool = False
+    # After a rule change ADSync sets the next cycle to Initial: a full sync is owed.
+    next_policy: SyncPolicy = SyncPolicy.DELTA
+
+
+@frozen
+class RunResult:
+    connector: str
+    profile: str
+    result: str  # "success", "stopped-deletion-threshold-exceeded", ...
+    started: str
+    ended: str
+    detail: str = ""
+
+    @property
+    def ok(self):
+        return self.result == "success"
+
+
+@frozen
+class ServerState:
+    """Everything observed on the Entra Connect server."""
+
+    scheduler: SchedulerState
+    rules: tuple[SyncRule, ...]
+    connectors: tuple[Connector, ...] = ()
+    deletion_threshold: Optional[int] = None  # None: disabled or unreadable
+    run_history: tuple[RunResult, ...] = field(default=(), eq=False)
+
+    def rules_named(self, name):
+        return tuple(r for r in self.rules if r.name == name)
+
+    def rule_by_id(self, identifier):
+        for rule in self.rules:
+            if rule.identifier == identifier:
+                return rule
+        return None
+
+    def connectors_of_kind(self, kind):
+        return tuple(c for c in self.connectors if c.kind == kind)
+
+
+@frozen
+class Sku:
+    sku_id: str
+    part_number: str
+    prepaid: int
+    consumed: int
+    includes_exchange: bool = True
+
+    @property
+    def available(self):
+        return max(self.prepaid - self.consumed, 0)
+
+
+@frozen
+class LicenseAssignment:
+    sku_id: str
+    # A licence that comes from a group cannot be removed for one user (domain-facts B2).
+    by_group: bool = False
+
+
+@frozen
+class UserRef:
+    """A user as steps name it: the id the tenant acts on, the UPN people read."""
+
+    id: str = field(eq=False)
+    upn: str
+
+
+@frozen
+class CloudUser:
+    id: str = field(eq=False)
+    upn: str
+    # True: synced from on-premises; False: was synced, no longer; None: cloud-only.
+    synced: Optional[bool]
+    on_prem_dn: Optional[str] = None
+    usage_location: Optional[str] = None
+    licenses: tuple[LicenseAssignment, ...] = ()
+    mailbox: MailboxState = MailboxState.UNKNOWN
+
+    @property
+    def ref(self):
+        return UserRef(self.id, self.upn)
+
+    def has_license(self, sku_id):
+        return any(a.sku_id == sku_id for a in self.licenses)
+
+    def license(self, sku_id):
+        for assignment in self.licenses:
+            if assignment.sku_id == sku_id:
+                return assignment
+        return None
+
+    def in_ou(self, ou_dn):
+        if not self.on_prem_dn:
+            return False
+        return self.on_prem_dn.lower().endswith("," + ou_dn.lower())
+
+
+@frozen
+class DeletedUser:
+    id: str = field(eq=False)
+    upn: str
+    deleted_at: str
+    synced: Optional[bool]
+    on_prem_dn: Optional[str] = None
+
+
+@frozen
+class TenantState:
+    """Everything observed in the Microsoft 365 tenant."""
+
+    users: tuple[CloudUser, ...]
+    skus: tuple[Sku, ...]
+    deleted_users: tuple[DeletedUser, ...] = ()
+
+    def sku_by_part_number(self, part_number):
+        for sku in self.skus:
+            if sku.part_number.lower() == part_number.lower():
+                return sku
+        return None
+
+
+@frozen
+class Observed:
+    """The whole world as one observation saw it."""
+
+    server: ServerState
+    tenant: TenantState

@@ -1,0 +1,100 @@
+"""The closed set of operations a plan step can ask a provider to carry out.
+
+Each is a frozen value. Providers dispatch on them with ``match``; an operation a
+provider does not list in its ``SUPPORTS`` is refused before apply starts.
+The server-side operations mirror what ADSync itself offers (domain-facts A13):
+there is no "edit rule" cmdlet, only Add-ADSyncRule (create or overwrite by
+identifier) and Remove-ADSyncRule.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from reconciler.model import SyncPolicy, SyncRule, UserRef
+
+
+# Entra Connect server -------------------------------------------------------
+
+
+@frozen
+class SetScheduler:
+    """Set-ADSyncScheduler -SyncCycleEnabled."""
+
+    enabled: bool
+
+
+@frozen
+class SetRuleDisabled:
+    """Enable or disable a rule; the only change a stock rule accepts."""
+
+    identifier: str
+    name: str
+    disabled: bool
+
+
+@frozen
+class CreateRule:
+    """Add a new custom rule (New-ADSyncRule ... Add-ADSyncRule)."""
+
+    rule: SyncRule
+
+
+@frozen
+class UpdateRule:
+    """Overwrite a custom rule with the same identifier (Add-ADSyncRule)."""
+
+    rule: SyncRule
+
+
+@frozen
+class RemoveRule:
+    identifier: str
+    name: str
+
+
+@frozen
+class RunSyncCycle:
+    """Start a sync cycle and wait until every connector's run of it has finished."""
+
+    policy: SyncPolicy
+
+
+# Tenant -----------------------------------------------------------------------
+
+
+@frozen
+class AssignLicense:
+    sku_id: str
+    part_number: str
+    users: tuple[UserRef, ...]
+
+
+@frozen
+class RemoveLicense:
+    sku_id: str
+    part_number: str
+    users: tuple[UserRef, ...]
+
+
+@frozen
+class VerifyMailboxes:
+    """Read-only: wait (up to a bound) until each user's mailbox exists."""
+
+    users: tuple[UserRef, ...]
+
+
+SERVER_OPERATIONS = frozenset({SetScheduler, SetRuleDisabled, CreateRule, UpdateRule, RemoveRule, RunSyncCycle})
+TENANT_OPERATIONS = frozenset({AssignLicense, RemoveLicense, VerifyMailboxes})
+
+
+@frozen
+class Outcome:
+    """What a provider reports back from one operation.
+
+    ``failures`` lists per-user problems of a tenant operation that went ahead for
+    the other users (``(upn, reason)``); ``detail`` is a line for the progress log.
+    """
+
+    detail: str = ""
+    failures: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,133 @@
+"""The contracts between the core and the systems it reconciles.
+
+There are two sides, each behind a small interface:
+
+* :class:`ServerProvider`, the Entra Connect server (rules, scheduler, connectors, cycles);
+* :class:`TenantProvider`, the Microsoft 365 tenant (users, licences, mailboxes).
+
+A :class:`Target` pairs one of each. The lab implements both over one simulated
+world; the real providers implement them over PowerShell remoting and Graph.
+
+.. important::
+
+   Implementations **must**:
+
+   * keep ``observe`` read-only;
+   * report a value they could not read as unknown (``None`` or
+     :attr:`~reconciler.model.MailboxState.UNKNOWN`), never as absent;
+   * raise :class:`~reconciler.errors.ProviderError` (or a subclass) with one
+     readable line for anything the user must act on;
+   * never put secrets in an error, a log line or an :class:`Outcome`.
+
+   Implementations **must not** print, or carry out an operation that is not in
+   their ``SUPPORTS``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, Iterable
+
+from attrs import frozen
+
+from reconciler.operations import SERVER_OPERATIONS, TENANT_OPERATIONS
+
+
+class _Provider(abc.ABC):
+    #: A short name shown in plans ("entra-connect", "tenant").
+    name: ClassVar[str]
+    #: The operation classes this provider can apply.
+    SUPPORTS: ClassVar[frozenset[type]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None) and not isinstance(getattr(cls, "SUPPORTS", None), frozenset):
+            raise TypeError(f"{cls.__name__}: concrete provider without a SUPPORTS frozenset")
+
+    @abc.abstractmethod
+    def apply(self, operation):
+        """Carry out one operation and return an :class:`~reconciler.operations.Outcome`.
+
+        Raise :class:`~reconciler.errors.ProviderError` when it could not be done.
+        A tenant operation over several users goes ahead for the others when one
+        user fails, and lists that user in ``Outcome.failures``.
+        """
+
+    def describe(self):
+        """One line naming where this provider points (no secrets)."""
+        return self.name
+
+
+class ServerProvider(_Provider):
+    """The Entra Connect server."""
+
+    name = "entra-connect"
+
+    @abc.abstractmethod
+    def observe(self):
+        """Return the :class:`~reconciler.model.ServerState`."""
+
+    def scripts_for(self, operation):
+        """The exact text the provider will run for ``operation``, if it runs scripts."""
+        return None
+
+
+class TenantProvider(_Provider):
+    """The Microsoft 365 tenant."""
+
+    name = "tenant"
+
+    @abc.abstractmethod
+    def observe(self, selection):
+        """Return the :class:`~reconciler.model.TenantState` for a :class:`UserSelection`.
+
+        Users outside the selection may be left out; SKUs are always complete.
+        Mailbox state needs to be known only for licensed users in the selection.
+        """
+
+
+@frozen
+class UserSelection:
+    """The users a desired state talks about: by UPN and by OU distinguished name."""
+
+    upns: frozenset[str] = frozenset()
+    ous: tuple[str, ...] = ()
+
+    def matches(self, user):
+        return user.upn.lower() in self.upns or any(user.in_ou(ou) for ou in self.ous)
+
+    @classmethod
+    def union(cls, selections: Iterable["UserSelection"]):
+        upns, ous = set(), []
+        for s in selections:
+            upns |= s.upns
+            ous.extend(ou for ou in s.ous if ou not in ous)
+        return cls(frozenset(upns), tuple(ous))
+
+
+class Target:
+    """A server provider and a tenant provider that together make one environment.
+
+    ``close()`` releases connections and, for the lab, writes its state back.
+    """
+
+    def __init__(self, server, tenant, description=""):
+        for provider, allowed in ((server, SERVER_OPERATIONS), (tenant, TENANT_OPERATIONS)):
+            unknown = provider.SUPPORTS - allowed
+            if unknown:
+                raise TypeError(f"{type(provider).__name__} claims unknown operations {sorted(t.__name__ for t in unknown)}")
+        self.server = server
+        self.tenant = tenant
+        self.description = description or f"{server.describe()} + {tenant.describe()}"
+
+    def provider_for(self, operation):
+        for provider in (self.server, self.tenant):
+            if type(operation) in provider.SUPPORTS:
+                return provider
+        raise TypeError(f"no provider of this target supports {type(operation).__name__}")
+
+    def checkpoint(self):
+        """Called by the apply engine after every step (the lab persists here)."""
+
+    def close(self):
+        pass
