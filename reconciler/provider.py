@@ -41,7 +41,9 @@ class _Provider(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not getattr(cls, "__abstractmethods__", None) and not isinstance(getattr(cls, "SUPPORTS", None), frozenset):
+        # ABCMeta computes __abstractmethods__ only after this hook, so look for them here.
+        abstract = any(getattr(getattr(cls, attr, None), "__isabstractmethod__", False) for attr in dir(cls))
+        if not abstract and not isinstance(getattr(cls, "SUPPORTS", None), frozenset):
             raise TypeError(f"{cls.__name__}: concrete provider without a SUPPORTS frozenset")
 
     @abc.abstractmethod
