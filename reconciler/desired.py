@@ -1,0 +1,140 @@
+"""Desired state: what a desired-state TOML file says, as frozen values.
+
+These classes know nothing of TOML; :mod:`reconciler.loader` structures files into
+them and reports errors. Field names are the TOML keys.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+from attrs import field, frozen
+
+from reconciler.model import AttributeFlow, FlowType, LinkType, MergeType
+
+
+class RuleKind(enum.Enum):
+    #: An out-of-box rule: only its enabled state is managed.
+    STOCK = "stock"
+    #: The article's Solution 1: the stock rule of this name is replaced by an
+    #: editable copy (same name), its listed flows changed, at ``precedence``.
+    REPLACEMENT = "replacement"
+    #: A rule of our own, written out in full.
+    CUSTOM = "custom"
+
+
+class TargetKind(enum.Enum):
+    LAB = "lab"
+    REMOTE = "remote"
+
+
+@frozen
+class FlowSpec:
+    destination: str
+    flow_type: FlowType
+    source: Optional[str] = None
+    expression: Optional[str] = None
+    apply_once: bool = False
+    merge_type: MergeType = MergeType.UPDATE
+
+    def to_flow(self):
+        return AttributeFlow(
+            destination=self.destination,
+            flow_type=self.flow_type,
+            source=self.source,
+            expression=self.expression,
+            execute_once=self.apply_once,
+            merge_type=self.merge_type,
+        )
+
+
+@frozen
+class ScopeConditionSpec:
+    attribute: str
+    operator: str
+    value: str = ""
+
+
+@frozen
+class RuleSpec:
+    name: str
+    kind: RuleKind = RuleKind.CUSTOM
+    enabled: bool = True
+    precedence: Optional[int] = None
+    flows: tuple[FlowSpec, ...] = ()
+    # Custom rules only.
+    direction: str = "Inbound"
+    source_object_type: Optional[str] = None
+    target_object_type: str = "person"
+    link_type: LinkType = LinkType.JOIN
+    connector: Optional[str] = None  # connector name; default: the only AD connector
+    description: str = ""
+    scope: tuple[tuple[ScopeConditionSpec, ...], ...] = ()
+
+
+@frozen
+class SchedulerSpec:
+    #: Whether the scheduler runs when the apply is over.
+    sync_cycle_enabled: bool = True
+
+
+@frozen
+class LicenseSpec:
+    sku: str  # part number, e.g. ENTERPRISEPACK
+    users: tuple[str, ...] = ()
+    ous: tuple[str, ...] = ()
+    #: Remove and assign again a licence that produced no mailbox (the article's last step).
+    relicense_without_mailbox: bool = True
+
+
+@frozen
+class GraphTargetSpec:
+    """Where and how to reach Microsoft Graph. Secrets never live here (see ``auth``)."""
+
+    #: global, usgov, usgov-dod or china
+    cloud: str = "global"
+    #: An explicit endpoint such as ``http://127.0.0.1:8443/v1.0``; plain http only on loopback.
+    endpoint: Optional[str] = None
+    tenant_id: Optional[str] = None
+    #: environment (azure-identity's EnvironmentCredential), managed-identity, device-code, token-env
+    auth: str = "environment"
+    #: For auth = token-env: the environment variable holding a bearer token.
+    token_env: str = "SYNCPREP_GRAPH_TOKEN"
+    client_id: Optional[str] = None
+    #: Minutes after licensing during which a missing mailbox counts as pending.
+    mailbox_pending_minutes: int = 60
+
+
+@frozen
+class EntraConnectTargetSpec:
+    """Where and how to reach the Entra Connect server over WinRM. No secrets here."""
+
+    host: str
+    port: Optional[int] = None
+    ssl: bool = True
+    #: negotiate, kerberos, ntlm, credssp, certificate, basic
+    auth: str = "negotiate"
+    cert_validation: bool = True
+    username_env: str = "SYNCPREP_WINRM_USERNAME"
+    password_env: str = "SYNCPREP_WINRM_PASSWORD"
+    allow_staging: bool = False
+
+
+@frozen
+class TargetSpec:
+    kind: TargetKind = TargetKind.LAB
+    #: The lab file (lab targets); relative paths are relative to the working directory.
+    lab: Optional[str] = None
+    graph: Optional[GraphTargetSpec] = None
+    entra_connect: Optional[EntraConnectTargetSpec] = None
+
+
+@frozen
+class DesiredState:
+    target: TargetSpec = TargetSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    rules: tuple[RuleSpec, ...] = ()
+    licenses: tuple[LicenseSpec, ...] = ()
+    #: The file it came from (for messages); not part of the state.
+    source: str = field(default="<memory>", eq=False)
