@@ -60,6 +60,28 @@ class RunSyncCycle:
     policy: SyncPolicy
 
 
+@frozen
+class SetContainerScope:
+    """The AD connector's OU filtering: containers included and excluded (domain-facts A8)."""
+
+    included: tuple[str, ...]
+    excluded: tuple[str, ...]
+
+
+@frozen
+class SetExcludedAttributes:
+    """Attributes the Entra ID connector no longer exports (domain-facts A9)."""
+
+    attributes: tuple[str, ...]
+
+
+@frozen
+class SetDeletionThreshold:
+    """Enable-ADSyncExportDeletionThreshold; ``None`` disables it (domain-facts A10)."""
+
+    threshold: int | None
+
+
 # Tenant -----------------------------------------------------------------------
 
 
@@ -78,14 +100,33 @@ class RemoveLicense:
 
 
 @frozen
+class PurgeDeletedUsers:
+    """DELETE /directory/deletedItems/{id}: permanent and irreversible."""
+
+    users: tuple[UserRef, ...]
+
+
+@frozen
 class VerifyMailboxes:
     """Read-only: wait (up to a bound) until each user's mailbox exists."""
 
     users: tuple[UserRef, ...]
 
 
-SERVER_OPERATIONS = frozenset({SetScheduler, SetRuleDisabled, CreateRule, UpdateRule, RemoveRule, RunSyncCycle})
-TENANT_OPERATIONS = frozenset({AssignLicense, RemoveLicense, VerifyMailboxes})
+SERVER_OPERATIONS = frozenset(
+    {
+        SetScheduler,
+        SetRuleDisabled,
+        CreateRule,
+        UpdateRule,
+        RemoveRule,
+        RunSyncCycle,
+        SetContainerScope,
+        SetExcludedAttributes,
+        SetDeletionThreshold,
+    }
+)
+TENANT_OPERATIONS = frozenset({AssignLicense, RemoveLicense, PurgeDeletedUsers, VerifyMailboxes})
 
 
 @frozen

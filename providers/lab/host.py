@@ -9,26 +9,46 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 from providers.lab import store
 
 
 class LabHost:
-    def __init__(self, lab, path=None):
+    """``speed`` (lab minutes per real second) lets lab time pass while served, so a
+    sync cycle started over WinRM finishes and a mailbox provisions while a client
+    polls; ``None`` keeps the clock still except where a caller advances it."""
+
+    def __init__(self, lab, path=None, speed=None, monotonic=time.monotonic):
         self.lab = lab
         self.path = Path(path) if path else None
+        self.speed = speed
+        self._monotonic = monotonic
+        self._last = monotonic()
+        self._carry = 0.0
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path, speed=None):
         lab, _created = store.load_or_create(path)
-        return cls(lab, path)
+        return cls(lab, path, speed)
+
+    def _catch_up(self):
+        now = self._monotonic()
+        elapsed, self._last = now - self._last, now
+        if self.speed:
+            self._carry += elapsed * self.speed
+            whole = int(self._carry)
+            if whole:
+                self._carry -= whole
+                self.lab.advance(whole)
 
     @contextlib.contextmanager
     def session(self, writes=True):
         """``with host.session() as lab:`` — exclusive access; saved afterwards if ``writes``."""
         with self._lock:
+            self._catch_up()
             yield self.lab
             if writes and self.path is not None:
                 store.save(self.lab, self.path)

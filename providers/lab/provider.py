@@ -25,6 +25,10 @@ from reconciler.operations import (
     AssignLicense,
     CreateRule,
     Outcome,
+    PurgeDeletedUsers,
+    SetContainerScope,
+    SetDeletionThreshold,
+    SetExcludedAttributes,
     RemoveLicense,
     RemoveRule,
     RunSyncCycle,
@@ -88,6 +92,15 @@ class LabServer(ServerProvider):
                 return Outcome()
             case RunSyncCycle(policy):
                 return self._run_cycle(policy)
+            case SetContainerScope(included, excluded):
+                lab.set_container_scope(included, excluded)
+                return Outcome()
+            case SetExcludedAttributes(attributes):
+                lab.set_excluded_attributes(attributes)
+                return Outcome()
+            case SetDeletionThreshold(threshold):
+                lab.set_deletion_threshold(threshold)
+                return Outcome()
         raise TypeError(f"unsupported operation {operation!r}")
 
     def _run_cycle(self, policy):
@@ -149,6 +162,8 @@ class LabTenant(TenantProvider):
                 return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id))
             case RemoveLicense(sku_id, _part, users):
                 return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id))
+            case PurgeDeletedUsers(users):
+                return self._each(users, lambda ref: lab.purge_deleted_user(ref.id))
             case VerifyMailboxes(users):
                 return self._verify(users)
         raise TypeError(f"unsupported operation {operation!r}")

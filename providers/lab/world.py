@@ -348,6 +348,12 @@ class Lab:
         aad = self.aad_connector()
         self._replace_connector(aad, evolve(aad, excluded_attributes=tuple(attributes)))
 
+    def set_deletion_threshold(self, threshold):
+        self._refuse_while_cycle_runs("export deletion threshold")
+        if threshold is not None and threshold < 1:
+            raise RefusedError("entra-connect", "export deletion threshold", "the threshold must be a positive count")
+        self.server.deletion_threshold = threshold
+
     def _replace_connector(self, old, new):
         connectors = self.server.connectors
         connectors[connectors.index(old)] = new
