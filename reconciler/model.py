@@ -201,6 +201,8 @@ class LicenseAssignment:
     sku_id: str
     # A licence that comes from a group cannot be removed for one user (domain-facts B2).
     by_group: bool = False
+    # When it was assigned (ISO, UTC), where the tenant says: licenseAssignmentStates.lastUpdatedDateTime.
+    assigned_at: Optional[str] = field(default=None, eq=False)
 
 
 @frozen

@@ -146,7 +146,7 @@ class LabTenant(TenantProvider):
                     synced=user.synced,
                     on_prem_dn=user.on_prem_dn,
                     usage_location=user.usage_location,
-                    licenses=tuple(LicenseAssignment(lic.sku_id, lic.by_group) for lic in user.licenses),
+                    licenses=tuple(LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at)) for lic in user.licenses),
                     mailbox=MailboxState(lab.mailbox_state(user)),
                 )
             )

@@ -1,0 +1,392 @@
+"""Loading desired-state TOML files: strict structuring and errors that point at lines.
+
+Every problem in a file is collected before anything is reported, one line each::
+
+    desired-state/x.toml:14: rules[1].flows[0].flow_type: must be one of Direct, Constant, Expression (got 'Expresion')
+
+tomli gives values but no positions, so :func:`key_lines` scans the text once to
+map each key path to the line that sets it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import typing
+from pathlib import Path
+
+import cattrs
+import tomli
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from reconciler.desired import DesiredState, RuleKind, TargetKind
+from reconciler.errors import ConfigError
+from reconciler.model import FlowType
+
+MAX_FILE_BYTES = 1024 * 1024
+PRECEDENCE_MAX = 2**31 - 1
+UPN = re.compile(r"^[^@\s\"'<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+DN = re.compile(r"^(?:(?:OU|CN|DC)=[^,=]+)(?:,(?:OU|CN|DC)=[^,=]+)*$", re.IGNORECASE)
+SECRET_WORDS = ("password", "secret", "token_value", "client_secret", "private_key", "bearer")
+
+# Keys each rule kind accepts: a stock rule can only be enabled or disabled (domain-facts A3).
+_RULE_KEYS = {
+    RuleKind.STOCK: {"name", "kind", "enabled"},
+    RuleKind.REPLACEMENT: {"name", "kind", "enabled", "precedence", "flows"},
+}
+
+
+def _strict(check, describe):
+    def structure(value, _type):
+        if not check(value):
+            raise TypeError(f"expected {describe}, got {_toml_type(value)}")
+        return value
+
+    return structure
+
+
+def _toml_type(value):
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _make_converter():
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(str, _strict(lambda v: isinstance(v, str), "a string"))
+    converter.register_structure_hook(bool, _strict(lambda v: isinstance(v, bool), "true or false"))
+    converter.register_structure_hook(
+        int, _strict(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    )
+
+    def structure_enum(value, enum_type):
+        if isinstance(value, str):
+            for member in enum_type:
+                if member.value.lower() == value.lower():
+                    return member
+        choices = ", ".join(m.value for m in enum_type)
+        raise ValueError(f"must be one of {choices} (got {value!r})")
+
+    converter.register_structure_hook_func(lambda t: isinstance(t, type) and issubclass(t, enum.Enum), structure_enum)
+
+    def is_tuple(t):
+        return typing.get_origin(t) is tuple
+
+    def structure_tuple(value, tuple_type):
+        if not isinstance(value, list):
+            raise TypeError(f"expected an array, got {_toml_type(value)}")
+        (item_type, _ellipsis) = typing.get_args(tuple_type)
+        errors, items = [], []
+        for index, item in enumerate(value):
+            try:
+                items.append(converter.structure(item, item_type))
+            except Exception as exc:  # noqa: BLE001 - regrouped below with the index
+                exc.__notes__ = [*getattr(exc, "__notes__", []), cattrs.errors.IterableValidationNote(f"Structuring {tuple_type} @ index {index}", index, item_type)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {tuple_type!r}", errors, tuple_type)
+        return tuple(items)
+
+    converter.register_structure_hook_func(is_tuple, structure_tuple)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def load_desired(path):
+    """Read, structure and check a desired-state file; raise :class:`ConfigError` with every problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read: {exc.strerror}"]) from None
+    return loads_desired(data, str(path))
+
+
+def loads_desired(data, source="<memory>"):
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"{source}: {len(data)} bytes is over the {MAX_FILE_BYTES}-byte limit for a desired-state file"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{source}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})"]) from None
+    try:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        where = f":{match.group(1)}" if match else ""
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        raise ConfigError([f"{source}{where}: invalid TOML: {message}"]) from None
+
+    lines = key_lines(text)
+    problems = []
+
+    def report(key_path, message):
+        problems.append(f"{source}:{_line_for(lines, key_path)}: {key_path or '(top level)'}: {message}")
+
+    secrets = dict(_secret_keys(raw))
+    for key_path, message in secrets.items():
+        report(key_path, message)
+    for key_path, message in _kind_keys(raw):
+        report(key_path, message)
+    desired = None
+    try:
+        desired = _converter.structure(raw, DesiredState)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        for key_path, message in _flatten(exc, ""):
+            if key_path not in secrets:  # said once already, better
+                report(key_path, message)
+    if desired is not None:
+        for key_path, message in _check(desired):
+            report(key_path, message)
+    if problems:
+        # Keep the order of the file: people fix errors top to bottom.
+        problems = sorted(dict.fromkeys(problems), key=_sort_key)
+        raise ConfigError(problems)
+    return _with_source(desired, source)
+
+
+def _with_source(desired, source):
+    import attrs
+
+    return attrs.evolve(desired, source=source)
+
+
+def _sort_key(problem):
+    match = re.match(r"^.*?:(\d+|\?): ", problem)
+    return int(match.group(1)) if match and match.group(1).isdigit() else 0
+
+
+def _flatten(exc, path):
+    """(key path, message) for every leaf error in a cattrs exception tree."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield _join(path, key), "unknown key"
+        return
+    if isinstance(exc, ClassValidationError):
+        with_notes, without = exc.group_exceptions()
+        for inner, note in with_notes:
+            yield from _flatten_leaf(inner, _join(path, note.name))
+        for inner in without:
+            yield from _flatten(inner, path)
+        return
+    if isinstance(exc, IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        for inner, note in with_notes:
+            yield from _flatten_leaf(inner, f"{path}[{note.index}]")
+        for inner in without:
+            yield from _flatten(inner, path)
+        return
+    yield path, _message(exc)
+
+
+def _flatten_leaf(exc, path):
+    if isinstance(exc, (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError)):
+        yield from _flatten(exc, path)
+    else:
+        yield path, _message(exc)
+
+
+def _message(exc):
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    text = str(exc)
+    if isinstance(exc, TypeError) and "missing" in text and "required" in text:
+        match = re.search(r"argument: '(\w+)'", text)
+        return f"required key {match.group(1)!r} missing" if match else "required key missing"
+    return text
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else key
+
+
+def _secret_keys(raw, path=""):
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            key_path = _join(path, key)
+            if any(word in key.lower() for word in SECRET_WORDS):
+                yield key_path, "secrets do not belong in a desired-state file; name an environment variable instead (see README)"
+            else:
+                yield from _secret_keys(value, key_path)
+    elif isinstance(raw, list):
+        for index, item in enumerate(raw):
+            yield from _secret_keys(item, f"{path}[{index}]")
+
+
+def _kind_keys(raw):
+    rules = raw.get("rules")
+    if not isinstance(rules, list):
+        return
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict) or not isinstance(rule.get("kind"), str):
+            continue
+        kind = next((k for k in RuleKind if k.value == rule["kind"].lower()), None)
+        allowed = _RULE_KEYS.get(kind)
+        if allowed is None:
+            continue
+        for key in rule:
+            if key not in allowed:
+                why = "a stock rule can only be enabled or disabled" if kind is RuleKind.STOCK else "a replacement copies everything but its precedence and the flows it lists"
+                yield f"rules[{index}].{key}", f"not allowed on a {kind.value} rule: {why}"
+
+
+def _check(desired):
+    """Cross-field checks, after structuring: every reason, not just the first."""
+    seen_names, seen_precedences = {}, {}
+    for index, rule in enumerate(desired.rules):
+        here = f"rules[{index}]"
+        if not rule.name.strip():
+            yield f"{here}.name", "must not be empty"
+        if rule.name in seen_names:
+            yield f"{here}.name", f"duplicate rule name {rule.name!r} (first at rules[{seen_names[rule.name]}])"
+        seen_names.setdefault(rule.name, index)
+        if rule.kind is RuleKind.STOCK:
+            pass
+        elif rule.precedence is None:
+            yield f"{here}", f"a {rule.kind.value} rule needs a precedence"
+        elif not 0 <= rule.precedence <= PRECEDENCE_MAX:
+            yield f"{here}.precedence", f"precedence {rule.precedence} is out of range (0 to {PRECEDENCE_MAX})"
+        elif rule.precedence in seen_precedences:
+            other = seen_precedences[rule.precedence]
+            yield f"{here}.precedence", f"precedence {rule.precedence} is taken twice (also rules[{other}]); precedence is unique across all rules"
+        else:
+            seen_precedences[rule.precedence] = index
+        if rule.kind is RuleKind.CUSTOM:
+            if not rule.source_object_type:
+                yield f"{here}", "a custom rule needs source_object_type (user, inetOrgPerson, ...)"
+            if rule.direction not in ("Inbound", "Outbound"):
+                yield f"{here}.direction", f"must be one of Inbound, Outbound (got {rule.direction!r})"
+        if rule.kind is not RuleKind.STOCK and not rule.flows:
+            yield f"{here}", f"a {rule.kind.value} rule needs at least one [[rules.flows]]"
+        destinations = set()
+        for flow_index, flow in enumerate(rule.flows):
+            where = f"{here}.flows[{flow_index}]"
+            if flow.destination in destinations:
+                yield f"{where}.destination", f"{flow.destination} has two flows in this rule"
+            destinations.add(flow.destination)
+            if flow.flow_type is FlowType.DIRECT:
+                if not flow.source:
+                    yield where, "a Direct flow needs a source attribute"
+                if flow.expression is not None:
+                    yield f"{where}.expression", "a Direct flow takes a source, not an expression"
+            else:
+                if not flow.expression:
+                    yield where, f"a {flow.flow_type.value} flow needs an expression (the constant's value for Constant)"
+    for index, spec in enumerate(desired.licenses):
+        here = f"licenses[{index}]"
+        if not spec.users and not spec.ous:
+            yield here, "names no users: give users = [...] or ous = [...]"
+        for user_index, upn in enumerate(spec.users):
+            if not UPN.match(upn):
+                yield f"{here}.users[{user_index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
+        for ou_index, ou in enumerate(spec.ous):
+            if not DN.match(ou):
+                yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
+    target = desired.target
+    if target.kind is TargetKind.LAB and (target.graph or target.entra_connect):
+        yield "target.kind", "a lab target takes no [target.graph] or [target.entra_connect]; set kind = \"remote\""
+    if target.kind is TargetKind.REMOTE:
+        if target.lab is not None:
+            yield "target.lab", "only a lab target has a lab file"
+        if target.graph is None:
+            yield "target", "a remote target needs [target.graph]"
+        if target.entra_connect is None:
+            yield "target", "a remote target needs [target.entra_connect]"
+
+
+# ---------------------------------------------------------------------------- line index
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _split_key(key):
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
+    return [a or b or c for a, b, c in parts]
+
+
+def key_lines(text):
+    """Map key paths (``rules[1].flows[0].expression``) to 1-based line numbers.
+
+    Understands tables, arrays of tables, dotted keys and multi-line strings and
+    arrays; it only needs to be right for valid TOML, which tomli has checked.
+    """
+    lines = {}
+    array_counts = {}
+    table = ""
+    in_string = None
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string:
+            if in_string in line:
+                in_string = None
+            continue
+        if depth > 0:
+            depth += _bracket_balance(line)
+            continue
+        header = _HEADER.match(line)
+        if header and not _KEY.match(line):
+            is_array = header.group(1) == "[["
+            resolved = ""
+            parts = _split_key(header.group(2))
+            for i, part in enumerate(parts):
+                resolved = _join(resolved, part)
+                if i < len(parts) - 1 and resolved in array_counts:
+                    resolved = f"{resolved}[{array_counts[resolved]}]"
+            if is_array:
+                array_counts[resolved] = array_counts.get(resolved, -1) + 1
+                # A new element: forget the counts of arrays nested in the previous one.
+                for key in [k for k in array_counts if k.startswith(resolved + "[")]:
+                    del array_counts[key]
+                table = f"{resolved}[{array_counts[resolved]}]"
+            else:
+                table = resolved
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            full = table
+            for part in _split_key(key.group(1)):
+                full = _join(full, part)
+            lines.setdefault(full, number)
+            rest = line[key.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) == 1:
+                    in_string = quote
+            if in_string is None:
+                depth = max(_bracket_balance(rest), 0)
+    return lines
+
+
+def _bracket_balance(fragment):
+    # Strip strings so brackets inside them do not count.
+    fragment = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", "", fragment.split("#", 1)[0] if "\"" not in fragment else fragment)
+    return fragment.count("[") + fragment.count("{") - fragment.count("]") - fragment.count("}")
+
+
+def _line_for(lines, key_path):
+    path = key_path
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return 1
