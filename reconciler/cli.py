@@ -1,0 +1,282 @@
+"""The ``syncprep`` command.
+
+Exit codes: 0 success (for ``plan --detailed-exitcode``: no changes), 1 error,
+2 changes present (``plan --detailed-exitcode``), 130 interrupted.
+Known errors are one line each on stderr, never a traceback.
+
+Heavy imports (the planner's deepdiff, the real providers' SDKs) happen inside
+the commands that need them, so ``syncprep --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from reconciler import __version__
+from reconciler.errors import ConfigError, ReconcilerError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
+    lab_option = argparse.ArgumentParser(add_help=False)
+    lab_option.add_argument("--lab", metavar="FILE", help="the lab file (default .syncprep/lab.json; created on first use)")
+
+    parser = argparse.ArgumentParser(
+        prog="syncprep",
+        description="Plan and apply the preparation of an Entra Connect hybrid Exchange environment for third-party mailbox migration.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser("validate", parents=[common], help="check desired-state files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+
+    plan = commands.add_parser("plan", parents=[common, lab_option], help="show what apply would do")
+    plan.add_argument("file", metavar="FILE")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
+    plan.add_argument("--show-scripts", action="store_true", help="show the PowerShell each server step will run")
+
+    apply = commands.add_parser("apply", parents=[common, lab_option], help="plan, confirm, and carry it out")
+    apply.add_argument("file", metavar="FILE")
+    apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+
+    lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
+    lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+    init = lab_commands.add_parser("init", parents=[common, lab_option], help="create the lab from a scenario")
+    init.add_argument("--scenario", default="default", help="default, already-prepared or empty-tenant")
+    init.add_argument("--users", type=int, default=20, help="mailbox users in the synced OU (default 20)")
+    init.add_argument("--force", action="store_true", help="replace an existing lab")
+    show = lab_commands.add_parser("show", parents=[common, lab_option], help="show the lab")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--all-users", action="store_true")
+    scheduler = lab_commands.add_parser("scheduler", parents=[common, lab_option], help="pause or resume the sync scheduler")
+    scheduler.add_argument("state", choices=["pause", "resume"])
+    sync = lab_commands.add_parser("sync", parents=[common, lab_option], help="run a sync cycle (Start-ADSyncSyncCycle)")
+    sync.add_argument("--policy", choices=["Delta", "Initial"], default="Delta")
+    sync.add_argument("--no-wait", action="store_true", help="start it and return; it runs as lab time passes")
+    lab_commands.add_parser("upgrade", parents=[common, lab_option], help="an Entra Connect upgrade: deleted stock rules come back")
+    advance = lab_commands.add_parser("advance", parents=[common, lab_option], help="let lab time pass")
+    advance.add_argument("minutes", type=int)
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from reconciler.render import make_console
+
+    no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
+    out = make_console(no_color)
+    err = make_console(no_color, stderr=True)
+    handler = {
+        "validate": _validate,
+        "plan": _plan,
+        "apply": _apply,
+        "lab": _lab,
+    }[args.command]
+    try:
+        return handler(args, out, err)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/red] {_escape(problem)}")
+        return EXIT_ERROR
+    except ReconcilerError as exc:
+        err.print(f"[red]error:[/red] {_escape(str(exc))}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        return EXIT_INTERRUPTED
+
+
+def _escape(text):
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _validate(args, out, err):
+    from reconciler.loader import load_desired
+
+    failed = False
+    for name in args.files:
+        try:
+            desired = load_desired(name)
+        except ConfigError as exc:
+            failed = True
+            for problem in exc.problems:
+                err.print(f"[red]error:[/red] {_escape(problem)}")
+            continue
+        out.print(f"{_escape(name)}: valid ({len(desired.rules)} rule(s), {len(desired.licenses)} licence set(s), target {desired.target.kind.value})")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _open(desired, args):
+    from providers.factory import open_target
+
+    return open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source)
+
+
+def _make_plan(args):
+    from reconciler.apply import observe
+    from reconciler.loader import load_desired
+    from reconciler.plan import build_plan
+
+    desired = load_desired(args.file)
+    target = _open(desired, args)
+    try:
+        plan = build_plan(desired, observe(target, desired), target.description)
+    except BaseException:
+        target.close()
+        raise
+    return desired, target, plan
+
+
+def _scripts(plan, target):
+    scripts = {}
+    for step in plan.steps:
+        if step.provider == "entra-connect":
+            text = target.server.scripts_for(step.operation)
+            if text:
+                scripts[step.id] = text
+    return scripts
+
+
+def _plan(args, out, err):
+    from reconciler.render import PlanRenderer, print_json
+
+    desired, target, plan = _make_plan(args)
+    try:
+        scripts = _scripts(plan, target) if (args.show_scripts or args.json) else {}
+    finally:
+        target.close()
+    if args.json:
+        from reconciler.serialize import plan_to_dict
+
+        print_json(out, plan_to_dict(plan, scripts))
+    else:
+        PlanRenderer(out).render(plan, scripts if args.show_scripts else None)
+        if args.show_scripts and not scripts and plan.steps:
+            out.print("[dim](this target runs no scripts: the lab acts in-process)[/dim]")
+    if args.detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _apply(args, out, err):
+    from reconciler.apply import apply_plan
+    from reconciler.render import ApplyRenderer, PlanRenderer
+
+    desired, target, plan = _make_plan(args)
+    try:
+        PlanRenderer(out).render(plan)
+        if not plan.has_changes:
+            return EXIT_OK
+        if not args.auto_approve and not _confirm(out, plan):
+            err.print("Apply cancelled; nothing was changed.")
+            return EXIT_ERROR
+        out.print()
+        renderer = ApplyRenderer(out, len(plan.steps))
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            report = apply_plan(plan, desired, target, on_event=renderer)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        renderer.report(report)
+        return EXIT_OK if report.ok else EXIT_ERROR
+    finally:
+        target.close()
+
+
+def _raise_interrupt(_signum, _frame):
+    # SIGTERM takes the same road as Ctrl-C, so the scheduler bracket holds.
+    raise KeyboardInterrupt
+
+
+def _confirm(out, plan):
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ReconcilerError("apply needs confirmation: run it in a terminal, or pass --auto-approve")
+    out.print()
+    out.print(f"Apply these {len(plan.steps)} step(s) to {_escape(plan.target)}? Only 'yes' is accepted.")
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        return False
+    return answer.strip() == "yes"
+
+
+def _lab(args, out, err):
+    from providers.lab import store
+    from providers.lab.world import SyncPolicy
+
+    path = Path(args.lab) if args.lab else store.DEFAULT_PATH
+    command = args.lab_command
+    if command == "init":
+        from providers.lab import scenario
+
+        if path.exists() and not args.force:
+            raise ReconcilerError(f"{path}: a lab exists already; pass --force to replace it")
+        try:
+            lab = scenario.build(args.scenario, users=args.users)
+        except ValueError as exc:
+            raise ReconcilerError(f"lab init: {exc}") from None
+        store.save(lab, path)
+        out.print(f"Created the {args.scenario} lab at {_escape(str(path))} ({args.users} mailbox users).")
+        return EXIT_OK
+
+    lab, created = store.load_or_create(path)
+    if created:
+        out.print(f"[dim]Created the default lab at {_escape(str(path))}.[/dim]")
+    if command == "show":
+        from providers.lab.report import lab_summary
+        from reconciler.render import print_json, render_lab
+
+        summary = lab_summary(lab, path)
+        if args.json:
+            print_json(out, summary)
+        else:
+            render_lab(out, summary, all_users=args.all_users)
+        return EXIT_OK
+    if command == "scheduler":
+        lab.set_scheduler(args.state == "resume")
+        message = f"Scheduler {'resumed' if args.state == 'resume' else 'paused'} (Set-ADSyncScheduler -SyncCycleEnabled ${str(args.state == 'resume').lower()})."
+    elif command == "sync":
+        policy = SyncPolicy(args.policy)
+        if args.no_wait:
+            cycle = lab.start_cycle(policy)
+            message = f"{policy.value} cycle started; it runs until lab time {lab_time(cycle.ends_at)}."
+        else:
+            results = lab.run_cycle(policy)
+            message = f"{policy.value} cycle done: " + "; ".join(f"{r.connector} {r.profile} {r.result}" for r in results)
+    elif command == "upgrade":
+        restored = lab.upgrade()
+        names = ", ".join(f"'{r.name}' ({r.precedence})" for r in restored) or "none"
+        message = f"Upgraded Entra Connect to {lab.server.build}; stock rules re-created: {names}."
+    elif command == "advance":
+        if args.minutes < 0:
+            raise ReconcilerError("lab advance: minutes must not be negative")
+        lab.advance(args.minutes)
+        message = f"Lab time is now {lab.now}."
+    store.save(lab, path)
+    out.print(_escape(message))
+    return EXIT_OK
+
+
+def lab_time(minute):
+    from providers.lab.world import minute_to_iso
+
+    return minute_to_iso(minute)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Rendering for people: plans, apply progress and reports, with rich.
+
+Only this module and :mod:`reconciler.cli` write to the terminal. Colour follows
+rich's rules: off when the output is not a terminal, when ``NO_COLOR`` is set, or
+with ``--no-color``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from reconciler.plan import Action, Impact, Level
+
+SYMBOLS = {
+    Action.CREATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.DELETE: ("-", "red"),
+    Action.RUN: (">", "cyan"),
+    Action.CHECK: ("=", "blue"),
+}
+MAX_USERS_SHOWN = 15
+
+
+def make_console(no_color=False, stderr=False):
+    return Console(no_color=no_color or None, highlight=False, stderr=stderr, soft_wrap=True)
+
+
+def _value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "(none)"
+    return str(value)
+
+
+def _flatten(view, prefix=""):
+    for key, value in (view or {}).items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, path + ".")
+        else:
+            yield path, value
+
+
+class PlanRenderer:
+    def __init__(self, console):
+        self.console = console
+
+    def render(self, plan, scripts=None):
+        out = self.console
+        out.print(f"[bold]Plan[/bold] for {escape(plan.source)} on {escape(plan.target)}")
+        out.print()
+        if plan.guid_flows:
+            out.print("[bold]msExchMailboxGuid[/bold] for existing objects, by AD object type")
+            for flow in plan.guid_flows:
+                style_now = "red" if flow.flows_now else "green"
+                style_after = "red" if flow.flows_after else "green"
+                out.print(f"  {flow.object_type}")
+                out.print(f"    now:   [{style_now}]{escape(flow.now)}[/{style_now}]")
+                if flow.after != flow.now:
+                    out.print(f"    after: [{style_after}]{escape(flow.after)}[/{style_after}]")
+            out.print()
+        if not plan.steps:
+            out.print("[green]No changes.[/green] The environment matches the desired state.")
+        else:
+            out.print("[bold]Steps, in order[/bold]")
+            width = len(str(len(plan.steps)))
+            for number, step in enumerate(plan.steps, start=1):
+                self._step(number, width, step, (scripts or {}).get(step.id))
+        self._notices(plan.notices)
+        if plan.steps:
+            out.print()
+            out.print(self.summary(plan))
+
+    def summary(self, plan):
+        counts = plan.counts()
+        parts = [
+            f"{counts['create']} to create",
+            f"{counts['update']} to change",
+            f"{counts['delete']} to delete",
+            f"{counts['run']} to run",
+            f"{counts['check']} to check",
+        ]
+        tail = f"{counts['costly']} costly (full sync)"
+        irreversible = counts["irreversible"]
+        tail += f", [bold red]{irreversible} IRREVERSIBLE[/bold red]" if irreversible else ", 0 irreversible"
+        return f"[bold]Plan:[/bold] {', '.join(parts)}; {tail}."
+
+    def _step(self, number, width, step, script):
+        out = self.console
+        symbol, colour = SYMBOLS[step.action]
+        tags = []
+        if step.impact is Impact.COSTLY:
+            tags.append("[magenta]costly: full sync[/magenta]")
+        if step.impact is Impact.IRREVERSIBLE:
+            tags.append("[bold red]IRREVERSIBLE[/bold red]")
+        if step.decided_after_sync:
+            tags.append("[dim]decided after the sync[/dim]")
+        tag_text = f"  {' '.join(tags)}" if tags else ""
+        out.print(
+            f" {number:>{width}}  [{colour}]{symbol}[/{colour}] [bold]{escape(step.resource)}[/bold] ({step.provider}){tag_text}"
+        )
+        indent = " " * (width + 6)
+        out.print(f"{indent}{escape(step.summary)}")
+        if step.action is Action.CREATE and step.after:
+            for path, value in _flatten(step.after):
+                out.print(f"{indent}[green]+ {escape(path)}: {escape(_value(value))}[/green]")
+        elif step.action is Action.DELETE and step.before:
+            for path, value in _flatten(step.before):
+                if path in ("name", "precedence", "enabled", "standard"):
+                    out.print(f"{indent}[red]- {escape(path)}: {escape(_value(value))}[/red]")
+        else:
+            for change in step.changes:
+                if change.before is None:
+                    out.print(f"{indent}[green]+ {escape(change.path)}: {escape(_value(change.after))}[/green]")
+                elif change.after is None:
+                    out.print(f"{indent}[red]- {escape(change.path)}: {escape(_value(change.before))}[/red]")
+                else:
+                    out.print(
+                        f"{indent}[yellow]~ {escape(change.path)}:[/yellow] {escape(_value(change.before))} [yellow]->[/yellow] {escape(_value(change.after))}"
+                    )
+        users = getattr(step.operation, "users", None)
+        if users and step.action is not Action.CHECK:  # a check lists the users of the step before it
+            shown = ", ".join(u.upn for u in users[:MAX_USERS_SHOWN])
+            more = f" and {len(users) - MAX_USERS_SHOWN} more" if len(users) > MAX_USERS_SHOWN else ""
+            out.print(f"{indent}users: {escape(shown)}{more}")
+        if script:
+            out.print(f"{indent}[dim]script:[/dim]")
+            for line in script.splitlines():
+                out.print(f"{indent}  [dim]{escape(line)}[/dim]")
+
+    def _notices(self, notices):
+        if not notices:
+            return
+        out = self.console
+        out.print()
+        out.print("[bold]Notices[/bold]")
+        for notice in notices:
+            if notice.level is Level.WARNING:
+                out.print(f"  [yellow]! {escape(notice.message)}[/yellow]")
+            else:
+                out.print(f"  [dim]i[/dim] {escape(notice.message)}")
+
+
+class ApplyRenderer:
+    """Turns engine events into progress lines."""
+
+    def __init__(self, console, total):
+        self.console = console
+        self.total = total
+        self.count = 0
+
+    def __call__(self, event):
+        out = self.console
+        if event.kind == "started":
+            self.count += 1
+            out.print(f"[dim][{self.count}/{self.total}][/dim] {escape(event.step.summary)} ...")
+        elif event.kind == "finished":
+            detail = f" ({escape(event.message)})" if event.message else ""
+            out.print(f"      [green]done[/green]{detail}")
+            for upn, reason in event.result.failures:
+                out.print(f"      [red]x {escape(upn)}: {escape(reason)}[/red]")
+        elif event.kind == "failed":
+            out.print(f"      [bold red]failed:[/bold red] {escape(event.message)}")
+        elif event.kind == "replanned":
+            steps, notices = event.result
+            self.total = self.count + len(steps)
+            out.print(f"[dim]{escape(event.message)}[/dim]")
+            for notice in notices:
+                if notice.level is Level.WARNING:
+                    out.print(f"      [yellow]! {escape(notice.message)}[/yellow]")
+        elif event.kind == "note":
+            out.print(f"[yellow]{escape(event.message)}[/yellow]")
+
+    def report(self, report):
+        out = self.console
+        done = sum(1 for r in report.results if r.status.value == "done")
+        failed = [r for r in report.results if r.status.value == "failed"]
+        skipped = sum(1 for r in report.results if r.status.value == "skipped")
+        out.print()
+        if report.ok:
+            out.print(f"[bold green]Apply complete:[/bold green] {done} step(s) done.")
+        else:
+            out.print(f"[bold red]Apply incomplete:[/bold red] {done} done, {len(failed)} failed, {skipped} skipped.")
+            for result in failed:
+                out.print(f"  [red]{escape(result.step_id)}: {escape(result.detail)}[/red]")
+            for upn, reason, step_id in report.user_failures:
+                out.print(f"  [red]{escape(upn)}: {escape(reason)}[/red] [dim]({escape(step_id)})[/dim]")
+            if report.scheduler_restored:
+                out.print("  [yellow]The sync scheduler was resumed.[/yellow]")
+
+
+def print_json(console, data):
+    console.file.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def render_lab(console, summary, all_users=False):
+    """``syncprep lab show``: the lab at a glance."""
+    out = console
+    out.print(f"[bold]Lab[/bold] {escape(summary['path'])}  (scenario {summary['scenario']}, lab time {summary['clock']})")
+    s = summary["server"]
+    cycle = f"running until {s['cycle_ends']}" if s["cycle_ends"] else "idle"
+    out.print(
+        f"Entra Connect {s['build']}: scheduler {'[green]on[/green]' if s['scheduler_enabled'] else '[red]OFF[/red]'}, "
+        f"next cycle {s['next_policy']}, {cycle}, staging mode {'on' if s['staging_mode'] else 'off'}, "
+        f"deletion threshold {s['deletion_threshold'] if s['deletion_threshold'] is not None else 'disabled'}"
+    )
+    out.print(f"AD scope: include {', '.join(s['included']) or '(none)'}; exclude {', '.join(s['excluded']) or '(none)'}")
+    out.print(f"Attributes not exported: {', '.join(s['excluded_attributes']) or '(none)'}")
+    table = Table(title="Rules that flow msExchMailboxGuid", title_justify="left")
+    for column in ("precedence", "name", "state", "kind", "msExchMailboxGuid flow"):
+        table.add_column(column)
+    for rule in s["guid_rules"]:
+        table.add_row(str(rule["precedence"]), rule["name"], "enabled" if rule["enabled"] else "disabled", "stock" if rule["standard"] else "custom", rule["flow"])
+    out.print(table)
+    out.print(f"{s['rule_count']} rules in all; last runs: " + ("; ".join(f"{r['connector']} {r['profile']} {r['result']}" for r in s["last_runs"]) or "none"))
+    t = summary["tenant"]
+    out.print("SKUs: " + ", ".join(f"{k['part_number']} {k['consumed']}/{k['prepaid']}" for k in t["skus"]))
+    users = t["users"] if all_users else t["users"][:40]
+    table = Table(title=f"Cloud users ({len(t['users'])}; {t['with_mailbox']} with a mailbox)", title_justify="left")
+    for column in ("upn", "synced", "usage loc.", "msExchMailboxGuid", "licences", "mailbox"):
+        table.add_column(column)
+    for user in users:
+        mailbox = user["mailbox"]
+        colour = {"present": "green", "pending": "yellow"}.get(mailbox, "red")
+        table.add_row(
+            user["upn"],
+            {True: "yes", False: "no longer", None: "cloud-only"}[user["synced"]],
+            user["usage_location"] or "-",
+            "set" if user["mailbox_guid"] else "-",
+            ", ".join(user["licenses"]) or "-",
+            f"[{colour}]{mailbox}[/{colour}]",
+        )
+    out.print(table)
+    if len(users) < len(t["users"]):
+        out.print(f"[dim]... {len(t['users']) - len(users)} more (lab show --all-users)[/dim]")
+    if t["deleted"]:
+        out.print(f"Recycle bin: {len(t['deleted'])} user(s): " + ", ".join(d["upn"] for d in t["deleted"][:10]))
