@@ -26,7 +26,10 @@ MAX_USERS_SHOWN = 15
 
 
 def make_console(no_color=False, stderr=False):
-    return Console(no_color=no_color or None, highlight=False, stderr=stderr, soft_wrap=True)
+    # --no-color and NO_COLOR mean plain text: no colour and no other escape codes either.
+    if no_color:
+        return Console(color_system=None, no_color=True, highlight=False, stderr=stderr, soft_wrap=True)
+    return Console(highlight=False, stderr=stderr, soft_wrap=True)
 
 
 def _value(value):

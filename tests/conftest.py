@@ -1,0 +1,51 @@
+import pytest
+
+from providers.lab import scenario
+from providers.lab.provider import LabTarget
+from reconciler.apply import apply_plan, observe
+from reconciler.cli import main
+from reconciler.loader import load_desired, loads_desired
+from reconciler.plan import build_plan
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "desired-state" / "example.toml"
+UPGRADE_SAFE = ROOT / "desired-state" / "upgrade-safe.toml"
+
+
+@pytest.fixture
+def lab():
+    return scenario.build("default", users=20)
+
+
+@pytest.fixture
+def target(lab):
+    return LabTarget(lab)
+
+
+def plan_for(desired, target):
+    if not hasattr(desired, "rules"):
+        desired = load_desired(desired)
+    return build_plan(desired, observe(target, desired), target.description)
+
+
+def plan_and_apply(desired, target):
+    if not hasattr(desired, "rules"):
+        desired = load_desired(desired)
+    plan = plan_for(desired, target)
+    return plan, apply_plan(plan, desired, target)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run syncprep in-process in an empty working directory: returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

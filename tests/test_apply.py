@@ -1,0 +1,109 @@
+"""The apply engine: order, the scheduler bracket, per-user failures, preconditions."""
+
+import pytest
+
+from conftest import EXAMPLE, UPGRADE_SAFE, plan_and_apply, plan_for
+from providers.lab.provider import LabServer, LabTarget, LabTenant
+from providers.lab.scenario import ENTERPRISEPACK_ID
+from reconciler.apply import Status, apply_plan
+from reconciler.errors import ApplyError, ProviderError
+from reconciler.loader import load_desired
+from reconciler.model import SyncPolicy, UserRef
+from reconciler.operations import AssignLicense
+from reconciler.plan import Plan, Step, Action
+from reconciler.provider import Target
+
+
+class FailingServer(LabServer):
+    """The lab server, except that one kind of operation fails (or is interrupted)."""
+
+    def __init__(self, lab, fail_on, exception=None):
+        super().__init__(lab)
+        self.fail_on = fail_on
+        self.exception = exception
+
+    def apply(self, operation):
+        if type(operation).__name__ == self.fail_on:
+            self.fail_on = None  # once
+            raise self.exception or ProviderError(self.name, "test", "injected failure")
+        return super().apply(operation)
+
+
+def mailboxes(lab):
+    return {u.upn for u in lab.active_cloud_users() if lab.mailbox_state(u) == "present"}
+
+
+@pytest.mark.parametrize("path", [EXAMPLE, UPGRADE_SAFE], ids=["example", "upgrade-safe"])
+def test_apply_gives_every_licensable_user_a_mailbox_and_converges(lab, target, path):
+    plan, report = plan_and_apply(path, target)
+    assert report.ok, report.results
+    hybrid = {f"user{i:02d}@contoso.com" for i in range(1, 21)} | {"contractor01@contoso.com"}
+    # user07 has no usage location and user20 found no free unit: reported in the plan.
+    assert hybrid - mailboxes(lab) == {"user07@contoso.com", "user20@contoso.com"}
+    assert all(lab.cloud_user(u).mailbox_guid is None for u in hybrid)
+    assert lab.server.sync_cycle_enabled
+    again = plan_for(path, target)
+    assert again.steps == ()
+
+
+def test_a_failed_rule_step_stops_the_apply_and_the_scheduler_is_resumed(lab):
+    target = Target(FailingServer(lab, "CreateRule"), LabTenant(lab))
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    report = apply_plan(plan, desired, target)
+    statuses = [(r.step_id, r.status) for r in report.results]
+    assert statuses[:3] == [
+        ("scheduler.pause", Status.DONE),
+        ("rule[In from AD - User Exchange].disable-original", Status.DONE),
+        ("rule[In from AD - User Exchange].copy", Status.FAILED),
+    ]
+    assert all(status is Status.SKIPPED for _id, status in statuses[3:])
+    assert report.scheduler_restored and lab.server.sync_cycle_enabled
+    assert not report.ok
+    # The run is resumable: planning again picks up where it stopped, and converges.
+    target = LabTarget(lab)
+    _plan, report = plan_and_apply(desired, target)
+    assert report.ok
+    assert plan_for(desired, target).steps == ()
+
+
+def test_ctrl_c_inside_a_step_still_resumes_the_scheduler(lab):
+    target = Target(FailingServer(lab, "RemoveRule", KeyboardInterrupt()), LabTenant(lab))
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    with pytest.raises(KeyboardInterrupt):
+        apply_plan(plan, desired, target)
+    assert lab.server.sync_cycle_enabled
+
+
+def test_a_user_who_fails_does_not_stop_the_others(lab, target):
+    users = (UserRef(lab.cloud_user("user07@contoso.com").id, "user07@contoso.com"), UserRef(lab.cloud_user("user05@contoso.com").id, "user05@contoso.com"))
+    step = Step("license[ENTERPRISEPACK].assign", "tenant", "licenses/ENTERPRISEPACK", Action.UPDATE, "assign", AssignLicense(ENTERPRISEPACK_ID, "ENTERPRISEPACK", users))
+    report = apply_plan(Plan("t", "lab", (step,)), load_desired(EXAMPLE), target)
+    assert report.user_failures == (
+        ("user07@contoso.com", "License assignment cannot be done for user with invalid usage location.", "license[ENTERPRISEPACK].assign"),
+    )
+    assert lab.cloud_user("user05@contoso.com").license(ENTERPRISEPACK_ID) is not None
+    assert not report.ok
+
+
+def test_a_running_cycle_stops_the_apply_before_anything_changes(lab, target):
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    lab.start_cycle(SyncPolicy.DELTA)
+    rules_before = list(lab.server.rules)
+    with pytest.raises(ApplyError, match="a sync cycle is running"):
+        apply_plan(plan, desired, target)
+    assert lab.server.rules == rules_before and lab.server.sync_cycle_enabled
+
+
+def test_an_export_stopped_by_the_deletion_threshold_fails_the_sync_step(lab, target):
+    lab.set_deletion_threshold(1)
+    lab.ad_users = [u for u in lab.ad_users if not u.sam.startswith("svc")]  # two deletions at the next sync
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    report = apply_plan(plan, desired, target)
+    failed = next(r for r in report.results if r.status is Status.FAILED)
+    assert failed.step_id == "sync.initial"
+    assert "stopped-deletion-threshold-exceeded" in failed.detail
+    assert lab.server.sync_cycle_enabled
