@@ -1,0 +1,479 @@
+"""The Microsoft 365 tenant through Microsoft Graph: :class:`GraphTenant`.
+
+What it reads (domain-facts B):
+
+* users in the selection: ``GET /users`` with ``$select`` of the fields used,
+  ``$filter=onPremisesSyncEnabled eq true`` and ``$top=999`` when the selection
+  names OUs (only synced users have an on-premises DN); users the selection names
+  by UPN and the listing did not bring are read one by one, in ``$batch``es;
+* SKUs from ``GET /subscribedSkus`` (a SKU "includes Exchange" when one of its
+  service plans is an Exchange Online mailbox plan);
+* mailboxes of licensed users in the selection, by ``mailboxSettings`` probes in
+  ``$batch``es: 404 ``MailboxNotEnabledForRESTAPI`` is ABSENT, or PENDING while a
+  licence with Exchange is younger than ``mailbox_pending_minutes`` by the
+  server's clock (its Date header); a read that failed is UNKNOWN, never ABSENT;
+* deleted users from ``/directory/deletedItems/microsoft.graph.user``.
+
+What it changes: licences (``assignLicense``, one SKU added or removed per call)
+and permanent deletion of deleted users, both in ``$batch``es; see
+:mod:`providers.graph.transport` for retries and unknown outcomes.
+
+The core is synchronous: the public methods run coroutines on a private event
+loop in a thread of its own, so they work whether or not the caller has a loop.
+msgraph, kiota and azure-identity are imported on the first request only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+
+from attrs import evolve
+
+from reconciler.errors import ProviderError
+from reconciler.model import CloudUser, DeletedUser, LicenseAssignment, MailboxState, Sku, TenantState
+from reconciler.operations import (
+    TENANT_OPERATIONS,
+    AssignLicense,
+    Outcome,
+    PurgeDeletedUsers,
+    RemoveLicense,
+    VerifyMailboxes,
+)
+from reconciler.provider import TenantProvider
+from providers.graph.connection import build_auth_provider, check_credentials_configured, resolve_endpoint
+
+log = logging.getLogger("syncprep.graph")
+
+USER_FIELDS = (
+    "id",
+    "userPrincipalName",
+    "onPremisesSyncEnabled",
+    "onPremisesDistinguishedName",
+    "onPremisesImmutableId",
+    "usageLocation",
+    "assignedLicenses",
+    "licenseAssignmentStates",
+)
+SKU_FIELDS = ("skuId", "skuPartNumber", "prepaidUnits", "consumedUnits", "servicePlans", "appliesTo")
+DELETED_FIELDS = ("id", "userPrincipalName", "deletedDateTime", "onPremisesSyncEnabled", "onPremisesDistinguishedName")
+# Service plans that give a user an Exchange Online mailbox. EXCHANGE_S_FOUNDATION,
+# which comes with many non-mail SKUs, does not.
+EXCHANGE_MAILBOX_PLANS = ("EXCHANGE_S_",)
+NOT_A_MAILBOX_PLAN = frozenset({"EXCHANGE_S_FOUNDATION"})
+
+PERMISSIONS = {
+    "users": "User.Read.All",
+    "skus": "LicenseAssignment.Read.All (or Organization.Read.All)",
+    "mailboxes": "MailboxSettings.Read",
+    "licences": "LicenseAssignment.ReadWrite.All",
+    "deleted": "User.Read.All",
+    "purge": "User.DeleteRestore.All",
+}
+
+AUTH_HINTS = {
+    "environment": "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
+    "managed-identity": "the managed identity and its Graph app roles",
+    "device-code": "the account used for the device-code sign-in",
+}
+
+
+def open_tenant(spec, **tuning):
+    """A :class:`GraphTenant` for a :class:`~reconciler.desired.GraphTargetSpec`.
+
+    Checks the endpoint and that credentials are configured; signs in on the first
+    request. ``tuning`` passes on to :class:`GraphTenant` (tests and benchmarks).
+    """
+    endpoint = resolve_endpoint(spec)
+    check_credentials_configured(spec)
+    hint = AUTH_HINTS.get(spec.auth) or f"the token in the environment variable {spec.token_env}"
+    return GraphTenant(
+        endpoint.base_url,
+        lambda: build_auth_provider(spec, endpoint),
+        auth_hint=hint,
+        mailbox_pending_minutes=spec.mailbox_pending_minutes,
+        **tuning,
+    )
+
+
+class GraphTenant(TenantProvider):
+    """A Microsoft 365 tenant reached through msgraph-sdk.
+
+    ``make_auth`` builds the kiota authentication provider (called once, on the
+    first request). ``poll_interval``/``verify_timeout`` (seconds) bound how
+    VerifyMailboxes waits; the timeout defaults to ``mailbox_pending_minutes``.
+    The other keywords tune :class:`~providers.graph.transport.GraphTransport`.
+    """
+
+    SUPPORTS = TENANT_OPERATIONS
+
+    def __init__(
+        self,
+        base_url,
+        make_auth,
+        *,
+        auth_hint="",
+        mailbox_pending_minutes=60,
+        poll_interval=60.0,
+        verify_timeout=None,
+        concurrency=4,
+        max_attempts=8,
+        backoff=1.0,
+        max_retry_after=300.0,
+        timeout=100.0,
+    ):
+        self.base_url = base_url
+        self._make_auth = make_auth
+        self._auth_hint = auth_hint
+        self.mailbox_pending_minutes = mailbox_pending_minutes
+        self.poll_interval = poll_interval
+        self.verify_timeout = verify_timeout if verify_timeout is not None else mailbox_pending_minutes * 60.0
+        self._tuning = dict(concurrency=concurrency, max_attempts=max_attempts, backoff=backoff, max_retry_after=max_retry_after, timeout=timeout)
+        self._transport = None
+        self._loop = None
+        self._thread = None
+        self._exchange_skus = None
+
+    def describe(self):
+        return f"Microsoft Graph at {self.base_url}"
+
+    @property
+    def stats(self):
+        """Requests sent so far (see GraphTransport.stats); empty before the first."""
+        return self._transport.stats if self._transport is not None else {}
+
+    # ------------------------------------------------------------------ the private loop
+
+    def _run(self, coro):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="syncprep-graph", daemon=True)
+            self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def _client(self):
+        if self._transport is None:
+            from providers.graph.transport import GraphTransport
+
+            self._transport = GraphTransport(self.base_url, self._make_auth(), auth_hint=self._auth_hint, **self._tuning)
+        return self._transport
+
+    def close(self):
+        """Close connections and stop the private loop. The provider can be used again afterwards."""
+        if self._loop is None:
+            return
+        if self._transport is not None:
+            self._run(self._transport.aclose())
+            self._transport = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    # ------------------------------------------------------------------ observe
+
+    def observe(self, selection):
+        return self._run(self._observe(selection))
+
+    async def _observe(self, selection):
+        t = await self._client()
+        async with asyncio.TaskGroup() as group:
+            skus_task = group.create_task(self._skus(t))
+            users_task = group.create_task(self._users(t, selection))
+            deleted_task = group.create_task(self._deleted(t))
+        skus, (users, states), deleted = skus_task.result(), users_task.result(), deleted_task.result()
+        exchange = {s.sku_id for s in skus if s.includes_exchange}
+        licensed = [u for u in users if u.licenses]
+        mailboxes = await self._mailboxes(t, [(u.id, states[u.id]) for u in licensed], exchange)
+        users = tuple(evolve(u, mailbox=mailboxes[u.id]) if u.id in mailboxes else u for u in users)
+        log.info("observe: provider=graph users=%d skus=%d deleted=%d mailbox_probes=%d", len(users), len(skus), len(deleted), len(licensed))
+        return TenantState(users=users, skus=skus, deleted_users=deleted)
+
+    async def _skus(self, t):
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.subscribed_skus.subscribed_skus_request_builder import SubscribedSkusRequestBuilder
+
+        query = SubscribedSkusRequestBuilder.SubscribedSkusRequestBuilderGetQueryParameters(select=list(SKU_FIELDS))
+        config = RequestConfiguration(query_parameters=query)
+        skus = []
+        async for page in t.pages(lambda: t.client.subscribed_skus.to_get_request_information(config), "subscribedSkus", PERMISSIONS["skus"]):
+            for raw in page:
+                plans = [p.get("servicePlanName") or "" for p in raw.get("servicePlans") or []]
+                exchange = any(p.startswith(EXCHANGE_MAILBOX_PLANS) and p not in NOT_A_MAILBOX_PLAN for p in plans)
+                skus.append(
+                    Sku(
+                        sku_id=raw["skuId"],
+                        part_number=raw.get("skuPartNumber") or raw["skuId"],
+                        prepaid=int((raw.get("prepaidUnits") or {}).get("enabled") or 0),
+                        consumed=int(raw.get("consumedUnits") or 0),
+                        includes_exchange=exchange,
+                    )
+                )
+        self._exchange_skus = {s.sku_id for s in skus if s.includes_exchange}
+        return tuple(skus)
+
+    async def _users(self, t, selection):
+        """Users in the selection, and each one's licenseAssignmentStates (by id)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+        from providers.graph.transport import GaveUp, Item, user_path
+
+        users, states, seen = [], {}, set()
+
+        def take(raw):
+            user = _cloud_user(raw)
+            if selection.matches(user) and user.upn.lower() not in seen:
+                seen.add(user.upn.lower())
+                users.append(user)
+                states[user.id] = raw.get("licenseAssignmentStates") or []
+
+        if selection.ous:
+            query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
+                select=list(USER_FIELDS), filter="onPremisesSyncEnabled eq true", top=999
+            )
+            config = RequestConfiguration(query_parameters=query)
+            async for page in t.pages(lambda: t.client.users.to_get_request_information(config), "users", PERMISSIONS["users"]):
+                for raw in page:
+                    take(raw)
+        missing = sorted(selection.upns - seen)
+        if missing:
+            select = ",".join(USER_FIELDS)
+            answers = await t.run([Item("GET", f"/users/{user_path(upn)}?$select={select}") for upn in missing], "users")
+            for upn, answer in zip(missing, answers):
+                if isinstance(answer, GaveUp):
+                    raise ProviderError("graph", f"user {upn}", answer.reason)
+                if answer.status == 404:
+                    continue  # not in the tenant: the planner says so
+                if not answer.ok:
+                    raise t.error(answer, f"user {upn}", PERMISSIONS["users"])
+                take(answer.data)
+        return users, states
+
+    async def _deleted(self, t):
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.directory.deleted_items.graph_user.graph_user_request_builder import GraphUserRequestBuilder
+
+        query = GraphUserRequestBuilder.GraphUserRequestBuilderGetQueryParameters(select=list(DELETED_FIELDS), top=999)
+        config = RequestConfiguration(query_parameters=query)
+        deleted = []
+        make = lambda: t.client.directory.deleted_items.graph_user.to_get_request_information(config)  # noqa: E731
+        async for page in t.pages(make, "deleted users", PERMISSIONS["deleted"]):
+            for raw in page:
+                object_id = raw["id"]
+                upn = raw.get("userPrincipalName") or ""
+                # Graph prefixes a deleted user's UPN with its object id without dashes.
+                prefix = object_id.replace("-", "")
+                if upn.lower().startswith(prefix.lower()):
+                    upn = upn[len(prefix) :]
+                deleted.append(
+                    DeletedUser(
+                        id=object_id,
+                        upn=upn,
+                        deleted_at=_iso(raw.get("deletedDateTime")),
+                        synced=raw.get("onPremisesSyncEnabled"),
+                        on_prem_dn=raw.get("onPremisesDistinguishedName"),
+                    )
+                )
+        return tuple(deleted)
+
+    async def _mailboxes(self, t, users, exchange):
+        """{user id: MailboxState} for ``users`` = [(id, licenseAssignmentStates)]."""
+        from providers.graph.transport import GaveUp, Item, user_path
+
+        answers = await t.run([Item("GET", f"/users/{user_path(uid)}/mailboxSettings") for uid, _ in users], "mailboxSettings")
+        now = t.server_now or dt.datetime.now(dt.timezone.utc)
+        result = {}
+        for (uid, states), answer in zip(users, answers):
+            if isinstance(answer, GaveUp):
+                result[uid] = MailboxState.UNKNOWN
+            elif answer.ok:
+                result[uid] = MailboxState.PRESENT
+            elif answer.status == 404 and answer.code == "MailboxNotEnabledForRESTAPI":
+                result[uid] = MailboxState.PENDING if self._recently_licensed(states, exchange, now) else MailboxState.ABSENT
+            elif answer.status in (401, 403):
+                raise t.error(answer, "mailboxSettings", PERMISSIONS["mailboxes"])
+            else:
+                result[uid] = MailboxState.UNKNOWN
+        return result
+
+    def _recently_licensed(self, states, exchange, now):
+        window = dt.timedelta(minutes=self.mailbox_pending_minutes)
+        for state in states:
+            if state.get("skuId") in exchange and state.get("lastUpdatedDateTime"):
+                when = _parse_time(state["lastUpdatedDateTime"])
+                if when is not None and now - when < window:
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, operation):
+        if type(operation) not in self.SUPPORTS:
+            raise TypeError(f"unsupported operation {operation!r}")
+        return self._run(self._apply(operation))
+
+    async def _apply(self, operation):
+        t = await self._client()
+        match operation:
+            case AssignLicense(sku_id, part_number, users):
+                return await self._licence(t, users, sku_id, part_number, add=True)
+            case RemoveLicense(sku_id, part_number, users):
+                return await self._licence(t, users, sku_id, part_number, add=False)
+            case PurgeDeletedUsers(users):
+                return await self._purge(t, users)
+            case VerifyMailboxes(users):
+                return await self._verify(t, users)
+        raise TypeError(f"unsupported operation {operation!r}")
+
+    async def _licence(self, t, users, sku_id, part_number, add):
+        from providers.graph.transport import Item, user_path
+
+        # Graph wants both lists; a remove and an add are separate calls (domain-facts B1).
+        body = (
+            {"addLicenses": [{"disabledPlans": [], "skuId": sku_id}], "removeLicenses": []}
+            if add
+            else {"addLicenses": [], "removeLicenses": [sku_id]}
+        )
+
+        def decide(read):
+            if read.status == 404:
+                return read.message or "user not found"
+            if not read.ok:
+                return f"could not confirm the change: re-reading the user answered {read.describe()}"
+            has = any(a.get("skuId") == sku_id for a in (read.data or {}).get("assignedLicenses") or [])
+            return "done" if has == add else "again"
+
+        items = [
+            Item(
+                "POST",
+                f"/users/{user_path(ref.id)}/assignLicense",
+                body,
+                reread=f"/users/{user_path(ref.id)}?$select=id,assignedLicenses",
+                decide=decide,
+            )
+            for ref in users
+        ]
+        verb = "assign" if add else "remove"
+        answers = await t.run(items, f"{verb} licence {part_number}")
+        return self._outcome(t, users, answers, f"{verb} licence {part_number}", PERMISSIONS["licences"])
+
+    async def _purge(self, t, users):
+        from providers.graph.transport import Item, user_path
+
+        def decide(read):
+            if read.status == 404:
+                return "done"
+            if read.ok:
+                return "again"
+            return f"could not confirm the deletion: re-reading answered {read.describe()}"
+
+        items = [
+            Item("DELETE", f"/directory/deletedItems/{user_path(ref.id)}", reread=f"/directory/deletedItems/{user_path(ref.id)}?$select=id", decide=decide)
+            for ref in users
+        ]
+        answers = await t.run(items, "purge deleted users")
+        return self._outcome(t, users, answers, "purge deleted users", PERMISSIONS["purge"])
+
+    @staticmethod
+    def _outcome(t, users, answers, resource, permission):
+        from providers.graph.transport import GaveUp
+
+        failures = []
+        for ref, answer in zip(users, answers):
+            if isinstance(answer, GaveUp):
+                failures.append((ref.upn, answer.reason))
+            elif answer.ok:
+                continue
+            elif answer.status in (401, 403):
+                done = sum(1 for a in answers if not isinstance(a, GaveUp) and a.ok)
+                error = t.error(answer, resource, permission)
+                raise ProviderError(error.provider, error.resource, f"{error.message} ({done} of {len(users)} done before this)")
+            else:
+                failures.append((ref.upn, answer.message or answer.describe()))
+        return Outcome(f"{len(users) - len(failures)} of {len(users)} done", tuple(failures))
+
+    async def _verify(self, t, users):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.verify_timeout
+        while True:
+            states = await self._mailbox_states(t, users)
+            waiting = [upn for upn, s in states.items() if s in ("pending", "unknown")]
+            if not waiting or loop.time() >= deadline:
+                break
+            await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
+        failures = tuple((upn, f"no Exchange Online mailbox ({state})") for upn, state in states.items() if state != "present")
+        return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)
+
+    async def _mailbox_states(self, t, users):
+        """{upn: "present" | "pending" | "absent" | "unknown" | "missing user"}."""
+        from providers.graph.transport import GaveUp, Item, user_path
+
+        if self._exchange_skus is None:
+            await self._skus(t)
+        items = []
+        for ref in users:
+            items.append(Item("GET", f"/users/{user_path(ref.id)}?$select=id,licenseAssignmentStates"))
+            items.append(Item("GET", f"/users/{user_path(ref.id)}/mailboxSettings"))
+        answers = await t.run(items, "mailboxSettings")
+        now = t.server_now or dt.datetime.now(dt.timezone.utc)
+        states = {}
+        for n, ref in enumerate(users):
+            user, mailbox = answers[2 * n], answers[2 * n + 1]
+            if not isinstance(user, GaveUp) and user.status == 404:
+                states[ref.upn] = "missing user"
+            elif isinstance(mailbox, GaveUp) or isinstance(user, GaveUp):
+                states[ref.upn] = "unknown"
+            elif mailbox.ok:
+                states[ref.upn] = "present"
+            elif mailbox.status in (401, 403):
+                raise t.error(mailbox, "mailboxSettings", PERMISSIONS["mailboxes"])
+            elif mailbox.status == 404 and mailbox.code == "MailboxNotEnabledForRESTAPI" and user.ok:
+                lic_states = (user.data or {}).get("licenseAssignmentStates") or []
+                states[ref.upn] = "pending" if self._recently_licensed(lic_states, self._exchange_skus, now) else "absent"
+            else:
+                states[ref.upn] = "unknown"
+        return states
+
+
+def _cloud_user(raw):
+    states = raw.get("licenseAssignmentStates") or []
+    # A licence that comes from a group cannot be removed for one user (domain-facts B2).
+    by_group = {s.get("skuId") for s in states if s.get("assignedByGroup")}
+    # When the SKU first reached the user (a direct and a group assignment may both exist).
+    assigned_at = {}
+    for state in states:
+        when = _iso(state.get("lastUpdatedDateTime")) or None
+        sku = state.get("skuId")
+        if when and (sku not in assigned_at or when < assigned_at[sku]):
+            assigned_at[sku] = when
+    licenses = tuple(
+        LicenseAssignment(a["skuId"], a["skuId"] in by_group, assigned_at.get(a["skuId"])) for a in raw.get("assignedLicenses") or []
+    )
+    return CloudUser(
+        id=raw["id"],
+        upn=raw.get("userPrincipalName") or "",
+        synced=raw.get("onPremisesSyncEnabled"),
+        on_prem_dn=raw.get("onPremisesDistinguishedName"),
+        usage_location=raw.get("usageLocation"),
+        licenses=licenses,
+    )
+
+
+def _parse_time(text):
+    try:
+        moment = dt.datetime.fromisoformat(text[:19])
+    except (TypeError, ValueError):
+        return None
+    return moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _iso(text):
+    moment = _parse_time(text) if text else None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else (text or "")

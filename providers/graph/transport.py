@@ -1,0 +1,414 @@
+"""The one choke point between the Graph provider and Microsoft Graph.
+
+Requests go through msgraph-sdk's request adapter (its auth provider and
+middleware), but the answer is read as raw JSON from the native response
+(domain-facts E2): no typed-model deserialization, and the status, ``Retry-After``
+and ``Date`` headers stay visible. Retrying is done here, not by the SDK's
+RetryHandler, which is switched off per request because it replays POSTs blindly
+on 503/504 and never looks inside a ``$batch`` (domain-facts D7, E5).
+
+Rules:
+
+* reads (GET) are retried on 429, 5xx and lost connections, honouring ``Retry-After``;
+* a write whose outcome is unknown (5xx, lost connection) is re-read first and
+  sent again only if the re-read shows it was not made;
+* a 429 is never an unknown outcome: Graph did not act on it;
+* everyone waits out a ``Retry-After``: one throttled request pauses all senders;
+* at most ``concurrency`` requests are in flight.
+
+This module imports httpx, kiota and msgraph: import it only when a request is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+from collections import Counter
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+import httpx
+from attrs import define, field
+from kiota_abstractions.method import Method
+from kiota_abstractions.native_response_handler import NativeResponseHandler
+from kiota_abstractions.request_information import RequestInformation
+from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
+
+from reconciler.errors import ProviderError
+
+log = logging.getLogger("syncprep.graph")
+
+MAX_BATCH = 20
+PAGE_SIZE = 999
+UNKNOWN_OUTCOME = frozenset({500, 502, 503, 504})
+
+
+@define
+class Response:
+    """One Graph answer, top-level or a batch item. ``status`` None: the connection was lost."""
+
+    status: Optional[int]
+    headers: dict = field(factory=dict)
+    data: Any = None
+    detail: str = ""
+
+    @property
+    def ok(self):
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def code(self):
+        return ((self.data or {}).get("error") or {}).get("code", "") if isinstance(self.data, dict) else ""
+
+    @property
+    def message(self):
+        if isinstance(self.data, dict) and isinstance(self.data.get("error"), dict):
+            return self.data["error"].get("message", "")
+        return self.detail
+
+    def describe(self):
+        if self.status is None:
+            return f"connection lost ({self.detail})"
+        return f"{self.status} {self.code}".strip()
+
+
+@define
+class GaveUp:
+    """An item the transport stopped retrying; ``reason`` is one line for the user."""
+
+    reason: str
+    status: None = None
+    ok: bool = False
+
+
+@define
+class Item:
+    """One per-user call to send in a ``$batch``.
+
+    ``url`` is relative to the version (``/users/{id}/mailboxSettings``). A write
+    carries ``reread`` (a GET url) and ``decide(response) -> "done" | "again" | str``,
+    which says from the re-read whether the write was made ("done"), was not
+    ("again"), or cannot be (a reason).
+    """
+
+    method: str
+    url: str
+    body: Any = None
+    reread: Optional[str] = None
+    decide: Optional[Callable[[Response], str]] = None
+
+    @property
+    def write(self):
+        return self.method != "GET"
+
+
+def user_path(key):
+    return quote(key, safe="@")
+
+
+class GraphTransport:
+    """Send requests to ``base_url`` with ``auth_provider``; see the module docstring."""
+
+    def __init__(
+        self,
+        base_url,
+        auth_provider,
+        *,
+        auth_hint="",
+        concurrency=4,
+        max_attempts=8,
+        backoff=1.0,
+        max_retry_after=300.0,
+        timeout=100.0,
+    ):
+        from msgraph import GraphRequestAdapter, GraphServiceClient
+        from msgraph_core import GraphClientFactory
+
+        self.base_url = base_url.rstrip("/")
+        self.auth_hint = auth_hint
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        no_retry = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)}
+        limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+        self._http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=30.0), limits=limits, http2=True), options=no_retry
+        )
+        self.adapter = GraphRequestAdapter(auth_provider, client=self._http)
+        # The constructor argument is ignored; the property is what counts (domain-facts D3).
+        self.adapter.base_url = self.base_url
+        self.client = GraphServiceClient(request_adapter=self.adapter)
+        self._options = [ResponseHandlerOption(NativeResponseHandler()), no_retry[RetryHandlerOption.get_key()]]
+        self._slots = asyncio.Semaphore(concurrency)
+        self._resume_at = 0.0
+        #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries".
+        self.stats = Counter()
+        #: The server's clock from the last Date header (Graph's "now", not ours).
+        self.server_now = None
+
+    async def aclose(self):
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ one exchange
+
+    def request_info(self, method, url, body=None):
+        """A RequestInformation for an absolute or version-relative URL."""
+        info = RequestInformation(Method[method])
+        info.url = url if url.startswith(("http://", "https://")) else self.base_url + url
+        if body is not None:
+            info.headers.try_add("Content-Type", "application/json")
+            info.content = json.dumps(body).encode()
+        return info
+
+    async def _pause(self):
+        loop = asyncio.get_running_loop()
+        while (delay := self._resume_at - loop.time()) > 0:
+            await asyncio.sleep(delay)
+
+    def throttled(self, response):
+        """Note a 429: everybody waits out its Retry-After. Returns the wait, or None if too long."""
+        after = _retry_after(response.headers.get("retry-after"), self.server_now)
+        if after is None:
+            after = self.backoff
+        if after > self.max_retry_after:
+            return None
+        loop = asyncio.get_running_loop()
+        self._resume_at = max(self._resume_at, loop.time() + after)
+        self.stats["throttled"] += 1
+        return after
+
+    async def exchange(self, info, items=0):
+        """Send one request; a lost connection is a Response with status None (never raised)."""
+        info.add_request_options(self._options)
+        await self._pause()
+        async with self._slots:
+            self.stats["requests"] += 1
+            if items:
+                self.stats["batches"] += 1
+                self.stats["batch_items"] += items
+            try:
+                native = await self.adapter.send_primitive_async(info, "bytes", None)
+            except httpx.TransportError as exc:
+                self.stats["lost"] += 1
+                log.debug("request lost: method=%s error=%s", info.http_method.value, type(exc).__name__)
+                return Response(None, detail=type(exc).__name__)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                if type(exc).__module__.startswith("azure."):
+                    # azure-identity could not get a token; its first line says why (no secrets in it).
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    raise ProviderError("graph", "sign-in", f"could not get a token ({self.auth_hint}): {first}") from None
+                raise
+        headers = {k.lower(): v for k, v in native.headers.items()}
+        if "date" in headers:
+            try:
+                self.server_now = email.utils.parsedate_to_datetime(headers["date"])
+            except (TypeError, ValueError):
+                pass
+        data = None
+        if native.content:
+            try:
+                data = json.loads(native.content)
+            except ValueError:
+                data = None
+        log.debug("request: method=%s status=%d", info.http_method.value, native.status_code)
+        return Response(native.status_code, headers, data, detail=native.reason_phrase or "")
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, make_info, resource, permission):
+        """A top-level read with retries. Returns 2xx and 404 answers; raises for the rest."""
+        attempts = 0
+        while True:
+            attempts += 1
+            response = await self.exchange(make_info())
+            if response.ok or response.status == 404:
+                return response
+            if response.status == 429:
+                if self.throttled(response) is None:
+                    raise ProviderError("graph", resource, self.too_long(response))
+            elif response.status is not None and response.status not in UNKNOWN_OUTCOME:
+                raise self.error(response, resource, permission)
+            if attempts >= self.max_attempts:
+                raise ProviderError("graph", resource, self.exhausted(response))
+            self.stats["retries"] += 1
+            if response.status != 429:
+                await asyncio.sleep(self._backoff(attempts, response))
+
+    async def pages(self, make_info, resource, permission):
+        """Yield the ``value`` of each page, following absolute ``@odata.nextLink``s."""
+        response = await self.get(make_info, resource, permission)
+        while True:
+            if not response.ok:
+                raise self.error(response, resource, permission)
+            yield response.data.get("value") or []
+            link = response.data.get("@odata.nextLink")
+            if not link:
+                return
+            response = await self.get(lambda link=link: self.request_info("GET", link), resource, permission)
+
+    def _backoff(self, attempts, response):
+        after = _retry_after(response.headers.get("retry-after"), self.server_now) if response.status else None
+        if after is None:
+            after = self.backoff * 2 ** (attempts - 1)
+        return min(after, 30.0)
+
+    def too_long(self, response):
+        return (
+            f"throttled by Microsoft Graph: it asks to wait {response.headers.get('retry-after')} s, "
+            f"beyond the retry budget of {self.max_retry_after:g} s"
+        )
+
+    def exhausted(self, response):
+        if response.status == 429:
+            return f"throttled by Microsoft Graph beyond the retry budget ({self.max_attempts} attempts)"
+        return f"Microsoft Graph kept failing ({response.describe()}) after {self.max_attempts} attempts"
+
+    def error(self, response, resource, permission):
+        """The ProviderError for a final failed answer: one line, naming what to fix."""
+        code = response.code or str(response.status)
+        if response.status == 401:
+            hint = f"; check {self.auth_hint}" if self.auth_hint else ""
+            return ProviderError("graph", resource, f"Microsoft Graph rejected the credentials (401 {code}: {response.message}){hint}")
+        if response.status == 403:
+            return ProviderError(
+                "graph",
+                resource,
+                f"permission denied (403 {code}): the app needs the Microsoft Graph permission {permission}, granted with admin consent",
+            )
+        if response.status == 429:
+            return ProviderError("graph", resource, self.exhausted(response))
+        if response.status is None:
+            return ProviderError("graph", resource, f"the connection to {self.base_url} was lost ({response.detail})")
+        return ProviderError("graph", resource, f"{response.status} {code}: {response.message}".rstrip(": "))
+
+    # ------------------------------------------------------------------ batches
+
+    async def run(self, items, resource="$batch"):
+        """Send ``items`` in ``$batch``es of 20, ``concurrency`` at a time, until each has a final answer.
+
+        Returns one :class:`Response` or :class:`GaveUp` per item, in order. Throttled
+        items are sent again after the Retry-After; reads that failed are sent again;
+        writes with an unknown outcome are re-read, then sent again only if not made.
+        """
+        if not items:
+            return []
+        results = [None] * len(items)
+        attempts = Counter()
+        queue = asyncio.Queue()
+        for index in range(len(items)):
+            queue.put_nowait(index)
+
+        async def again(index, response):
+            attempts[index] += 1
+            if attempts[index] >= self.max_attempts:
+                results[index] = GaveUp(self.exhausted(response))
+                return
+            self.stats["retries"] += 1
+            if response.status != 429:
+                await asyncio.sleep(self._backoff(attempts[index], response))
+            queue.put_nowait(index)
+
+        async def worker():
+            while True:
+                chunk = [await queue.get()]
+                while len(chunk) < MAX_BATCH and not queue.empty():
+                    chunk.append(queue.get_nowait())
+                try:
+                    answers = await self._send_batch([items[i] for i in chunk], resource)
+                    unknown = []
+                    for index, response in zip(chunk, answers):
+                        uncertain = response.status is None or response.status in UNKNOWN_OUTCOME
+                        if uncertain and items[index].write and items[index].reread:
+                            unknown.append((index, response))
+                        elif response.status == 429:
+                            if self.throttled(response) is None:
+                                results[index] = GaveUp(self.too_long(response))
+                            else:
+                                await again(index, response)
+                        elif uncertain:
+                            await again(index, response)
+                        else:
+                            results[index] = response
+                    if unknown:
+                        await self._settle(items, unknown, results, again, resource)
+                finally:
+                    for _ in chunk:
+                        queue.task_done()
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(items)))]
+        joined = asyncio.create_task(queue.join())
+        try:
+            done, _ = await asyncio.wait([joined, *workers], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not joined:
+                    task.result()  # a worker only ends by raising
+        finally:
+            for task in [joined, *workers]:
+                task.cancel()
+            await asyncio.gather(joined, *workers, return_exceptions=True)
+        return results
+
+    async def _settle(self, items, unknown, results, again, resource):
+        """Writes whose outcome is unknown: re-read, then done, again, or a reason."""
+        self.stats["rereads"] += len(unknown)
+        reads = await self.run([Item("GET", items[i].reread) for i, _ in unknown], resource)
+        for (index, response), read in zip(unknown, reads):
+            if isinstance(read, GaveUp):
+                results[index] = GaveUp(f"the change may or may not have been made ({response.describe()}), and re-reading it failed: {read.reason}")
+                continue
+            verdict = items[index].decide(read)
+            if verdict == "done":
+                results[index] = Response(200, {}, None, detail="confirmed by re-reading")
+            elif verdict == "again":
+                await again(index, response)
+            else:
+                results[index] = GaveUp(verdict)
+
+    async def _send_batch(self, chunk, resource):
+        """POST one ``$batch``; one Response per item, in order (status None: outcome unknown)."""
+        requests = []
+        for number, item in enumerate(chunk, 1):
+            entry = {"id": str(number), "method": item.method, "url": item.url}
+            if item.body is not None:
+                entry["body"] = item.body
+                entry["headers"] = {"Content-Type": "application/json"}
+            requests.append(entry)
+        info = self.request_info("POST", "/$batch", {"requests": requests})
+        response = await self.exchange(info, items=len(chunk))
+        if response.status is None or response.status in UNKNOWN_OUTCOME:
+            return [response] * len(chunk)
+        if response.status == 429:
+            return [response] * len(chunk)
+        if not response.ok:
+            raise self.error(response, resource, "")
+        # Parse the responses ourselves: the SDK drops JSON-object bodies (kiota-python #737).
+        by_id = {}
+        for entry in response.data.get("responses") or []:
+            headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
+            by_id[str(entry.get("id"))] = Response(entry.get("status"), headers, entry.get("body"))
+        answers = []
+        for number in range(1, len(chunk) + 1):
+            answers.append(by_id.get(str(number)) or Response(None, detail="missing from the batch response"))
+        return answers
+
+
+def _retry_after(value, now):
+    """Seconds from a Retry-After header (delta-seconds, fractional accepted, or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if now is None:
+        return None
+    return max((moment - now).total_seconds(), 0.0)
