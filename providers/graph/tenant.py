@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import warnings
 
 from attrs import evolve
 
@@ -135,6 +136,7 @@ class GraphTenant(TenantProvider):
         self._loop = None
         self._thread = None
         self._exchange_skus = None
+        self._closed_stats = {}
 
     def describe(self):
         return f"Microsoft Graph at {self.base_url}"
@@ -142,7 +144,7 @@ class GraphTenant(TenantProvider):
     @property
     def stats(self):
         """Requests sent so far (see GraphTransport.stats); empty before the first."""
-        return self._transport.stats if self._transport is not None else {}
+        return self._transport.stats if self._transport is not None else self._closed_stats
 
     # ------------------------------------------------------------------ the private loop
 
@@ -171,6 +173,7 @@ class GraphTenant(TenantProvider):
             return
         if self._transport is not None:
             self._run(self._transport.aclose())
+            self._closed_stats = self._transport.stats
             self._transport = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
@@ -184,10 +187,14 @@ class GraphTenant(TenantProvider):
 
     async def _observe(self, selection):
         t = await self._client()
-        async with asyncio.TaskGroup() as group:
-            skus_task = group.create_task(self._skus(t))
-            users_task = group.create_task(self._users(t, selection))
-            deleted_task = group.create_task(self._deleted(t))
+        try:
+            async with asyncio.TaskGroup() as group:
+                skus_task = group.create_task(self._skus(t))
+                users_task = group.create_task(self._users(t, selection))
+                deleted_task = group.create_task(self._deleted(t))
+        except ExceptionGroup as group:
+            # One line for the user: the first failure (the others are usually the same one).
+            raise group.exceptions[0] from None
         skus, (users, states), deleted = skus_task.result(), users_task.result(), deleted_task.result()
         exchange = {s.sku_id for s in skus if s.includes_exchange}
         licensed = [u for u in users if u.licenses]
@@ -198,7 +205,10 @@ class GraphTenant(TenantProvider):
 
     async def _skus(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.subscribed_skus.subscribed_skus_request_builder import SubscribedSkusRequestBuilder
+        with warnings.catch_warnings():
+            # The generated builders warn about their own deprecated classes when imported.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from msgraph.generated.subscribed_skus.subscribed_skus_request_builder import SubscribedSkusRequestBuilder
 
         query = SubscribedSkusRequestBuilder.SubscribedSkusRequestBuilderGetQueryParameters(select=list(SKU_FIELDS))
         config = RequestConfiguration(query_parameters=query)
@@ -222,7 +232,10 @@ class GraphTenant(TenantProvider):
     async def _users(self, t, selection):
         """Users in the selection, and each one's licenseAssignmentStates (by id)."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+        with warnings.catch_warnings():
+            # The generated builders warn about their own deprecated classes when imported.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from msgraph.generated.users.users_request_builder import UsersRequestBuilder
         from providers.graph.transport import GaveUp, Item, user_path
 
         users, states, seen = [], {}, set()
@@ -258,12 +271,20 @@ class GraphTenant(TenantProvider):
 
     async def _deleted(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.directory.deleted_items.graph_user.graph_user_request_builder import GraphUserRequestBuilder
+        with warnings.catch_warnings():
+            # The generated builders warn about their own deprecated classes when imported.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from msgraph.generated.directory.deleted_items.graph_user.graph_user_request_builder import GraphUserRequestBuilder
 
         query = GraphUserRequestBuilder.GraphUserRequestBuilderGetQueryParameters(select=list(DELETED_FIELDS), top=999)
         config = RequestConfiguration(query_parameters=query)
         deleted = []
-        make = lambda: t.client.directory.deleted_items.graph_user.to_get_request_information(config)  # noqa: E731
+
+        def make():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return t.client.directory.deleted_items.graph_user.to_get_request_information(config)
+
         async for page in t.pages(make, "deleted users", PERMISSIONS["deleted"]):
             for raw in page:
                 object_id = raw["id"]

@@ -169,6 +169,8 @@ class GraphEmulator:
         self.denied = frozenset(denied)
         self.shuffle_batch = shuffle_batch
         self._rng = random.Random(seed)
+        self._forced = collections.deque()
+        self._forced_items = collections.deque()
         self._lock = threading.Lock()
         self.counters = collections.Counter()
         #: Every write that reached the lab: (route, key, what, effect) with effect
@@ -184,8 +186,7 @@ class GraphEmulator:
         """Start serving; returns the base URL, e.g. ``http://127.0.0.1:PORT/v1.0``."""
         if self._server is not None:
             return self.base_url
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", self.port), _Handler)
         server.emulator = self
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}{API_PREFIX}"
@@ -228,8 +229,22 @@ class GraphEmulator:
         with self._lock:
             self.counters[key] += n
 
+    def force_faults(self, *kinds, items=False):
+        """Make the next requests (or, with ``items``, the next batch items) fail, in order.
+
+        Kinds: "503", "504", "drop" (before anything is done), "504-after",
+        "drop-after" (the write is applied, then the answer is lost).
+        """
+        with self._lock:
+            (self._forced_items if items else self._forced).extend(kinds)
+
     def _roll(self, write, can_drop):
         """None, or (kind, after): kind "503"/"504"/"drop"; ``after`` = apply the write first."""
+        forced = self._forced if can_drop else self._forced_items
+        with self._lock:
+            if forced:
+                kind = forced.popleft()
+                return kind.removesuffix("-after"), kind.endswith("-after")
         if not self.fault_rate:
             return None
         with self._lock:
@@ -685,6 +700,17 @@ def _cost(route, query):
     if query.get("$select"):
         cost -= 1
     return max(cost, 1)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that hung up (a test's dropped connection, a cancelled request) is not news.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

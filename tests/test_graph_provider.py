@@ -1,0 +1,375 @@
+"""The Graph provider, run through the real msgraph-sdk over real HTTP against the lab's emulator.
+
+Every test compares with the lab itself: what the in-process lab provider observes,
+or the state the lab ends in after the in-process provider applied the same thing.
+"""
+
+import copy
+import math
+import subprocess
+import sys
+
+import pytest
+from attrs import evolve
+
+from providers.graph import GraphTenant, open_tenant
+from providers.lab import scenario
+from providers.lab.graph_emulator import GraphEmulator
+from providers.lab.host import LabHost
+from providers.lab.provider import LabTenant
+from reconciler.desired import GraphTargetSpec
+from reconciler.errors import ConfigError, ProviderError
+from reconciler.model import MailboxState, UserRef
+from reconciler.operations import AssignLicense, PurgeDeletedUsers, RemoveLicense, VerifyMailboxes
+from reconciler.provider import UserSelection
+
+TOKEN = "graph-provider-test-token"
+TOKEN_ENV = "SYNCPREP_TEST_GRAPH_TOKEN"
+E3 = scenario.ENTERPRISEPACK_ID
+HYBRID = UserSelection(frozenset(), (scenario.HYBRID_OU,))
+
+
+def decorate(lab):
+    """Give the default world every case the provider must read: a pending mailbox,
+    a group licence, deleted users."""
+    pending = lab.cloud_user("user04@contoso.com")
+    pending.mailbox_guid = None  # no on-premises mailbox: licensing creates one, still provisioning
+    lab.assign_license(pending.id, E3)
+    grouped = lab.cloud_user("user05@contoso.com")
+    lab.assign_license(grouped.id, E3)
+    grouped.license(E3).by_group = True
+    # Long enough ago that Graph's "pending" window is over: within it, a licensed user
+    # without a mailbox reads as pending through Graph (it cannot know one will never come).
+    grouped.license(E3).assigned_at = lab.clock - 2 * lab.provisioning_minutes
+    for key in ("user18@contoso.com", "user19@contoso.com"):
+        lab.cloud_user(key).deleted_at = lab.clock - 7
+    return lab
+
+
+@pytest.fixture
+def lab():
+    return decorate(scenario.build(users=20))
+
+
+@pytest.fixture
+def host(lab):
+    return LabHost(lab)
+
+
+@pytest.fixture
+def emulator(host):
+    with GraphEmulator(host, token=TOKEN, retry_after=0.01) as emu:
+        yield emu
+
+
+@pytest.fixture
+def connect(monkeypatch, lab):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    opened = []
+
+    def connect(emu, **tuning):
+        spec = GraphTargetSpec(endpoint=emu.base_url, auth="token-env", token_env=TOKEN_ENV, mailbox_pending_minutes=lab.provisioning_minutes)
+        tuning.setdefault("backoff", 0.005)
+        tuning.setdefault("poll_interval", 0.02)
+        tenant = open_tenant(spec, **tuning)
+        opened.append(tenant)
+        return tenant
+
+    yield connect
+    for tenant in opened:
+        tenant.close()
+
+
+def lab_view(lab, selection):
+    """What the Graph provider must return: the lab's observation, in the selection,
+    with the mailbox of unlicensed users unknown (they are not probed)."""
+    state = LabTenant(lab).observe(selection)
+    users = [u if u.licenses else evolve(u, mailbox=MailboxState.UNKNOWN) for u in state.users if selection.matches(u)]
+    return evolve(state, users=tuple(users))
+
+
+def keyed(users):
+    # eq=False fields (ids, licence times) are compared too: the planner acts on them.
+    return sorted(((u.upn, u.id, tuple((a.sku_id, a.by_group, a.assigned_at) for a in u.licenses), u) for u in users), key=lambda t: t[0])
+
+
+def licences(lab):
+    return {u.upn: sorted((l.sku_id, l.assigned_at, l.by_group) for l in u.licenses) for u in lab.cloud_users}
+
+
+# ---------------------------------------------------------------------------- observe
+
+
+def test_observe_equals_the_lab(lab, emulator, connect):
+    selection = UserSelection(frozenset({"admin@contoso.onmicrosoft.com", "nobody@contoso.com"}), (scenario.HYBRID_OU,))
+    got = connect(emulator).observe(selection)
+    want = lab_view(lab, selection)
+    assert keyed(got.users) == keyed(want.users)
+    assert got.skus == want.skus and [s.includes_exchange for s in got.skus] == [True, False]
+    assert [(d.id, d.upn, d.deleted_at, d.synced, d.on_prem_dn) for d in got.deleted_users] == [
+        (d.id, d.upn, d.deleted_at, d.synced, d.on_prem_dn) for d in want.deleted_users
+    ]
+    mailboxes = {u.upn: u.mailbox for u in got.users}
+    # The cases are all there, so the comparison means something.
+    assert mailboxes["admin@contoso.onmicrosoft.com"] is MailboxState.PRESENT
+    assert mailboxes["user04@contoso.com"] is MailboxState.PENDING
+    assert mailboxes["user01@contoso.com"] is MailboxState.ABSENT
+    assert {u.upn: u.license(E3).by_group for u in got.users if u.has_license(E3)}["user05@contoso.com"] is True
+    assert "nobody@contoso.com" not in mailboxes and "svc01@contoso.com" not in mailboxes
+
+
+def test_pending_turns_absent_after_the_window(lab, host, emulator, connect):
+    tenant = connect(emulator)
+    assert {u.upn: u.mailbox for u in tenant.observe(HYBRID).users}["user04@contoso.com"] is MailboxState.PENDING
+    with host.session() as world:
+        world.cloud_user("user04@contoso.com").mailbox_ready_at = None  # provisioning never finished
+        world.advance(world.provisioning_minutes)
+    assert {u.upn: u.mailbox for u in tenant.observe(HYBRID).users}["user04@contoso.com"] is MailboxState.ABSENT
+
+
+def test_observe_request_counts_are_minimal(monkeypatch):
+    lab = scenario.build(users=2100)
+    for user in lab.active_cloud_users()[4:49]:  # 45 more licensed users
+        if user.usage_location and user.synced:
+            lab.assign_license(user.id, E3)
+    synced = sum(1 for u in lab.active_cloud_users() if u.synced)
+    with GraphEmulator(LabHost(lab), token=TOKEN) as emu:
+        monkeypatch.setenv(TOKEN_ENV, TOKEN)
+        tenant = open_tenant(GraphTargetSpec(endpoint=emu.base_url, auth="token-env", token_env=TOKEN_ENV))
+        try:
+            state = tenant.observe(HYBRID)
+        finally:
+            tenant.close()
+    probes = sum(1 for u in state.users if u.licenses)
+    assert probes >= 45
+    assert emu.counters["GET /users"] == math.ceil(synced / 999) == 3
+    assert emu.counters["POST /$batch"] == math.ceil(probes / 20)
+    assert emu.counters["item GET /users/{id}/mailboxSettings"] == probes
+    assert emu.counters["GET /subscribedSkus"] == 1
+    assert emu.counters["GET /directory/deletedItems/graph.user"] == 1
+    assert emu.counters["http_requests"] == 3 + math.ceil(probes / 20) + 2
+    assert tenant.stats["requests"] == emu.counters["http_requests"]
+
+
+# ---------------------------------------------------------------------------- apply
+
+
+def refs(lab, *upns):
+    return tuple(UserRef(lab.cloud_user(upn).id, lab.cloud_user(upn).upn) for upn in upns)
+
+
+def both(lab, operation, tenant):
+    """Apply through Graph and, on a copy of the world, through the lab provider."""
+    twin = copy.deepcopy(lab)
+    expected = LabTenant(twin).apply(operation)
+    got = tenant.apply(operation)
+    return got, expected, twin
+
+
+def test_assign_with_usage_location_and_count_violations(lab, emulator, connect):
+    upns = [f"user{i:02d}@contoso.com" for i in range(6, 18)] + ["contractor01@contoso.com"]
+    operation = AssignLicense(E3, "ENTERPRISEPACK", refs(lab, *upns))
+    # 20 units, 6 used: 14 free for 12 eligible (user07 has no usage location)... make it 1 short.
+    lab.skus[0].prepaid = 6 + 11
+    got, expected, twin = both(lab, operation, connect(emulator))
+    assert got == expected
+    reasons = dict(got.failures)
+    assert reasons["user07@contoso.com"] == "License assignment cannot be done for user with invalid usage location."
+    assert reasons["contractor01@contoso.com"] == f"Subscription with SKU {E3} does not have any available licenses."
+    assert got.detail == "11 of 13 done"
+    assert licences(lab) == licences(twin)
+
+
+def test_remove_refuses_group_licences_clearly(lab, emulator, connect):
+    operation = RemoveLicense(E3, "ENTERPRISEPACK", refs(lab, "user01@contoso.com", "user05@contoso.com", "user06@contoso.com"))
+    got, expected, twin = both(lab, operation, connect(emulator))
+    assert got == expected
+    assert dict(got.failures) == {
+        "user05@contoso.com": "User license is inherited from a group membership and it cannot be removed directly from the user.",
+        "user06@contoso.com": "User does not have a corresponding license.",
+    }
+    assert lab.cloud_user("user01@contoso.com").license(E3) is None
+    assert licences(lab) == licences(twin)
+
+
+def test_missing_user_is_a_per_user_failure(lab, emulator, connect):
+    operation = AssignLicense(E3, "ENTERPRISEPACK", (UserRef("00000000-0000-0000-0000-000000000001", "ghost@contoso.com"),) + refs(lab, "user08@contoso.com"))
+    got = connect(emulator).apply(operation)
+    assert got.detail == "1 of 2 done"
+    assert got.failures[0][0] == "ghost@contoso.com" and "does not exist" in got.failures[0][1]
+
+
+def test_purge_deleted_users(lab, emulator, connect):
+    deleted = [u for u in lab.cloud_users if u.deleted_at is not None]
+    operation = PurgeDeletedUsers(tuple(UserRef(u.id, u.upn) for u in deleted) + (UserRef("00000000-0000-0000-0000-000000000002", "ghost@contoso.com"),))
+    got, expected, twin = both(lab, operation, connect(emulator))
+    assert got == expected and got.detail == "2 of 3 done"
+    assert not [u for u in lab.cloud_users if u.deleted_at is not None]
+    assert connect(emulator).observe(HYBRID).deleted_users == ()
+
+
+def test_verify_mailboxes_waits_while_pending(lab, emulator, connect):
+    host = LabHost(lab, speed=600.0)  # ten lab minutes per real second: provisioning finishes while polling
+    with GraphEmulator(host, token=TOKEN) as running:
+        tenant = connect(running, verify_timeout=10.0)
+        got = tenant.apply(VerifyMailboxes(refs(lab, "user04@contoso.com", "user01@contoso.com")))
+    assert got.failures == (("user01@contoso.com", "no Exchange Online mailbox (absent)"),)
+    assert lab.mailbox_state(lab.cloud_user("user04@contoso.com")) == "present"
+
+
+def test_an_unknown_write_is_reread_not_repeated(lab, emulator, connect):
+    tenant = connect(emulator)
+    emulator.reset_counters()
+    emulator.force_faults("drop-after")  # the batch is applied, then the connection drops
+    emulator.force_faults("504-after", "503", items=True)
+    got = tenant.apply(AssignLicense(E3, "ENTERPRISEPACK", refs(lab, "user08@contoso.com", "user09@contoso.com", "user10@contoso.com")))
+    assert got.failures == () and got.detail == "3 of 3 done"
+    applied = [w for w in emulator.writes if w[3] == "applied"]
+    assert sorted(w[1] for w in applied) == sorted(r.id for r in refs(lab, "user08@contoso.com", "user09@contoso.com", "user10@contoso.com"))
+    assert [w for w in emulator.writes if w[3] != "applied"] == []  # nothing sent twice
+    assert emulator.counters["item GET /users/{id}"] >= 3  # the re-reads
+
+
+def test_throttling_and_faults_converge_without_losing_or_repeating(lab, host, connect):
+    with GraphEmulator(host, token=TOKEN, rate=60, burst=10, retry_after=0.02, fault_rate=0.10, seed=7) as emu:
+        tenant = connect(emu, max_attempts=12)
+        state = tenant.observe(HYBRID)
+        assert keyed(state.users) == keyed(lab_view(lab, HYBRID).users)
+        lab.skus[0].prepaid = 100  # which users get the last units would depend on the order of sending
+        twin = copy.deepcopy(lab)
+        lab_tenant = LabTenant(twin)
+        everyone = [u.upn for u in state.users if u.usage_location]
+        unlicensed = [u.upn for u in state.users if u.usage_location and not u.has_license(E3)]
+        operations = [
+            RemoveLicense(E3, "ENTERPRISEPACK", refs(lab, "user01@contoso.com", "user02@contoso.com", "user03@contoso.com")),
+            AssignLicense(scenario.EMS_ID, "EMS", refs(lab, *everyone)),
+            AssignLicense(E3, "ENTERPRISEPACK", refs(lab, *unlicensed, "user01@contoso.com", "user02@contoso.com", "user03@contoso.com")),
+            PurgeDeletedUsers(tuple(UserRef(u.id, u.upn) for u in lab.cloud_users if u.deleted_at is not None)),
+        ]
+        for operation in operations:
+            expected = lab_tenant.apply(operation)
+            got = tenant.apply(operation)
+            assert (got.detail, sorted(got.failures)) == (expected.detail, sorted(expected.failures)), operation
+    assert emu.counters["faults"] >= 3 and emu.counters["throttled"] >= 3, emu.counters
+    # Same licences as the lab's own provider made (times differ only if a change was made twice).
+    assert licences(lab) == licences(twin)
+    assert [u.id for u in lab.cloud_users] == [u.id for u in twin.cloud_users]
+    writes = [(w[1], w[2]) for w in emu.writes if w[3] == "applied"]
+    assert len(writes) == len(set(writes)), "a licence change was made twice"
+    # A blind repeat would show up as a no-op add or a refused remove ("does not have").
+    assert [w for w in emu.writes if w[3] != "applied"] == [], "a write was repeated blindly"
+    assert len(writes) == 3 + len(everyone) + len(unlicensed) + 3 + 2
+
+
+# ---------------------------------------------------------------------------- failures in one line
+
+
+def test_wrong_token_is_one_clear_line(emulator, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "not-the-token-s3cret")
+    tenant = open_tenant(GraphTargetSpec(endpoint=emulator.base_url, auth="token-env", token_env=TOKEN_ENV), backoff=0.005)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            tenant.observe(HYBRID)
+    finally:
+        tenant.close()
+    text = str(caught.value)
+    assert "\n" not in text and "401" in text and TOKEN_ENV in text
+    assert "s3cret" not in text
+
+
+def test_missing_token_variable(emulator, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(ProviderError, match=f"{TOKEN_ENV} is not set"):
+        open_tenant(GraphTargetSpec(endpoint=emulator.base_url, auth="token-env", token_env=TOKEN_ENV))
+
+
+@pytest.mark.parametrize(
+    "permission, action",
+    [
+        ("User.Read.All", "observe"),
+        ("MailboxSettings.Read", "observe"),
+        ("LicenseAssignment.ReadWrite.All", "assign"),
+        ("User.DeleteRestore.All", "purge"),
+    ],
+)
+def test_a_missing_permission_is_named(lab, host, connect, permission, action):
+    with GraphEmulator(host, token=TOKEN, denied={permission}) as emu:
+        tenant = connect(emu)
+        with pytest.raises(ProviderError) as caught:
+            if action == "observe":
+                tenant.observe(HYBRID)
+            elif action == "assign":
+                tenant.apply(AssignLicense(E3, "ENTERPRISEPACK", refs(lab, "user08@contoso.com")))
+            else:
+                deleted = next(u for u in lab.cloud_users if u.deleted_at is not None)
+                tenant.apply(PurgeDeletedUsers((UserRef(deleted.id, deleted.upn),)))
+    text = str(caught.value)
+    assert permission in text and "403" in text and "\n" not in text
+
+
+def test_throttled_beyond_the_budget(lab, host, connect):
+    # Enough units for the three list reads, then nothing: Graph asks for longer than we wait.
+    with GraphEmulator(host, token=TOKEN, rate=0.0001, burst=4, retry_after=30) as emu:
+        state = connect(emu, max_retry_after=1.0).observe(HYBRID)
+        # A mailbox read that was throttled out is unknown, never absent.
+        assert {u.mailbox for u in state.users if u.licenses} == {MailboxState.UNKNOWN}
+        with pytest.raises(ProviderError, match="throttled by Microsoft Graph.*beyond the retry budget"):
+            connect(emu, max_retry_after=1.0).observe(HYBRID)
+    with GraphEmulator(host, token=TOKEN, rate=0.0001, burst=1, retry_after=0.01) as emu:
+        got = connect(emu, max_attempts=3).apply(AssignLicense(E3, "ENTERPRISEPACK", refs(lab, "user08@contoso.com", "user09@contoso.com")))
+    assert got.detail == "1 of 2 done"
+    assert "beyond the retry budget (3 attempts)" in got.failures[0][1]
+
+
+# ---------------------------------------------------------------------------- connection
+
+
+def test_plain_http_only_to_loopback(monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    with pytest.raises(ConfigError, match="loopback"):
+        open_tenant(GraphTargetSpec(endpoint="http://graph.example.com/v1.0", auth="token-env", token_env=TOKEN_ENV))
+    for endpoint in ("http://127.0.0.1:8443/v1.0", "http://localhost:1", "http://[::1]:9/v1.0", "https://graph.example.com"):
+        assert isinstance(open_tenant(GraphTargetSpec(endpoint=endpoint, auth="token-env", token_env=TOKEN_ENV)), GraphTenant)
+
+
+@pytest.mark.parametrize(
+    "cloud, base",
+    [
+        ("global", "https://graph.microsoft.com/v1.0"),
+        ("usgov", "https://graph.microsoft.us/v1.0"),
+        ("usgov-dod", "https://dod-graph.microsoft.us/v1.0"),
+        ("china", "https://microsoftgraph.chinacloudapi.cn/v1.0"),
+    ],
+)
+def test_national_clouds(cloud, base):
+    tenant = open_tenant(GraphTargetSpec(cloud=cloud, auth="managed-identity"))
+    assert tenant.base_url == base and tenant.describe() == f"Microsoft Graph at {base}"
+
+
+def test_unknown_cloud_and_auth():
+    with pytest.raises(ConfigError, match="unknown cloud"):
+        open_tenant(GraphTargetSpec(cloud="mars"))
+    with pytest.raises(ConfigError, match="unknown auth"):
+        open_tenant(GraphTargetSpec(auth="password"))
+
+
+def test_environment_credentials_missing_is_one_line(emulator, monkeypatch):
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    tenant = open_tenant(GraphTargetSpec(endpoint=emulator.base_url, auth="environment"))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            tenant.observe(HYBRID)
+    finally:
+        tenant.close()
+    assert "\n" not in str(caught.value) and "AZURE_CLIENT_ID" in str(caught.value)
+
+
+def test_importing_the_provider_does_not_import_the_sdk():
+    code = (
+        "import sys, providers.graph\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('msgraph', 'msgraph_core', 'kiota_abstractions', 'kiota_http', 'azure', 'httpx')]\n"
+        "print(','.join(sorted(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert out.stdout.strip() == ""
