@@ -20,8 +20,8 @@ from typing import Any, Callable
 from attrs import frozen
 
 from reconciler.errors import ApplyError, ProviderError
-from reconciler.model import Observed
-from reconciler.operations import SetScheduler
+from reconciler.model import Observed, UserRef
+from reconciler.operations import AssignLicense, PurgeDeletedUsers, RemoveLicense, SetScheduler, VerifyMailboxes
 from reconciler.plan import guid_flow, last_full_sync_end, license_steps, selection_for, GuidFlow, _object_types, _pair
 
 
@@ -73,9 +73,21 @@ def observe(target, desired):
     return Observed(server=target.server.observe(), tenant=target.tenant.observe(selection_for(desired)))
 
 
-def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothing):
+_LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, VerifyMailboxes)
+
+
+def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothing, approvals=frozenset(), force=False):
     """Run ``plan`` against ``target``. Returns an :class:`ApplyReport`; raises only
-    :class:`ApplyError` for a precondition that stops the apply before any change."""
+    :class:`ApplyError` for a precondition that stops the apply before any change.
+
+    ``approvals`` must hold every ``step.approval`` of the plan ("irreversible",
+    "threshold-raise"); ``force`` accepts the plan's ``unsafe`` reasons.
+    """
+    missing = [a for a in plan.approvals_needed if a not in approvals]
+    if missing:
+        raise ApplyError("preconditions", f"the plan has steps that need explicit approval ({', '.join(missing)}); nothing was changed")
+    if plan.unsafe and not force:
+        raise ApplyError("preconditions", "; ".join(plan.unsafe) + " (nothing was changed)")
     steps = list(plan.steps)
     if any(s.provider == "entra-connect" and s.operation.__class__.__name__ != "RunSyncCycle" for s in steps):
         scheduler = target.server.observe().scheduler
@@ -92,16 +104,23 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
     try:
         while index < len(steps):
             step = steps[index]
-            if step.decided_after_sync and not replanned:
+            refusal = None
+            if step.decided_after_sync and isinstance(step.operation, PurgeDeletedUsers):
+                # Known only after the sync: which users it really soft-deleted.
+                step, refusal = _confirm_purge(step, desired, target)
+                steps[index] = step
+            if step.decided_after_sync and isinstance(step.operation, _LICENCE_OPERATIONS) and not replanned:
                 replanned = True
                 fresh, fresh_notices = _decide_after_sync(desired, target, step.depends_on)
-                steps[index:] = [s for s in steps[index:] if not s.decided_after_sync] + fresh
+                steps[index:] = [s for s in steps[index:] if not (s.decided_after_sync and isinstance(s.operation, _LICENCE_OPERATIONS))] + fresh
                 notices.extend(fresh_notices)
                 on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
                 continue
             on_event(Event("started", step))
             provider = target.provider_for(step.operation)
             try:
+                if refusal:
+                    raise ProviderError("syncprep", step.id, refusal)
                 outcome = provider.apply(step.operation)
             except ProviderError as exc:
                 result = StepResult(step.id, Status.FAILED, str(exc))
@@ -131,10 +150,49 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
     return ApplyReport(tuple(results), tuple(notices), restored)
 
 
+def _confirm_purge(step, desired, target):
+    """Check the recycle bin against the plan's prediction; purge exactly what is there.
+
+    Returns the step to run and, if it must not run, why.
+    """
+    from attrs import evolve
+
+    from reconciler.plan import _purge_selection
+
+    tenant = target.tenant.observe(selection_for(desired))
+    predicted = {ref.upn.lower() for ref in step.operation.users}
+    if tenant.deleted_users is None:
+        return step, "the recycle bin could not be read (unknown): nothing was purged"
+    selection = _purge_selection(desired.purge)
+    in_bin = {}
+    for user in tenant.deleted_users:
+        named = user.upn.lower() in selection.upns or (
+            user.on_prem_dn and any(user.on_prem_dn.lower().endswith("," + ou.lower()) for ou in desired.purge.ous)
+        )
+        if named and user.synced is not None:
+            in_bin[user.upn.lower()] = user
+    actual = set(in_bin)
+    if actual != predicted:
+        unexpected = sorted(actual - predicted)
+        missing = sorted(predicted - actual)
+        detail = "; ".join(
+            part
+            for part in (
+                f"not predicted: {', '.join(unexpected)}" if unexpected else "",
+                f"predicted but not in the recycle bin: {', '.join(missing)}" if missing else "",
+            )
+            if part
+        )
+        return step, f"the sync's soft-deletes differ from the plan's prediction ({detail}); nothing was purged"
+    refs = tuple(UserRef(in_bin[upn].id, in_bin[upn].upn) for upn in sorted(actual))
+    return evolve(step, operation=PurgeDeletedUsers(refs)), None
+
+
 def _decide_after_sync(desired, target, depends_on):
     observed = observe(target, desired)
     rules = observed.server.rules
-    flows = tuple(GuidFlow(t, *_pair(guid_flow(rules, t), guid_flow(rules, t))) for t in _object_types(rules))
+    excluded = tuple(a for c in observed.server.connectors_of_kind("AAD") for a in c.excluded_attributes)
+    flows = tuple(GuidFlow(t, *_pair(guid_flow(rules, t, excluded), guid_flow(rules, t, excluded))) for t in _object_types(rules))
     steps, notices = license_steps(
         desired,
         observed.tenant,

@@ -48,6 +48,13 @@ def _parser():
     apply = commands.add_parser("apply", parents=[common, lab_option], help="plan, confirm, and carry it out")
     apply.add_argument("file", metavar="FILE")
     apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--approve-irreversible", action="store_true", help="approve the plan's irreversible steps (hard deletes); --auto-approve alone is not enough"
+    )
+    apply.add_argument(
+        "--approve-threshold-raise", action="store_true", help="approve a temporary raise of the export deletion threshold (restored afterwards)"
+    )
+    apply.add_argument("--force", action="store_true", help="apply a plan over the safety thresholds (too many deletes)")
 
     lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
@@ -182,6 +189,9 @@ def _apply(args, out, err):
         PlanRenderer(out).render(plan)
         if not plan.has_changes:
             return EXIT_OK
+        if plan.unsafe and not args.force:
+            raise ReconcilerError("; ".join(plan.unsafe) + " (pass --force; nothing was changed)")
+        approvals = _approvals(args, plan, out)
         if not args.auto_approve and not _confirm(out, plan):
             err.print("Apply cancelled; nothing was changed.")
             return EXIT_ERROR
@@ -189,13 +199,43 @@ def _apply(args, out, err):
         renderer = ApplyRenderer(out, len(plan.steps))
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            report = apply_plan(plan, desired, target, on_event=renderer)
+            report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force)
         finally:
             signal.signal(signal.SIGTERM, previous)
         renderer.report(report)
         return EXIT_OK if report.ok else EXIT_ERROR
     finally:
         target.close()
+
+
+def _approvals(args, plan, out):
+    """Approvals beyond the plan's: a flag each, or typed at the terminal."""
+    granted = set()
+    for approval in plan.approvals_needed:
+        flag = {"irreversible": args.approve_irreversible, "threshold-raise": args.approve_threshold_raise}[approval]
+        if flag:
+            granted.add(approval)
+            continue
+        if not sys.stdin or not sys.stdin.isatty():
+            raise ReconcilerError(f"the plan has {approval} steps: pass --approve-{approval} (or run it in a terminal to type the approval); nothing was changed")
+        steps = [s for s in plan.steps if s.approval == approval]
+        phrase = _approval_phrase(approval, steps)
+        out.print(f"[bold red]{len(steps)} step(s) need approval ({approval}).[/bold red] Type [bold]{phrase}[/bold] to approve:")
+        try:
+            answer = input("  ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != phrase:
+            raise ReconcilerError(f"{approval} steps not approved; nothing was changed")
+        granted.add(approval)
+    return frozenset(granted)
+
+
+def _approval_phrase(approval, steps):
+    if approval == "irreversible":
+        count = sum(len(getattr(s.operation, "users", ())) for s in steps)
+        return f"purge {count} users"
+    return "raise the threshold"
 
 
 def _raise_interrupt(_signum, _frame):

@@ -89,6 +89,38 @@ class LicenseSpec:
 
 
 @frozen
+class ScopeSpec:
+    """The AD connector's OU filtering (Domain/OU Filtering in the wizard)."""
+
+    included: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+
+
+@frozen
+class ExportSpec:
+    #: Attributes the Entra ID connector must not export (the wizard's attribute filter).
+    excluded_attributes: tuple[str, ...] = ()
+
+
+@frozen
+class PurgeSpec:
+    """Synced users to hard-delete from the recycle bin: Solution 2. Irreversible.
+
+    Users named here that are still active are first taken out of sync (their OU
+    out of scope) so that they land in the recycle bin; that happens only while the
+    plan also starts excluding an attribute from export, which is what the purge
+    is for. Cloud-only users are never purged.
+    """
+
+    users: tuple[str, ...] = ()
+    ous: tuple[str, ...] = ()
+    #: Refuse a plan that would purge more than this many users.
+    max_count: Optional[int] = None
+    #: Purging more than this share of the synced users needs --force (as octoDNS's deletes).
+    max_percent: float = 30.0
+
+
+@frozen
 class GraphTargetSpec:
     """Where and how to reach Microsoft Graph. Secrets never live here (see ``auth``)."""
 
@@ -136,5 +168,8 @@ class DesiredState:
     scheduler: SchedulerSpec = SchedulerSpec()
     rules: tuple[RuleSpec, ...] = ()
     licenses: tuple[LicenseSpec, ...] = ()
+    scope: Optional[ScopeSpec] = None
+    export: Optional[ExportSpec] = None
+    purge: Optional[PurgeSpec] = None
     #: The file it came from (for messages); not part of the state.
     source: str = field(default="<memory>", eq=False)

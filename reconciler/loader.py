@@ -61,12 +61,21 @@ def _toml_type(value):
     return type(value).__name__
 
 
+def _raise(exc):
+    raise exc
+
+
 def _make_converter():
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(str, _strict(lambda v: isinstance(v, str), "a string"))
     converter.register_structure_hook(bool, _strict(lambda v: isinstance(v, bool), "true or false"))
     converter.register_structure_hook(
         int, _strict(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    )
+
+    converter.register_structure_hook(
+        float,
+        lambda v, _t: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _raise(TypeError(f"expected a number, got {_toml_type(v)}")),
     )
 
     def structure_enum(value, enum_type):
@@ -300,6 +309,26 @@ def _check(desired):
         for ou_index, ou in enumerate(spec.ous):
             if not DN.match(ou):
                 yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
+    for section, spec in (("scope", desired.scope), ("purge", desired.purge)):
+        if spec is None:
+            continue
+        for field_name in ("included", "excluded", "ous"):
+            for index, dn in enumerate(getattr(spec, field_name, ())):
+                if not DN.match(dn):
+                    yield f"{section}.{field_name}[{index}]", f"{dn!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
+    if desired.scope is not None and not desired.scope.included:
+        yield "scope.included", "an empty inclusion list takes every object out of sync"
+    if desired.purge is not None:
+        purge = desired.purge
+        if not purge.users and not purge.ous:
+            yield "purge", "names no users: give users = [...] or ous = [...]"
+        for index, upn in enumerate(purge.users):
+            if not UPN.match(upn):
+                yield f"purge.users[{index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
+        if purge.max_count is not None and purge.max_count < 1:
+            yield "purge.max_count", "must be at least 1"
+        if not 0 < purge.max_percent <= 100:
+            yield "purge.max_percent", "must be a percentage above 0 and at most 100"
     target = desired.target
     if target.kind is TargetKind.LAB and (target.graph or target.entra_connect):
         yield "target.kind", "a lab target takes no [target.graph] or [target.entra_connect]; set kind = \"remote\""

@@ -258,7 +258,8 @@ class TenantState:
 
     users: tuple[CloudUser, ...]
     skus: tuple[Sku, ...]
-    deleted_users: tuple[DeletedUser, ...] = ()
+    #: ``None``: the recycle bin could not be read. Unknown is never empty.
+    deleted_users: Optional[tuple[DeletedUser, ...]] = ()
 
     def sku_by_part_number(self, part_number):
         for sku in self.skus:

@@ -40,7 +40,11 @@ from reconciler.model import (
 from reconciler.operations import (
     AssignLicense,
     CreateRule,
+    PurgeDeletedUsers,
     RemoveLicense,
+    SetContainerScope,
+    SetDeletionThreshold,
+    SetExcludedAttributes,
     RemoveRule,
     RunSyncCycle,
     SetRuleDisabled,
@@ -48,8 +52,13 @@ from reconciler.operations import (
     UpdateRule,
     VerifyMailboxes,
 )
+from reconciler.model import UserRef
 from reconciler.provider import UserSelection
 
+#: Without [purge] max_count, a plan never purges more users than this.
+DEFAULT_PURGE_CEILING = 50
+#: The share-of-deletes check applies from this many synced users on (octoDNS: 10 records).
+MIN_SYNCED_FOR_PERCENT = 10
 #: The article copies the rule to 200; the planner starts looking there but never takes a taken value.
 TEMPORARY_PRECEDENCE_START = 200
 CUSTOM_PRECEDENCE_RANGE = range(0, 100)
@@ -113,6 +122,8 @@ class Step:
     after: Optional[dict] = None
     depends_on: tuple[str, ...] = ()
     decided_after_sync: bool = False
+    #: An approval apply needs beyond the plan's own: "irreversible" or "threshold-raise".
+    approval: Optional[str] = None
     changes: tuple[FieldChange, ...] = field(default=None)
 
     def __attrs_post_init__(self):
@@ -138,6 +149,12 @@ class Plan:
     steps: tuple[Step, ...]
     notices: tuple[Notice, ...] = ()
     guid_flows: tuple[GuidFlow, ...] = ()
+    #: Reasons apply refuses without --force (octoDNS's "too many deletes").
+    unsafe: tuple[str, ...] = ()
+
+    @property
+    def approvals_needed(self):
+        return tuple(dict.fromkeys(s.approval for s in self.steps if s.approval))
 
     @property
     def has_changes(self):
@@ -184,10 +201,13 @@ def field_changes(before, after):
 
 def _dd_path(path):
     # root['flows']['msExchMailboxGuid'] -> flows.msExchMailboxGuid
-    parts = []
+    text = ""
     for chunk in path[len("root"):].strip("[]").split("]["):
-        parts.append(chunk.strip("'\""))
-    return ".".join(p for p in parts if p)
+        if chunk.isdigit():
+            text += f"[{chunk}]"
+        elif chunk:
+            text += ("." if text else "") + chunk.strip("'\"")
+    return text
 
 
 def rule_view(rule):
@@ -218,13 +238,20 @@ def copy_identifier(name):
 # ---------------------------------------------------------------------------- msExchMailboxGuid
 
 
-def guid_flow(rules, object_type):
+def guid_flow(rules, object_type, excluded_attributes=()):
     """How msExchMailboxGuid is decided for an *existing* object of ``object_type``.
 
     Returns ``(text, flows)``: a sentence for the plan and whether a value reaches
     the cloud. Apply-once flows do nothing on existing objects; ``NULL`` lets lower
     rules contribute; ``AuthoritativeNull`` stops them (domain-facts A5).
     """
+    text, flows = _guid_rule_flow(rules, object_type)
+    if flows and GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_attributes}:
+        return f"{text}, but not exported: msExchMailboxGuid is excluded from export to Entra ID", False
+    return text, flows
+
+
+def _guid_rule_flow(rules, object_type):
     chain = sorted(
         (r for r in rules if not r.disabled and r.direction is Direction.INBOUND and r.source_object_type == object_type and r.flows_to(GUID_ATTRIBUTE)),
         key=lambda r: r.precedence,
@@ -292,63 +319,59 @@ class _Builder:
 
 
 def build_plan(desired, observed, target_description="lab"):
-    """The plan that takes ``observed`` to ``desired``. Raises :class:`PlanError` when it cannot."""
+    """The plan that takes ``observed`` to ``desired``. Raises :class:`PlanError` when it cannot.
+
+    The server changes come in at most two scheduler brackets, each followed by a
+    full sync: the first only for a purge (take the OU out of scope so its users
+    land in the recycle bin), the second for everything else (rules, export
+    filter, scope). Between them the purge; after them the licences.
+    """
     server = observed.server
     builder = _Builder(server.rules)
     notices = []
-    rule_step_ids = []
+    scheduler_on = server.scheduler.sync_cycle_enabled
+    unsafe = []
 
+    rebuild = _plan_purge(desired, observed, builder, notices, unsafe)
+    after_purge = ()
+    if rebuild is not None:
+        if rebuild.config_ids:
+            last, scheduler_on = _bracket(builder, rebuild.config_ids, "rebuild.", scheduler_on, wanted=scheduler_on)
+            sync_id = builder.add(
+                Step(
+                    id="rebuild.sync",
+                    provider="entra-connect",
+                    resource="sync cycle",
+                    action=Action.RUN,
+                    summary="Run a full (Initial) sync cycle: the users out of scope are soft-deleted in the cloud",
+                    operation=RunSyncCycle(SyncPolicy.INITIAL),
+                    impact=Impact.COSTLY,
+                    depends_on=tuple(last),
+                )
+            )
+            builder.steps[rebuild.purge_id] = evolve(builder.steps[rebuild.purge_id], depends_on=(sync_id,))
+        after_purge = (rebuild.purge_id,)
+
+    config_ids = []
     for spec in desired.rules:
-        rule_step_ids += _plan_rule(spec, server, builder, notices)
-
+        config_ids += _plan_rule(spec, server, builder, notices)
+    _check_unique_precedences(tuple(builder.rules.values()))
+    config_ids += _plan_export(desired, server, builder, notices)
+    config_ids += _plan_scope(desired, observed, builder, notices, rebuild)
+    if rebuild is not None and rebuild.threshold_restore is not None:
+        config_ids.append(builder.add(rebuild.threshold_restore))
+    for step_id in config_ids:
+        step = builder.steps[step_id]
+        builder.steps[step_id] = evolve(step, depends_on=tuple(dict.fromkeys((*after_purge, *step.depends_on))))
     predicted_rules = tuple(builder.rules.values())
-    _check_unique_precedences(predicted_rules)
 
-    steps_before_sync = list(rule_step_ids)
-    scheduler = server.scheduler
-    pause_id = None
-    if rule_step_ids and scheduler.sync_cycle_enabled:
-        pause_id = builder.add(
-            Step(
-                id="scheduler.pause",
-                provider="entra-connect",
-                resource="scheduler",
-                action=Action.UPDATE,
-                summary="Pause the sync scheduler while the rules change",
-                operation=SetScheduler(False),
-                before={"sync_cycle_enabled": True},
-                after={"sync_cycle_enabled": False},
-            )
-        )
-        for step_id in rule_step_ids:
-            step = builder.steps[step_id]
-            builder.steps[step_id] = evolve(step, depends_on=(pause_id, *step.depends_on))
-    paused_now = scheduler.sync_cycle_enabled and pause_id is not None
-    scheduler_on_after = scheduler.sync_cycle_enabled and not paused_now
-    last_server_ids = list(rule_step_ids)
     wanted = desired.scheduler.sync_cycle_enabled
-    if wanted != scheduler_on_after:
-        resume_id = builder.add(
-            Step(
-                id="scheduler.resume" if wanted else "scheduler.disable",
-                provider="entra-connect",
-                resource="scheduler",
-                action=Action.UPDATE,
-                summary="Resume the sync scheduler" if wanted else "Turn the sync scheduler off (the desired state says so)",
-                operation=SetScheduler(wanted),
-                before={"sync_cycle_enabled": scheduler_on_after},
-                after={"sync_cycle_enabled": wanted},
-                depends_on=tuple(rule_step_ids),
-            )
-        )
-        last_server_ids = [resume_id]
-    elif pause_id is not None:
-        last_server_ids = [pause_id, *rule_step_ids]
-
+    last, scheduler_on = _bracket(builder, config_ids, "", scheduler_on, wanted=wanted, after=after_purge)
     sync_id = None
-    full_sync_owed = scheduler.next_policy is SyncPolicy.INITIAL
-    if rule_step_ids or full_sync_owed:
-        reason = "the rules changed" if rule_step_ids else "a full sync is owed since the last rule change"
+    if config_ids or server.scheduler.next_policy is SyncPolicy.INITIAL:
+        reason = "the configuration changed" if config_ids else "a full sync is owed since the last rule change"
+        if not config_ids and rebuild is not None and rebuild.config_ids:
+            reason = "the users come back"
         sync_id = builder.add(
             Step(
                 id="sync.initial",
@@ -358,12 +381,15 @@ def build_plan(desired, observed, target_description="lab"):
                 summary=f"Run a full (Initial) sync cycle and wait for every connector: {reason}",
                 operation=RunSyncCycle(SyncPolicy.INITIAL),
                 impact=Impact.COSTLY,
-                depends_on=tuple(last_server_ids),
+                depends_on=tuple(dict.fromkeys((*last, *after_purge))),
             )
         )
 
+    excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
+    excluded_after = tuple(desired.export.excluded_attributes) if desired.export is not None else excluded_now
     guid_flows = tuple(
-        GuidFlow(t, *_pair(guid_flow(server.rules, t), guid_flow(predicted_rules, t))) for t in _object_types(server.rules + predicted_rules)
+        GuidFlow(t, *_pair(guid_flow(server.rules, t, excluded_now), guid_flow(predicted_rules, t, excluded_after)))
+        for t in _object_types(server.rules + predicted_rules)
     )
     notices += _server_notices(desired, server, predicted_rules, guid_flows, builder)
 
@@ -373,7 +399,8 @@ def build_plan(desired, observed, target_description="lab"):
         guid_flows_after=guid_flows,
         sync_planned=sync_id is not None,
         cleared_since=last_full_sync_end(server),
-        depends_on=(sync_id,) if sync_id else tuple(last_server_ids if rule_step_ids else ()),
+        depends_on=(sync_id,) if sync_id else tuple(dict.fromkeys((*last, *after_purge))),
+        recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
     )
     for step in licence_steps:
         builder.add(step)
@@ -385,6 +412,56 @@ def build_plan(desired, observed, target_description="lab"):
         steps=order_steps(builder.steps, builder.order),
         notices=tuple(notices),
         guid_flows=guid_flows,
+        unsafe=tuple(unsafe),
+    )
+
+
+def _bracket(builder, config_ids, prefix, scheduler_on, wanted, after=()):
+    """Pause the scheduler around ``config_ids`` and leave it as ``wanted``.
+
+    Returns the ids the next step must wait for, and whether the scheduler is on.
+    """
+    if not config_ids:
+        if wanted == scheduler_on:
+            return list(after), scheduler_on
+        step_id = builder.add(_scheduler_step(f"{prefix}scheduler.{'resume' if wanted else 'disable'}", wanted, scheduler_on, after))
+        return [step_id], wanted
+    if scheduler_on:
+        pause_id = builder.add(
+            Step(
+                id=f"{prefix}scheduler.pause",
+                provider="entra-connect",
+                resource="scheduler",
+                action=Action.UPDATE,
+                summary="Pause the sync scheduler while the configuration changes",
+                operation=SetScheduler(False),
+                before={"sync_cycle_enabled": True},
+                after={"sync_cycle_enabled": False},
+                depends_on=tuple(after),
+            )
+        )
+        for step_id in config_ids:
+            step = builder.steps[step_id]
+            builder.steps[step_id] = evolve(step, depends_on=(pause_id, *step.depends_on))
+    if wanted:
+        resume_id = builder.add(_scheduler_step(f"{prefix}scheduler.resume", True, False, config_ids))
+        return [resume_id], True
+    if scheduler_on:
+        return list(config_ids), False
+    return list(config_ids), False
+
+
+def _scheduler_step(step_id, enabled, was_on, depends_on):
+    return Step(
+        id=step_id,
+        provider="entra-connect",
+        resource="scheduler",
+        action=Action.UPDATE,
+        summary="Resume the sync scheduler" if enabled else "Turn the sync scheduler off (the desired state says so)",
+        operation=SetScheduler(enabled),
+        before={"sync_cycle_enabled": was_on},
+        after={"sync_cycle_enabled": enabled},
+        depends_on=tuple(depends_on),
     )
 
 
@@ -723,10 +800,260 @@ def _server_notices(desired, server, predicted_rules, guid_flows, builder):
     return notices
 
 
+# ---------------------------------------------------------------------------- Solution 2: scope, export, purge
+
+
+@frozen
+class _Rebuild:
+    config_ids: tuple[str, ...]
+    purge_id: str
+    refs: tuple
+    scope_out: Optional[tuple] = None  # (included, excluded) while the users are out
+    threshold_restore: Optional[Step] = None
+
+
+def _norm(dns):
+    return tuple(sorted({dn.strip() for dn in dns}, key=str.lower))
+
+
+def _same_dns(a, b):
+    return {x.lower() for x in a} == {x.lower() for x in b}
+
+
+def _in_scope(dn, included, excluded):
+    def under(container):
+        return dn.lower() == container.lower() or dn.lower().endswith("," + container.lower())
+
+    best_in = max((len(c) for c in included if under(c)), default=-1)
+    best_out = max((len(c) for c in excluded if under(c)), default=-1)
+    return best_in >= 0 and best_in >= best_out
+
+
+def _purge_selection(purge):
+    return UserSelection(frozenset(u.lower() for u in purge.users), tuple(purge.ous))
+
+
+def _plan_purge(desired, observed, builder, notices, unsafe):
+    """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin."""
+    purge = desired.purge
+    if purge is None:
+        return None
+    tenant, server = observed.tenant, observed.server
+    if tenant.deleted_users is None:
+        raise PlanError("purge: the recycle bin could not be read (unknown, not empty): no destructive step is planned; plan again")
+    selection = _purge_selection(purge)
+    excluding_now = bool(desired.export) and bool(
+        {a.lower() for a in desired.export.excluded_attributes} - {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}
+    )
+    ad = _single_ad_connector(server)
+    active = []
+    for user in tenant.users:
+        if not selection.matches(user):
+            continue
+        if user.synced is None:
+            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} is cloud-only: never purged"))
+            continue
+        if not any(user.in_ou(ou) for ou in purge.ous):
+            if excluding_now:
+                notices.append(Notice(Level.WARNING, "purge-active-by-upn", f"{user.upn} is active and not under a [purge] OU: it cannot be taken out of sync alone; name its OU"))
+            continue
+        active.append(user)
+    deleted = []
+    for user in tenant.deleted_users:
+        named = user.upn.lower() in selection.upns or (user.on_prem_dn and any(user.on_prem_dn.lower().endswith("," + ou.lower()) for ou in purge.ous))
+        if not named:
+            continue
+        if user.synced is None:
+            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} (in the recycle bin) is cloud-only: never purged"))
+            continue
+        deleted.append(user)
+    if active and not excluding_now:
+        notices.append(
+            Notice(
+                Level.INFO,
+                "purge-active-kept",
+                f"{len(active)} user(s) of the [purge] selection are active: they are taken out and purged only in the plan that starts excluding an attribute from export",
+            )
+        )
+        active = []
+    cycled = sorted(active, key=lambda u: u.upn.lower()) if excluding_now else []
+    refs = tuple(sorted([u.ref for u in cycled] + [UserRef(u.id, u.upn) for u in deleted], key=lambda r: r.upn.lower()))
+    if not refs:
+        return None
+
+    limit = purge.max_count if purge.max_count is not None else DEFAULT_PURGE_CEILING
+    if len(refs) > limit:
+        which = "max_count" if purge.max_count is not None else f"the default ceiling ({DEFAULT_PURGE_CEILING}; set [purge] max_count)"
+        raise PlanError(f"purge: {len(refs)} users would be purged, more than {which} allows ({limit}); nothing is planned")
+    synced_total = sum(1 for u in tenant.users if u.synced) + len(deleted)
+    if synced_total >= MIN_SYNCED_FOR_PERCENT:
+        share = 100.0 * len(refs) / synced_total
+        if share > purge.max_percent:
+            unsafe.append(f"Too many deletes: {share:.2f}% is over {purge.max_percent:.2f}% ({len(refs)}/{synced_total} synced users); force required")
+
+    config_ids = []
+    scope_out = None
+    threshold_restore = None
+    if cycled:
+        included, excluded = ad.included_containers, ad.excluded_containers
+        new_excluded = _norm((*excluded, *purge.ous))
+        scope_out = (tuple(included), new_excluded)
+        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, included, excluded) and not _in_scope(u.on_prem_dn, included, new_excluded)]
+        config_ids.append(
+            builder.add(
+                Step(
+                    id="rebuild.scope.exclude",
+                    provider="entra-connect",
+                    resource=f"connector/{ad.name}/scope",
+                    action=Action.UPDATE,
+                    summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
+                    operation=SetContainerScope(tuple(included), new_excluded),
+                    before={"included": list(included), "excluded": list(excluded)},
+                    after={"included": list(included), "excluded": list(new_excluded)},
+                )
+            )
+        )
+        threshold = server.deletion_threshold
+        if threshold is None:
+            notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
+        elif len(leaving) > threshold:
+            config_ids.append(
+                builder.add(
+                    Step(
+                        id="rebuild.threshold.raise",
+                        provider="entra-connect",
+                        resource="export deletion threshold",
+                        action=Action.UPDATE,
+                        summary=f"Raise the export deletion threshold from {threshold} to {len(leaving)} for this sync (restored afterwards): otherwise the export stops and deletes nothing",
+                        operation=SetDeletionThreshold(len(leaving)),
+                        before={"threshold": threshold},
+                        after={"threshold": len(leaving)},
+                        approval="threshold-raise",
+                    )
+                )
+            )
+            threshold_restore = Step(
+                id="threshold.restore",
+                provider="entra-connect",
+                resource="export deletion threshold",
+                action=Action.UPDATE,
+                summary=f"Restore the export deletion threshold to {threshold}",
+                operation=SetDeletionThreshold(threshold),
+                before={"threshold": len(leaving)},
+                after={"threshold": threshold},
+                approval="threshold-raise",
+            )
+        else:
+            notices.append(Notice(Level.INFO, "threshold-ok", f"{len(leaving)} soft-deletion(s) stay under the export deletion threshold of {threshold}"))
+        extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
+        if extra:
+            notices.append(
+                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not named for purging leave the scope too; they come back from the recycle bin as they were: {_names(extra)}")
+            )
+    purge_id = builder.add(
+        Step(
+            id="purge",
+            provider="tenant",
+            resource="recycle bin",
+            action=Action.DELETE,
+            summary=f"Hard-delete {len(refs)} synced user(s) from the recycle bin: cannot be undone"
+            + (" (checked against what the sync actually deleted first)" if cycled else ""),
+            operation=PurgeDeletedUsers(refs),
+            impact=Impact.IRREVERSIBLE,
+            decided_after_sync=bool(cycled),
+            approval="irreversible",
+        )
+    )
+    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore)
+
+
+def _single_ad_connector(server):
+    candidates = server.connectors_of_kind("AD")
+    if len(candidates) != 1:
+        raise PlanError(f"{len(candidates)} AD connectors on the server; syncprep manages the scope of exactly one")
+    return candidates[0]
+
+
+def _plan_export(desired, server, builder, notices):
+    if desired.export is None:
+        return []
+    (aad,) = server.connectors_of_kind("AAD") or (None,)
+    if aad is None:
+        raise PlanError("export: no Entra ID (AAD) connector on the server")
+    current = _norm(aad.excluded_attributes)
+    wanted = _norm(desired.export.excluded_attributes)
+    if _same_dns(current, wanted):
+        return []
+    added = {a.lower() for a in wanted} - {a.lower() for a in current}
+    if added and desired.purge is None:
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "exclusion-keeps-values",
+                f"excluding {', '.join(sorted(a for a in wanted if a.lower() in added))} only stops the export: the values already in Entra ID stay "
+                "(the sync engine stops managing them); Solution 2 purges and re-creates the users with [purge]",
+            )
+        )
+    return [
+        builder.add(
+            Step(
+                id="export.attributes",
+                provider="entra-connect",
+                resource=f"connector/{aad.name}/attributes",
+                action=Action.UPDATE,
+                summary="Change the attributes excluded from export to Entra ID",
+                operation=SetExcludedAttributes(wanted),
+                before={"excluded_attributes": list(current)},
+                after={"excluded_attributes": list(wanted)},
+            )
+        )
+    ]
+
+
+def _plan_scope(desired, observed, builder, notices, rebuild):
+    server, tenant = observed.server, observed.tenant
+    if desired.scope is None and (rebuild is None or rebuild.scope_out is None):
+        return []
+    ad = _single_ad_connector(server)
+    current = (ad.included_containers, ad.excluded_containers)
+    if rebuild is not None and rebuild.scope_out is not None:
+        current = rebuild.scope_out
+    wanted = (
+        (_norm(desired.scope.included), _norm(desired.scope.excluded)) if desired.scope is not None else (ad.included_containers, ad.excluded_containers)
+    )
+    if _same_dns(current[0], wanted[0]) and _same_dns(current[1], wanted[1]):
+        return []
+    leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
+    if leaving:
+        notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {_names(leaving)}"))
+        threshold = server.deletion_threshold
+        if threshold is not None and len(leaving) > threshold:
+            raise PlanError(
+                f"scope: {len(leaving)} soft-deletions exceed the export deletion threshold of {threshold}: the export would stop and delete nothing"
+            )
+    back = rebuild is not None and rebuild.scope_out is not None
+    return [
+        builder.add(
+            Step(
+                id="scope.containers",
+                provider="entra-connect",
+                resource=f"connector/{ad.name}/scope",
+                action=Action.UPDATE,
+                summary="Bring the OU back into the sync scope, after the purge: the users are re-created as new objects"
+                if back
+                else "Change the AD connector's OU scope",
+                operation=SetContainerScope(*wanted),
+                before={"included": list(current[0]), "excluded": list(current[1])},
+                after={"included": list(wanted[0]), "excluded": list(wanted[1])},
+            )
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------- licences
 
 
-def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depends_on=(), cleared_since=None):
+def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depends_on=(), cleared_since=None, recreated=frozenset()):
     """The licence steps and notices for the tenant as observed.
 
     A licence that produced no mailbox is removed and assigned again only when
@@ -751,8 +1078,13 @@ def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depe
         if not targeted:
             notices.append(Notice(Level.WARNING, "no-users", f"{spec.sku}: the selection matches no user in the tenant"))
         to_assign, to_relicense, pending, unknown = [], [], [], []
+        freed = 0
         for user in targeted:
             assignment = user.license(sku.sku_id)
+            if user.upn.lower() in recreated:
+                # Purged and re-created: a new object, with no licence yet.
+                freed += assignment is not None
+                assignment = None
             if assignment is None:
                 if not user.usage_location:
                     notices.append(Notice(Level.WARNING, "no-usage-location", f"{user.upn} cannot be licensed: no usage location (msExchUsageLocation is empty on-premises)"))
@@ -783,7 +1115,7 @@ def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depe
             notices.append(Notice(Level.INFO, "mailbox-pending", f"{len(pending)} mailbox(es) still provisioning: {_names(pending)}"))
         if unknown:
             notices.append(Notice(Level.WARNING, "mailbox-unknown", f"mailbox state unknown (the read failed) for {_names(unknown)}; nothing is decided for them"))
-        available = sku.available
+        available = sku.available + freed
         if len(to_assign) > available:
             left_out = to_assign[available:]
             to_assign = to_assign[:available]
@@ -859,17 +1191,26 @@ def _names(upns, limit=10):
 # ---------------------------------------------------------------------------- ordering
 
 
-_PHASES = {"scheduler.pause": 0, "sync.initial": 3}
+_PHASES = {
+    "rebuild.scheduler.pause": 0,
+    "rebuild.scheduler.resume": 2,
+    "rebuild.sync": 3,
+    "purge": 4,
+    "scheduler.pause": 5,
+    "scheduler.resume": 7,
+    "scheduler.disable": 7,
+    "sync.initial": 8,
+}
 
 
 def _phase(step):
     if step.id in _PHASES:
         return _PHASES[step.id]
-    if step.id.startswith("rule["):
+    if step.id.startswith("rebuild."):
         return 1
-    if step.id.startswith("scheduler."):
-        return 2
-    return 4
+    if step.id.startswith(("rule[", "export.", "scope.", "threshold.")):
+        return 6
+    return 9
 
 
 def order_steps(steps, insertion_order):

@@ -57,6 +57,14 @@ class PlanRenderer:
         out = self.console
         out.print(f"[bold]Plan[/bold] for {escape(plan.source)} on {escape(plan.target)}")
         out.print()
+        irreversible = [s for s in plan.steps if s.impact is Impact.IRREVERSIBLE]
+        if irreversible:
+            count = sum(len(getattr(s.operation, "users", ())) for s in irreversible)
+            out.print(
+                f"[bold white on red] IRREVERSIBLE [/bold white on red] [bold red]this plan permanently deletes {count} user(s); "
+                f"apply needs --approve-irreversible[/bold red]"
+            )
+            out.print()
         if plan.guid_flows:
             out.print("[bold]msExchMailboxGuid[/bold] for existing objects, by AD object type")
             for flow in plan.guid_flows:
@@ -75,6 +83,8 @@ class PlanRenderer:
             for number, step in enumerate(plan.steps, start=1):
                 self._step(number, width, step, (scripts or {}).get(step.id))
         self._notices(plan.notices)
+        for reason in plan.unsafe:
+            out.print(f"  [bold red]! {escape(reason)}[/bold red]")
         if plan.steps:
             out.print()
             out.print(self.summary(plan))
@@ -102,7 +112,9 @@ class PlanRenderer:
         if step.impact is Impact.IRREVERSIBLE:
             tags.append("[bold red]IRREVERSIBLE[/bold red]")
         if step.decided_after_sync:
-            tags.append("[dim]decided after the sync[/dim]")
+            tags.append("[dim]known after sync[/dim]" if step.impact is Impact.IRREVERSIBLE else "[dim]decided after the sync[/dim]")
+        if step.approval == "threshold-raise":
+            tags.append("[red]needs --approve-threshold-raise[/red]")
         tag_text = f"  {' '.join(tags)}" if tags else ""
         out.print(
             f" {number:>{width}}  [{colour}]{symbol}[/{colour}] [bold]{escape(step.resource)}[/bold] ({step.provider}){tag_text}"
@@ -128,8 +140,10 @@ class PlanRenderer:
                     )
         users = getattr(step.operation, "users", None)
         if users and step.action is not Action.CHECK:  # a check lists the users of the step before it
-            shown = ", ".join(u.upn for u in users[:MAX_USERS_SHOWN])
-            more = f" and {len(users) - MAX_USERS_SHOWN} more" if len(users) > MAX_USERS_SHOWN else ""
+            # Every user an irreversible step touches is listed: a reviewer approves names, not a count.
+            limit = len(users) if step.impact is Impact.IRREVERSIBLE else MAX_USERS_SHOWN
+            shown = ", ".join(u.upn for u in users[:limit])
+            more = f" and {len(users) - limit} more" if len(users) > limit else ""
             out.print(f"{indent}users: {escape(shown)}{more}")
         if script:
             out.print(f"{indent}[dim]script:[/dim]")
