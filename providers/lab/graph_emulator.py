@@ -190,7 +190,7 @@ class GraphEmulator:
         server.emulator = self
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}{API_PREFIX}"
-        self._thread = threading.Thread(target=server.serve_forever, name="graph-emulator", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="graph-emulator", daemon=True)
         self._thread.start()
         return self.base_url
 
