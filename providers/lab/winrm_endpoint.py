@@ -255,7 +255,7 @@ class WinRMEndpoint:
         return [response]
 
     def _send(self, shell, body):
-        for stream in body.findall("rsp:Stream", NS):
+        for stream in body.findall("rsp:Send/rsp:Stream", NS):
             command_id = stream.get("CommandId")
             pipeline_id = uuid.UUID(command_id) if command_id else None
             with shell.lock:
@@ -288,6 +288,8 @@ class WinRMEndpoint:
                 error = None
             except ScriptError as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - a bug here must still end the pipeline
+                error = ScriptError(f"internal error in the lab's PowerShell: {type(exc).__name__}: {exc}", "InternalError")
         with shell.lock:
             if error is None:
                 pipeline.complete()
@@ -297,7 +299,7 @@ class WinRMEndpoint:
             shell.drain()
 
     def _receive(self, shell, body):
-        desired = body.find("rsp:DesiredStream", NS)
+        desired = body.find("rsp:Receive/rsp:DesiredStream", NS)
         command_id = desired.get("CommandId") if desired is not None else None
         pipeline_id = uuid.UUID(command_id) if command_id else None
         with shell.lock:

@@ -1,0 +1,70 @@
+"""The Entra Connect server over PowerShell remoting (pypsrp).
+
+``open_server(spec)`` turns an :class:`~reconciler.desired.EntraConnectTargetSpec`
+into a :class:`PsrpServer`. Importing this package does not import pypsrp: the
+session imports it when the first script runs (domain-facts E2).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+
+from reconciler.errors import ProviderError
+from providers.entraconnect.server import PsrpServer
+from providers.entraconnect.session import PsrpSession
+
+# Certificate auth reads its PEM files from these variables (the target spec has no field for them).
+CERTIFICATE_PEM_ENV = "SYNCPREP_WINRM_CERTIFICATE_PEM"
+CERTIFICATE_KEY_PEM_ENV = "SYNCPREP_WINRM_CERTIFICATE_KEY_PEM"
+# Kerberos and Negotiate can use the logged-on user's ticket; the others need a password.
+_NEED_PASSWORD = ("basic", "ntlm", "credssp")
+
+
+def _credentials(spec, environ, interactive):
+    username = environ.get(spec.username_env) or None
+    password = environ.get(spec.password_env) or None
+    if spec.auth in _NEED_PASSWORD or (username and not password and spec.auth != "certificate"):
+        if username is None and interactive:
+            username = input(f"WinRM user for {spec.host}: ").strip() or None
+        if password is None and username is not None and interactive:
+            password = getpass.getpass(f"Password for {username} on {spec.host}: ") or None
+        if username is None or password is None:
+            missing = spec.username_env if username is None else spec.password_env
+            raise ProviderError(
+                "entra-connect", spec.host, f"no credentials: set {missing} (or run interactively to be asked); {spec.auth} auth needs a user name and a password"
+            )
+    return username, password
+
+
+def open_server(spec, environ=None, interactive=None, **options):
+    """A :class:`PsrpServer` for ``spec``; connects on first use.
+
+    Credentials come from the environment variables the spec names, or from a
+    prompt when a terminal is attached; never from the desired-state file.
+    ``options`` go to :class:`PsrpServer` (``poll_interval``, ``cycle_timeout``).
+    """
+    environ = os.environ if environ is None else environ
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    username, password = _credentials(spec, environ, interactive)
+    auth_kwargs = {}
+    if spec.auth == "certificate":
+        cert, key = environ.get(CERTIFICATE_PEM_ENV), environ.get(CERTIFICATE_KEY_PEM_ENV)
+        if not cert or not key:
+            raise ProviderError("entra-connect", spec.host, f"certificate auth: set {CERTIFICATE_PEM_ENV} and {CERTIFICATE_KEY_PEM_ENV} to the PEM files")
+        auth_kwargs = {"certificate_pem": cert, "certificate_key_pem": key}
+    session = PsrpSession(
+        spec.host,
+        port=spec.port,
+        ssl=spec.ssl,
+        auth=spec.auth,
+        cert_validation=spec.cert_validation,
+        username=username,
+        password=password,
+        **auth_kwargs,
+    )
+    return PsrpServer(session, allow_staging=spec.allow_staging, **options)
+
+
+__all__ = ["open_server", "PsrpServer", "PsrpSession"]

@@ -1,0 +1,275 @@
+"""Turn the JSON the observation script emits into :mod:`reconciler.model` values.
+
+It accepts what Windows PowerShell 5.1 really writes (domain-facts E8):
+
+* enums as their integer value or as their name (5.1 has no ``-EnumsAsStrings``);
+* dates as ``/Date(ms)/`` or as ISO 8601 text;
+* ``@($null)`` as ``[null]``.
+
+``ConvertTo-Json`` cuts silently below its ``-Depth``, putting an object's string
+form (``@{...}``, ``System.Object[]``, a type name) where the object was: a string
+where an object or a list belongs is reported as truncated output, never guessed at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from reconciler.errors import ProviderError
+from reconciler.model import (
+    AttributeFlow,
+    Connector,
+    Direction,
+    FlowType,
+    LinkType,
+    MergeType,
+    RunResult,
+    ScopeCondition,
+    SchedulerState,
+    ServerState,
+    SyncPolicy,
+    SyncRule,
+)
+from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES
+
+PROVIDER = "entra-connect"
+
+# Declaration order of the ADSync enums: 5.1 writes the ordinal. The names are
+# domain-facts A13's; that the ordinals follow this order is an assumption shared
+# with AADConnectDsc's copies of the enums, so names are preferred when present.
+ENUM_MEMBERS = {
+    Direction: ("Inbound", "Outbound"),
+    LinkType: ("Provision", "StickyJoin", "Join", "JoinNoFlow"),
+    FlowType: ("Direct", "Constant", "Expression"),
+    MergeType: ("Update", "Replace", "MergeCaseInsensitive", "Merge"),
+    SyncPolicy: ("Unspecified", "Delta", "Initial"),
+}
+COMPARISON_OPERATORS = (
+    "EQUAL", "NOTEQUAL", "LESSTHAN", "LESSTHAN_OR_EQUAL", "CONTAINS", "NOTCONTAINS", "STARTSWITH", "NOTSTARTSWITH",
+    "ENDSWITH", "NOTENDSWITH", "GREATERTHAN", "GREATERTHAN_OR_EQUAL", "ISNULL", "ISNOTNULL", "ISIN", "ISNOTIN",
+    "ISBITSET", "ISBITNOTSET", "ISMEMBEROF", "ISNOTMEMBEROF",
+)
+_MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+
+
+class Truncated(ProviderError):
+    """The JSON was cut at ConvertTo-Json's -Depth."""
+
+
+def _fail(where, message):
+    raise ProviderError(PROVIDER, where, message)
+
+
+def _obj(value, where):
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        raise Truncated(PROVIDER, where, f"output truncated at ConvertTo-Json's -Depth (found {value[:40]!r} where an object belongs); raise -Depth")
+    _fail(where, f"expected an object, got {type(value).__name__}")
+
+
+def _list(value, where):
+    """A JSON array; ``null`` entries (``@($null)``) dropped; a lone object taken as one element."""
+    if value is None:
+        return []
+    if isinstance(value, str) and (value == "System.Object[]" or value.startswith("@{")):
+        raise Truncated(PROVIDER, where, f"output truncated at ConvertTo-Json's -Depth (found {value[:40]!r} where a list belongs); raise -Depth")
+    if not isinstance(value, list):
+        value = [value]
+    return [v for v in value if v is not None]
+
+
+def _strings(value, where):
+    out = []
+    for item in _list(value, where):
+        if not isinstance(item, str):
+            _fail(where, f"expected text, got {type(item).__name__}")
+        out.append(item)
+    return out
+
+
+def enum(cls, value, where, members=None):
+    """An enum value written as its name or as its integer ordinal."""
+    names = members or ENUM_MEMBERS[cls]
+    if isinstance(value, bool) or value is None:
+        _fail(where, f"no value for {cls.__name__ if cls else 'enum'}")
+    if isinstance(value, int):
+        if not 0 <= value < len(names):
+            _fail(where, f"unknown {getattr(cls, '__name__', 'enum')} value {value}")
+        name = names[value]
+    elif isinstance(value, str):
+        name = next((n for n in names if n.lower() == value.strip().lower()), None)
+        if name is None:
+            _fail(where, f"unknown {getattr(cls, '__name__', 'enum')} value {value!r}")
+    else:
+        _fail(where, f"unexpected enum value {value!r}")
+    return name
+
+
+def _enum_member(cls, value, where):
+    name = enum(cls, value, where)
+    if cls is SyncPolicy and name == "Unspecified":
+        return SyncPolicy.DELTA
+    return cls(name)
+
+
+def _bool(value, where):
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    _fail(where, f"expected true or false, got {value!r}")
+
+
+def timestamp(value, where="date"):
+    """A date as the lab and the model write it: ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
+    moment = parse_datetime(value, where)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_datetime(value, where="date"):
+    if not isinstance(value, str):
+        _fail(where, f"expected a date, got {value!r}")
+    match = _MS_DATE.match(value.strip())
+    if match:
+        return dt.datetime.fromtimestamp(int(match.group(1)) / 1000, tz=dt.timezone.utc)
+    text = value.strip().replace("Z", "+00:00")
+    # .NET's round-trip format has 7 fractional digits; Python takes at most 6.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        _fail(where, f"unreadable date {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def rule(data, index):
+    data = _obj(data, f"rule #{index}")
+    name = data.get("Name") or f"#{index}"
+    where = f"rule {name!r}"
+    flows = []
+    for flow in _list(data.get("Flows"), where):
+        flow = _obj(flow, where)
+        sources = _strings(flow.get("Source"), where)
+        flows.append(
+            AttributeFlow(
+                destination=flow.get("Destination") or "",
+                flow_type=_enum_member(FlowType, flow.get("FlowType"), where),
+                source=sources[0] if sources else None,
+                expression=flow.get("Expression"),
+                execute_once=_bool(flow.get("ExecuteOnce"), where),
+                merge_type=_enum_member(MergeType, flow.get("ValueMergeType", 0), where),
+            )
+        )
+    scope = []
+    for group in _list(data.get("Scope"), where):
+        group = _obj(group, where)
+        conditions = []
+        for condition in _list(group.get("Conditions"), where):
+            condition = _obj(condition, where)
+            conditions.append(
+                ScopeCondition(
+                    attribute=condition.get("Attribute") or "",
+                    operator=enum(None, condition.get("Operator"), where, COMPARISON_OPERATORS),
+                    value=condition.get("Value") or "",
+                )
+            )
+        scope.append(tuple(conditions))
+    precedence = data.get("Precedence")
+    if not isinstance(precedence, int) or isinstance(precedence, bool):
+        _fail(where, f"precedence {precedence!r} is not a number")
+    return SyncRule(
+        identifier=str(data.get("Identifier") or ""),
+        name=data.get("Name") or "",
+        direction=_enum_member(Direction, data.get("Direction"), where),
+        precedence=precedence,
+        connector=str(data.get("Connector") or ""),
+        source_object_type=data.get("SourceObjectType") or "",
+        target_object_type=data.get("TargetObjectType") or "",
+        link_type=_enum_member(LinkType, data.get("LinkType"), where),
+        flows=tuple(flows),
+        scope=tuple(scope),
+        disabled=_bool(data.get("Disabled"), where),
+        is_standard=_bool(data.get("IsStandardRule"), where),
+        immutable_tag=data.get("ImmutableTag") or "",
+        description=data.get("Description") or "",
+    )
+
+
+def connector(data, index):
+    data = _obj(data, f"connector #{index}")
+    name = data.get("Name") or f"#{index}"
+    where = f"connector {name!r}"
+    type_name = data.get("Type") or ""
+    if type_name.upper() == "AD":
+        included, excluded = [], []
+        for partition in _list(data.get("Partitions"), where):
+            partition = _obj(partition, where)
+            if partition.get("Selected") is False:
+                continue
+            included += [c for c in _strings(partition.get("Included"), where) if c not in included]
+            excluded += [c for c in _strings(partition.get("Excluded"), where) if c not in excluded]
+        return Connector(str(data.get("Identifier")), name, "AD", tuple(included), tuple(excluded))
+    # The Entra ID connector is an "Extensible2" connector; domain-facts A9 for the exclusions.
+    inclusions = {a.lower() for a in _strings(data.get("AttributeInclusions"), where)}
+    excluded_attributes = tuple(a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in inclusions)
+    kind = "AAD" if type_name.lower() == "extensible2" or name.upper().endswith("- AAD") else type_name
+    return Connector(str(data.get("Identifier")), name, kind, excluded_attributes=excluded_attributes if kind == "AAD" else ())
+
+
+def run_result(data, where="run history"):
+    data = _obj(data, where)
+    return RunResult(
+        connector=data.get("Connector") or "",
+        profile=data.get("Profile") or "",
+        result=data.get("Result") or "",
+        started=timestamp(data.get("StartDate"), where),
+        ended=timestamp(data.get("EndDate"), where) if data.get("EndDate") else "",
+    )
+
+
+def run_results(value, where="run history"):
+    """Run results oldest first (the cmdlet answers newest first, per connector)."""
+    by_connector = {}
+    for item in _list(value, where):
+        result = run_result(item, where)
+        by_connector.setdefault(result.connector, []).append(result)
+    results = [r for runs in by_connector.values() for r in reversed(runs)]
+    return sorted(results, key=lambda r: (r.started, r.ended))
+
+
+def deletion_threshold(value):
+    """``None`` when disabled (a count of 0) or unreadable."""
+    if value is None:
+        return None
+    data = _obj(value, "export deletion threshold")
+    count = data.get("ThresholdCount")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        return None
+    return count
+
+
+def server_state(document, history=20):
+    where = "observation"
+    document = _obj(document, where)
+    scheduler = _obj(document.get("Scheduler"), "scheduler")
+    for key in ("SyncCycleEnabled", "StagingModeEnabled", "SyncCycleInProgress"):
+        if not isinstance(scheduler.get(key), bool):
+            _fail("scheduler", f"{key} missing from Get-ADSyncScheduler's output")
+    state = SchedulerState(
+        sync_cycle_enabled=scheduler["SyncCycleEnabled"],
+        staging_mode=scheduler["StagingModeEnabled"],
+        cycle_in_progress=scheduler["SyncCycleInProgress"],
+        next_policy=_enum_member(SyncPolicy, scheduler.get("NextSyncCyclePolicyType", 1), "scheduler"),
+    )
+    rules = tuple(rule(r, i) for i, r in enumerate(_list(document.get("Rules"), "rules")))
+    connectors = tuple(connector(c, i) for i, c in enumerate(_list(document.get("Connectors"), "connectors")))
+    runs = run_results(document.get("Runs"))
+    return ServerState(
+        scheduler=state,
+        rules=rules,
+        connectors=connectors,
+        deletion_threshold=deletion_threshold(document.get("DeletionThreshold")),
+        run_history=tuple(runs[-history:]),
+    )

@@ -1,0 +1,321 @@
+"""The PowerShell the Entra Connect provider runs, one short script per step.
+
+Rule scripts follow the form the Synchronization Rules Editor's Export produces
+(domain-facts A3, A13): ``New-ADSyncRule ... -OutVariable syncRule``, one
+``Add-ADSyncAttributeFlowMapping`` per flow, ``New-Object ...ScopeCondition`` and
+``Add-ADSyncScopeConditionGroup`` per scope group, then ``Add-ADSyncRule``. Every
+script starts with ``$ErrorActionPreference = 'Stop'`` so a cmdlet's error ends it
+before it changes anything more, and scripts that answer do so with one
+``ConvertTo-Json -Compress`` document. Everything is Windows PowerShell 5.1: no
+``&&``, no ``??``, no ``-EnumsAsStrings``.
+
+Pure text: nothing here imports pypsrp, so ``plan --show-scripts`` costs nothing.
+"""
+
+from __future__ import annotations
+
+from reconciler.model import FlowType
+
+EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ScopeCondition"
+PREAMBLE = "$ErrorActionPreference = 'Stop'"
+JSON_DEPTH = 8  # the observation nests to depth 6 (rules > scope groups > conditions)
+RUN_RESULTS_PER_CONNECTOR = 20
+
+# The user attributes the Entra ID connector exports that this tool can filter
+# (domain-facts A9: the wizard's attribute filtering is thought to edit the
+# connector's AttributeInclusionList, UNCONFIRMED). An attribute is "excluded" when
+# it is in this list and not in the connector's inclusion list.
+AAD_EXPORT_ATTRIBUTES = (
+    "accountEnabled",
+    "cloudFiltered",
+    "displayName",
+    "givenName",
+    "mail",
+    "mailNickname",
+    "msExchMailboxGuid",
+    "proxyAddresses",
+    "sourceAnchor",
+    "surname",
+    "usageLocation",
+    "userPrincipalName",
+)
+
+
+def quote(value):
+    """A PowerShell single-quoted string: nothing inside is expanded."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _bool(value):
+    return "$true" if value else "$false"
+
+
+def _command(name, arguments):
+    """One cmdlet call, one parameter per line (backtick continuation), as Export writes it."""
+    if not arguments:
+        return name
+    return f"{name} `\n" + " `\n".join(f"    {a}" for a in arguments)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+OBSERVE = f"""{PREAMBLE}
+$connectors = @(Get-ADSyncConnector)
+$scheduler = Get-ADSyncScheduler
+# Reading the export deletion threshold may need -AADUserName or -AADCredential
+# (it depends on the build): when it cannot be read it is reported as unknown.
+$threshold = $null
+try {{
+    $threshold = Get-ADSyncExportDeletionThreshold
+}} catch {{
+    $threshold = $null
+}}
+[pscustomobject]@{{
+    Scheduler = [pscustomobject]@{{
+        SyncCycleEnabled = $scheduler.SyncCycleEnabled
+        StagingModeEnabled = $scheduler.StagingModeEnabled
+        SyncCycleInProgress = $scheduler.SyncCycleInProgress
+        NextSyncCyclePolicyType = $scheduler.NextSyncCyclePolicyType
+    }}
+    Rules = @(foreach ($rule in Get-ADSyncRule) {{
+        [pscustomobject]@{{
+            Identifier = $rule.Identifier
+            Name = $rule.Name
+            Description = $rule.Description
+            Direction = $rule.Direction
+            Precedence = $rule.Precedence
+            Connector = $rule.Connector
+            SourceObjectType = $rule.SourceObjectType
+            TargetObjectType = $rule.TargetObjectType
+            LinkType = $rule.LinkType
+            Disabled = $rule.Disabled
+            IsStandardRule = $rule.IsStandardRule
+            ImmutableTag = $rule.ImmutableTag
+            Flows = @(foreach ($mapping in $rule.AttributeFlowMappings) {{
+                [pscustomobject]@{{
+                    Source = @($mapping.Source)
+                    Destination = $mapping.Destination
+                    FlowType = $mapping.FlowType
+                    Expression = $mapping.Expression
+                    ExecuteOnce = $mapping.ExecuteOnce
+                    ValueMergeType = $mapping.ValueMergeType
+                }}
+            }})
+            Scope = @(foreach ($group in $rule.ScopeFilter) {{
+                [pscustomobject]@{{
+                    Conditions = @(foreach ($condition in $group.ScopeConditionList) {{
+                        [pscustomobject]@{{
+                            Attribute = $condition.Attribute
+                            Operator = $condition.ComparisonOperator
+                            Value = $condition.ComparisonValue
+                        }}
+                    }})
+                }}
+            }})
+        }}
+    }})
+    Connectors = @(foreach ($connector in $connectors) {{
+        [pscustomobject]@{{
+            Identifier = $connector.Identifier
+            Name = $connector.Name
+            Type = $connector.ConnectorTypeName
+            AttributeInclusions = @($connector.AttributeInclusionList)
+            Partitions = @(foreach ($partition in $connector.Partitions) {{
+                [pscustomobject]@{{
+                    DN = $partition.DN
+                    Selected = $partition.Selected
+                    Included = @($partition.ConnectorPartitionScope.ContainerInclusionList)
+                    Excluded = @($partition.ConnectorPartitionScope.ContainerExclusionList)
+                }}
+            }})
+        }}
+    }})
+    DeletionThreshold = $threshold
+    Runs = @(foreach ($connector in $connectors) {{
+        foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested {RUN_RESULTS_PER_CONNECTOR}) {{
+            [pscustomobject]@{{
+                Connector = $run.ConnectorName
+                Profile = $run.RunProfileName
+                Result = $run.Result
+                StartDate = $run.StartDate
+                EndDate = $run.EndDate
+            }}
+        }}
+    }})
+}} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
+
+# Before a change: is a cycle running, is the server staging, which rules exist.
+PRECHECK = f"""{PREAMBLE}
+$scheduler = Get-ADSyncScheduler
+[pscustomobject]@{{
+    SyncCycleInProgress = $scheduler.SyncCycleInProgress
+    StagingModeEnabled = $scheduler.StagingModeEnabled
+    RuleIdentifiers = @(foreach ($rule in Get-ADSyncRule) {{ $rule.Identifier }})
+}} | ConvertTo-Json -Compress"""
+
+# While a cycle runs: the scheduler's flag and every connector's latest runs (A7).
+POLL_CYCLE = f"""{PREAMBLE}
+$connectors = @(Get-ADSyncConnector)
+[pscustomobject]@{{
+    SyncCycleInProgress = (Get-ADSyncScheduler).SyncCycleInProgress
+    Connectors = @(foreach ($connector in $connectors) {{ $connector.Name }})
+    Runs = @(foreach ($connector in $connectors) {{
+        foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 5) {{
+            [pscustomobject]@{{
+                Connector = $run.ConnectorName
+                Profile = $run.RunProfileName
+                Result = $run.Result
+                StartDate = $run.StartDate
+                EndDate = $run.EndDate
+            }}
+        }}
+    }})
+}} | ConvertTo-Json -Depth 4 -Compress"""
+
+
+# ---------------------------------------------------------------------- changing
+
+
+def set_scheduler(enabled):
+    return f"{PREAMBLE}\nSet-ADSyncScheduler -SyncCycleEnabled {_bool(enabled)}"
+
+
+def set_rule_disabled(identifier, disabled):
+    # There is no Enable-/Disable-ADSyncRule: read, set, write back (A3, A13).
+    return "\n".join(
+        (
+            PREAMBLE,
+            f"$syncRule = Get-ADSyncRule -Identifier {quote(identifier)}",
+            f"$syncRule.Disabled = {_bool(disabled)}",
+            "Add-ADSyncRule -SynchronizationRule $syncRule",
+        )
+    )
+
+
+def remove_rule(identifier):
+    return f"{PREAMBLE}\nRemove-ADSyncRule -Identifier {quote(identifier)}"
+
+
+def put_rule(rule):
+    """The whole rule, as the editor exports it; Add-ADSyncRule creates or overwrites by Identifier."""
+    new_rule = [
+        f"-Name {quote(rule.name)}",
+        f"-Identifier {quote(rule.identifier)}",
+        f"-Description {quote(rule.description)}",
+        f"-Direction {quote(rule.direction.value)}",
+        f"-Precedence {int(rule.precedence)}",
+        f"-PrecedenceAfter {quote(EMPTY_GUID)}",
+        f"-PrecedenceBefore {quote(EMPTY_GUID)}",
+        f"-SourceObjectType {quote(rule.source_object_type)}",
+        f"-TargetObjectType {quote(rule.target_object_type)}",
+        f"-Connector {quote(rule.connector)}",
+        f"-LinkType {quote(rule.link_type.value)}",
+        "-SoftDeleteExpiryInterval 0",
+        f"-ImmutableTag {quote(rule.immutable_tag)}",
+    ]
+    if rule.disabled:
+        new_rule.append("-Disabled")
+    new_rule.append("-OutVariable syncRule")
+    parts = [PREAMBLE, _command("New-ADSyncRule", new_rule)]
+    for flow in rule.flows:
+        mapping = ["-SynchronizationRule $syncRule[0]"]
+        if flow.source:
+            mapping.append(f"-Source @({quote(flow.source)})")
+        mapping += [f"-Destination {quote(flow.destination)}", f"-FlowType {quote(flow.flow_type.value)}", f"-ValueMergeType {quote(flow.merge_type.value)}"]
+        if flow.execute_once:
+            mapping.append("-ExecuteOnce")
+        if flow.flow_type is not FlowType.DIRECT:
+            mapping.append(f"-Expression {quote(flow.expression or '')}")
+        mapping.append("-OutVariable syncRule")
+        parts.append(_command("Add-ADSyncAttributeFlowMapping", mapping))
+    counter = 0
+    for group in rule.scope:
+        names = []
+        for condition in group:
+            name = f"condition{counter}"
+            counter += 1
+            names.append(f"${name}[0]")
+            arguments = ",".join(quote(v) for v in (condition.attribute, condition.value, condition.operator))
+            parts.append(f"New-Object {SCOPE_CONDITION_TYPE} -ArgumentList {arguments} -OutVariable {name}")
+        parts.append(
+            _command(
+                "Add-ADSyncScopeConditionGroup",
+                ["-SynchronizationRule $syncRule[0]", f"-ScopeConditions @({', '.join(names)})", "-OutVariable syncRule"],
+            )
+        )
+    parts.append("Add-ADSyncRule -SynchronizationRule $syncRule[0]")
+    return "\n".join(parts)
+
+
+def start_cycle(policy):
+    """Start a cycle and say when (server time), so the wait can pick this cycle's runs."""
+    return "\n".join(
+        (
+            PREAMBLE,
+            "$started = Get-Date -Format o",
+            f"$null = Start-ADSyncSyncCycle -PolicyType {policy.value}",
+            "[pscustomobject]@{ Started = $started } | ConvertTo-Json -Compress",
+        )
+    )
+
+
+def partition_of(container):
+    """The domain partition a container DN lives in: its DC= components."""
+    parts = [p.strip() for p in container.split(",")]
+    index = next((i for i, p in enumerate(parts) if p.lower().startswith("dc=")), None)
+    if index is None:
+        raise ValueError(f"{container!r} is not a distinguished name under a domain (no DC= part)")
+    return ",".join(parts[index:])
+
+
+def set_container_scope(connector_id, included, excluded):
+    """OU filtering of the AD connector (A8: the edit-and-write-back pattern, UNCONFIRMED for scope)."""
+    lines = [
+        PREAMBLE,
+        f"$connector = Get-ADSyncConnector -Identifier {quote(connector_id)}",
+        "foreach ($partition in $connector.Partitions) {",
+        "    $partition.ConnectorPartitionScope.ContainerInclusionList.Clear()",
+        "    $partition.ConnectorPartitionScope.ContainerExclusionList.Clear()",
+        "}",
+    ]
+    by_partition = {}
+    for kind, containers in (("Inclusion", included), ("Exclusion", excluded)):
+        for container in containers:
+            by_partition.setdefault(partition_of(container), []).append((kind, container))
+    for dn, entries in by_partition.items():
+        lines.append(f"$partition = $connector.Partitions | Where-Object -Property DN -EQ -Value {quote(dn)}")
+        for kind, container in entries:
+            lines.append(f"$null = $partition.ConnectorPartitionScope.Container{kind}List.Add({quote(container)})")
+    lines.append("Add-ADSyncConnector -Connector $connector")
+    return "\n".join(lines)
+
+
+def set_excluded_attributes(connector_id, attributes):
+    """Attribute filtering on the Entra ID connector (A9, UNCONFIRMED): drop the excluded, restore the rest."""
+    wanted = {a.lower() for a in attributes}
+    kept = [a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in wanted]
+    lines = [PREAMBLE, f"$connector = Get-ADSyncConnector -Identifier {quote(connector_id)}"]
+    if attributes:
+        lines += [
+            f"foreach ($attribute in @({', '.join(quote(a) for a in attributes)})) {{",
+            "    $null = $connector.AttributeInclusionList.Remove($attribute)",
+            "}",
+        ]
+    if kept:
+        lines += [
+            f"foreach ($attribute in @({', '.join(quote(a) for a in kept)})) {{",
+            "    if ($connector.AttributeInclusionList -notcontains $attribute) {",
+            "        $null = $connector.AttributeInclusionList.Add($attribute)",
+            "    }",
+            "}",
+        ]
+    lines.append("Add-ADSyncConnector -Connector $connector")
+    return "\n".join(lines)
+
+
+def set_deletion_threshold(threshold):
+    if threshold is None:
+        return f"{PREAMBLE}\nDisable-ADSyncExportDeletionThreshold"
+    return f"{PREAMBLE}\nEnable-ADSyncExportDeletionThreshold -DeletionThreshold {int(threshold)}"

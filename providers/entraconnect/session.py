@@ -1,0 +1,199 @@
+"""The one place that talks PSRP: :meth:`PsrpSession.invoke`.
+
+pypsrp is imported here, lazily, when the first script runs. Every failure the
+user must act on leaves as one :class:`~reconciler.errors.ProviderError` line:
+a wrong password, a host that cannot be reached, a pipeline that failed (a
+terminating error) and a pipeline that "succeeded" with records in its error
+stream (a non-terminating ``Write-Error``, which pypsrp does not count as
+``had_errors``; domain-facts C3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from reconciler.errors import ProviderError
+
+PROVIDER = "entra-connect"
+AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
+
+
+def one_line(text, limit=400):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_loopback(host):
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def error_text(record):
+    """The message of one pypsrp error record (ErrorRecord or a pipeline state's error)."""
+    exception = getattr(record, "exception", None)
+    for source in (exception, record):
+        if source is None:
+            continue
+        for attribute in ("adapted_properties", "extended_properties", "property_sets"):
+            props = getattr(source, attribute, None)
+            if isinstance(props, dict) and props.get("Message"):
+                return str(props["Message"])
+        message = getattr(source, "message", None)
+        if isinstance(message, str) and message:
+            return message
+    for attribute in ("details_message", "message", "fq_error"):
+        value = getattr(record, attribute, None)
+        if value:
+            return str(value)
+    return str(record)
+
+
+class PsrpSession:
+    """A runspace pool on one Entra Connect server, opened on first use."""
+
+    def __init__(self, host, port=None, ssl=True, auth="negotiate", cert_validation=True, username=None, password=None,
+                 connection_timeout=30, operation_timeout=60, **auth_kwargs):
+        if auth not in AUTHS:
+            raise ProviderError(PROVIDER, host, f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
+        if auth == "basic" and not ssl and not _is_loopback(host):
+            raise ProviderError(PROVIDER, host, "basic auth over plain http would send the password in clear text; use ssl or another auth")
+        if auth == "certificate" and not ssl:
+            raise ProviderError(PROVIDER, host, "certificate auth needs ssl")
+        self.host = host
+        self.port = port or (5986 if ssl else 5985)
+        self.ssl = ssl
+        self.auth = auth
+        self.cert_validation = cert_validation
+        self.username = username
+        self._password = password
+        self.connection_timeout = connection_timeout
+        self.operation_timeout = operation_timeout
+        self.auth_kwargs = auth_kwargs
+        self._wsman = None
+        self._pool = None
+
+    @property
+    def where(self):
+        scheme = "https" if self.ssl else "http"
+        return f"{scheme}://{self.host}:{self.port}/wsman"
+
+    def __repr__(self):  # never the password
+        return f"PsrpSession({self.where}, auth={self.auth}, user={self.username!r})"
+
+    def _open(self):
+        if self._pool is not None:
+            return self._pool
+        from pypsrp.powershell import RunspacePool
+        from pypsrp.wsman import WSMan
+
+        # Message encryption over http exists only for the SPNEGO/CredSSP family (C2).
+        encryption = "never" if (not self.ssl and self.auth == "basic") else "auto"
+        self._wsman = WSMan(
+            self.host,
+            port=self.port,
+            username=self.username,
+            password=self._password,
+            ssl=self.ssl,
+            auth=self.auth,
+            cert_validation=self.cert_validation,
+            encryption=encryption,
+            connection_timeout=self.connection_timeout,
+            read_timeout=self.operation_timeout + 10,
+            operation_timeout=self.operation_timeout,
+            no_proxy=_is_loopback(self.host),
+            **self.auth_kwargs,
+        )
+        pool = RunspacePool(self._wsman)
+        with self._transport_errors("connect"):
+            pool.open()
+        self._pool = pool
+        return pool
+
+    def invoke(self, script, resource="script"):
+        """Run ``script``; return its JSON output parsed (``None`` when it writes none).
+
+        Raises ProviderError with one line when the pipeline failed or wrote to the
+        error stream, when the output is not JSON, or when the transport failed.
+        """
+        from pypsrp.powershell import PowerShell
+
+        pool = self._open()
+        with self._transport_errors(resource):
+            ps = PowerShell(pool)
+            ps.add_script(script)
+            output = ps.invoke()
+            errors = list(ps.streams.error)
+            failed = ps.had_errors
+            try:
+                ps.close()
+            except Exception:  # noqa: BLE001 - closing is cleanup; the answer is already here
+                pass
+        if failed or errors:
+            message = error_text(errors[0]) if errors else "the script failed without an error record"
+            more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+            kind = "failed" if failed else "reported an error"
+            raise ProviderError(PROVIDER, resource, one_line(f"{kind}: {message}{more}"))
+        texts = [o for o in output if isinstance(o, str) and o.strip()]
+        if not texts:
+            return None
+        try:
+            return json.loads(texts[-1])
+        except json.JSONDecodeError as exc:
+            raise ProviderError(PROVIDER, resource, f"the script's output is not JSON ({exc.msg} at {exc.pos})") from None
+
+    def close(self):
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - the server may be gone already
+                pass
+        if self._wsman is not None:
+            self._wsman.close()
+            self._wsman = None
+
+    def _transport_errors(self, resource):
+        session = self
+
+        class _Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                if exc is None or isinstance(exc, ProviderError):
+                    return False
+                mapped = session._map(exc, resource)
+                if mapped is None:
+                    return False
+                raise mapped from None
+
+        return _Guard()
+
+    def _map(self, exc, resource):
+        import requests
+        from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+
+        where = self.where
+        if isinstance(exc, AuthenticationError):
+            return ProviderError(PROVIDER, where, f"authentication failed for user {self.username!r} with {self.auth}: check the user name and password")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ProviderError(PROVIDER, where, "TLS certificate not trusted (set cert_validation = false only for a lab)")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return ProviderError(PROVIDER, where, "cannot reach the server: connection timed out")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            reason = "connection refused" if "refused" in str(exc).lower() else "connection failed"
+            return ProviderError(PROVIDER, where, f"cannot reach the server: {reason}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return ProviderError(PROVIDER, where, f"{resource}: no answer within {self.operation_timeout + 10} s")
+        if isinstance(exc, WSManFaultError):
+            return ProviderError(PROVIDER, where, one_line(f"WinRM fault: {exc.reason or exc.code}"))
+        if isinstance(exc, WinRMTransportError):
+            return ProviderError(PROVIDER, where, f"WinRM answered HTTP {exc.code}")
+        if isinstance(exc, WinRMError):
+            return ProviderError(PROVIDER, where, one_line(str(exc)))
+        return None

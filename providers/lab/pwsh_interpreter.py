@@ -1,0 +1,1179 @@
+"""A small interpreter for exactly the PowerShell the Entra Connect provider generates.
+
+Scripts are parsed with a real PowerShell grammar (tree-sitter-powershell) and
+walked node by node. What is understood:
+
+* statements: pipelines, assignments to ``$var``, ``$null`` or ``$var.Property``,
+  ``foreach ($x in ...) { }``, ``if (...) { } else { }``, ``try { } catch { }``;
+* expressions: single-quoted strings, integers, ``$true``/``$false``/``$null``,
+  variables, ``$x.Property`` (member enumeration on arrays included), ``$x[0]``,
+  ``a, b`` arrays, ``@(...)``, ``(...)``, ``[pscustomobject]@{ ... }``, the
+  comparisons ``-eq -ne -contains -notcontains``, and the list methods ``Add``,
+  ``Remove``, ``Clear`` and ``Contains``;
+* commands: the ADSync cmdlets the provider uses, plus ``ConvertTo-Json``,
+  ``Where-Object -Property P -EQ -Value V``, ``New-Object`` (scope conditions only),
+  ``Get-Date -Format o`` and ``Write-Error``; named parameters and switches, and
+  the common parameters ``-OutVariable`` and ``-ErrorAction``.
+
+Anything else is an error, so a generated script cannot pass without being
+understood. Variables must be set before they are read (as under
+``Set-StrictMode``), and an unknown parameter is an error as it is in PowerShell.
+
+Objects behave as Windows PowerShell 5.1 shows them to ``ConvertTo-Json``: enums
+come out as integers, dates as ``\\/Date(ms)\\/`` strings, and anything nested below
+``-Depth`` as its type name (domain-facts E8).
+
+A script runs inside one :meth:`LabHost.session`, so it sees and changes one
+consistent lab; the ADSync cmdlets act only through the lab's server methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+from attrs import evolve
+
+from reconciler.errors import ProviderError
+from reconciler.model import (
+    AttributeFlow,
+    Direction,
+    FlowType,
+    LinkType,
+    MergeType,
+    ScopeCondition,
+    SyncPolicy,
+    SyncRule,
+)
+
+RULE_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.SynchronizationRule"
+SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ScopeCondition"
+EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+
+# Enum members in declaration order: 5.1's ConvertTo-Json writes the ordinal.
+# Lab assumption: the ADSync object model declares them in the order that
+# domain-facts A13 and AADConnectDsc's enums list them.
+ENUMS = {
+    "Direction": ("Inbound", "Outbound"),
+    "LinkType": ("Provision", "StickyJoin", "Join", "JoinNoFlow"),
+    "FlowType": ("Direct", "Constant", "Expression"),
+    "ValueMergeType": ("Update", "Replace", "MergeCaseInsensitive", "Merge"),
+    "PolicyType": ("Unspecified", "Delta", "Initial"),
+    "ComparisonOperator": (
+        "EQUAL", "NOTEQUAL", "LESSTHAN", "LESSTHAN_OR_EQUAL", "CONTAINS", "NOTCONTAINS", "STARTSWITH",
+        "NOTSTARTSWITH", "ENDSWITH", "NOTENDSWITH", "GREATERTHAN", "GREATERTHAN_OR_EQUAL", "ISNULL",
+        "ISNOTNULL", "ISIN", "ISNOTIN", "ISBITSET", "ISBITNOTSET", "ISMEMBEROF", "ISNOTMEMBEROF",
+    ),
+}
+
+# The Entra ID connector's attribute inclusion list as the lab's server shows it:
+# these attributes, less the ones excluded (domain-facts A9, UNCONFIRMED there).
+from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES  # noqa: E402 - one catalogue for both ends
+
+AD_ATTRIBUTES = ("displayName", "mailNickname", "msExchMailboxGuid", "msExchUsageLocation", "objectGUID", "sAMAccountName", "userPrincipalName")
+
+
+class ScriptError(Exception):
+    """A terminating error: the pipeline ends Failed with this message."""
+
+    def __init__(self, message, error_id="RuntimeException", exception_type="Management.Automation.RuntimeException"):
+        super().__init__(" ".join(str(message).split()))
+        self.error_id = error_id
+        self.exception_type = exception_type
+
+
+def _unsupported(node, what="this construct"):
+    text = node.text.decode("utf-8", "replace").strip().splitlines()[0][:60]
+    line = node.start_point[0] + 1
+    return ScriptError(f"The lab's PowerShell does not support {what} at line {line}: {text}", "NotSupported")
+
+
+class PSEnum:
+    def __init__(self, enum, name):
+        members = ENUMS[enum]
+        match = next((m for m in members if m.lower() == str(name).lower()), None)
+        if match is None:
+            raise ScriptError(
+                f"Cannot convert value \"{name}\" to type \"{enum}\". Specify one of the following enumeration values and try again. "
+                f"The possible enumeration values are \"{', '.join(members)}\".",
+                "InvalidCastException",
+            )
+        self.enum = enum
+        self.name = match
+
+    @property
+    def value(self):
+        return ENUMS[self.enum].index(self.name)
+
+    def __eq__(self, other):
+        if isinstance(other, PSEnum):
+            return self.enum == other.enum and self.name == other.name
+        if isinstance(other, str):
+            return self.name.lower() == other.lower()
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self.value == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self.enum, self.name))
+
+    def __str__(self):
+        return self.name
+
+
+class PSObj:
+    """A PowerShell object: a type name and ordered, case-insensitive properties."""
+
+    def __init__(self, type_name, **properties):
+        self.type_name = type_name
+        self._props = {}
+        for key, value in properties.items():
+            self[key] = value
+
+    def _key(self, name):
+        lower = name.lower()
+        return next((k for k in self._props if k.lower() == lower), None)
+
+    def has(self, name):
+        return self._key(name) is not None
+
+    def __getitem__(self, name):
+        key = self._key(name)
+        return None if key is None else self._props[key]
+
+    def __setitem__(self, name, value):
+        self._props[self._key(name) or name] = value
+
+    def items(self):
+        return self._props.items()
+
+    def __str__(self):
+        if self.type_name == "System.Management.Automation.PSCustomObject":
+            return "@{" + "; ".join(f"{k}={_text(v)}" for k, v in self._props.items()) + "}"
+        return self.type_name
+
+
+def _text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, list):
+        return " ".join(_text(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------- lab <-> ADSync objects
+
+
+def rule_object(rule):
+    return PSObj(
+        RULE_TYPE,
+        Name=rule.name,
+        Description=rule.description,
+        Identifier=rule.identifier,
+        Version="1.6.0.0",
+        Direction=PSEnum("Direction", rule.direction.value),
+        Precedence=rule.precedence,
+        PrecedenceAfter=EMPTY_GUID,
+        PrecedenceBefore=EMPTY_GUID,
+        Disabled=rule.disabled,
+        Connector=rule.connector,
+        SourceObjectType=rule.source_object_type,
+        TargetObjectType=rule.target_object_type,
+        LinkType=PSEnum("LinkType", rule.link_type.value),
+        EnablePasswordSync=False,
+        SoftDeleteExpiryInterval=0,
+        ImmutableTag=rule.immutable_tag,
+        IsStandardRule=rule.is_standard,
+        IsLegacyCustomRule=False,
+        ScopeFilter=[PSObj("ScopeConditionGroup", ScopeConditionList=[_condition_object(c) for c in group]) for group in rule.scope],
+        JoinFilter=[],
+        AttributeFlowMappings=[_mapping_object(f) for f in rule.flows],
+    )
+
+
+def _condition_object(condition):
+    return PSObj(
+        SCOPE_CONDITION_TYPE,
+        Attribute=condition.attribute,
+        ComparisonValue=condition.value,
+        ComparisonOperator=PSEnum("ComparisonOperator", condition.operator),
+    )
+
+
+def _mapping_object(flow):
+    return PSObj(
+        "Microsoft.IdentityManagement.PowerShell.ObjectModel.AttributeFlowMapping",
+        Source=[flow.source] if flow.source else [],
+        Destination=flow.destination,
+        FlowType=PSEnum("FlowType", flow.flow_type.value),
+        ExecuteOnce=flow.execute_once,
+        ValueMergeType=PSEnum("ValueMergeType", flow.merge_type.value),
+        Expression=flow.expression,
+        MappingSourceAsString=flow.source or flow.expression or "",
+    )
+
+
+def rule_from_object(obj):
+    if not isinstance(obj, PSObj) or obj.type_name != RULE_TYPE:
+        raise ScriptError("Cannot bind parameter 'SynchronizationRule': the value is not a SynchronizationRule.", "ParameterBindingException")
+    flows = []
+    for m in obj["AttributeFlowMappings"] or []:
+        source = m["Source"] or []
+        flows.append(
+            AttributeFlow(
+                destination=m["Destination"],
+                flow_type=FlowType(m["FlowType"].name),
+                source=source[0] if source else None,
+                expression=m["Expression"],
+                execute_once=bool(m["ExecuteOnce"]),
+                merge_type=MergeType(m["ValueMergeType"].name),
+            )
+        )
+    scope = tuple(
+        tuple(ScopeCondition(c["Attribute"], c["ComparisonOperator"].name, c["ComparisonValue"] or "") for c in group["ScopeConditionList"])
+        for group in obj["ScopeFilter"] or []
+    )
+    return SyncRule(
+        identifier=obj["Identifier"],
+        name=obj["Name"],
+        direction=Direction(obj["Direction"].name),
+        precedence=int(obj["Precedence"]),
+        connector=obj["Connector"],
+        source_object_type=obj["SourceObjectType"],
+        target_object_type=obj["TargetObjectType"],
+        link_type=LinkType(obj["LinkType"].name),
+        flows=tuple(flows),
+        scope=scope,
+        disabled=bool(obj["Disabled"]),
+        is_standard=bool(obj["IsStandardRule"]),
+        immutable_tag=obj["ImmutableTag"] or "",
+        description=obj["Description"] or "",
+    )
+
+
+def _partition_dn(domain):
+    return ",".join(f"DC={part}" for part in domain.split("."))
+
+
+def connector_object(lab, connector):
+    if connector.kind == "AD":
+        partition = PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartition",
+            Name=lab.domain,
+            DN=_partition_dn(lab.domain),
+            Identifier=str(uuid.uuid5(uuid.UUID(connector.identifier), "partition")),
+            Selected=True,
+            ConnectorPartitionScope=PSObj(
+                "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartitionScope",
+                ContainerInclusionList=list(connector.included_containers),
+                ContainerExclusionList=list(connector.excluded_containers),
+            ),
+        )
+        return PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.Connector",
+            Name=connector.name,
+            Identifier=connector.identifier,
+            ConnectorTypeName="AD",
+            Partitions=[partition],
+            AttributeInclusionList=list(AD_ATTRIBUTES),
+        )
+    excluded = {a.lower() for a in connector.excluded_attributes}
+    return PSObj(
+        "Microsoft.IdentityManagement.PowerShell.ObjectModel.Connector",
+        Name=connector.name,
+        Identifier=connector.identifier,
+        ConnectorTypeName="Extensible2",
+        Partitions=[],
+        AttributeInclusionList=[a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in excluded],
+    )
+
+
+def _minute_datetime(iso):
+    return dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+# ---------------------------------------------------------------------- the interpreter
+
+
+def _parser():
+    import tree_sitter_powershell
+    from tree_sitter import Language, Parser
+
+    return Parser(Language(tree_sitter_powershell.language()))
+
+
+def parse(script):
+    """The tree-sitter tree of ``script``; raises ScriptError on a syntax error."""
+    tree = _parser().parse(script.encode("utf-8"))
+    if tree.root_node.has_error:
+        bad = _first_error(tree.root_node)
+        line = bad.start_point[0] + 1 if bad is not None else 0
+        raise ScriptError(f"ParserError: the script does not parse (line {line})", "ParseException")
+    return tree
+
+
+def _first_error(node):
+    if node.type == "ERROR" or node.is_missing:
+        return node
+    for child in node.children:
+        found = _first_error(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _named(node):
+    return [c for c in node.named_children if c.type not in ("comment", "command_argument_sep")]
+
+
+def _unwrap(node):
+    """Skip the grammar's chains of single-child expression wrappers."""
+    while node.type.endswith("expression") and node.child_count == 1:
+        node = node.children[0]
+    return node
+
+
+class _Capture(list):
+    """The output of a pipeline, before it is assigned (one item: that item)."""
+
+    def value(self):
+        if not self:
+            return None
+        return self[0] if len(self) == 1 else list(self)
+
+
+class Interpreter:
+    def __init__(self, host, sink):
+        self.host = host
+        self.sink = sink
+        self.lab = None
+        self.variables = {"erroractionpreference": "Continue"}
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self, script):
+        tree = parse(script)
+        with self.host.session() as lab:
+            self.lab = lab
+            try:
+                for top in _named(tree.root_node):
+                    if top.type != "statement_list":
+                        raise _unsupported(top, f"'{top.type}' at the top level")
+                    for statement in _named(top):
+                        for item in self.statement(statement):
+                            self.sink.output(_wire(item))
+            except ProviderError as exc:
+                raise ScriptError(exc.message, "Microsoft.IdentityManagement.PowerShell.Cmdlet", "InvalidOperationException") from None
+            except RecursionError:
+                raise ScriptError("the script nests too deeply") from None
+            finally:
+                self.lab = None
+
+    # ------------------------------------------------------------------ statements
+
+    def statements(self, statement_list):
+        out = _Capture()
+        for statement in _named(statement_list):
+            out.extend(self.statement(statement))
+        return out
+
+    def block(self, block_node):
+        lists = [c for c in block_node.named_children if c.type == "statement_list"]
+        return self.statements(lists[0]) if lists else _Capture()
+
+    def statement(self, node):
+        kind = node.type
+        if kind == "pipeline":
+            return self.pipeline(node)
+        if kind == "foreach_statement":
+            return self.foreach(node)
+        if kind == "if_statement":
+            return self.if_(node)
+        if kind == "try_statement":
+            return self.try_(node)
+        raise _unsupported(node, f"the statement '{kind}'")
+
+    def foreach(self, node):
+        kids = _named(node)
+        variable = next(c for c in kids if c.type == "variable")
+        source = next(c for c in kids if c.type == "pipeline")
+        body = next(c for c in kids if c.type == "statement_block")
+        out = _Capture()
+        for item in _enumerate(self.pipeline(source).value()):
+            self.assign_variable(variable, item)
+            out.extend(self.block(body))
+        return out
+
+    def if_(self, node):
+        kids = _named(node)
+        if any(c.type == "elseif_clauses" for c in kids):
+            raise _unsupported(node, "elseif")
+        condition = next(c for c in kids if c.type == "pipeline")
+        body = next(c for c in kids if c.type == "statement_block")
+        if _truthy(self.pipeline(condition).value()):
+            return self.block(body)
+        otherwise = next((c for c in kids if c.type == "else_clause"), None)
+        if otherwise is not None:
+            return self.block(next(c for c in otherwise.named_children if c.type == "statement_block"))
+        return _Capture()
+
+    def try_(self, node):
+        kids = _named(node)
+        body = next(c for c in kids if c.type == "statement_block")
+        clauses = next((c for c in kids if c.type == "catch_clauses"), None)
+        if clauses is None or any(c.type == "finally_clause" for c in kids):
+            raise _unsupported(node, "try without a plain catch")
+        catches = [c for c in clauses.named_children if c.type == "catch_clause"]
+        if len(catches) != 1 or any(c.type == "catch_type_list" for c in catches[0].named_children):
+            raise _unsupported(node, "typed or several catch clauses")
+        try:
+            return self.block(body)
+        except ScriptError:
+            return self.block(next(c for c in catches[0].named_children if c.type == "statement_block"))
+        except ProviderError:
+            return self.block(next(c for c in catches[0].named_children if c.type == "statement_block"))
+
+    # ------------------------------------------------------------------ pipelines
+
+    def pipeline(self, node):
+        kids = _named(node)
+        if len(kids) != 1:
+            raise _unsupported(node, "this pipeline")
+        inner = kids[0]
+        if inner.type == "assignment_expression":
+            self.assignment(inner)
+            return _Capture()
+        if inner.type != "pipeline_chain":
+            raise _unsupported(inner, "this pipeline")
+        return self.chain(inner)
+
+    def value_of(self, node):
+        """A pipeline used as a value: a lone expression keeps its value (an array stays
+        an array, as in ``$x = @(1)``); command output is collected (one item: that item)."""
+        if node.type == "pipeline":
+            kids = _named(node)
+            if len(kids) == 1 and kids[0].type == "pipeline_chain":
+                parts = [c for c in kids[0].children if c.is_named and c.type != "comment"]
+                if len(parts) == 1 and parts[0].type != "command":
+                    return self.expression(parts[0])
+            return self.pipeline(node).value()
+        return self.statement(node).value()
+
+    def chain(self, node):
+        parts = [c for c in node.children if c.is_named and c.type != "comment"]
+        operators = [c.type for c in node.children if not c.is_named]
+        if any(op != "|" for op in operators):
+            raise _unsupported(node, "a pipeline chain operator")
+        items = None
+        for index, part in enumerate(parts):
+            if part.type == "command":
+                items = self.command(part, items)
+            elif index == 0:
+                items = _Capture(_enumerate(self.expression(part)))
+            else:
+                raise _unsupported(part, "an expression after '|'")
+        return items
+
+    def assignment(self, node):
+        kids = _named(node)
+        target = _unwrap(kids[0])
+        op = next(c for c in kids if c.type == "assignement_operator")
+        if op.text.decode() != "=":
+            raise _unsupported(op, f"the operator '{op.text.decode()}'")
+        value = self.value_of(kids[-1])
+        if target.type == "variable":
+            self.assign_variable(target, value)
+        elif target.type == "member_access":
+            obj = self.expression(_named(target)[0])
+            name = self.member_name(target)
+            if not isinstance(obj, PSObj):
+                raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
+            if not obj.has(name):
+                raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
+            obj[name] = value
+        else:
+            raise _unsupported(target, "this assignment target")
+
+    def assign_variable(self, node, value):
+        name = _variable_name(node)
+        if name in ("true", "false"):
+            raise ScriptError(f"Cannot overwrite variable {name} because it is read-only or constant.")
+        if name != "null":
+            self.variables[name] = value
+
+    # ------------------------------------------------------------------ expressions
+
+    def expression(self, node):
+        node = _unwrap(node)
+        kind = node.type
+        if kind == "variable":
+            return self.variable(node)
+        if kind == "string_literal":
+            return _string(node)
+        if kind == "integer_literal":
+            return int(node.text.decode())
+        if kind == "generic_token":
+            return node.text.decode()
+        if kind == "array_literal_expression":
+            return [self.expression(c) for c in _named(node)]
+        if kind == "array_expression":
+            lists = [c for c in node.named_children if c.type == "statement_list"]
+            return list(self.statements(lists[0])) if lists else []
+        if kind == "parenthesized_expression":
+            return self.value_of(_named(node)[0])
+        if kind == "member_access":
+            return _member(self.expression(_named(node)[0]), self.member_name(node))
+        if kind == "element_access":
+            kids = _named(node)
+            return _index(self.expression(kids[0]), self.expression(kids[1]))
+        if kind == "invokation_expression":
+            return self.invoke_method(node)
+        if kind == "comparison_expression":
+            return self.compare(node)
+        if kind == "expression_with_unary_operator":
+            return self.cast(node)
+        raise _unsupported(node, f"the expression '{kind}'")
+
+    def variable(self, node):
+        name = _variable_name(node)
+        if name == "true":
+            return True
+        if name == "false":
+            return False
+        if name == "null":
+            return None
+        if name not in self.variables:
+            raise ScriptError(f"The variable '${name}' cannot be retrieved because it has not been set.", "VariableIsUndefined")
+        return self.variables[name]
+
+    def member_name(self, node):
+        member = next(c for c in node.named_children if c.type == "member_name")
+        simple = _named(member)
+        if len(simple) != 1 or simple[0].type != "simple_name":
+            raise _unsupported(node, "a computed member name")
+        return simple[0].text.decode()
+
+    def invoke_method(self, node):
+        kids = _named(node)
+        target = self.expression(kids[0])
+        name = self.member_name(node).lower()
+        arg_list = next((c for c in node.named_children if c.type == "argument_list"), None)
+        args = []
+        if arg_list is not None:
+            for expr_list in arg_list.named_children:
+                args.extend(self.expression(a) for a in _named(expr_list))
+        if target is None:
+            raise ScriptError("You cannot call a method on a null-valued expression.", "InvokeMethodOnNull")
+        if not isinstance(target, list):
+            raise _unsupported(node, f"the method '{name}' on this object")
+        if name == "add" and len(args) == 1:
+            target.append(args[0])
+            return None
+        if name == "remove" and len(args) == 1:
+            for index, item in enumerate(target):
+                if _equal(item, args[0]):
+                    del target[index]
+                    return True
+            return False
+        if name == "clear" and not args:
+            target.clear()
+            return None
+        if name == "contains" and len(args) == 1:
+            return any(_equal(item, args[0]) for item in target)
+        raise _unsupported(node, f"the method '{name}'")
+
+    def compare(self, node):
+        kids = _named(node)
+        if len(kids) != 3:
+            raise _unsupported(node, "this comparison")
+        left, right = self.expression(kids[0]), self.expression(kids[2])
+        op = kids[1].text.decode().lower()
+        if op in ("-eq", "-ieq"):
+            return _equal(left, right)
+        if op in ("-ne", "-ine"):
+            return not _equal(left, right)
+        if op in ("-contains", "-icontains"):
+            return any(_equal(item, right) for item in _enumerate(left))
+        if op in ("-notcontains", "-inotcontains"):
+            return not any(_equal(item, right) for item in _enumerate(left))
+        raise _unsupported(node, f"the operator '{op}'")
+
+    def cast(self, node):
+        kids = _named(node)
+        if len(kids) == 1 and kids[0].type == "cast_expression":
+            kids = _named(kids[0])
+        if len(kids) != 2 or kids[0].type != "type_literal":
+            raise _unsupported(node, "this unary expression")
+        type_name = kids[0].text.decode().strip("[]").lower()
+        if type_name != "pscustomobject":
+            raise _unsupported(node, f"the type [{type_name}]")
+        table = _unwrap(kids[1])
+        if table.type != "hash_literal_expression":
+            raise _unsupported(node, "[pscustomobject] of anything but @{...}")
+        obj = PSObj("System.Management.Automation.PSCustomObject")
+        body = next((c for c in table.named_children if c.type == "hash_literal_body"), None)
+        for entry in body.named_children if body is not None else []:
+            if entry.type == "comment":
+                continue
+            key_node, value_node = _named(entry)[0], _named(entry)[-1]
+            key = _unwrap(key_node)
+            key_text = _string(key) if key.type == "string_literal" else key.text.decode()
+            obj[key_text] = self.value_of(value_node)
+        return obj
+
+    # ------------------------------------------------------------------ commands
+
+    def command(self, node, pipeline_input):
+        name_node = next(c for c in node.named_children if c.type == "command_name")
+        name = name_node.text.decode()
+        cmdlet = CMDLETS.get(name.lower())
+        if cmdlet is None:
+            raise ScriptError(
+                f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.",
+                "CommandNotFoundException",
+            )
+        elements = next((c for c in node.named_children if c.type == "command_elements"), None)
+        named, positional = self.bind(cmdlet, elements)
+        out_variable = named.pop("outvariable", None)
+        action = named.pop("erroraction", None)
+        saved = self.variables["erroractionpreference"]
+        if action is not None:
+            self.variables["erroractionpreference"] = str(action)
+        try:
+            result = cmdlet.run(self, named, positional, pipeline_input)
+        finally:
+            self.variables["erroractionpreference"] = saved
+        out = _Capture(result or [])
+        if out_variable is not None:
+            # -OutVariable stores an ArrayList, hence $syncRule[0] in the editor's exports.
+            self.variables[str(out_variable).lower()] = list(out)
+        return out
+
+    def bind(self, cmdlet, elements):
+        named, positional = {}, []
+        parts = _named(elements) if elements is not None else []
+        index = 0
+        while index < len(parts):
+            part = parts[index]
+            if part.type == "command_parameter":
+                text = part.text.decode()
+                pname, colon, _rest = text[1:].partition(":")
+                if colon:
+                    raise _unsupported(part, "-Parameter:value")
+                key = cmdlet.parameter(pname)
+                if key in named:
+                    raise ScriptError(f"Cannot bind parameter because parameter '{pname}' is specified more than once.", "ParameterAlreadyBound")
+                if key in cmdlet.switches:
+                    named[key] = True
+                    index += 1
+                    continue
+                if index + 1 >= len(parts) or parts[index + 1].type == "command_parameter":
+                    raise ScriptError(f"Missing an argument for parameter '{pname}'. Specify a parameter of the required type and try again.", "MissingArgument")
+                named[key] = self.expression(parts[index + 1])
+                index += 2
+            else:
+                positional.append(self.expression(part))
+                index += 1
+        return named, positional
+
+    # ------------------------------------------------------------------ helpers for cmdlets
+
+    @property
+    def stop(self):
+        return str(self.variables.get("erroractionpreference", "Continue")).lower() == "stop"
+
+
+def _variable_name(node):
+    text = node.text.decode()
+    if not text.startswith("$") or text.startswith("${") or ":" in text:
+        raise _unsupported(node, "this kind of variable")
+    return text[1:].lower()
+
+
+def _string(node):
+    text = node.text.decode()
+    if node.type != "string_literal" or not (text.startswith("'") and text.endswith("'")):
+        raise _unsupported(node, "a string other than a single-quoted one")
+    return text[1:-1].replace("''", "'")
+
+
+def _enumerate(value):
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
+def _member(value, name):
+    if isinstance(value, list):
+        # Member enumeration (PowerShell 3+): the property of every element.
+        out = []
+        for item in value:
+            got = _member(item, name)
+            out.extend(got if isinstance(got, list) else [got])
+        return out
+    if isinstance(value, PSObj):
+        return value[name]
+    if value is None:
+        return None
+    if name.lower() == "count":
+        return 1
+    raise ScriptError(f"The property '{name}' cannot be found on this object.", "PropertyNotFound")
+
+
+def _index(value, index):
+    if not isinstance(index, int):
+        raise ScriptError("Array index must be an integer in the lab's PowerShell.")
+    if isinstance(value, list):
+        try:
+            return value[index]
+        except IndexError:
+            return None
+    if value is None:
+        raise ScriptError("Cannot index into a null array.", "NullArray")
+    return value if index in (0, -1) else None
+
+
+def _equal(left, right):
+    if isinstance(left, str) and isinstance(right, str):
+        return left.lower() == right.lower()
+    if isinstance(left, PSEnum) or isinstance(right, PSEnum):
+        return left == right
+    return left == right
+
+
+def _truthy(value):
+    if isinstance(value, list):
+        return len(value) > 1 or (len(value) == 1 and _truthy(value[0]))
+    return bool(value)
+
+
+def _wire(item):
+    """What goes back to the client for one output object."""
+    if item is None or isinstance(item, (str, bool, int)):
+        return item
+    return _text(item)
+
+
+# ---------------------------------------------------------------------- cmdlets
+
+
+class Cmdlet:
+    common = ("OutVariable", "ErrorAction")
+
+    def __init__(self, name, parameters=(), switches=(), mandatory=(), run=None):
+        self.name = name
+        self.names = {p.lower(): p for p in (*parameters, *switches, *self.common)}
+        self.switches = {s.lower() for s in switches}
+        self.mandatory = [m.lower() for m in mandatory]
+        self._run = run
+
+    def parameter(self, given):
+        key = given.lower()
+        if key in self.names:
+            return key
+        raise ScriptError(f"A parameter cannot be found that matches parameter name '{given}'.", "NamedParameterNotFound")
+
+    def run(self, interpreter, named, positional, pipeline_input):
+        missing = [self.names[m] for m in self.mandatory if m not in named]
+        if missing:
+            raise ScriptError(
+                f"{self.name}: cannot process command because of one or more missing mandatory parameters: {' '.join(missing)}.",
+                "MissingMandatoryParameter",
+            )
+        return self._run(interpreter, named, positional, pipeline_input)
+
+
+def _no_positional(name, positional):
+    if positional:
+        raise ScriptError(f"{name}: a positional parameter cannot be found that accepts argument '{_text(positional[0])}'.", "PositionalParameterNotFound")
+
+
+def _only(name, value, kind):
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ScriptError(f"{name}: cannot convert '{_text(value)}' to the type the parameter needs.", "ParameterArgumentTransformationError")
+    return value
+
+
+def _guid(name, value):
+    value = _only(name, value, str)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ScriptError(f"{name}: Cannot convert value \"{value}\" to type \"System.Guid\".", "InvalidCastException") from None
+    return value
+
+
+def _get_scheduler(it, named, positional, _input):
+    _no_positional("Get-ADSyncScheduler", positional)
+    server = it.lab.server
+    return [
+        PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.SchedulerSettings",
+            AllowedSyncCycleInterval="00:30:00",
+            CurrentlyEffectiveSyncCycleInterval=f"00:{server.sync_interval:02d}:00" if server.sync_interval < 60 else "01:00:00",
+            CustomizedSyncCycleInterval=None,
+            NextSyncCyclePolicyType=PSEnum("PolicyType", server.next_policy.value),
+            NextSyncCycleStartTimeInUTC=_minute_datetime(_iso(server.next_scheduled_at)),
+            PurgeRunHistoryInterval="7.00:00:00",
+            SyncCycleEnabled=server.sync_cycle_enabled,
+            MaintenanceEnabled=True,
+            StagingModeEnabled=server.staging_mode,
+            SchedulerSuspended=False,
+            SyncCycleInProgress=server.cycle is not None,
+        )
+    ]
+
+
+def _iso(minute):
+    from providers.lab.world import minute_to_iso
+
+    return minute_to_iso(minute)
+
+
+def _set_scheduler(it, named, positional, _input):
+    _no_positional("Set-ADSyncScheduler", positional)
+    if "synccycleenabled" in named:
+        value = named["synccycleenabled"]
+        if not isinstance(value, bool):
+            raise ScriptError(
+                f"Cannot process argument transformation on parameter 'SyncCycleEnabled'. Cannot convert value \"{_text(value)}\" to type "
+                "\"System.Boolean\". Boolean parameters accept only Boolean values and numbers, such as $True, $False, 1 or 0.",
+                "ParameterArgumentTransformationError",
+            )
+        it.lab.set_scheduler(value)
+    return []
+
+
+def _get_rule(it, named, positional, _input):
+    _no_positional("Get-ADSyncRule", positional)
+    rules = it.lab.server.rules
+    if "identifier" in named:
+        identifier = _guid("Get-ADSyncRule", named["identifier"])
+        found = [r for r in rules if r.identifier.lower() == identifier.lower()]
+        if not found:
+            raise ScriptError(f"Get-ADSyncRule: no synchronization rule with identifier {identifier} exists.", "ObjectNotFound")
+        return [rule_object(found[0])]
+    return [rule_object(r) for r in rules]
+
+
+def _new_rule(it, named, positional, _input):
+    _no_positional("New-ADSyncRule", positional)
+    identifier = _guid("New-ADSyncRule", named["identifier"]) if "identifier" in named else str(uuid.uuid4())
+    for key in ("precedenceafter", "precedencebefore"):
+        if key in named and _guid("New-ADSyncRule", named[key]) != EMPTY_GUID:
+            raise ScriptError("The lab's server does not simulate PrecedenceAfter/PrecedenceBefore.", "NotSupported")
+    rule = PSObj(
+        RULE_TYPE,
+        Name=_only("New-ADSyncRule", named["name"], str),
+        Description=_only("New-ADSyncRule", named.get("description", ""), str),
+        Identifier=identifier,
+        Version="1.6.0.0",
+        Direction=PSEnum("Direction", _only("New-ADSyncRule", named["direction"], str)),
+        Precedence=_only("New-ADSyncRule", named.get("precedence", 0), int),
+        PrecedenceAfter=EMPTY_GUID,
+        PrecedenceBefore=EMPTY_GUID,
+        Disabled=bool(named.get("disabled", False)),
+        Connector=_guid("New-ADSyncRule", named["connector"]),
+        SourceObjectType=_only("New-ADSyncRule", named["sourceobjecttype"], str),
+        TargetObjectType=_only("New-ADSyncRule", named["targetobjecttype"], str),
+        LinkType=PSEnum("LinkType", _only("New-ADSyncRule", named["linktype"], str)),
+        EnablePasswordSync=bool(named.get("enablepasswordsync", False)),
+        SoftDeleteExpiryInterval=_only("New-ADSyncRule", named.get("softdeleteexpiryinterval", 0), int),
+        ImmutableTag=_only("New-ADSyncRule", named.get("immutabletag", ""), str),
+        IsStandardRule=False,
+        IsLegacyCustomRule=False,
+        ScopeFilter=[],
+        JoinFilter=[],
+        AttributeFlowMappings=[],
+    )
+    return [rule]
+
+
+def _the_rule(name, value):
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, PSObj) or value.type_name != RULE_TYPE:
+        raise ScriptError(f"{name}: Cannot bind parameter 'SynchronizationRule': the value is not a SynchronizationRule.", "ParameterBindingException")
+    return value
+
+
+def _add_mapping(it, named, positional, _input):
+    _no_positional("Add-ADSyncAttributeFlowMapping", positional)
+    rule = _the_rule("Add-ADSyncAttributeFlowMapping", named["synchronizationrule"])
+    sources = [_only("Add-ADSyncAttributeFlowMapping", s, str) for s in _enumerate(named.get("source"))]
+    flow_type = PSEnum("FlowType", _only("Add-ADSyncAttributeFlowMapping", named["flowtype"], str))
+    expression = named.get("expression")
+    if flow_type.name == "Direct" and len(sources) != 1:
+        raise ScriptError("Add-ADSyncAttributeFlowMapping: a Direct flow needs exactly one -Source.", "InvalidArgument")
+    if flow_type.name != "Direct" and expression is None:
+        raise ScriptError(f"Add-ADSyncAttributeFlowMapping: a {flow_type.name} flow needs -Expression.", "InvalidArgument")
+    rule["AttributeFlowMappings"].append(
+        PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.AttributeFlowMapping",
+            Source=sources,
+            Destination=_only("Add-ADSyncAttributeFlowMapping", named["destination"], str),
+            FlowType=flow_type,
+            ExecuteOnce=bool(named.get("executeonce", False)),
+            ValueMergeType=PSEnum("ValueMergeType", _only("Add-ADSyncAttributeFlowMapping", named.get("valuemergetype", "Update"), str)),
+            Expression=None if expression is None else _only("Add-ADSyncAttributeFlowMapping", expression, str),
+            MappingSourceAsString=sources[0] if sources else expression,
+        )
+    )
+    return [rule]
+
+
+def _new_object(it, named, positional, _input):
+    type_name = named.get("typename")
+    if type_name is None and positional:
+        type_name = positional.pop(0)
+    _no_positional("New-Object", positional)
+    if str(type_name) != SCOPE_CONDITION_TYPE:
+        raise ScriptError(f"The lab's PowerShell creates only {SCOPE_CONDITION_TYPE} objects, not '{type_name}'.", "NotSupported")
+    args = _enumerate(named.get("argumentlist"))
+    if len(args) != 3 or not all(isinstance(a, str) for a in args):
+        raise ScriptError("New-Object: a ScopeCondition takes three arguments: attribute, value, operator.", "ConstructorNotFound")
+    return [_condition_object(ScopeCondition(args[0], PSEnum("ComparisonOperator", args[2]).name, args[1]))]
+
+
+def _add_scope_group(it, named, positional, _input):
+    _no_positional("Add-ADSyncScopeConditionGroup", positional)
+    rule = _the_rule("Add-ADSyncScopeConditionGroup", named["synchronizationrule"])
+    conditions = _enumerate(named["scopeconditions"])
+    if not conditions or not all(isinstance(c, PSObj) and c.type_name == SCOPE_CONDITION_TYPE for c in conditions):
+        raise ScriptError("Add-ADSyncScopeConditionGroup: -ScopeConditions takes ScopeCondition objects.", "ParameterBindingException")
+    rule["ScopeFilter"].append(PSObj("ScopeConditionGroup", ScopeConditionList=list(conditions)))
+    return [rule]
+
+
+def _add_rule(it, named, positional, pipeline_input):
+    _no_positional("Add-ADSyncRule", positional)
+    objects = _enumerate(named["synchronizationrule"]) if "synchronizationrule" in named else list(pipeline_input or [])
+    if not objects:
+        raise ScriptError("Add-ADSyncRule: cannot process command because of one or more missing mandatory parameters: SynchronizationRule.", "MissingMandatoryParameter")
+    out = []
+    for obj in objects:
+        rule = rule_from_object(_the_rule("Add-ADSyncRule", obj))
+        it.lab.put_rule(rule)
+        out.append(rule_object(rule))
+    return out
+
+
+def _remove_rule(it, named, positional, _input):
+    _no_positional("Remove-ADSyncRule", positional)
+    if "identifier" in named:
+        identifier = _guid("Remove-ADSyncRule", named["identifier"])
+    elif "synchronizationrule" in named:
+        identifier = _the_rule("Remove-ADSyncRule", named["synchronizationrule"])["Identifier"]
+    else:
+        raise ScriptError("Remove-ADSyncRule: give -Identifier or -SynchronizationRule.", "MissingMandatoryParameter")
+    match = next((r for r in it.lab.server.rules if r.identifier.lower() == identifier.lower()), None)
+    if match is None:
+        raise ScriptError(f"Remove-ADSyncRule: no synchronization rule with identifier {identifier} exists.", "ObjectNotFound")
+    it.lab.remove_rule(match.identifier)
+    return []
+
+
+def _get_connector(it, named, positional, _input):
+    _no_positional("Get-ADSyncConnector", positional)
+    connectors = it.lab.server.connectors
+    if "identifier" in named:
+        identifier = _guid("Get-ADSyncConnector", named["identifier"])
+        connectors = [c for c in connectors if c.identifier.lower() == identifier.lower()]
+    elif "name" in named:
+        name = _only("Get-ADSyncConnector", named["name"], str)
+        connectors = [c for c in connectors if c.name.lower() == name.lower()]
+    else:
+        return [connector_object(it.lab, c) for c in connectors]
+    if not connectors:
+        raise ScriptError("Get-ADSyncConnector: the connector was not found.", "ObjectNotFound")
+    return [connector_object(it.lab, connectors[0])]
+
+
+def _add_connector(it, named, positional, _input):
+    _no_positional("Add-ADSyncConnector", positional)
+    obj = named["connector"]
+    if isinstance(obj, list) and len(obj) == 1:
+        obj = obj[0]
+    if not isinstance(obj, PSObj) or not obj.has("ConnectorTypeName"):
+        raise ScriptError("Add-ADSyncConnector: -Connector takes a connector object.", "ParameterBindingException")
+    connector = next((c for c in it.lab.server.connectors if c.identifier.lower() == str(obj["Identifier"]).lower()), None)
+    if connector is None:
+        raise ScriptError("Add-ADSyncConnector: the lab's server does not create connectors.", "NotSupported")
+    if connector.kind == "AD":
+        included, excluded = [], []
+        for partition in obj["Partitions"] or []:
+            scope = partition["ConnectorPartitionScope"]
+            included += [c for c in scope["ContainerInclusionList"] if c not in included]
+            excluded += [c for c in scope["ContainerExclusionList"] if c not in excluded]
+        if (tuple(included), tuple(excluded)) != (connector.included_containers, connector.excluded_containers):
+            it.lab.set_container_scope(included, excluded)
+    else:
+        kept = {a.lower() for a in obj["AttributeInclusionList"] or []}
+        # Keep the order already recorded, then the newly excluded in catalogue order.
+        before = [a for a in connector.excluded_attributes if a.lower() not in kept]
+        after = before + [a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in kept and a not in before]
+        if tuple(after) != connector.excluded_attributes:
+            it.lab.set_excluded_attributes(after)
+    return [obj]
+
+
+def _start_cycle(it, named, positional, _input):
+    _no_positional("Start-ADSyncSyncCycle", positional)
+    policy = PSEnum("PolicyType", _only("Start-ADSyncSyncCycle", named.get("policytype", "Delta"), str))
+    chosen = it.lab.server.next_policy if policy.name == "Unspecified" else SyncPolicy(policy.name)
+    it.lab.start_cycle(chosen)
+    return [PSObj("System.Management.Automation.PSCustomObject", Result="Success")]
+
+
+def _run_results(it, named, positional, _input):
+    _no_positional("Get-ADSyncRunProfileResult", positional)
+    history = list(it.lab.server.run_history)
+    connectors = {c.name: c.identifier for c in it.lab.server.connectors}
+    if "connectorid" in named:
+        wanted = _guid("Get-ADSyncRunProfileResult", named["connectorid"]).lower()
+        history = [r for r in history if connectors.get(r.connector, "").lower() == wanted]
+    history.reverse()  # newest first
+    if "numberrequested" in named:
+        history = history[: _only("Get-ADSyncRunProfileResult", named["numberrequested"], int)]
+    return [
+        PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.RunHistory",
+            RunHistoryId=str(uuid.uuid5(uuid.UUID(int=0), f"{r.connector}/{r.profile}/{r.started}")),
+            ConnectorId=connectors.get(r.connector),
+            ConnectorName=r.connector,
+            RunProfileName=r.profile,
+            Result=r.result,
+            StartDate=_minute_datetime(r.started),
+            EndDate=_minute_datetime(r.ended),
+        )
+        for r in history
+    ]
+
+
+def _get_threshold(it, named, positional, _input):
+    _no_positional("Get-ADSyncExportDeletionThreshold", positional)
+    threshold = it.lab.server.deletion_threshold
+    # Lab assumption: a disabled threshold reads as a count of 0 (the real shape is UNCONFIRMED).
+    return [
+        PSObj(
+            "System.Management.Automation.PSCustomObject",
+            ThresholdCount=threshold or 0,
+            ThresholdPercentage=0,
+        )
+    ]
+
+
+def _enable_threshold(it, named, positional, _input):
+    _no_positional("Enable-ADSyncExportDeletionThreshold", positional)
+    it.lab.set_deletion_threshold(_only("Enable-ADSyncExportDeletionThreshold", named["deletionthreshold"], int))
+    return []
+
+
+def _disable_threshold(it, named, positional, _input):
+    _no_positional("Disable-ADSyncExportDeletionThreshold", positional)
+    it.lab.set_deletion_threshold(None)
+    return []
+
+
+def _convert_to_json(it, named, positional, pipeline_input):
+    _no_positional("ConvertTo-Json", positional)
+    items = _enumerate(named["inputobject"]) if "inputobject" in named else list(pipeline_input or [])
+    depth = _only("ConvertTo-Json", named.get("depth", 2), int)
+    value = items[0] if len(items) == 1 else items
+    if not items:
+        return []
+    data = _jsonable(value, 0, depth)
+    if named.get("compress"):
+        return [json.dumps(data, separators=(",", ":"), ensure_ascii=False)]
+    return [json.dumps(data, indent=4, ensure_ascii=False)]
+
+
+def _jsonable(value, level, depth):
+    if isinstance(value, PSEnum):
+        return value.value  # Windows PowerShell 5.1: enums as their integer value
+    if isinstance(value, dt.datetime):
+        return f"/Date({int(value.timestamp() * 1000)})/"
+    if isinstance(value, (list, PSObj)) and level > depth:
+        # 5.1 cuts silently below -Depth: the object's string form takes its place.
+        return "System.Object[]" if isinstance(value, list) else str(value)
+    if isinstance(value, list):
+        return [_jsonable(v, level + 1, depth) for v in value]
+    if isinstance(value, PSObj):
+        return {k: _jsonable(v, level + 1, depth) for k, v in value.items()}
+    return value
+
+
+def _where(it, named, positional, pipeline_input):
+    _no_positional("Where-Object", positional)
+    if "eq" not in named or "property" not in named or "value" not in named:
+        raise ScriptError("The lab's Where-Object supports only -Property P -EQ -Value V.", "NotSupported")
+    prop = _only("Where-Object", named["property"], str)
+    return [item for item in pipeline_input or [] if _equal(_member(item, prop), named["value"])]
+
+
+def _get_date(it, named, positional, _input):
+    _no_positional("Get-Date", positional)
+    if str(named.get("format", "")).lower() != "o":
+        raise ScriptError("The lab's Get-Date supports only -Format o.", "NotSupported")
+    moment = _minute_datetime(it.lab.now)
+    return [moment.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00")]
+
+
+def _write_error(it, named, positional, _input):
+    message = named.get("message")
+    if message is None and positional:
+        message = positional.pop(0)
+    _no_positional("Write-Error", positional)
+    if it.stop:
+        raise ScriptError(_text(message), "Microsoft.PowerShell.Commands.WriteErrorException", "Management.Automation.RuntimeException")
+    it.sink.error(_text(message))
+    return []
+
+
+CMDLETS = {
+    c.name.lower(): c
+    for c in (
+        Cmdlet("Get-ADSyncScheduler", run=_get_scheduler),
+        Cmdlet("Set-ADSyncScheduler", ("SyncCycleEnabled",), run=_set_scheduler),
+        Cmdlet("Get-ADSyncRule", ("Identifier",), run=_get_rule),
+        Cmdlet(
+            "New-ADSyncRule",
+            ("Name", "Identifier", "Description", "Direction", "Precedence", "PrecedenceAfter", "PrecedenceBefore", "SourceObjectType",
+             "TargetObjectType", "Connector", "LinkType", "SoftDeleteExpiryInterval", "ImmutableTag"),
+            ("Disabled", "EnablePasswordSync"),
+            ("Name", "Direction", "Connector", "SourceObjectType", "TargetObjectType", "LinkType"),
+            _new_rule,
+        ),
+        Cmdlet(
+            "Add-ADSyncAttributeFlowMapping",
+            ("SynchronizationRule", "Source", "Destination", "FlowType", "ValueMergeType", "Expression"),
+            ("ExecuteOnce",),
+            ("SynchronizationRule", "Destination", "FlowType"),
+            _add_mapping,
+        ),
+        Cmdlet("New-Object", ("TypeName", "ArgumentList"), run=_new_object),
+        Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _add_scope_group),
+        Cmdlet("Add-ADSyncRule", ("SynchronizationRule",), run=_add_rule),
+        Cmdlet("Remove-ADSyncRule", ("Identifier", "SynchronizationRule"), run=_remove_rule),
+        Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
+        Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
+        Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
+        Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
+        Cmdlet("Get-ADSyncExportDeletionThreshold", run=_get_threshold),
+        Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold",), (), ("DeletionThreshold",), _enable_threshold),
+        Cmdlet("Disable-ADSyncExportDeletionThreshold", run=_disable_threshold),
+        Cmdlet("ConvertTo-Json", ("InputObject", "Depth"), ("Compress",), run=_convert_to_json),
+        Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where),
+        Cmdlet("Get-Date", ("Format",), run=_get_date),
+        Cmdlet("Write-Error", ("Message",), run=_write_error),
+    )
+}
+
+__all__ = ["Interpreter", "ScriptError", "parse", "CMDLETS", "rule_object", "rule_from_object", "evolve"]
