@@ -44,9 +44,23 @@ def _parser():
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
     plan.add_argument("--show-scripts", action="store_true", help="show the PowerShell each server step will run")
+    plan.add_argument("-out", "--out", dest="out", metavar="PLANFILE", help="save the plan (JSON) for review; apply it with 'syncprep apply PLANFILE'")
 
-    apply = commands.add_parser("apply", parents=[common, lab_option], help="plan, confirm, and carry it out")
-    apply.add_argument("file", metavar="FILE")
+    show = commands.add_parser("show", parents=[common], help="render a saved plan")
+    show.add_argument("planfile", metavar="PLANFILE")
+    show_format = show.add_mutually_exclusive_group()
+    show_format.add_argument("--json", action="store_true")
+    show_format.add_argument("--markdown", action="store_true", help="a pull-request comment")
+    show.add_argument("--mask-users", action="store_true", help="hide user principal names")
+
+    drift = commands.add_parser("drift", parents=[common, lab_option], help="report drift from the desired state (read-only)")
+    drift.add_argument("file", metavar="FILE")
+    drift_format = drift.add_mutually_exclusive_group()
+    drift_format.add_argument("--json", action="store_true")
+    drift_format.add_argument("--markdown", action="store_true")
+
+    apply = commands.add_parser("apply", parents=[common, lab_option], help="plan, confirm, and carry it out (or apply a saved plan)")
+    apply.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
     apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     apply.add_argument(
         "--approve-irreversible", action="store_true", help="approve the plan's irreversible steps (hard deletes); --auto-approve alone is not enough"
@@ -87,6 +101,8 @@ def main(argv=None):
         "validate": _validate,
         "plan": _plan,
         "apply": _apply,
+        "show": _show,
+        "drift": _drift,
         "lab": _lab,
     }[args.command]
     try:
@@ -160,13 +176,24 @@ def _scripts(plan, target):
 
 
 def _plan(args, out, err):
+    from reconciler.apply import observe
+    from reconciler.loader import load_desired
+    from reconciler.plan import build_plan
     from reconciler.render import PlanRenderer, print_json
 
-    desired, target, plan = _make_plan(args)
+    desired = load_desired(args.file)
+    target = _open(desired, args)
     try:
-        scripts = _scripts(plan, target) if (args.show_scripts or args.json) else {}
+        observed = observe(target, desired)
+        plan = build_plan(desired, observed, target.description)
+        scripts = _scripts(plan, target) if (args.show_scripts or args.json or args.out) else {}
     finally:
         target.close()
+    if args.out:
+        from reconciler import savedplan
+
+        savedplan.write(savedplan.make_saved(plan, desired, observed, scripts), args.out)
+        err.print(f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)}")
     if args.json:
         from reconciler.serialize import plan_to_dict
 
@@ -181,10 +208,14 @@ def _plan(args, out, err):
 
 
 def _apply(args, out, err):
+    from reconciler import savedplan
     from reconciler.apply import apply_plan
     from reconciler.render import ApplyRenderer, PlanRenderer
 
-    desired, target, plan = _make_plan(args)
+    if savedplan.is_saved_plan(args.file):
+        desired, target, plan = _fresh_saved_plan(args)
+    else:
+        desired, target, plan = _make_plan(args)
     try:
         PlanRenderer(out).render(plan)
         if not plan.has_changes:
@@ -236,6 +267,77 @@ def _approval_phrase(approval, steps):
         count = sum(len(getattr(s.operation, "users", ())) for s in steps)
         return f"purge {count} users"
     return "raise the threshold"
+
+
+def _fresh_saved_plan(args):
+    """The saved plan, if nothing it depends on has moved; else one line saying what did."""
+    from reconciler import savedplan
+    from reconciler.apply import observe
+    from reconciler.loader import load_desired
+    from reconciler.plan import build_plan
+    from reconciler.serialize import plan_to_dict
+
+    data = savedplan.load(args.file)
+    desired = load_desired(data["desired_path"])
+    target = _open(desired, args)
+    try:
+        observed = observe(target, desired)
+        savedplan.check_fresh(data, desired, observed)
+        plan = build_plan(desired, observed, target.description)
+        if plan_to_dict(plan)["steps"] != [{k: v for k, v in s.items() if k != "script"} for s in data["steps"]]:
+            raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
+    except BaseException:
+        target.close()
+        raise
+    return desired, target, plan
+
+
+def _show(args, out, err):
+    from reconciler import savedplan
+    from reconciler.render import PlanRenderer, print_json
+    from reconciler.serialize import plan_from_dict
+
+    data = savedplan.load(args.planfile)
+    if args.json:
+        print_json(out, data)
+    elif args.markdown:
+        from reconciler.markdown import render_markdown
+
+        out.file.write(render_markdown(data, mask_users=args.mask_users, plan_file=args.planfile))
+    else:
+        plan = plan_from_dict(data)
+        scripts = {s["id"]: s["script"] for s in data["steps"] if s.get("script")}
+        if args.mask_users:
+            raise ReconcilerError("--mask-users goes with --markdown")
+        PlanRenderer(out).render(plan, scripts or None)
+    return EXIT_OK
+
+
+def _drift(args, out, err):
+    from reconciler import drift
+    from reconciler.loader import load_desired
+    from reconciler.render import print_json, render_drift
+
+    desired = load_desired(args.file)
+    target = _open(desired, args)
+    try:
+        observed = drift.observe_read_only(target.server, target.tenant, desired)
+    finally:
+        target.close()
+    report = drift.detect(desired, observed, target.description)
+    if args.json:
+        print_json(out, report.to_dict())
+    elif args.markdown:
+        out.file.write(render_drift_markdown(report))
+    else:
+        render_drift(out, report)
+    return report.exit_code
+
+
+def render_drift_markdown(report):
+    from reconciler.render import drift_markdown
+
+    return drift_markdown(report)
 
 
 def _raise_interrupt(_signum, _frame):

@@ -64,8 +64,19 @@ IGNORE_THIS_FLOW = "IgnoreThisFlow"
 
 
 def _canonical_expression(value):
-    # Whitespace inside an expression is not a difference (AADConnectDsc had to learn this).
-    return None if value is None else " ".join(value.split())
+    # Whitespace inside an expression is not a difference (AADConnectDsc had to learn this),
+    # and an empty expression is no expression.
+    if value is None:
+        return None
+    return " ".join(value.split()) or None
+
+
+def _empty_is_none(value):
+    return value or None
+
+
+def _none_is_empty(value):
+    return value or ""
 
 
 @frozen
@@ -74,7 +85,7 @@ class AttributeFlow:
 
     destination: str
     flow_type: FlowType
-    source: Optional[str] = None
+    source: Optional[str] = field(default=None, converter=_empty_is_none)
     expression: Optional[str] = field(default=None, converter=_canonical_expression)
     execute_once: bool = False
     merge_type: MergeType = MergeType.UPDATE
@@ -117,8 +128,9 @@ class SyncRule:
     scope: tuple[tuple[ScopeCondition, ...], ...] = ()
     disabled: bool = False
     is_standard: bool = False
-    immutable_tag: str = ""
-    description: str = ""
+    # Empty and missing are the same thing here (PowerShell gives $null or "").
+    immutable_tag: str = field(default="", converter=_none_is_empty)
+    description: str = field(default="", converter=_none_is_empty)
 
     def flows_to(self, destination):
         return tuple(f for f in self.flows if f.destination == destination)

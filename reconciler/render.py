@@ -257,3 +257,38 @@ def render_lab(console, summary, all_users=False):
         out.print(f"[dim]... {len(t['users']) - len(users)} more (lab show --all-users)[/dim]")
     if t["deleted"]:
         out.print(f"Recycle bin: {len(t['deleted'])} user(s): " + ", ".join(d["upn"] for d in t["deleted"][:10]))
+
+
+def render_drift(console, report):
+    out = console
+    out.print(f"[bold]Drift[/bold] of {escape(report.target)} from {escape(report.source)}")
+    for item in report.items:
+        out.print(f"  [yellow]~ {escape(item.resource)}[/yellow]: [bold]{escape(item.what)}[/bold] — {escape(item.detail)}")
+    for unknown in report.unknown:
+        out.print(f"  [magenta]? {escape(unknown)}[/magenta]")
+    if not report.items and not report.unknown:
+        out.print("[green]In sync.[/green]")
+    elif report.unknown:
+        out.print("[magenta]Observation incomplete:[/magenta] what could not be read is unknown, not absent.")
+    else:
+        out.print(f"[yellow]{len(report.items)} drifted item(s).[/yellow] Run 'syncprep plan' to see the fix.")
+
+
+def drift_markdown(report):
+    """A drift report for an issue or a comment; marker first so a job can update it."""
+    lines = ["<!-- syncprep:drift -->", f"## syncprep drift: `{report.source}`", ""]
+    if not report.items and not report.unknown:
+        lines.append("In sync: nothing drifted.")
+    for item in report.items:
+        lines.append(f"- **{_md(item.what)}** `{_code(item.resource)}`: {_md(item.detail)}")
+    for unknown in report.unknown:
+        lines.append(f"- **unknown**: {_md(unknown)}")
+    return "\n".join(lines) + "\n"
+
+
+def _code(text):
+    return str(text).replace("`", "'")
+
+
+def _md(text):
+    return "".join("\\" + ch if ch in "\\`*_[]<>|" else ch for ch in str(text))

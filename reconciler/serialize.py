@@ -43,6 +43,7 @@ def plan_to_dict(plan, scripts=None):
                 "summary": s.summary,
                 "depends_on": list(s.depends_on),
                 "decided_after_sync": s.decided_after_sync,
+                "approval": s.approval,
                 "before": s.before,
                 "after": s.after,
                 "changes": [{"path": c.path, "before": c.before, "after": c.after} for c in s.changes],
@@ -52,4 +53,42 @@ def plan_to_dict(plan, scripts=None):
             for s in plan.steps
         ],
         "notices": [{"level": n.level.value, "code": n.code, "message": n.message} for n in plan.notices],
+        "unsafe": list(plan.unsafe),
+        "approvals_needed": list(plan.approvals_needed),
     }
+
+
+def plan_from_dict(data):
+    """A :class:`~reconciler.plan.Plan` back from :func:`plan_to_dict` (for ``show``)."""
+    from reconciler import operations
+    from reconciler.plan import Action, FieldChange, GuidFlow, Impact, Level, Notice, Plan, Step
+
+    steps = []
+    for item in data["steps"]:
+        operation = dict(item["operation"])
+        cls = getattr(operations, operation.pop("type"))
+        steps.append(
+            Step(
+                id=item["id"],
+                provider=item["provider"],
+                resource=item["resource"],
+                action=Action(item["action"]),
+                summary=item["summary"],
+                operation=_converter.structure(operation, cls),
+                impact=Impact(item["impact"]),
+                before=item["before"],
+                after=item["after"],
+                depends_on=tuple(item["depends_on"]),
+                decided_after_sync=item["decided_after_sync"],
+                approval=item.get("approval"),
+                changes=tuple(FieldChange(c["path"], c["before"], c["after"]) for c in item["changes"]),
+            )
+        )
+    return Plan(
+        source=data["source"],
+        target=data["target"],
+        steps=tuple(steps),
+        notices=tuple(Notice(Level(n["level"]), n["code"], n["message"]) for n in data["notices"]),
+        guid_flows=tuple(_converter.structure(g, GuidFlow) for g in data["guid_flows"]),
+        unsafe=tuple(data.get("unsafe", ())),
+    )

@@ -196,7 +196,8 @@ class LabTenant(TenantProvider):
 
 
 class LabTarget(Target):
-    """The lab as a target; persists the lab file after every step and on close."""
+    """The lab as a target; persists the lab file at every checkpoint (after each
+    apply step). Closing writes nothing: reading the lab never rewrites its file."""
 
     def __init__(self, lab, path=None):
         self.lab = lab
@@ -206,10 +207,6 @@ class LabTarget(Target):
     def checkpoint(self):
         if self.path is not None:
             store.save(self.lab, self.path)
-
-    def close(self):
-        self.checkpoint()
-
 
 def open_lab_target(path=None, create=True):
     """The lab at ``path`` (default ``.syncprep/lab.json``), created on first use."""

@@ -1,0 +1,118 @@
+"""Drift detection: what in the environment no longer matches the desired state.
+
+Read-only by construction: this module observes and plans (a pure function) and
+has no way to apply anything; it imports neither the apply engine nor a provider's
+write path. The CLI's ``drift`` command uses only this module.
+
+Exit codes: 0 in sync, 2 drift, 3 observation incomplete (something could not be
+read: unknown is never reported as absent), 1 error.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from reconciler.model import MailboxState, Observed
+from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, SetScheduler, UpdateRule
+from reconciler.plan import build_plan, selection_for
+
+EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
+_DRIFT_NOTICES = {"no-mailbox-after-clear": "mailbox gone"}
+
+
+@frozen
+class DriftItem:
+    resource: str
+    what: str
+    detail: str = ""
+
+
+@frozen
+class DriftReport:
+    source: str
+    target: str
+    items: tuple[DriftItem, ...]
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self):
+        if self.unknown:
+            return EXIT_INCOMPLETE
+        return EXIT_DRIFT if self.items else EXIT_IN_SYNC
+
+    def to_dict(self):
+        return {
+            "source": self.source,
+            "target": self.target,
+            "in_sync": not self.items and not self.unknown,
+            "complete": not self.unknown,
+            "drift": [{"resource": i.resource, "what": i.what, "detail": i.detail} for i in self.items],
+            "unknown": list(self.unknown),
+        }
+
+
+def observe_read_only(server, tenant, desired):
+    """Observation only: the two read-only calls of the provider contracts."""
+    from reconciler.plan import _purge_selection
+    from reconciler.provider import UserSelection
+
+    selection = selection_for(desired)
+    if desired.purge is not None:
+        selection = UserSelection.union([selection, _purge_selection(desired.purge)])
+    return Observed(server=server.observe(), tenant=tenant.observe(selection))
+
+
+def detect(desired, observed, target_description=""):
+    planned = desired
+    if desired.purge is not None and observed.tenant.deleted_users is None:
+        # The purge cannot be judged without the recycle bin: leave it out, say it is unknown.
+        from attrs import evolve
+
+        planned = evolve(desired, purge=None)
+    plan = build_plan(planned, observed, target_description)
+    items = []
+    scheduler = observed.server.scheduler
+    if scheduler.sync_cycle_enabled != desired.scheduler.sync_cycle_enabled:
+        state = "on" if scheduler.sync_cycle_enabled else "off (left paused?)"
+        items.append(DriftItem("scheduler", f"scheduler {'on' if scheduler.sync_cycle_enabled else 'off'}", f"the sync scheduler is {state}"))
+    for step in plan.steps:
+        items.extend(_describe(step))
+    for notice in plan.notices:
+        if notice.code in _DRIFT_NOTICES and not any(i.what == _DRIFT_NOTICES[notice.code] for i in items):
+            items.append(DriftItem("tenant", _DRIFT_NOTICES[notice.code], notice.message))
+    return DriftReport(desired.source, target_description, tuple(items), _unknowns(desired, observed))
+
+
+def _describe(step):
+    op = step.operation
+    changes = "; ".join(f"{c.path}: {c.before} -> {c.after}" for c in step.changes)
+    if isinstance(op, SetScheduler):
+        return []  # the scheduler is judged from the observation, not from the fix's bracket
+    if isinstance(op, RemoveRule) and "again" in step.summary:
+        return [DriftItem(step.resource, "stock rule back", f"'{op.name}' is back (an Entra Connect upgrade re-creates deleted stock rules)")]
+    if isinstance(op, UpdateRule):
+        return [DriftItem(step.resource, "rule changed", changes or step.summary)]
+    if isinstance(op, RemoveLicense):
+        return [DriftItem(step.resource, "mailbox gone", f"{len(op.users)} licensed user(s) without a mailbox: {', '.join(u.upn for u in op.users[:10])}")]
+    if isinstance(op, AssignLicense):
+        return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users[:10])}")]
+    if step.id == "sync.initial":
+        if "owed" in step.summary:
+            return [DriftItem("sync cycle", "full sync owed", "the rules changed and only Delta cycles ran since")]
+        return []
+    if step.id.startswith("mailboxes["):
+        return []
+    if step.id == "export.attributes":
+        return [DriftItem(step.resource, "export filter changed", changes)]
+    return [DriftItem(step.resource, step.action.value, changes or step.summary)]
+
+
+def _unknowns(desired, observed):
+    unknown = []
+    selection = selection_for(desired)
+    blind = [u.upn for u in observed.tenant.users if u.mailbox is MailboxState.UNKNOWN and u.licenses and selection.matches(u)]
+    if blind:
+        unknown.append(f"mailbox state of {len(blind)} user(s) could not be read: {', '.join(blind[:10])}")
+    if desired.purge is not None and observed.tenant.deleted_users is None:
+        unknown.append("the recycle bin could not be read")
+    return tuple(unknown)

@@ -1,0 +1,132 @@
+"""Saved plans: ``plan -out FILE``, ``show FILE``, ``apply FILE``.
+
+A saved plan is the JSON plan plus what binds it to the world it was made in:
+
+* ``desired_sha256`` of the desired-state file, and its path;
+* ``fingerprints``: a short hash of every observed resource the plan depends on
+  (the scheduler, each rule, each connector, each SKU, each user in scope, the
+  recycle bin);
+* ``checksum``: SHA-256 of everything else, so an edited file is refused.
+
+``apply FILE`` observes again and refuses a stale plan ("plan is stale"),
+naming what changed, before it changes anything. When nothing changed, planning
+again gives the same steps (the planner is a pure function), and those are what
+runs: exactly the reviewed plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from reconciler import __version__
+from reconciler.errors import ReconcilerError
+from reconciler.serialize import plan_to_dict, unstructure
+
+SAVED_FORMAT = "syncprep-plan"
+MAX_SAVED_BYTES = 256 * 1024 * 1024
+
+
+class StalePlan(ReconcilerError):
+    """The world or the desired state moved since the plan was made."""
+
+
+def _digest(value):
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def fingerprints(observed, selection):
+    """One short hash per observed resource; the keys name the resources for people."""
+    server, tenant = observed.server, observed.tenant
+    prints = {"scheduler": _digest(unstructure(server.scheduler)), "deletion-threshold": _digest(server.deletion_threshold)}
+    for rule in server.rules:
+        prints[f"rule/{rule.name} [{rule.identifier}]"] = _digest(unstructure(rule))
+    for connector in server.connectors:
+        prints[f"connector/{connector.name}"] = _digest(unstructure(connector))
+    for sku in tenant.skus:
+        prints[f"sku/{sku.part_number}"] = _digest([sku.prepaid, sku.consumed])
+    for user in tenant.users:
+        if selection.matches(user):
+            prints[f"user/{user.upn.lower()}"] = _digest(
+                [user.synced, user.on_prem_dn, user.usage_location, sorted([a.sku_id, a.by_group] for a in user.licenses), user.mailbox.value]
+            )
+    deleted = tenant.deleted_users
+    prints["recycle-bin"] = "unknown" if deleted is None else _digest(sorted(u.upn.lower() for u in deleted))
+    return prints
+
+
+def _desired_hash(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_saved(plan, desired, observed, scripts=None):
+    from reconciler.plan import selection_for
+
+    data = plan_to_dict(plan, scripts)
+    data["format"] = SAVED_FORMAT
+    data["desired_path"] = desired.source
+    data["desired_sha256"] = _desired_hash(desired.source)
+    data["fingerprints"] = fingerprints(observed, _selection(desired))
+    data["checksum"] = _checksum(data)
+    return data
+
+
+def _selection(desired):
+    from reconciler.plan import _purge_selection, selection_for
+    from reconciler.provider import UserSelection
+
+    parts = [selection_for(desired)]
+    if desired.purge is not None:
+        parts.append(_purge_selection(desired.purge))
+    return UserSelection.union(parts)
+
+
+def _checksum(data):
+    return hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "checksum"}, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write(data, path):
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def is_saved_plan(path):
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+def load(path):
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReconcilerError(f"{path}: cannot read the saved plan: {exc.strerror}") from None
+    if len(raw) > MAX_SAVED_BYTES:
+        raise ReconcilerError(f"{path}: too large for a saved plan")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReconcilerError(f"{path}: not a saved plan: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != SAVED_FORMAT:
+        raise ReconcilerError(f"{path}: not a syncprep saved plan")
+    if str(data.get("format_version", "")).split(".")[0] != "1":
+        raise ReconcilerError(f"{path}: plan format {data.get('format_version')!r} is not one this syncprep ({__version__}) reads")
+    if data.get("checksum") != _checksum(data):
+        raise ReconcilerError(f"{path}: the saved plan was modified after it was written (checksum mismatch); make a new plan")
+    return data
+
+
+def check_fresh(data, desired, observed):
+    """Raise :class:`StalePlan` naming what changed since the plan was made."""
+    if _desired_hash(desired.source) != data["desired_sha256"]:
+        raise StalePlan(f"plan is stale: the desired-state file {desired.source} changed since the plan was made; nothing was changed")
+    now = fingerprints(observed, _selection(desired))
+    before = data["fingerprints"]
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise StalePlan(f"plan is stale: changed since the plan was made: {shown}; nothing was changed; make a new plan")
