@@ -36,7 +36,7 @@ CONFIGURATION_CHANGES = (SetScheduler, SetRuleDisabled, CreateRule, UpdateRule, 
 
 
 class PsrpServer(ServerProvider):
-    """``session`` is anything with ``invoke(script, resource) -> JSON`` and ``close()``.
+    """``session`` is anything with ``invoke(script, resource, json_output=True) -> JSON`` and ``close()``.
 
     ``poll_interval`` and ``cycle_timeout`` are real seconds; ``clock`` and
     ``sleep`` are injectable for tests.
@@ -126,7 +126,7 @@ class PsrpServer(ServerProvider):
             case SetRuleDisabled(identifier=identifier) | RemoveRule(identifier=identifier) if identifier.lower() not in identifiers:
                 raise ProviderError(self.name, resource, "no such rule")
         script = self.scripts_for(operation)
-        self.session.invoke(script, resource)
+        self.session.invoke(script, resource, json_output=False)
         if isinstance(operation, SetScheduler):
             return Outcome(f"SyncCycleEnabled = {operation.enabled}")
         return Outcome()

@@ -114,9 +114,11 @@ class PsrpSession:
         self._pool = pool
         return pool
 
-    def invoke(self, script, resource="script"):
+    def invoke(self, script, resource="script", json_output=True):
         """Run ``script``; return its JSON output parsed (``None`` when it writes none).
 
+        With ``json_output=False`` (a change, whose cmdlets write objects of their
+        own, e.g. the rule Add-ADSyncRule saved) the output is returned as it came.
         Raises ProviderError with one line when the pipeline failed or wrote to the
         error stream, when the output is not JSON, or when the transport failed.
         """
@@ -138,6 +140,8 @@ class PsrpSession:
             more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
             kind = "failed" if failed else "reported an error"
             raise ProviderError(PROVIDER, resource, one_line(f"{kind}: {message}{more}"))
+        if not json_output:
+            return output
         texts = [o for o in output if isinstance(o, str) and o.strip()]
         if not texts:
             return None

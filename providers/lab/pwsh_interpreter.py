@@ -1012,15 +1012,13 @@ def _add_connector(it, named, positional, _input):
             scope = partition["ConnectorPartitionScope"]
             included += [c for c in scope["ContainerInclusionList"] if c not in included]
             excluded += [c for c in scope["ContainerExclusionList"] if c not in excluded]
-        if (tuple(included), tuple(excluded)) != (connector.included_containers, connector.excluded_containers):
-            it.lab.set_container_scope(included, excluded)
+        it.lab.set_container_scope(included, excluded)
     else:
         kept = {a.lower() for a in obj["AttributeInclusionList"] or []}
         # Keep the order already recorded, then the newly excluded in catalogue order.
         before = [a for a in connector.excluded_attributes if a.lower() not in kept]
         after = before + [a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in kept and a not in before]
-        if tuple(after) != connector.excluded_attributes:
-            it.lab.set_excluded_attributes(after)
+        it.lab.set_excluded_attributes(after)
     return [obj]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hmac
 import http.server
 import threading
@@ -134,6 +135,7 @@ class WinRMEndpoint:
         self._shells = {}
         self._shells_lock = threading.Lock()
         self.scripts = []  # every script received, in order (for tests and logs)
+        self.receive_states = collections.Counter()  # "Running" / "Done" answers to pipeline Receives
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -315,6 +317,7 @@ class WinRMEndpoint:
                 stream.set("CommandId", command_id)
             stream.text = base64.b64encode(chunk).decode("ascii")
         if command_id:
+            self.receive_states["Done" if done else "Running"] += 1
             state = ET.SubElement(response, f"{{{NS['rsp']}}}CommandState", CommandId=command_id, State=_DONE if done else _RUNNING)
             if done:
                 ET.SubElement(state, f"{{{NS['rsp']}}}ExitCode").text = "0"

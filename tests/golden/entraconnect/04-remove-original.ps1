@@ -1,0 +1,2 @@
+$ErrorActionPreference = 'Stop'
+Remove-ADSyncRule -Identifier 'dd849ff5-1608-53d6-ad94-50fda28cdd49'

@@ -1,0 +1,362 @@
+"""The Entra Connect provider end to end over real PSRP.
+
+pypsrp talks WS-Man over HTTP to the lab's loopback WinRM endpoint; psrpcore runs
+the PSRP layer there and the lab's PowerShell interpreter runs each script against
+a lab. Every operation applied this way must leave the lab as the in-process lab
+provider leaves its twin.
+"""
+
+import itertools
+import socket
+import subprocess
+import sys
+
+import pytest
+from attrs import evolve
+
+from providers.entraconnect import PsrpServer, PsrpSession, open_server, scripts
+from providers.lab import scenario, store
+from providers.lab import winrm_endpoint
+from providers.lab.host import LabHost
+from providers.lab.provider import LabServer
+from providers.lab.winrm_endpoint import WinRMEndpoint
+from reconciler.desired import EntraConnectTargetSpec
+from reconciler.errors import ProviderError, RefusedError
+from reconciler.model import SyncPolicy
+from reconciler.operations import (
+    RunSyncCycle,
+    SetContainerScope,
+    SetDeletionThreshold,
+    SetExcludedAttributes,
+    SetRuleDisabled,
+    SetScheduler,
+)
+from test_entraconnect_scripts import solution1_operations
+
+USER, PASSWORD = "CONTOSO\\syncadmin", "lab-Pa55word!"
+SERVICE_OU = "OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com"
+
+
+def new_lab():
+    return scenario.build("default", users=8)
+
+
+@pytest.fixture
+def served():
+    """(lab, endpoint, server): a fresh lab behind a running endpoint and a connected provider."""
+    made = []
+
+    def make(lab=None, speed=None, monotonic=None, allow_staging=False, poll_interval=0.02):
+        lab = lab or new_lab()
+        host = LabHost(lab, speed=speed, **({"monotonic": monotonic} if monotonic else {}))
+        endpoint = WinRMEndpoint(host, USER, PASSWORD)
+        address, port = endpoint.start()
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
+        server = PsrpServer(session, allow_staging=allow_staging, poll_interval=poll_interval, cycle_timeout=20.0)
+        made.append((endpoint, server))
+        return lab, endpoint, server
+
+    yield make
+    for endpoint, server in made:
+        server.close()
+        endpoint.stop()
+
+
+def snapshot(lab):
+    return store.dumps(lab)
+
+
+def test_importing_the_provider_does_not_import_pypsrp():
+    code = "import sys, providers.entraconnect; print(sorted(m for m in sys.modules if m.startswith(('pypsrp', 'psrpcore', 'requests'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_observe_through_psrp_equals_the_lab(served):
+    lab, endpoint, server = served()
+    observed = server.observe()
+    assert observed == LabServer(lab).observe()
+    assert [(r.connector, r.profile, r.result, r.started) for r in observed.run_history] == [
+        (r.connector, r.profile, r.result, r.started) for r in LabServer(lab).observe().run_history
+    ]
+    # One round trip: one script for the whole observation.
+    assert endpoint.scripts == [scripts.OBSERVE]
+
+
+def test_observe_after_changes_still_equals_the_lab(served):
+    lab = new_lab()
+    lab.set_container_scope(["OU=Corp,DC=contoso,DC=com"], [SERVICE_OU])
+    lab.set_excluded_attributes(["msExchMailboxGuid"])
+    lab.set_deletion_threshold(None)
+    lab.set_scheduler(False)
+    lab, _endpoint, server = served(lab)
+    assert server.observe() == LabServer(lab).observe()
+
+
+def test_wrong_password_is_one_line_and_changes_nothing(served):
+    lab, endpoint, _server = served()
+    before = snapshot(lab)
+    session = PsrpSession(*endpoint.address, ssl=False, auth="basic", username=USER, password="wrong")
+    with pytest.raises(ProviderError) as err:
+        PsrpServer(session).apply(SetScheduler(False))
+    message = str(err.value)
+    assert "authentication failed" in message and "\n" not in message and "wrong" not in message
+    assert endpoint.scripts == [] and snapshot(lab) == before
+
+
+def test_unreachable_host_is_one_line():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The port is closed now: nothing listens there.
+    session = PsrpSession("127.0.0.1", port=port, ssl=False, auth="basic", username=USER, password=PASSWORD, connection_timeout=3)
+    with pytest.raises(ProviderError) as err:
+        PsrpServer(session).observe()
+    assert "cannot reach the server: connection refused" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_basic_auth_over_plain_http_is_refused_off_loopback():
+    with pytest.raises(ProviderError, match="clear text"):
+        PsrpSession("sync01.contoso.com", ssl=False, auth="basic", username=USER, password=PASSWORD)
+
+
+def test_a_terminating_error_fails_the_pipeline(served):
+    _lab, _endpoint, server = served()
+    script = "$ErrorActionPreference = 'Stop'\nGet-ADSyncRule -Identifier '11111111-2222-3333-4444-555555555555'"
+    with pytest.raises(ProviderError) as err:
+        server.session.invoke(script, "probe")
+    assert str(err.value) == "entra-connect: probe: failed: Get-ADSyncRule: no synchronization rule with identifier 11111111-2222-3333-4444-555555555555 exists."
+
+
+def test_a_non_terminating_error_is_caught_from_the_error_stream(served):
+    _lab, endpoint, server = served()
+    script = "Write-Error -Message 'the export step wrote a warning record'\n[pscustomobject]@{ Done = $true } | ConvertTo-Json -Compress"
+    # pypsrp itself does not count it as an error (domain-facts C3)...
+    from pypsrp.powershell import PowerShell
+
+    ps = PowerShell(server.session._open())
+    ps.add_script(script)
+    output = ps.invoke()
+    assert ps.had_errors is False and len(ps.streams.error) == 1 and output == ['{"Done":true}']
+    # ...the provider does.
+    with pytest.raises(ProviderError) as err:
+        server.session.invoke(script, "probe")
+    assert str(err.value) == "entra-connect: probe: reported an error: the export step wrote a warning record"
+
+
+def test_powershell_outside_the_subset_is_an_error(served):
+    _lab, _endpoint, server = served()
+    for script, expected in (
+        ("Get-Process", "The term 'Get-Process' is not recognized"),
+        ('Set-ADSyncScheduler -SyncCycleEnabled "yes"', "does not support a string other than a single-quoted one"),
+        ("Set-ADSyncScheduler -SyncCycleEnabled 'yes'", "Boolean parameters accept only Boolean values"),
+        ("Set-ADSyncScheduler -Enabled $true", "A parameter cannot be found that matches parameter name 'Enabled'"),
+        ("$x = $undefined", "The variable '$undefined' cannot be retrieved"),
+        # PowerShell 7's chain operator: the grammar knows it, Windows PowerShell 5.1 does not.
+        ("Set-ADSyncScheduler -SyncCycleEnabled $true && Get-ADSyncScheduler", "does not support this pipeline"),
+        ("Remove-ADSyncRule -Identifier 'unterminated", "does not parse"),
+    ):
+        with pytest.raises(ProviderError) as err:
+            server.session.invoke(script, "probe")
+        assert expected in str(err.value)
+
+
+def test_output_cut_at_convertto_json_depth_is_detected(served):
+    _lab, _endpoint, server = served()
+    shallow = scripts.OBSERVE.replace(f"-Depth {scripts.JSON_DEPTH}", "-Depth 3")
+    from providers.entraconnect import parse
+
+    with pytest.raises(parse.Truncated, match="truncated at ConvertTo-Json's -Depth"):
+        parse.server_state(server.session.invoke(shallow, "observe"))
+
+
+def test_solution1_through_psrp_leaves_the_lab_as_in_process(served):
+    reference = new_lab()
+    lab, endpoint, server = served()
+    operations = [op for op in solution1_operations(LabServer(reference).observe()) if not isinstance(op, RunSyncCycle)]
+    for op in operations:
+        LabServer(reference).apply(op)
+        server.apply(op)
+        assert snapshot(lab) == snapshot(reference), op
+    assert server.observe() == LabServer(reference).observe()
+    # Each change ran its own script, after a read of the scheduler and the rule ids.
+    expected = [script for op in operations for script in (scripts.PRECHECK, server.scripts_for(op))]
+    assert endpoint.scripts == expected + [scripts.OBSERVE]
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        SetScheduler(False),
+        SetContainerScope(("OU=Corp,DC=contoso,DC=com",), (SERVICE_OU,)),
+        SetContainerScope(("OU=HybridUsers,OU=Corp,DC=contoso,DC=com", "OU=Servers,DC=contoso,DC=com"), ()),
+        SetExcludedAttributes(("msExchMailboxGuid",)),
+        SetExcludedAttributes(()),
+        SetDeletionThreshold(None),
+        SetDeletionThreshold(1500),
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_each_configuration_operation_leaves_the_lab_as_in_process(served, operation):
+    reference = new_lab()
+    lab, _endpoint, server = served()
+    try:
+        LabServer(reference).apply(operation)
+    except ProviderError as exc:
+        expected = exc
+    else:
+        expected = None
+    if expected is None:
+        server.apply(operation)
+    else:
+        with pytest.raises(ProviderError):
+            server.apply(operation)
+    assert snapshot(lab) == snapshot(reference)
+
+
+def test_a_missing_partition_fails_before_anything_changes(served):
+    lab, _endpoint, server = served()
+    before = snapshot(lab)
+    with pytest.raises(ProviderError, match="null-valued expression"):
+        server.apply(SetContainerScope(("OU=Corp,DC=fabrikam,DC=com",), ()))
+    assert snapshot(lab) == before
+
+
+def test_unknown_attribute_filter_is_refused(served):
+    lab, endpoint, server = served()
+    with pytest.raises(ProviderError, match="cannot filter employeeID"):
+        server.apply(SetExcludedAttributes(("employeeID",)))
+    assert endpoint.scripts == []
+
+
+def _stepping_clock():
+    counter = itertools.count()
+    return lambda: float(next(counter))
+
+
+def test_an_initial_cycle_through_psrp_ends_as_in_process(served):
+    reference = new_lab()
+    # One lab minute per lab session: the cycle finishes while the provider polls.
+    lab, endpoint, server = served(speed=1.0, monotonic=_stepping_clock())
+    for op in (SetScheduler(False), RunSyncCycle(SyncPolicy.INITIAL)):
+        expected = LabServer(reference).apply(op)
+        outcome = server.apply(op)
+    assert outcome.detail.startswith("Initial cycle ") and outcome.detail.endswith("all runs succeeded")
+    assert expected.detail.endswith("all runs succeeded")
+
+    def essentials(lab):
+        users = sorted((u.upn, u.mailbox_guid, u.immutable_id, u.usage_location, u.synced, u.deleted_at is None) for u in lab.cloud_users)
+        runs = [(r.connector, r.profile, r.result) for r in lab.server.run_history]
+        server = lab.server
+        return users, runs, server.rules, server.connectors, server.next_policy, server.sync_cycle_enabled, server.cycle
+
+    assert essentials(lab) == essentials(reference)
+    assert endpoint.scripts.count(scripts.POLL_CYCLE) >= 2
+
+
+def test_a_running_cycle_is_polled_to_its_end_in_real_time(served):
+    # 20 lab minutes a second: the 6-minute Initial cycle takes about 0.3 s.
+    lab, endpoint, server = served(speed=20.0, poll_interval=0.05)
+    server.apply(SetScheduler(False))
+    started = lab.clock
+    outcome = server.apply(RunSyncCycle(SyncPolicy.INITIAL))
+    assert "all runs succeeded" in outcome.detail
+    assert lab.server.cycle is None and lab.clock > started
+    assert endpoint.scripts.count(scripts.POLL_CYCLE) >= 2
+    assert [r.profile for r in lab.server.run_history[-3:]] == ["Full Import", "Full Synchronization", "Export"]
+
+
+def test_a_failed_run_stops_with_its_result_named(served):
+    lab = new_lab()
+    lab.set_scheduler(False)
+    lab.set_deletion_threshold(2)
+    lab.set_container_scope([SERVICE_OU], [])  # every hybrid user leaves the scope: many deletions
+    lab, _endpoint, server = served(lab, speed=1.0, monotonic=_stepping_clock())
+    with pytest.raises(ProviderError) as err:
+        server.apply(RunSyncCycle(SyncPolicy.INITIAL))
+    assert "Export ended 'stopped-deletion-threshold-exceeded'" in str(err.value)
+
+
+def test_a_running_cycle_refuses_configuration_changes(served):
+    lab = new_lab()
+    lab.start_cycle(SyncPolicy.DELTA)
+    lab, endpoint, server = served(lab)
+    before = snapshot(lab)
+    stock = next(r for r in lab.server.rules if r.name == "In from AD - User Exchange")
+    for op in (SetScheduler(False), SetRuleDisabled(stock.identifier, stock.name, True)):
+        with pytest.raises(RefusedError) as err:
+            server.apply(op)
+        assert "a sync cycle is in progress" in str(err.value) and "\n" not in str(err.value)
+    assert snapshot(lab) == before
+    assert set(endpoint.scripts) == {scripts.PRECHECK}
+
+
+def test_a_staging_server_is_refused_unless_allowed(served):
+    lab = new_lab()
+    lab.server.staging_mode = True
+    lab, endpoint, server = served(lab)
+    before = snapshot(lab)
+    with pytest.raises(RefusedError, match="staging mode") as err:
+        server.apply(SetScheduler(False))
+    assert "\n" not in str(err.value) and snapshot(lab) == before
+    assert server.observe().scheduler.staging_mode is True
+
+    lab2 = new_lab()
+    lab2.server.staging_mode = True
+    lab2, _endpoint, allowed = served(lab2, allow_staging=True)
+    allowed.apply(SetScheduler(False))
+    assert lab2.server.sync_cycle_enabled is False
+
+
+def test_a_slow_script_is_answered_running_then_done(served, monkeypatch):
+    monkeypatch.setattr(winrm_endpoint, "RECEIVE_WAIT_SECONDS", 0.01)
+    lab, endpoint, server = served()
+    real_run = winrm_endpoint.Interpreter.run
+
+    def slow_run(self, script):
+        import time
+
+        time.sleep(0.3)
+        return real_run(self, script)
+
+    monkeypatch.setattr(winrm_endpoint.Interpreter, "run", slow_run)
+    assert server.observe() == LabServer(lab).observe()
+    assert endpoint.receive_states["Running"] >= 2 and endpoint.receive_states["Done"] >= 1
+
+
+def test_open_server_takes_credentials_from_the_environment_only():
+    spec = EntraConnectTargetSpec(host="sync01.contoso.com", auth="ntlm")
+    with pytest.raises(ProviderError, match="set SYNCPREP_WINRM_USERNAME"):
+        open_server(spec, environ={}, interactive=False)
+    env = {"SYNCPREP_WINRM_USERNAME": USER, "SYNCPREP_WINRM_PASSWORD": PASSWORD}
+    server = open_server(spec, environ=env, interactive=False)
+    assert server.session.where == "https://sync01.contoso.com:5986/wsman"
+    assert server.session.cert_validation is True and server.session.auth == "ntlm"
+    assert PASSWORD not in repr(server.session) and PASSWORD not in server.describe()
+    # Kerberos can use the logged-on user's ticket: no password needed.
+    assert open_server(EntraConnectTargetSpec(host="sync01", auth="kerberos"), environ={}, interactive=False).session.username is None
+
+
+def test_open_server_against_the_endpoint(served, monkeypatch):
+    lab, endpoint, _server = served()
+    address, port = endpoint.address
+    spec = EntraConnectTargetSpec(host=address, port=port, ssl=False, auth="basic", cert_validation=False)
+    server = open_server(spec, environ={"SYNCPREP_WINRM_USERNAME": USER, "SYNCPREP_WINRM_PASSWORD": PASSWORD}, interactive=False)
+    try:
+        assert server.observe() == LabServer(lab).observe()
+    finally:
+        server.close()
+
+
+def test_a_rule_change_with_a_clashing_precedence_is_refused_with_the_server_message(served):
+    lab, _endpoint, server = served()
+    observed = server.observe()
+    copy = next(op for op in solution1_operations(observed) if type(op).__name__ == "CreateRule").rule
+    clash = evolve(copy, precedence=108)
+    from reconciler.operations import CreateRule
+
+    before = snapshot(lab)
+    with pytest.raises(ProviderError, match="Precedence is not unique"):
+        server.apply(CreateRule(clash))
+    assert snapshot(lab) == before
