@@ -1,0 +1,70 @@
+"""Plan and apply the example desired states with the server side over real PSRP.
+
+The server side is the Entra Connect provider, through pypsrp over WS-Man, against
+the loopback WinRM endpoint serving a lab; the tenant side is the lab's in-process
+tenant on the same lab. The plan and the end state must be those of the pure
+in-process lab.
+"""
+
+import itertools
+
+import pytest
+
+from conftest import EXAMPLE, ROOT, UPGRADE_SAFE
+from providers.entraconnect import PsrpServer, PsrpSession
+from providers.lab import scenario
+from providers.lab.host import LabHost
+from providers.lab.provider import LabTarget, LabTenant
+from providers.lab.pwsh_interpreter import parse as parse_powershell
+from providers.lab.winrm_endpoint import WinRMEndpoint
+from reconciler.apply import apply_plan, observe
+from reconciler.loader import load_desired
+from reconciler.plan import build_plan
+from reconciler.provider import Target
+
+USER, PASSWORD = "CONTOSO\\syncadmin", "e2e-Pa55word!"
+
+
+def end_state(lab):
+    users = sorted(
+        (u.upn, tuple(sorted(l.sku_id for l in u.licenses)), lab.mailbox_state(u), u.mailbox_guid, u.usage_location)
+        for u in lab.active_cloud_users()
+    )
+    rules = sorted((r.name, r.precedence, r.disabled, r.flows, r.is_standard) for r in lab.server.rules)
+    deleted = sorted(u.upn for u in lab.cloud_users if u.deleted_at is not None)
+    return users, rules, deleted, lab.server.sync_cycle_enabled
+
+
+def run(desired, target):
+    plan = build_plan(desired, observe(target, desired), "the same target")
+    report = apply_plan(plan, desired, target, approvals=frozenset(plan.approvals_needed), force=True)
+    return plan, report
+
+
+@pytest.mark.parametrize("path", [EXAMPLE, UPGRADE_SAFE, ROOT / "desired-state" / "rebuild.toml"], ids=lambda p: p.name)
+def test_desired_state_plans_and_applies_the_same_over_psrp(path):
+    desired = load_desired(path)
+    reference = scenario.build("default", users=20)
+    plan_lab, report_lab = run(desired, LabTarget(reference))
+
+    lab = scenario.build("default", users=20)
+    # One lab minute passes per script the endpoint runs, so a cycle started over
+    # WinRM finishes while the provider polls, deterministically.
+    steps = itertools.count()
+    host = LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps)))
+    with WinRMEndpoint(host, USER, PASSWORD) as (address, port):
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0)
+        try:
+            target = Target(server, LabTenant(lab))
+            plan_psrp, report_psrp = run(desired, target)
+            scripts = [server.scripts_for(step.operation) for step in plan_psrp.steps if type(step.operation) in server.SUPPORTS]
+        finally:
+            server.close()
+
+    assert plan_psrp.steps == plan_lab.steps
+    assert plan_psrp.notices == plan_lab.notices
+    assert report_lab.ok and report_psrp.ok, report_psrp.results
+    assert [(r.step_id, r.status, r.failures) for r in report_psrp.results] == [(r.step_id, r.status, r.failures) for r in report_lab.results]
+    assert end_state(lab) == end_state(reference)
+    assert scripts and all(parse_powershell(s) for s in scripts)
