@@ -14,14 +14,30 @@ Contract:
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Any, Callable
 
 from attrs import frozen
 
-from reconciler.errors import ApplyError, ProviderError
+from reconciler.errors import ApplyError, ProviderError, TransientError
 from reconciler.model import Observed, UserRef
-from reconciler.operations import AssignLicense, PurgeDeletedUsers, RemoveLicense, SetScheduler, VerifyMailboxes
+from reconciler.operations import (
+    AssignLicense,
+    CreateRule,
+    Outcome,
+    PurgeDeletedUsers,
+    RemoveLicense,
+    RemoveRule,
+    RunSyncCycle,
+    SetContainerScope,
+    SetDeletionThreshold,
+    SetExcludedAttributes,
+    SetRuleDisabled,
+    SetScheduler,
+    UpdateRule,
+    VerifyMailboxes,
+)
 from reconciler.plan import guid_flow, last_full_sync_end, license_steps, selection_for, GuidFlow, _object_types, _pair
 
 
@@ -54,6 +70,8 @@ class ApplyReport:
     results: tuple[StepResult, ...]
     notices: tuple = ()
     scheduler_restored: bool = False
+    #: Stopped before a step that could not finish before ``--until``: resumable.
+    stopped_for_window: bool = False
 
     @property
     def ok(self):
@@ -76,12 +94,26 @@ def observe(target, desired):
 _LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, VerifyMailboxes)
 
 
-def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothing, approvals=frozenset(), force=False):
+def apply_plan(
+    plan,
+    desired,
+    target,
+    on_event: Callable[[Event], None] = _nothing,
+    approvals=frozenset(),
+    force=False,
+    journal=None,
+    until=None,
+    retries=3,
+):
     """Run ``plan`` against ``target``. Returns an :class:`ApplyReport`; raises only
     :class:`ApplyError` for a precondition that stops the apply before any change.
 
     ``approvals`` must hold every ``step.approval`` of the plan ("irreversible",
     "threshold-raise"); ``force`` accepts the plan's ``unsafe`` reasons.
+    ``journal`` (a :class:`~reconciler.journal.Journal`) records every step durably.
+    ``until`` (an aware datetime, on the target's clock) starts no step that cannot
+    finish before it. A :class:`~reconciler.errors.TransientError` is retried up to
+    ``retries`` times with backoff, after observing again what is left to do.
     """
     missing = [a for a in plan.approvals_needed if a not in approvals]
     if missing:
@@ -89,7 +121,7 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
     if plan.unsafe and not force:
         raise ApplyError("preconditions", "; ".join(plan.unsafe) + " (nothing was changed)")
     steps = list(plan.steps)
-    if any(s.provider == "entra-connect" and s.operation.__class__.__name__ != "RunSyncCycle" for s in steps):
+    if any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps):
         scheduler = target.server.observe().scheduler
         if scheduler.cycle_in_progress:
             raise ApplyError(
@@ -100,9 +132,28 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
     paused_by_us = False
     restored = False
     replanned = False
+    stopped_for_window = False
+    history = None
     index = 0
+    if journal is not None:
+        journal.start(plan.checksum(), "apply", [s.id for s in steps])
+    last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
+    last_sync_id = steps[last_sync].id if last_sync is not None else None
+    last_sync_done = False
     try:
-        while index < len(steps):
+        while True:
+            if index >= len(steps):
+                if last_sync_done and not replanned and desired.licenses:
+                    # The plan predicted no licence change, but who needs one is only
+                    # known now: decide from a fresh observation all the same.
+                    replanned = True
+                    fresh, fresh_notices = _decide_after_sync(desired, target, (last_sync_id,))
+                    steps.extend(fresh)
+                    notices.extend(fresh_notices)
+                    if fresh:
+                        on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
+                    continue
+                break
             step = steps[index]
             refusal = None
             if step.decided_after_sync and isinstance(step.operation, PurgeDeletedUsers):
@@ -116,26 +167,44 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
                 notices.extend(fresh_notices)
                 on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
                 continue
+            if until is not None:
+                if history is None:
+                    history = target.server.observe().run_history
+                needed = _estimate_minutes(step, history)
+                if target.now() + dt.timedelta(minutes=needed) > until:
+                    stopped_for_window = True
+                    reason = f"not started: about {needed} min needed, the window closes at {until:%Y-%m-%dT%H:%MZ}"
+                    results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in steps[index:])
+                    on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
+                    break
             on_event(Event("started", step))
+            if journal is not None:
+                journal.step_started(step.id)
             provider = target.provider_for(step.operation)
             try:
                 if refusal:
                     raise ProviderError("syncprep", step.id, refusal)
-                outcome = provider.apply(step.operation)
+                outcome = _apply_with_retries(provider, step, target, desired, retries, on_event)
             except ProviderError as exc:
+                target.checkpoint()
                 result = StepResult(step.id, Status.FAILED, str(exc))
                 results.append(result)
+                if journal is not None:
+                    journal.step_ended(step.id, "failed", str(exc))
                 on_event(Event("failed", step, str(exc), result))
                 for later in steps[index + 1 :]:
                     results.append(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed"))
                 break
-            finally:
-                target.checkpoint()
+            target.checkpoint()
             if isinstance(step.operation, SetScheduler):
                 paused_by_us = not step.operation.enabled
+            if journal is not None:
+                journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us)
             result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
             results.append(result)
             on_event(Event("finished", step, outcome.detail, result))
+            if step.id == last_sync_id:
+                last_sync_done = True
             index += 1
     finally:
         if paused_by_us:
@@ -144,10 +213,107 @@ def apply_plan(plan, desired, target, on_event: Callable[[Event], None] = _nothi
                 target.server.apply(SetScheduler(True))
                 target.checkpoint()
                 restored = True
-                on_event(Event("note", message="the sync scheduler was resumed after the failure"))
+                if journal is not None:
+                    journal.step_ended("scheduler.restore", "done", scheduler_paused=False)
+                on_event(Event("note", message="the sync scheduler was resumed"))
             except ProviderError as exc:
                 on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
-    return ApplyReport(tuple(results), tuple(notices), restored)
+        if journal is not None:
+            report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
+            journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
+    return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window)
+
+
+def _apply_with_retries(provider, step, target, desired, retries, on_event):
+    """Apply; on a transient error observe again, trim what is done, back off, retry.
+
+    A write whose outcome is unknown is never blindly repeated: what the step
+    still has to do is worked out from a fresh observation first.
+    """
+    operation = step.operation
+    attempt = 0
+    while True:
+        try:
+            return provider.apply(operation)
+        except TransientError as exc:
+            attempt += 1
+            if attempt > retries:
+                raise ProviderError(exc.provider, exc.resource, f"{exc.message} (still failing after {retries} retries)") from None
+            target.sleep(min(2 ** (attempt - 1), 30))
+            left = remaining(operation, observe(target, desired))
+            on_event(Event("note", message=f"{step.id}: {exc.message}; retry {attempt} of {retries}"))
+            if left is None:
+                return Outcome("done (found done after a transient error)")
+            operation = left
+
+
+def remaining(operation, observed):
+    """What is left of ``operation`` in the world as observed, or None if it is done.
+
+    This is what makes a retry or a resumed run safe: a step already done is
+    skipped, a licence already assigned is not assigned twice.
+    """
+    server, tenant = observed.server, observed.tenant
+    match operation:
+        case SetScheduler(enabled):
+            return None if server.scheduler.sync_cycle_enabled == enabled else operation
+        case SetRuleDisabled(identifier, _name, disabled):
+            rule = server.rule_by_id(identifier)
+            return None if rule is not None and rule.disabled == disabled else operation
+        case CreateRule(rule) | UpdateRule(rule):
+            return None if server.rule_by_id(rule.identifier) == rule else operation
+        case RemoveRule(identifier, _name):
+            return None if server.rule_by_id(identifier) is None else operation
+        case SetContainerScope(included, excluded):
+            ad = server.connectors_of_kind("AD")
+            done = ad and _same(ad[0].included_containers, included) and _same(ad[0].excluded_containers, excluded)
+            return None if done else operation
+        case SetExcludedAttributes(attributes):
+            aad = server.connectors_of_kind("AAD")
+            return None if aad and _same(aad[0].excluded_attributes, attributes) else operation
+        case SetDeletionThreshold(threshold):
+            return None if server.deletion_threshold == threshold else operation
+        case AssignLicense(sku_id, part, users):
+            by_upn = {u.upn.lower(): u for u in tenant.users}
+            left = tuple(r for r in users if not (by_upn.get(r.upn.lower()) and by_upn[r.upn.lower()].has_license(sku_id)))
+            return AssignLicense(sku_id, part, left) if left else None
+        case RemoveLicense(sku_id, part, users):
+            by_upn = {u.upn.lower(): u for u in tenant.users}
+            left = tuple(r for r in users if by_upn.get(r.upn.lower()) and by_upn[r.upn.lower()].has_license(sku_id))
+            return RemoveLicense(sku_id, part, left) if left else None
+        case PurgeDeletedUsers(users):
+            if tenant.deleted_users is None:
+                return operation  # unknown: let the provider answer
+            in_bin = {u.id for u in tenant.deleted_users}
+            left = tuple(r for r in users if r.id in in_bin)
+            return PurgeDeletedUsers(left) if left else None
+    return operation
+
+
+def _same(a, b):
+    return {x.lower() for x in a} == {x.lower() for x in b}
+
+
+def _estimate_minutes(step, history):
+    """How long a step may take: a full sync as long as the last one, others a little."""
+    operation = step.operation
+    if isinstance(operation, RunSyncCycle):
+        return max(_last_full_cycle_minutes(history), 5)
+    if isinstance(operation, VerifyMailboxes):
+        return 15
+    users = getattr(operation, "users", ())
+    return 1 + len(users) // 1000
+
+
+def _last_full_cycle_minutes(history):
+    starts = [r for r in history if r.profile == "Full Import"]
+    if not starts:
+        return 60  # no history: assume an hour
+    last = max(starts, key=lambda r: r.started)
+    ends = [r.ended for r in history if r.started == last.started]
+    begin = dt.datetime.strptime(last.started, "%Y-%m-%dT%H:%M:%SZ")
+    finish = dt.datetime.strptime(max(ends), "%Y-%m-%dT%H:%M:%SZ")
+    return max(1, int((finish - begin).total_seconds() // 60) + 1)
 
 
 def _confirm_purge(step, desired, target):

@@ -69,6 +69,12 @@ def _parser():
         "--approve-threshold-raise", action="store_true", help="approve a temporary raise of the export deletion threshold (restored afterwards)"
     )
     apply.add_argument("--force", action="store_true", help="apply a plan over the safety thresholds (too many deletes)")
+    apply.add_argument("--resume", action="store_true", help="finish an apply that was cut short (observes again; done steps are not repeated)")
+    apply.add_argument("--until", metavar="TIME", help="start no step that cannot finish before TIME (HH:MM UTC or ISO); stop safe and resumable")
+
+    unlock = commands.add_parser("force-unlock", parents=[common, lab_option], help="release the lock of an apply that is gone")
+    unlock.add_argument("lock_id", metavar="LOCK_ID")
+    unlock.add_argument("file", metavar="FILE", nargs="?", help="the desired-state file whose target is locked (default: the lab)")
 
     lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
@@ -102,6 +108,7 @@ def main(argv=None):
         "plan": _plan,
         "apply": _apply,
         "show": _show,
+        "force-unlock": _force_unlock,
         "drift": _drift,
         "lab": _lab,
     }[args.command]
@@ -150,21 +157,6 @@ def _open(desired, args):
     return open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source)
 
 
-def _make_plan(args):
-    from reconciler.apply import observe
-    from reconciler.loader import load_desired
-    from reconciler.plan import build_plan
-
-    desired = load_desired(args.file)
-    target = _open(desired, args)
-    try:
-        plan = build_plan(desired, observe(target, desired), target.description)
-    except BaseException:
-        target.close()
-        raise
-    return desired, target, plan
-
-
 def _scripts(plan, target):
     scripts = {}
     for step in plan.steps:
@@ -185,6 +177,7 @@ def _plan(args, out, err):
     target = _open(desired, args)
     try:
         observed = observe(target, desired)
+        _warn_interrupted(target, observed, err)
         plan = build_plan(desired, observed, target.description)
         scripts = _scripts(plan, target) if (args.show_scripts or args.json or args.out) else {}
     finally:
@@ -209,34 +202,129 @@ def _plan(args, out, err):
 
 def _apply(args, out, err):
     from reconciler import savedplan
-    from reconciler.apply import apply_plan
+    from reconciler.apply import apply_plan, observe
+    from reconciler.journal import Journal
+    from reconciler.loader import load_desired
+    from reconciler.plan import build_plan
     from reconciler.render import ApplyRenderer, PlanRenderer
 
-    if savedplan.is_saved_plan(args.file):
-        desired, target, plan = _fresh_saved_plan(args)
-    else:
-        desired, target, plan = _make_plan(args)
+    saved = savedplan.load(args.file) if savedplan.is_saved_plan(args.file) else None
+    desired = load_desired(saved["desired_path"] if saved else args.file)
+    target = _open(desired, args)
     try:
-        PlanRenderer(out).render(plan)
-        if not plan.has_changes:
-            return EXIT_OK
-        if plan.unsafe and not args.force:
-            raise ReconcilerError("; ".join(plan.unsafe) + " (pass --force; nothing was changed)")
-        approvals = _approvals(args, plan, out)
-        if not args.auto_approve and not _confirm(out, plan):
-            err.print("Apply cancelled; nothing was changed.")
-            return EXIT_ERROR
-        out.print()
-        renderer = ApplyRenderer(out, len(plan.steps))
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        renderer.report(report)
-        return EXIT_OK if report.ok else EXIT_ERROR
+        with _lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
+            if lock.taken_over:
+                err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted apply (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
+            journal = Journal(_state_file(target, "journal"))
+            interrupted = journal.last_interrupted()
+            if interrupted is not None:
+                err.print(f"[yellow]{_escape(_interrupted_text(interrupted))}; this apply observes again and carries on from there[/yellow]")
+            elif args.resume:
+                out.print("Nothing to resume: the last apply on this target finished.")
+                return EXIT_OK
+            until = _parse_until(args.until, target) if args.until else None
+            observed = observe(target, desired)
+            plan = build_plan(desired, observed, target.description)
+            if saved is not None:
+                _check_saved(saved, desired, observed, plan)
+            PlanRenderer(out).render(plan)
+            if not plan.has_changes:
+                return EXIT_OK
+            if plan.unsafe and not args.force:
+                raise ReconcilerError("; ".join(plan.unsafe) + " (pass --force; nothing was changed)")
+            approvals = _approvals(args, plan, out)
+            if not args.auto_approve and not _confirm(out, plan):
+                err.print("Apply cancelled; nothing was changed.")
+                return EXIT_ERROR
+            out.print()
+            renderer = ApplyRenderer(out, len(plan.steps))
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            try:
+                report = apply_plan(
+                    plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until
+                )
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            renderer.report(report)
+            if report.stopped_for_window:
+                out.print("[yellow]Stopped before the window closes; the environment is safe. Finish with 'syncprep apply --resume'.[/yellow]")
+            return EXIT_OK if report.ok else EXIT_ERROR
     finally:
         target.close()
+
+
+def _state_file(target, kind):
+    from reconciler.journal import target_slug
+
+    return target.state_dir() / f"{target_slug(target.key)}.{kind}"
+
+
+def _lock(target, command, take_over_dead=False):
+    from reconciler.journal import TargetLock
+
+    return TargetLock(_state_file(target, "lock"), command, take_over_dead=take_over_dead)
+
+
+def _interrupted_text(run):
+    paused = "; it had paused the sync scheduler, which is still off" if run.scheduler_paused else ""
+    where = f" in step '{run.step}'" if run.step else ""
+    how = "was interrupted" if run.killed else "stopped before the end of its plan"
+    return f"the last apply (run {run.run}, started {run.started}) {how}{where}{paused}"
+
+
+def _warn_interrupted(target, observed, err):
+    """plan and drift say plainly when a killed apply left the scheduler paused."""
+    from reconciler.journal import last_interrupted
+
+    from attrs import evolve
+
+    run = last_interrupted(_state_file(target, "journal"))
+    if run is None or not run.killed:
+        return None
+    still_paused = run.scheduler_paused and not observed.server.scheduler.sync_cycle_enabled
+    text = _interrupted_text(run if still_paused else evolve(run, scheduler_paused=False))
+    err.print(f"[yellow]warning: {_escape(text)}; 'syncprep apply --resume' finishes the job[/yellow]")
+    return text
+
+
+def _parse_until(text, target):
+    import datetime as dt
+
+    now = target.now()
+    try:
+        if len(text) <= 5 and ":" in text:
+            hours, minutes = (int(p) for p in text.split(":"))
+            moment = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            return moment if moment > now else moment + dt.timedelta(days=1)
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReconcilerError(f"--until {text!r}: give HH:MM (UTC, on the target's clock) or an ISO time such as 2026-01-05T23:30Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _check_saved(data, desired, observed, plan):
+    from reconciler import savedplan
+    from reconciler.serialize import plan_to_dict
+
+    savedplan.check_fresh(data, desired, observed)
+    if plan_to_dict(plan)["steps"] != [{k: v for k, v in s.items() if k != "script"} for s in data["steps"]]:
+        raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
+
+
+def _force_unlock(args, out, err):
+    from reconciler.journal import force_unlock
+
+    if args.file:
+        from reconciler.loader import load_desired
+
+        target = _open(load_desired(args.file), args)
+    else:
+        from providers.lab import open_lab_target
+
+        target = open_lab_target(args.lab)
+    held = force_unlock(_state_file(target, "lock"), args.lock_id)
+    out.print(f"Released lock {held.get('id')} ({_escape(str(held.get('user')))}@{_escape(str(held.get('host')))}, since {held.get('since')}).")
+    return EXIT_OK
 
 
 def _approvals(args, plan, out):
@@ -269,29 +357,6 @@ def _approval_phrase(approval, steps):
     return "raise the threshold"
 
 
-def _fresh_saved_plan(args):
-    """The saved plan, if nothing it depends on has moved; else one line saying what did."""
-    from reconciler import savedplan
-    from reconciler.apply import observe
-    from reconciler.loader import load_desired
-    from reconciler.plan import build_plan
-    from reconciler.serialize import plan_to_dict
-
-    data = savedplan.load(args.file)
-    desired = load_desired(data["desired_path"])
-    target = _open(desired, args)
-    try:
-        observed = observe(target, desired)
-        savedplan.check_fresh(data, desired, observed)
-        plan = build_plan(desired, observed, target.description)
-        if plan_to_dict(plan)["steps"] != [{k: v for k, v in s.items() if k != "script"} for s in data["steps"]]:
-            raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
-    except BaseException:
-        target.close()
-        raise
-    return desired, target, plan
-
-
 def _show(args, out, err):
     from reconciler import savedplan
     from reconciler.render import PlanRenderer, print_json
@@ -322,9 +387,14 @@ def _drift(args, out, err):
     target = _open(desired, args)
     try:
         observed = drift.observe_read_only(target.server, target.tenant, desired)
+        interrupted = _warn_interrupted(target, observed, err)
     finally:
         target.close()
     report = drift.detect(desired, observed, target.description)
+    if interrupted:
+        from attrs import evolve
+
+        report = evolve(report, interrupted=interrupted)
     if args.json:
         print_json(out, report.to_dict())
     elif args.markdown:

@@ -33,6 +33,8 @@ class DriftReport:
     target: str
     items: tuple[DriftItem, ...]
     unknown: tuple[str, ...] = ()
+    #: Set when an apply on this target was cut short (from its journal).
+    interrupted: str = ""
 
     @property
     def exit_code(self):
@@ -48,6 +50,7 @@ class DriftReport:
             "complete": not self.unknown,
             "drift": [{"resource": i.resource, "what": i.what, "detail": i.detail} for i in self.items],
             "unknown": list(self.unknown),
+            "interrupted_apply": self.interrupted or None,
         }
 
 

@@ -30,6 +30,10 @@ class ProviderError(ReconcilerError):
         super().__init__(f"{provider}: {resource}: {message}")
 
 
+class TransientError(ProviderError):
+    """A failure that may pass (throttling, a dropped connection, a 503): retry after observing again."""
+
+
 class RefusedError(ProviderError):
     """The system refused the change (the real system's own rule, e.g. a precedence clash)."""
 

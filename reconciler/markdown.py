@@ -99,7 +99,7 @@ def esc(text):
     text = _ESCAPE.sub(lambda m: _ENTITIES[m.group(0)], text)
     text = _MENTION.sub("@&#8203;", text)
     # Leading "-", "+" or "1." would start a list, "#" a heading, "=" a heading underline.
-    return re.sub(r"^([-+=#]|\d+(?=[.)]))", lambda m: "".join(f"&#{ord(c)};" for c in m.group(1)), text)
+    return re.sub(r"^([-+=#]|\d+(?=[.)](?:\s|$)))", lambda m: "".join(f"&#{ord(c)};" for c in m.group(1)), text)
 
 
 def _code(text):
@@ -177,7 +177,8 @@ def _counts(plan):
 class _Options:
     """How much detail one rendering attempt keeps."""
 
-    def __init__(self, scripts=True, users=None, irreversible_users=None, one_line=False, max_steps=None, max_notices=None, text=None):
+    def __init__(self, scripts=True, users=None, irreversible_users=None, one_line=False, max_steps=None, max_notices=None, text=None, guid=True):
+        self.guid = guid
         self.scripts = scripts
         self.users = users  # None: all
         self.irreversible_users = irreversible_users
@@ -307,7 +308,7 @@ def _steps(plan, options):
 
 def _guid_flows(plan, options):
     flows = plan.get("guid_flows") or []
-    if not flows:
+    if not flows or not options.guid:
         return []
     lines = ["", "### msExchMailboxGuid for existing objects", "", "| object type | now | after |", "|---|---|---|"]
     for flow in flows:
@@ -333,13 +334,16 @@ def _notices(plan, options):
     return lines
 
 
+def _shortened_note(plan_file, shortened):
+    if not shortened:
+        return []
+    where = f" The whole plan is in {_code(plan_file)}." if plan_file else ""
+    return ["", "> [!NOTE]", f"> Shortened to fit a comment: {', '.join(shortened)}.{where}"]
+
+
 def _footer(plan, plan_file, shortened):
     lines = [""]
-    if shortened:
-        where = f" The whole plan is in {_code(plan_file)}." if plan_file else ""
-        lines.append(f"> [!NOTE]\n> Shortened to fit a comment: {', '.join(shortened)}.{where}")
-        lines.append("")
-    elif plan_file:
+    if plan_file and not shortened:
         lines += [f"Plan file: {_code(plan_file)}", ""]
     facts = [f"syncprep {esc(plan.get('tool_version', '?'))}", f"plan format {esc(plan.get('format_version', '?'))}"]
     if plan.get("checksum"):
@@ -349,7 +353,8 @@ def _footer(plan, plan_file, shortened):
 
 
 def _render(plan, options, plan_file, shortened):
-    lines = _header(plan, options)
+    # Right under the title: a reviewer must know at once that this is not the whole plan.
+    lines = _header(plan, options) + _shortened_note(plan_file, shortened)
     if not plan.get("steps"):
         lines += ["", "**No changes.** The environment matches the desired state."]
         lines += _notices(plan, options)
@@ -375,45 +380,47 @@ def render_markdown(plan: dict, *, mask_users: bool = False, limit: int = GITHUB
     if mask_users:
         plan = _mask(plan)
         plan_file = mask_text(plan_file) if plan_file else plan_file
-    has_scripts = any(s.get("script") for s in plan.get("steps") or [])
     steps = plan.get("steps") or []
     notices = plan.get("notices") or []
     # Each attempt keeps less than the one before; the first that fits wins.
+    cut = ["scripts left out"] if any(s.get("script") for s in steps) else []
     attempts = [(_Options(), [])]
-    if has_scripts:
-        attempts.append((_Options(scripts=False), ["scripts left out"]))
-    attempts.append((_Options(scripts=False, users=_USERS_WHEN_CUT), ["scripts left out", "user lists cut"] if has_scripts else ["user lists cut"]))
-    attempts.append((_Options(scripts=False, users=_USERS_WHEN_CUT, irreversible_users=_USERS_WHEN_CUT), ["user lists cut, also of irreversible steps"]))
-    attempts.append((_Options(one_line=True, text=_TEXT_WHEN_TIGHT), ["one line per step"]))
+    if cut:
+        attempts.append((_Options(scripts=False), cut))
+    attempts.append((_Options(scripts=False, users=_USERS_WHEN_CUT), [*cut, "user lists cut"]))
+    attempts.append((_Options(scripts=False, users=_USERS_WHEN_CUT, irreversible_users=_USERS_WHEN_CUT), [*cut, "user lists cut, also of irreversible steps"]))
+    # From here on, one line per step; then notices, the GUID table and steps go, in that order.
+    for max_steps, max_notices, guid in _budgets(len(steps), len(notices)):
+        shortened = ["one line per step"]
+        if max_notices < len(notices):
+            shortened.append(f"{len(notices) - max_notices} of {len(notices)} notice(s) left out")
+        if not guid and plan.get("guid_flows"):
+            shortened.append("the msExchMailboxGuid table left out")
+        if max_steps < len(steps):
+            shortened.append(f"{len(steps) - max_steps} of {len(steps)} step(s) left out")
+        options = _Options(one_line=True, text=_TEXT_WHEN_TIGHT, max_steps=max_steps, max_notices=max_notices, guid=guid)
+        attempts.append((options, shortened))
+    text = ""
     for options, shortened in attempts:
         text = _render(plan, options, plan_file, shortened)
         if comment_length(text) <= limit:
             return text
-    # Still too long: as many steps and notices as fit (halving, then growing back).
-    best = None
-    for max_steps, max_notices in _budgets(len(steps), len(notices)):
-        options = _Options(one_line=True, text=_TEXT_WHEN_TIGHT, max_steps=max_steps, max_notices=max_notices)
-        text = _render(plan, options, plan_file, ["one line per step", "steps or notices left out"])
-        if comment_length(text) <= limit:
-            best = text
-            break
-    if best is None:
-        best = _render({k: plan.get(k) for k in ("source", "target", "tool_version", "format_version")} | {"steps": []}, _Options(text=80), plan_file, ["everything but this line"])
-        best = best.replace("**No changes.** The environment matches the desired state.", f"{len(steps)} step(s): too many to show here.")
-    return _hard_cut(best, limit)
+    # Only absurdly small limits get here: the summary and banners, cut at a line.
+    return _hard_cut(text, limit)
 
 
 def _budgets(steps, notices):
-    """(max steps, max notices) from generous to none: notices go first, then steps."""
+    """(max steps, max notices, GUID table) from generous to nothing."""
+    yield steps, notices, True
     n = notices
     while n > 0:
-        yield steps, n
         n //= 2
+        yield steps, n, True
+    yield steps, 0, False
     s = steps
     while s > 0:
-        yield s, 0
         s = s * 3 // 4 if s > 4 else s - 1
-    yield 0, 0
+        yield s, 0, False
 
 
 def _hard_cut(text, limit):

@@ -262,6 +262,7 @@ class DeletedUser:
     deleted_at: str
     synced: Optional[bool]
     on_prem_dn: Optional[str] = None
+    usage_location: Optional[str] = None
 
 
 @frozen

@@ -52,7 +52,7 @@ from reconciler.operations import (
     UpdateRule,
     VerifyMailboxes,
 )
-from reconciler.model import UserRef
+from reconciler.model import CloudUser, UserRef
 from reconciler.provider import UserSelection
 
 #: Without [purge] max_count, a plan never purges more users than this.
@@ -401,6 +401,7 @@ def build_plan(desired, observed, target_description="lab"):
         cleared_since=last_full_sync_end(server),
         depends_on=(sync_id,) if sync_id else tuple(dict.fromkeys((*last, *after_purge))),
         recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
+        coming_back=_coming_back(observed.tenant, rebuild),
     )
     for step in licence_steps:
         builder.add(step)
@@ -1053,7 +1054,21 @@ def _plan_scope(desired, observed, builder, notices, rebuild):
 # ---------------------------------------------------------------------------- licences
 
 
-def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depends_on=(), cleared_since=None, recreated=frozenset()):
+def _coming_back(tenant, rebuild):
+    """Purged users that the plan's last sync re-creates, as they will look (unlicensed)."""
+    if rebuild is None or tenant.deleted_users is None:
+        return ()
+    purged = {r.upn.lower() for r in rebuild.refs}
+    return tuple(
+        CloudUser(id=u.id, upn=u.upn, synced=True, on_prem_dn=u.on_prem_dn, usage_location=u.usage_location)
+        for u in tenant.deleted_users
+        if u.upn.lower() in purged and u.synced
+    )
+
+
+def license_steps(
+    desired, tenant, guid_flows_after=(), sync_planned=False, depends_on=(), cleared_since=None, recreated=frozenset(), coming_back=()
+):
     """The licence steps and notices for the tenant as observed.
 
     A licence that produced no mailbox is removed and assigned again only when
@@ -1070,7 +1085,7 @@ def license_steps(desired, tenant, guid_flows_after=(), sync_planned=False, depe
             known = ", ".join(s.part_number for s in tenant.skus) or "none"
             raise PlanError(f"licenses: SKU {spec.sku!r} is not subscribed in the tenant (subscribed: {known})")
         selection = UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous))
-        targeted = sorted((u for u in tenant.users if selection.matches(u)), key=lambda u: u.upn.lower())
+        targeted = sorted((u for u in (*tenant.users, *coming_back) if selection.matches(u)), key=lambda u: u.upn.lower())
         found = {u.upn.lower() for u in targeted}
         for upn in spec.users:
             if upn.lower() not in found:

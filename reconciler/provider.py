@@ -128,6 +128,29 @@ class Target:
                 return provider
         raise TypeError(f"no provider of this target supports {type(operation).__name__}")
 
+    @property
+    def key(self):
+        """Names this environment for its lock and journal."""
+        return self.description
+
+    def state_dir(self):
+        """Where the lock and the journal of this target live."""
+        from pathlib import Path
+
+        return Path(".syncprep")
+
+    def now(self):
+        """The target's clock (an aware datetime): wall time, or the lab's time."""
+        import datetime as dt
+
+        return dt.datetime.now(dt.timezone.utc)
+
+    def sleep(self, seconds):
+        """Back off between retries."""
+        import time
+
+        time.sleep(seconds)
+
     def checkpoint(self):
         """Called by the apply engine after every step (the lab persists here)."""
 

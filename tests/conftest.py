@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 
 from providers.lab import scenario
@@ -49,3 +51,16 @@ def cli(tmp_path, monkeypatch, capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+#: Figures the fault-injection suite reports at the end of the run.
+FIGURES = Counter()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        FIGURES.setdefault("data lost", 0)  # every converged run checked it; a loss fails the test instead
+        terminalreporter.section("syncprep fault-injection figures")
+        for name in ("faults injected", "runs resumed", "runs converged", "concurrent applies", "bad inputs refused", "secret scans (clean)", "data lost"):
+            if name in FIGURES:
+                terminalreporter.write_line(f"{name}: {FIGURES[name]}")

@@ -6,6 +6,7 @@ the clock advance, exactly as far as the real wait would have lasted.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from reconciler.errors import ProviderError
@@ -151,7 +152,9 @@ class LabTenant(TenantProvider):
                 )
             )
         deleted = tuple(
-            DeletedUser(u.id, u.upn, minute_to_iso(u.deleted_at), u.synced, u.on_prem_dn) for u in lab.cloud_users if u.deleted_at is not None
+            DeletedUser(u.id, u.upn, minute_to_iso(u.deleted_at), u.synced, u.on_prem_dn, u.usage_location)
+            for u in lab.cloud_users
+            if u.deleted_at is not None
         )
         return TenantState(users=tuple(users), skus=skus, deleted_users=deleted)
 
@@ -203,6 +206,21 @@ class LabTarget(Target):
         self.lab = lab
         self.path = Path(path) if path else None
         super().__init__(LabServer(lab), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
+
+    @property
+    def key(self):
+        return f"lab:{self.path.resolve() if self.path else id(self.lab)}"
+
+    def state_dir(self):
+        return self.path.parent if self.path else super().state_dir()
+
+    def now(self):
+        from providers.lab.world import EPOCH
+
+        return EPOCH + dt.timedelta(minutes=self.lab.clock)
+
+    def sleep(self, seconds):
+        pass  # lab calls do not get throttled for real; backing off costs nothing here
 
     def checkpoint(self):
         if self.path is not None:

@@ -1,0 +1,206 @@
+"""The apply journal and the target lock: what makes an apply resumable and exclusive.
+
+Journal: one JSON line per event (run start, step start, step end, run end),
+each written and fsynced before the apply goes on, so after any crash the file
+says which run was cut short, in which step, and whether it had paused the
+scheduler.
+
+Lock: one apply per target at a time. The lock file is created exclusively and
+holds who took it (lock id, process, host, user, since, command); a second apply
+is refused with that, and ``syncprep force-unlock ID`` releases a lock whose
+holder is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from attrs import frozen
+
+from reconciler.errors import ReconcilerError
+
+
+class LockedError(ReconcilerError):
+    pass
+
+
+def _now():
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def target_slug(key):
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _fsync_append(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@frozen
+class Interrupted:
+    """A run the journal shows unfinished: cut short (``killed``), or stopped by a
+    failure or the window's end."""
+
+    run: str
+    started: str
+    step: str | None
+    scheduler_paused: bool
+    command: str
+    killed: bool = True
+
+
+class Journal:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.run = None
+        self._paused = False
+
+    def start(self, plan_checksum, command, steps):
+        self.run = uuid.uuid4().hex[:12]
+        self._write({"event": "run-start", "checksum": plan_checksum, "command": command, "steps": steps})
+
+    def step_started(self, step_id):
+        self._write({"event": "step-start", "step": step_id})
+
+    def step_ended(self, step_id, status, detail="", scheduler_paused=None):
+        if scheduler_paused is not None:
+            self._paused = scheduler_paused
+        self._write({"event": "step-end", "step": step_id, "status": status, "detail": detail[:500]})
+
+    def end(self, outcome):
+        self._write({"event": "run-end", "outcome": outcome})
+
+    def _write(self, record):
+        _fsync_append(self.path, {**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused})
+
+    def last_interrupted(self):
+        """The last run if it did not finish, else None (a torn last line is ignored)."""
+        return last_interrupted(self.path)
+
+
+def last_interrupted(path):
+    """The last run of the journal at ``path`` if it did not finish its plan, else None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    runs = {}
+    order = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash mid-write
+        run = record.get("run")
+        if run not in runs:
+            runs[run] = {"started": record.get("time"), "step": None, "paused": False, "ended": False, "command": record.get("command", "")}
+            order.append(run)
+        state = runs[run]
+        state["paused"] = bool(record.get("scheduler_paused"))
+        if record.get("event") == "step-start":
+            state["step"] = record.get("step")
+        elif record.get("event") == "run-end":
+            state["ended"] = True
+            state["outcome"] = record.get("outcome")
+    if not order:
+        return None
+    state = runs[order[-1]]
+    if state["ended"] and state.get("outcome") == "done":
+        return None
+    return Interrupted(order[-1], state["started"], state["step"], state["paused"], state["command"], killed=not state["ended"])
+
+
+class TargetLock:
+    """``with TargetLock(path, command):`` — exclusive, or :class:`LockedError` in one line."""
+
+    def __init__(self, path, command, take_over_dead=False):
+        self.path = Path(path)
+        self.command = command
+        self.id = uuid.uuid4().hex[:8]
+        #: ``apply --resume`` takes over a lock whose process is provably gone (same host, no such pid).
+        self.take_over_dead = take_over_dead
+        self.taken_over = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = read_lock(self.path)
+            if held is None:
+                raise LockedError(f"the target is locked ({self.path} exists but cannot be read); remove it if no apply runs") from None
+            if self.take_over_dead and not _alive(held):
+                # Only one taker can rename the dead lock away; the loser sees it gone and fails below.
+                try:
+                    os.rename(self.path, self.path.with_name(f"{self.path.name}.dead-{held.get('id')}"))
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    self.taken_over = held
+                except (FileNotFoundError, FileExistsError):
+                    raise LockedError("another apply is taking over the same stale lock") from None
+                return self._write(fd, info)
+            gone = "" if _alive(held) else " (that process is gone)"
+            raise LockedError(
+                f"another apply holds the lock: id {held.get('id')}, {held.get('user')}@{held.get('host')} pid {held.get('pid')}{gone}, "
+                f"since {held.get('since')}; if it is no longer running, release it with 'syncprep force-unlock {held.get('id')}'"
+            ) from None
+        return self._write(fd, info)
+
+    def _write(self, fd, info):
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return self
+
+    def __exit__(self, *exc):
+        held = read_lock(self.path)
+        if held and held.get("id") == self.id:
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def read_lock(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def force_unlock(path, lock_id):
+    held = read_lock(path)
+    if held is None:
+        raise ReconcilerError("no lock is held on this target")
+    if held.get("id") != lock_id:
+        raise ReconcilerError(f"the lock's id is {held.get('id')}, not {lock_id}: nothing released")
+    Path(path).unlink(missing_ok=True)
+    return held
+
+
+def _alive(held):
+    if held.get("host") != socket.gethostname():
+        return True  # cannot tell from here
+    try:
+        os.kill(int(held.get("pid")), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
