@@ -424,16 +424,14 @@ def _budgets(steps, notices):
 
 
 def _hard_cut(text, limit):
-    # Last resort for absurd limits: whole lines, the marker first whatever happens.
-    if comment_length(text) <= limit:
-        return text
+    # Last resort for absurd limits: whole blocks (a banner is all or nothing), the marker first.
     kept = []
-    for line in text.splitlines():
-        candidate = "\n".join([*kept, line]) + "\n"
+    for block in text.split("\n\n"):
+        candidate = "\n\n".join([*kept, block]).rstrip("\n") + "\n"
         if comment_length(candidate) > limit:
             break
-        kept.append(line)
-    result = "\n".join(kept) + "\n" if kept else ""
+        kept.append(block)
+    result = "\n\n".join(kept).rstrip("\n") + "\n" if kept else text[: text.rfind("\n", 0, limit) + 1] or text[:limit]
     while comment_length(result) > limit:
         result = result[:-1]
     return result

@@ -154,16 +154,23 @@ def test_huge_plan_is_shortened_under_the_limit_and_points_to_the_file():
     assert "Script left out" in text
     assert re.search(r"… and \d+ more", text)
     assert "Shortened to fit a comment" in text and "<code>plan.json</code>" in text
+    # The note comes before the summary: nobody mistakes this for the whole plan.
+    assert text.index("Shortened to fit") < text.index("### Summary")
 
 
-@pytest.mark.parametrize("limit", [6000, 2500, 1200, 400, 120])
+@pytest.mark.parametrize("limit", [6000, 2500, 1200, 600, 400, 120, 30])
 def test_tighter_limits_degrade_to_one_line_per_step_and_never_exceed(target, limit):
     plan = plan_for(REBUILD, target)
     data = saved(plan)
     text = render_markdown(data, limit=limit, plan_file="plan.json")
     assert comment_length(text) <= limit
     assert text.startswith(MARKER)
+    # A cut never leaves a banner without its text.
+    assert not text.rstrip().endswith(("[!CAUTION]", "[!WARNING]", "[!NOTE]"))
     toks = tokens(text)
+    if limit >= 1200:
+        # The summary and the irreversible banner outlive the steps and notices.
+        assert "### Summary" in text and "permanently deletes 21 user(s)" in text
     if limit >= 2500:
         # One line per step: an ordered list, no sections; the banner stays.
         assert not html_blocks(toks, "<details>")
@@ -242,6 +249,7 @@ ous = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]
 def test_esc_neutralises_line_starts_and_entities():
     assert esc("- item").startswith("&#45;")
     assert esc("1. item").startswith("&#49;")
+    assert esc("0.1.0") == "0.1.0"
     assert esc("# h").startswith("&#35;")
     assert esc("a|b") == "a&#124;b"
     assert esc("x@contoso.com") == "x@contoso.com"
