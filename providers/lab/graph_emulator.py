@@ -169,6 +169,8 @@ class GraphEmulator:
         self.denied = frozenset(denied)
         self.shuffle_batch = shuffle_batch
         self._rng = random.Random(seed)
+        self._index = None
+        self._snapshots = collections.OrderedDict()
         self._forced = collections.deque()
         self._forced_items = collections.deque()
         self._lock = threading.Lock()
@@ -405,6 +407,23 @@ class GraphEmulator:
             return self._fault_reply(fault[0])
         return reply
 
+    # ------------------------------------------------------------------ lookups
+
+    def _user(self, lab, key):
+        """``lab.cloud_user(key)`` through an index: the lab's lookup is a scan, too slow for 100k users."""
+        index = self._index
+        if index is None or index[0] is not lab.cloud_users or index[1] != len(lab.cloud_users):
+            by_key = {}
+            for user in lab.cloud_users:
+                if user.deleted_at is None:
+                    by_key[user.id] = user
+                    by_key[user.upn.lower()] = user
+            index = self._index = (lab.cloud_users, len(lab.cloud_users), by_key)
+        user = index[2].get(key) or index[2].get(key.lower())
+        if user is not None and user.deleted_at is None and (user.id == key or user.upn.lower() == key.lower()):
+            return user
+        return lab.cloud_user(key)  # changed since the index was built: ask the lab itself
+
     # ------------------------------------------------------------------ endpoints
 
     def _dispatch(self, method, route, params, query, body):
@@ -437,7 +456,7 @@ class GraphEmulator:
         return fields, None
 
     def _page(self, query, items, render, path):
-        """Page ``items`` by ``$top`` and an opaque ``$skiptoken``; an absolute nextLink."""
+        """Page ``items()`` by ``$top`` and an opaque ``$skiptoken``; an absolute nextLink."""
         top = query.get("$top")
         if top is None:
             size = DEFAULT_PAGE
@@ -454,14 +473,28 @@ class GraphEmulator:
         token = query.get("$skiptoken")
         if token:
             try:
-                offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["o"])
+                cursor = json.loads(base64.urlsafe_b64decode(token.encode()))
+                offset, snapshot = int(cursor["o"]), cursor["s"]
             except (ValueError, KeyError, TypeError):
                 return _error(400, "Request_UnsupportedQuery", "The specified page token value has expired or is invalid.")
+            with self._lock:
+                frozen_items = self._snapshots.get(snapshot)
+            if frozen_items is None:
+                return _error(400, "Request_UnsupportedQuery", "The specified page token value has expired or is invalid.")
+        else:
+            # The listing a skiptoken walks is fixed at the first page (computing it per page
+            # would make paging 100k users quadratic).
+            snapshot, frozen_items = uuid.uuid4().hex, items()
+            with self._lock:
+                self._snapshots[snapshot] = frozen_items
+                while len(self._snapshots) > 16:
+                    self._snapshots.popitem(last=False)
+        items = frozen_items
         chunk = items[offset : offset + size]
         body = {"@odata.context": f"{self.base_url}/$metadata#users", "value": [render(x) for x in chunk]}
         if offset + size < len(items):
             nxt = dict((k, v) for k, v in query.items() if k != "$skiptoken")
-            nxt["$skiptoken"] = base64.urlsafe_b64encode(json.dumps({"o": offset + size}).encode()).decode()
+            nxt["$skiptoken"] = base64.urlsafe_b64encode(json.dumps({"o": offset + size, "s": snapshot}).encode()).decode()
             body["@odata.nextLink"] = f"{self.base_url}{path}?" + urlencode(nxt, safe="$,'", quote_via=quote)
         return _Reply(200, body)
 
@@ -512,7 +545,7 @@ class GraphEmulator:
         if flt not in ("", "onpremisessyncenabled eq true"):
             return _error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'onPremisesSyncEnabled' of resource 'User'.")
         with self.host.session(writes=False) as lab:
-            users = [u for u in lab.cloud_users if u.deleted_at is None and (not flt or u.synced is True)]
+            users = lambda: [u for u in lab.cloud_users if u.deleted_at is None and (not flt or u.synced is True)]  # noqa: E731
             return self._page(query, users, lambda u: self._user_json(u, fields), "/users")
 
     def _get_user(self, params, query, body):
@@ -520,7 +553,7 @@ class GraphEmulator:
         if problem:
             return problem
         with self.host.session(writes=False) as lab:
-            user = lab.cloud_user(params["id"])
+            user = self._user(lab, params["id"])
             if user is None:
                 return _not_found(params["id"])
             data = {"@odata.context": f"{self.base_url}/$metadata#users/$entity", **self._user_json(user, fields)}
@@ -528,7 +561,7 @@ class GraphEmulator:
 
     def _mailbox_settings(self, params, query, body):
         with self.host.session(writes=False) as lab:
-            user = lab.cloud_user(params["id"])
+            user = self._user(lab, params["id"])
             if user is None:
                 return _not_found(params["id"])
             state = lab.mailbox_state(user)
@@ -564,7 +597,7 @@ class GraphEmulator:
         removes = list(payload["removeLicenses"])
         key = params["id"]
         with self.host.session() as lab:
-            user = lab.cloud_user(key)
+            user = self._user(lab, key)
             if user is None:
                 return _not_found(key)
             # assignLicense is one transaction: on any refusal nothing changes.
@@ -633,7 +666,7 @@ class GraphEmulator:
         if problem:
             return problem
         with self.host.session(writes=False) as lab:
-            users = [u for u in lab.cloud_users if u.deleted_at is not None]
+            users = lambda: [u for u in lab.cloud_users if u.deleted_at is not None]  # noqa: E731
             return self._page(query, users, lambda u: self._deleted_json(u, fields), "/directory/deletedItems/microsoft.graph.user")
 
     def _get_deleted(self, params, query, body):
