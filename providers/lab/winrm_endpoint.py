@@ -397,6 +397,8 @@ class _Sink:
 class _Handler(http.server.BaseHTTPRequestHandler):
     owner: WinRMEndpoint
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle and delayed ACKs add 40 ms a request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
