@@ -25,7 +25,6 @@ msgraph, kiota and azure-identity are imported on the first request only.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import threading
@@ -149,6 +148,8 @@ class GraphTenant(TenantProvider):
     # ------------------------------------------------------------------ the private loop
 
     def _run(self, coro):
+        import asyncio  # here, not at the top: it costs ~0.1 s to import, and only Graph runs need it
+
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="syncprep-graph", daemon=True)
@@ -186,6 +187,8 @@ class GraphTenant(TenantProvider):
         return self._run(self._observe(selection))
 
     async def _observe(self, selection):
+        import asyncio
+
         t = await self._client()
         try:
             async with asyncio.TaskGroup() as group:
@@ -421,6 +424,8 @@ class GraphTenant(TenantProvider):
         return Outcome(f"{len(users) - len(failures)} of {len(users)} done", tuple(failures))
 
     async def _verify(self, t, users):
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.verify_timeout
         while True:
