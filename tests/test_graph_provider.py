@@ -373,3 +373,19 @@ def test_importing_the_provider_does_not_import_the_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
     assert out.stdout.strip() == ""
+
+
+def test_an_unreachable_endpoint_is_one_line(monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nobody listens there
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    tenant = open_tenant(GraphTargetSpec(endpoint=f"http://127.0.0.1:{port}/v1.0", auth="token-env", token_env=TOKEN_ENV), backoff=0.005, max_attempts=2)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            tenant.observe(HYBRID)
+    finally:
+        tenant.close()
+    assert "cannot connect" in str(caught.value) and "\n" not in str(caught.value)

@@ -312,7 +312,6 @@ class GraphTenant(TenantProvider):
         from providers.graph.transport import GaveUp, Item, user_path
 
         answers = await t.run([Item("GET", f"/users/{user_path(uid)}/mailboxSettings") for uid, _ in users], "mailboxSettings")
-        now = t.server_now or dt.datetime.now(dt.timezone.utc)
         result = {}
         for (uid, states), answer in zip(users, answers):
             if isinstance(answer, GaveUp):
@@ -320,6 +319,8 @@ class GraphTenant(TenantProvider):
             elif answer.ok:
                 result[uid] = MailboxState.PRESENT
             elif answer.status == 404 and answer.code == "MailboxNotEnabledForRESTAPI":
+                # "Recently" by the server's clock when it answered this probe (not ours, not later).
+                now = answer.date or t.server_now or dt.datetime.now(dt.timezone.utc)
                 result[uid] = MailboxState.PENDING if self._recently_licensed(states, exchange, now) else MailboxState.ABSENT
             elif answer.status in (401, 403):
                 raise t.error(answer, "mailboxSettings", PERMISSIONS["mailboxes"])
@@ -448,7 +449,6 @@ class GraphTenant(TenantProvider):
             items.append(Item("GET", f"/users/{user_path(ref.id)}?$select=id,licenseAssignmentStates"))
             items.append(Item("GET", f"/users/{user_path(ref.id)}/mailboxSettings"))
         answers = await t.run(items, "mailboxSettings")
-        now = t.server_now or dt.datetime.now(dt.timezone.utc)
         states = {}
         for n, ref in enumerate(users):
             user, mailbox = answers[2 * n], answers[2 * n + 1]
@@ -462,6 +462,7 @@ class GraphTenant(TenantProvider):
                 raise t.error(mailbox, "mailboxSettings", PERMISSIONS["mailboxes"])
             elif mailbox.status == 404 and mailbox.code == "MailboxNotEnabledForRESTAPI" and user.ok:
                 lic_states = (user.data or {}).get("licenseAssignmentStates") or []
+                now = mailbox.date or t.server_now or dt.datetime.now(dt.timezone.utc)
                 states[ref.upn] = "pending" if self._recently_licensed(lic_states, self._exchange_skus, now) else "absent"
             else:
                 states[ref.upn] = "unknown"

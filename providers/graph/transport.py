@@ -43,6 +43,7 @@ log = logging.getLogger("syncprep.graph")
 MAX_BATCH = 20
 PAGE_SIZE = 999
 UNKNOWN_OUTCOME = frozenset({500, 502, 503, 504})
+NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 
 
 @define
@@ -53,6 +54,8 @@ class Response:
     headers: dict = field(factory=dict)
     data: Any = None
     detail: str = ""
+    #: The server's clock when it answered (Date header; for a batch item, the batch's).
+    date: Any = None
 
     @property
     def ok(self):
@@ -68,7 +71,14 @@ class Response:
             return self.data["error"].get("message", "")
         return self.detail
 
+    @property
+    def unsent(self):
+        """The request never left: no connection could be made, so nothing can have happened."""
+        return self.status is None and self.detail in NOT_SENT
+
     def describe(self):
+        if self.unsent:
+            return f"cannot connect ({self.detail})"
         if self.status is None:
             return f"connection lost ({self.detail})"
         return f"{self.status} {self.code}".strip()
@@ -183,8 +193,8 @@ class GraphTransport:
     async def exchange(self, info, items=0):
         """Send one request; a lost connection is a Response with status None (never raised)."""
         info.add_request_options(self._options)
-        await self._pause()
         async with self._slots:
+            await self._pause()  # inside the slot: a 429 that arrived while we queued counts too
             self.stats["requests"] += 1
             if items:
                 self.stats["batches"] += 1
@@ -204,11 +214,15 @@ class GraphTransport:
                     raise ProviderError("graph", "sign-in", f"could not get a token ({self.auth_hint}): {first}") from None
                 raise
         headers = {k.lower(): v for k, v in native.headers.items()}
+        date = None
         if "date" in headers:
             try:
-                self.server_now = email.utils.parsedate_to_datetime(headers["date"])
+                date = email.utils.parsedate_to_datetime(headers["date"])
             except (TypeError, ValueError):
                 pass
+            else:
+                if self.server_now is None or date > self.server_now:
+                    self.server_now = date
         data = None
         if native.content:
             try:
@@ -216,7 +230,7 @@ class GraphTransport:
             except ValueError:
                 data = None
         log.debug("request: method=%s status=%d", info.http_method.value, native.status_code)
-        return Response(native.status_code, headers, data, detail=native.reason_phrase or "")
+        return Response(native.status_code, headers, data, detail=native.reason_phrase or "", date=date)
 
     # ------------------------------------------------------------------ reads
 
@@ -323,7 +337,7 @@ class GraphTransport:
                     unknown = []
                     for index, response in zip(chunk, answers):
                         uncertain = response.status is None or response.status in UNKNOWN_OUTCOME
-                        if uncertain and items[index].write and items[index].reread:
+                        if uncertain and not response.unsent and items[index].write and items[index].reread:
                             unknown.append((index, response))
                         elif response.status == 429:
                             if self.throttled(response) is None:
@@ -390,7 +404,7 @@ class GraphTransport:
         by_id = {}
         for entry in response.data.get("responses") or []:
             headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
-            by_id[str(entry.get("id"))] = Response(entry.get("status"), headers, entry.get("body"))
+            by_id[str(entry.get("id"))] = Response(entry.get("status"), headers, entry.get("body"), date=response.date)
         answers = []
         for number in range(1, len(chunk) + 1):
             answers.append(by_id.get(str(number)) or Response(None, detail="missing from the batch response"))
