@@ -76,6 +76,10 @@ def _parser():
     unlock.add_argument("lock_id", metavar="LOCK_ID")
     unlock.add_argument("file", metavar="FILE", nargs="?", help="the desired-state file whose target is locked (default: the lab)")
 
+    export = commands.add_parser("export", parents=[common, lab_option], help="write the observed state as a desired-state file")
+    export.add_argument("--from", dest="source", metavar="FILE", help="a desired-state file whose [target] to export (default: the lab)")
+    export.add_argument("-o", "--output", metavar="OUT", help="write here instead of standard output")
+
     lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
     init = lab_commands.add_parser("init", parents=[common, lab_option], help="create the lab from a scenario")
@@ -93,6 +97,12 @@ def _parser():
     lab_commands.add_parser("upgrade", parents=[common, lab_option], help="an Entra Connect upgrade: deleted stock rules come back")
     advance = lab_commands.add_parser("advance", parents=[common, lab_option], help="let lab time pass")
     advance.add_argument("minutes", type=int)
+    serve = lab_commands.add_parser(
+        "serve", parents=[common, lab_option], help="serve the lab as a Graph endpoint and a WinRM endpoint on loopback, for the real providers"
+    )
+    serve.add_argument("--graph-port", type=int, default=0, help="default: any free port")
+    serve.add_argument("--winrm-port", type=int, default=0, help="default: any free port")
+    serve.add_argument("--speed", type=float, default=60.0, help="lab minutes per real second while serving (default 60)")
     return parser
 
 
@@ -109,6 +119,7 @@ def main(argv=None):
         "apply": _apply,
         "show": _show,
         "force-unlock": _force_unlock,
+        "export": _export,
         "drift": _drift,
         "lab": _lab,
     }[args.command]
@@ -311,6 +322,81 @@ def _check_saved(data, desired, observed, plan):
         raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
 
 
+def _export(args, out, err):
+    from reconciler.export import export_desired, observe_for_export
+
+    if args.source:
+        from reconciler.loader import load_desired
+
+        spec = load_desired(args.source).target
+        target = _open(load_desired(args.source), args)
+    else:
+        from providers.lab import open_lab_target
+        from reconciler.desired import TargetSpec
+
+        target = open_lab_target(args.lab)
+        spec = TargetSpec(lab=args.lab) if args.lab else None
+    try:
+        observed = observe_for_export(target)
+    finally:
+        target.close()
+    text = export_desired(observed, target_kind=spec.kind.value if spec else "lab", target=spec, description=target.description)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        err.print(f"Wrote {_escape(args.output)}; 'syncprep plan {_escape(args.output)}' shows no changes.")
+    else:
+        out.file.write(text)
+    return EXIT_OK
+
+
+def _serve(args, out, path):
+    """``lab serve``: both endpoints over one lab until Ctrl-C. Credentials come from the
+    environment, the same variables the providers read; none is ever printed."""
+    import threading
+
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from providers.lab.winrm_endpoint import WinRMEndpoint
+
+    names = ("SYNCPREP_GRAPH_TOKEN", "SYNCPREP_WINRM_USERNAME", "SYNCPREP_WINRM_PASSWORD")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise ReconcilerError(f"lab serve: set {', '.join(missing)} in the environment first (the clients read the same variables)")
+    host = LabHost.open(path, speed=args.speed)
+    graph = GraphEmulator(host, token=os.environ["SYNCPREP_GRAPH_TOKEN"], port=args.graph_port)
+    winrm = WinRMEndpoint(host, os.environ["SYNCPREP_WINRM_USERNAME"], os.environ["SYNCPREP_WINRM_PASSWORD"], port=args.winrm_port)
+    graph_url = graph.start()
+    winrm_host, winrm_port = winrm.start()
+    try:
+        out.print(f"Serving the lab {_escape(str(path))} (lab time runs at {args.speed:g} minutes per second). Ctrl-C stops.")
+        out.print(f"  Microsoft Graph: {graph_url}")
+        out.print(f"  WinRM (HTTP, Basic): {winrm_host}:{winrm_port}")
+        out.print("Put this target in a desired-state file:")
+        out.print(
+            _escape(
+                "\n".join(
+                    [
+                        "[target]",
+                        'kind = "remote"',
+                        "[target.graph]",
+                        f'endpoint = "{graph_url}"',
+                        'auth = "token-env"',
+                        "[target.entra_connect]",
+                        f'host = "{winrm_host}"',
+                        f"port = {winrm_port}",
+                        "ssl = false",
+                        'auth = "basic"',
+                    ]
+                )
+            )
+        )
+        threading.Event().wait()
+    finally:
+        graph.stop()
+        winrm.stop()
+    return EXIT_OK
+
+
 def _force_unlock(args, out, err):
     from reconciler.journal import force_unlock
 
@@ -446,6 +532,8 @@ def _lab(args, out, err):
         out.print(f"Created the {args.scenario} lab at {_escape(str(path))} ({args.users} mailbox users).")
         return EXIT_OK
 
+    if command == "serve":
+        return _serve(args, out, path)
     lab, created = store.load_or_create(path)
     if created:
         out.print(f"[dim]Created the default lab at {_escape(str(path))}.[/dim]")

@@ -231,7 +231,8 @@ def _secret_keys(raw, path=""):
     if isinstance(raw, dict):
         for key, value in raw.items():
             key_path = _join(path, key)
-            if any(word in key.lower() for word in SECRET_WORDS):
+            # "password_env" names an environment variable: that is where secrets belong.
+            if any(word in key.lower() for word in SECRET_WORDS) and not key.lower().endswith("_env"):
                 yield key_path, "secrets do not belong in a desired-state file; name an environment variable instead (see README)"
             else:
                 yield from _secret_keys(value, key_path)

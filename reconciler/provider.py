@@ -155,4 +155,8 @@ class Target:
         """Called by the apply engine after every step (the lab persists here)."""
 
     def close(self):
-        pass
+        """Release the providers' connections (a WinRM shell, an HTTP client)."""
+        for provider in (self.server, self.tenant):
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()

@@ -198,11 +198,6 @@ def test_toml_string_escapes_everything_tomli_needs():
         assert tomli.loads(f"v = {toml_string(value)}")["v"] == value
 
 
-@pytest.mark.xfail(
-    reason="reconciler/loader.py flags any key containing 'password' as a secret, so the README's "
-    "[target.entra_connect] password_env = \"...\" (a variable's name, not a secret) does not load",
-    strict=False,
-)
 def test_a_remote_target_with_its_own_variable_names_round_trips():
     observed = observe_for_export(LabTarget(scenario.build()))
     remote = TargetSpec(

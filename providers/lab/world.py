@@ -346,7 +346,8 @@ class Lab:
     def set_excluded_attributes(self, attributes):
         self._refuse_while_cycle_runs("export attribute filter")
         aad = self.aad_connector()
-        self._replace_connector(aad, evolve(aad, excluded_attributes=tuple(attributes)))
+        # Kept sorted: it is a set, and the real connector reads back in its own order.
+        self._replace_connector(aad, evolve(aad, excluded_attributes=tuple(sorted(set(attributes), key=str.lower))))
 
     def set_deletion_threshold(self, threshold):
         self._refuse_while_cycle_runs("export deletion threshold")
