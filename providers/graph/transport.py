@@ -154,6 +154,7 @@ class GraphTransport:
         self._options = [ResponseHandlerOption(NativeResponseHandler()), no_retry[RetryHandlerOption.get_key()]]
         self._slots = asyncio.Semaphore(concurrency)
         self._resume_at = 0.0
+        self._batch_size = MAX_BATCH
         #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries".
         self.stats = Counter()
         #: The server's clock from the last Date header (Graph's "now", not ours).
@@ -238,8 +239,8 @@ class GraphTransport:
         """A top-level read with retries. Returns 2xx and 404 answers; raises for the rest."""
         attempts = 0
         while True:
-            attempts += 1
             response = await self.exchange(make_info())
+            attempts += 1 if response.status != 429 else 0.25
             if response.ok or response.status == 404:
                 return response
             if response.status == 429:
@@ -279,7 +280,7 @@ class GraphTransport:
 
     def exhausted(self, response):
         if response.status == 429:
-            return f"throttled by Microsoft Graph beyond the retry budget ({self.max_attempts} attempts)"
+            return f"throttled by Microsoft Graph beyond the retry budget ({self.max_attempts} attempts, a 429 counting a quarter)"
         return f"Microsoft Graph kept failing ({response.describe()}) after {self.max_attempts} attempts"
 
     def error(self, response, resource, permission):
@@ -318,7 +319,8 @@ class GraphTransport:
             queue.put_nowait(index)
 
         async def again(index, response):
-            attempts[index] += 1
+            # A 429 is Graph pacing us, not failing: it gets a budget four times as long.
+            attempts[index] += 1 if response.status != 429 else 0.25
             if attempts[index] >= self.max_attempts:
                 results[index] = GaveUp(self.exhausted(response))
                 return
@@ -330,10 +332,16 @@ class GraphTransport:
         async def worker():
             while True:
                 chunk = [await queue.get()]
-                while len(chunk) < MAX_BATCH and not queue.empty():
+                while len(chunk) < self._batch_size and not queue.empty():
                     chunk.append(queue.get_nowait())
                 try:
                     answers = await self._send_batch([items[i] for i in chunk], resource)
+                    # Additive increase, multiplicative decrease: throttled batches shrink the
+                    # next ones, so a tight limit is not met with 80 items at a time.
+                    if any(a.status == 429 for a in answers):
+                        self._batch_size = max(1, self._batch_size // 2)
+                    else:
+                        self._batch_size = min(MAX_BATCH, self._batch_size + 1)
                     unknown = []
                     for index, response in zip(chunk, answers):
                         uncertain = response.status is None or response.status in UNKNOWN_OUTCOME
