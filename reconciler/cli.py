@@ -381,10 +381,12 @@ def _serve(args, out, path):
                         "[target.graph]",
                         f'endpoint = "{graph_url}"',
                         'auth = "token-env"',
+                        "poll_seconds = 1",
                         "[target.entra_connect]",
                         f'host = "{winrm_host}"',
                         f"port = {winrm_port}",
                         "ssl = false",
+                        "poll_seconds = 1",
                         'auth = "basic"',
                     ]
                 )

@@ -136,6 +136,8 @@ class GraphTargetSpec:
     client_id: Optional[str] = None
     #: Minutes after licensing during which a missing mailbox counts as pending.
     mailbox_pending_minutes: int = 60
+    #: Seconds between mailbox checks while waiting for new mailboxes.
+    poll_seconds: float = 60.0
 
 
 @frozen
@@ -151,6 +153,8 @@ class EntraConnectTargetSpec:
     username_env: str = "SYNCPREP_WINRM_USERNAME"
     password_env: str = "SYNCPREP_WINRM_PASSWORD"
     allow_staging: bool = False
+    #: Seconds between checks while a sync cycle runs.
+    poll_seconds: float = 10.0
 
 
 @frozen

@@ -331,6 +331,9 @@ def _check(desired):
         if not 0 < purge.max_percent <= 100:
             yield "purge.max_percent", "must be a percentage above 0 and at most 100"
     target = desired.target
+    for name, spec in (("graph", target.graph), ("entra_connect", target.entra_connect)):
+        if spec is not None and not 0 < spec.poll_seconds <= 3600:
+            yield f"target.{name}.poll_seconds", "must be above 0 and at most 3600"
     if target.kind is TargetKind.LAB and (target.graph or target.entra_connect):
         yield "target.kind", "a lab target takes no [target.graph] or [target.entra_connect]; set kind = \"remote\""
     if target.kind is TargetKind.REMOTE:

@@ -1,0 +1,91 @@
+"""`syncprep lab serve` with the real providers and the CLI on the other end, over loopback."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE
+from providers.lab import store
+
+SECRETS = {"SYNCPREP_GRAPH_TOKEN": "lab-token-5e1f", "SYNCPREP_WINRM_USERNAME": "lab-admin", "SYNCPREP_WINRM_PASSWORD": "lab-pass-77a1"}
+
+
+@pytest.fixture
+def served(tmp_path):
+    env = {**os.environ, **SECRETS, "NO_COLOR": "1"}
+    script = Path(sys.executable).parent / "syncprep"
+    server = subprocess.Popen(
+        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json"), "--speed", "600"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        lines.append(line)
+        if line.strip() == 'auth = "basic"':
+            break
+    text = "".join(lines)
+    graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
+    port = int(re.search(r"port = (\d+)", text).group(1))
+    yield tmp_path, env, graph, port, text
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=10)
+
+
+def remote_file(tmp_path, graph, port):
+    body = EXAMPLE.read_text().split("[scheduler]", 1)[1]
+    target = (
+        f'[target]\nkind = "remote"\n[target.graph]\nendpoint = "{graph}"\nauth = "token-env"\npoll_seconds = 0.5\n'
+        f'[target.entra_connect]\nhost = "127.0.0.1"\nport = {port}\nssl = false\nauth = "basic"\npoll_seconds = 0.5\n\n[scheduler]'
+    )
+    path = tmp_path / "remote.toml"
+    path.write_text(target + body)
+    return path
+
+
+def run(env, cwd, *args):
+    script = Path(sys.executable).parent / "syncprep"
+    return subprocess.run([str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_lab_serve_prints_the_target_and_no_secret(served):
+    _tmp, _env, _graph, _port, text = served
+    assert "[target.graph]" in text and "[target.entra_connect]" in text
+    assert not any(value in text for value in SECRETS.values())
+
+
+def test_plan_and_apply_through_the_real_providers_against_the_served_lab(served):
+    tmp_path, env, graph, port, _text = served
+    desired = remote_file(tmp_path, graph, port)
+    plan = run(env, tmp_path, "plan", desired, "--detailed-exitcode", "--show-scripts")
+    assert plan.returncode == 2, plan.stderr
+    assert "Set-ADSyncScheduler -SyncCycleEnabled $false" in plan.stdout
+    assert "Copy the stock rule at temporary precedence 212" in plan.stdout
+    applied = run(env, tmp_path, "apply", desired, "--auto-approve")
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
+    assert "19 of 19 mailboxes present" in applied.stdout
+    again = run(env, tmp_path, "plan", desired, "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout[-2000:]
+    for output in (plan.stdout, plan.stderr, applied.stdout, applied.stderr):
+        assert not any(value in output for value in SECRETS.values())
+
+
+def test_a_wrong_password_is_one_line_and_changes_nothing(served):
+    tmp_path, env, graph, port, _text = served
+    desired = remote_file(tmp_path, graph, port)
+    result = run({**env, "SYNCPREP_WINRM_PASSWORD": "wrong"}, tmp_path, "plan", desired)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "wrong" not in result.stderr
