@@ -108,8 +108,6 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from reconciler.render import make_console
-
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
     out = make_console(no_color)
     err = make_console(no_color, stderr=True)
@@ -135,6 +133,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         return EXIT_INTERRUPTED
+
+
+def make_console(no_color=False, stderr=False):
+    """--no-color and NO_COLOR mean plain text: no colour and no other escape codes either."""
+    from rich.console import Console
+
+    if no_color:
+        return Console(color_system=None, no_color=True, highlight=False, stderr=stderr, soft_wrap=True)
+    return Console(highlight=False, stderr=stderr, soft_wrap=True)
 
 
 def _escape(text):

@@ -87,7 +87,7 @@ def _checksum(data):
 
 
 def write(data, path):
-    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    Path(path).write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def is_saved_plan(path):
