@@ -153,6 +153,11 @@ class EntraConnectTargetSpec:
     username_env: str = "SYNCPREP_WINRM_USERNAME"
     password_env: str = "SYNCPREP_WINRM_PASSWORD"
     allow_staging: bool = False
+    #: For auth = certificate: paths of the client certificate and its key (PEM). Paths, not secrets.
+    certificate_pem: Optional[str] = None
+    certificate_key_pem: Optional[str] = None
+    #: The Entra ID account the export deletion threshold cmdlets name (-AADUserName).
+    aad_username: Optional[str] = None
     #: Seconds between checks while a sync cycle runs.
     poll_seconds: float = 10.0
 

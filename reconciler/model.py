@@ -112,6 +112,15 @@ class ScopeCondition:
 
 
 @frozen
+class JoinCondition:
+    """One condition of a join rule: connector-space attribute = metaverse attribute."""
+
+    cs_attribute: str
+    mv_attribute: str
+    case_sensitive: bool = False
+
+
+@frozen
 class SyncRule:
     """A synchronization rule as Get-ADSyncRule reports it (domain-facts A1)."""
 
@@ -126,6 +135,8 @@ class SyncRule:
     flows: tuple[AttributeFlow, ...] = ()
     # Groups are ORed, the conditions inside a group ANDed.
     scope: tuple[tuple[ScopeCondition, ...], ...] = ()
+    # Join groups, ORed; a rewrite of the rule must carry them or the join is lost.
+    join: tuple[tuple[JoinCondition, ...], ...] = ()
     disabled: bool = False
     is_standard: bool = False
     # Empty and missing are the same thing here (PowerShell gives $null or "").

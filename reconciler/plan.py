@@ -568,6 +568,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             link_type=stock.link_type,
             flows=flows,
             scope=stock.scope,
+            join=stock.join,
             disabled=not spec.enabled,
             is_standard=False,
             immutable_tag="",
