@@ -162,9 +162,8 @@ def loads_desired(data, source="<memory>"):
         for key_path, message in _flatten(exc, ""):
             if key_path not in secrets:  # said once already, better
                 report(key_path, message)
-    if desired is not None:
-        for key_path, message in _check(desired):
-            report(key_path, message)
+    for key_path, message in _check(_Parts.of(desired) if desired is not None else _Parts.salvage(raw)):
+        report(key_path, message)
     if problems:
         # Keep the order of the file: people fix errors top to bottom.
         problems = sorted(dict.fromkeys(problems), key=_sort_key)
@@ -258,10 +257,46 @@ def _kind_keys(raw):
                 yield f"rules[{index}].{key}", f"not allowed on a {kind.value} rule: {why}"
 
 
-def _check(desired):
+class _Parts:
+    """What structured of a file, with each item's index in the file (for messages)."""
+
+    def __init__(self, rules, licenses, scope=None, purge=None, target=None):
+        self.rules, self.licenses, self.scope, self.purge, self.target = rules, licenses, scope, purge, target
+
+    @classmethod
+    def of(cls, desired):
+        return cls(list(enumerate(desired.rules)), list(enumerate(desired.licenses)), desired.scope, desired.purge, desired.target)
+
+    @classmethod
+    def salvage(cls, raw):
+        """The items that structure on their own, when the whole file did not:
+        their cross-field problems are reported in the same run as the type errors."""
+
+        def each(key, item_type):
+            items = raw.get(key) if isinstance(raw, dict) else None
+            good = []
+            for index, item in enumerate(items if isinstance(items, list) else []):
+                try:
+                    good.append((index, _converter.structure(item, item_type)))
+                except Exception:  # noqa: BLE001 - its own errors are reported already
+                    pass
+            return good
+
+        def one(key, item_type):
+            try:
+                return _converter.structure(raw[key], item_type) if isinstance(raw, dict) and key in raw else None
+            except Exception:  # noqa: BLE001 - reported already
+                return None
+
+        from reconciler.desired import LicenseSpec, PurgeSpec, RuleSpec, ScopeSpec
+
+        return cls(each("rules", RuleSpec), each("licenses", LicenseSpec), one("scope", ScopeSpec), one("purge", PurgeSpec), None)
+
+
+def _check(parts):
     """Cross-field checks, after structuring: every reason, not just the first."""
     seen_names, seen_precedences = {}, {}
-    for index, rule in enumerate(desired.rules):
+    for index, rule in parts.rules:
         here = f"rules[{index}]"
         if not rule.name.strip():
             yield f"{here}.name", "must not be empty"
@@ -300,7 +335,7 @@ def _check(desired):
             else:
                 if not flow.expression:
                     yield where, f"a {flow.flow_type.value} flow needs an expression (the constant's value for Constant)"
-    for index, spec in enumerate(desired.licenses):
+    for index, spec in parts.licenses:
         here = f"licenses[{index}]"
         if not spec.users and not spec.ous:
             yield here, "names no users: give users = [...] or ous = [...]"
@@ -310,17 +345,17 @@ def _check(desired):
         for ou_index, ou in enumerate(spec.ous):
             if not DN.match(ou):
                 yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
-    for section, spec in (("scope", desired.scope), ("purge", desired.purge)):
+    for section, spec in (("scope", parts.scope), ("purge", parts.purge)):
         if spec is None:
             continue
         for field_name in ("included", "excluded", "ous"):
             for index, dn in enumerate(getattr(spec, field_name, ())):
                 if not DN.match(dn):
                     yield f"{section}.{field_name}[{index}]", f"{dn!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
-    if desired.scope is not None and not desired.scope.included:
+    if parts.scope is not None and not parts.scope.included:
         yield "scope.included", "an empty inclusion list takes every object out of sync"
-    if desired.purge is not None:
-        purge = desired.purge
+    if parts.purge is not None:
+        purge = parts.purge
         if not purge.users and not purge.ous:
             yield "purge", "names no users: give users = [...] or ous = [...]"
         for index, upn in enumerate(purge.users):
@@ -330,7 +365,9 @@ def _check(desired):
             yield "purge.max_count", "must be at least 1"
         if not 0 < purge.max_percent <= 100:
             yield "purge.max_percent", "must be a percentage above 0 and at most 100"
-    target = desired.target
+    target = parts.target
+    if target is None:
+        return
     for name, spec in (("graph", target.graph), ("entra_connect", target.entra_connect)):
         if spec is not None and not 0 < spec.poll_seconds <= 3600:
             yield f"target.{name}.poll_seconds", "must be above 0 and at most 3600"

@@ -141,3 +141,16 @@ def test_key_lines_follow_arrays_of_tables_and_dotted_keys():
     assert lines["target.graph.endpoint"] == 12
     assert "not" not in lines
     assert lines["target.after"] == 20
+
+
+def test_cross_field_problems_come_with_type_errors_in_one_run():
+    text = (
+        "[scheduler]\n"
+        "sync_cycle_enabled = 1\n"  # 2: a type error
+        '[[rules]]\nname = "A"\nkind = "stock"\n'
+        '[[rules]]\nname = "A"\nkind = "stock"\n'  # 7: duplicate name
+        '[[licenses]]\nsku = "E3"\nusers = ["bad"]\n'  # 11: malformed UPN
+    )
+    problems = errors(text)
+    assert [p.split(": ", 1)[0] for p in problems] == ["x.toml:2", "x.toml:7", "x.toml:11"]
+    assert "duplicate rule name" in problems[1] and "not a valid user principal name" in problems[2]
