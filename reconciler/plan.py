@@ -178,6 +178,10 @@ class Plan:
         return hashlib.sha256(data).hexdigest()
 
 
+def _server_step(**fields):
+    return Step(provider="entra-connect", **fields)
+
+
 def field_changes(before, after):
     """Field-level differences between two JSON-able views, via deepdiff."""
     if before is None or after is None or before == after:
@@ -338,9 +342,8 @@ def build_plan(desired, observed, target_description="lab"):
         if rebuild.config_ids:
             last, scheduler_on = _bracket(builder, rebuild.config_ids, "rebuild.", scheduler_on, wanted=scheduler_on)
             sync_id = builder.add(
-                Step(
+                _server_step(
                     id="rebuild.sync",
-                    provider="entra-connect",
                     resource="sync cycle",
                     action=Action.RUN,
                     summary="Run a full (Initial) sync cycle: the users out of scope are soft-deleted in the cloud",
@@ -373,9 +376,8 @@ def build_plan(desired, observed, target_description="lab"):
         if not config_ids and rebuild is not None and rebuild.config_ids:
             reason = "the users come back"
         sync_id = builder.add(
-            Step(
+            _server_step(
                 id="sync.initial",
-                provider="entra-connect",
                 resource="sync cycle",
                 action=Action.RUN,
                 summary=f"Run a full (Initial) sync cycle and wait for every connector: {reason}",
@@ -429,9 +431,8 @@ def _bracket(builder, config_ids, prefix, scheduler_on, wanted, after=()):
         return [step_id], wanted
     if scheduler_on:
         pause_id = builder.add(
-            Step(
+            _server_step(
                 id=f"{prefix}scheduler.pause",
-                provider="entra-connect",
                 resource="scheduler",
                 action=Action.UPDATE,
                 summary="Pause the sync scheduler while the configuration changes",
@@ -453,9 +454,8 @@ def _bracket(builder, config_ids, prefix, scheduler_on, wanted, after=()):
 
 
 def _scheduler_step(step_id, enabled, was_on, depends_on):
-    return Step(
+    return _server_step(
         id=step_id,
-        provider="entra-connect",
         resource="scheduler",
         action=Action.UPDATE,
         summary="Resume the sync scheduler" if enabled else "Turn the sync scheduler off (the desired state says so)",
@@ -496,9 +496,8 @@ def _plan_stock(spec, rule, builder):
     verb = "Enable" if spec.enabled else "Disable"
     return [
         builder.add(
-            Step(
+            _server_step(
                 id=f"rule[{spec.name}].{'enable' if spec.enabled else 'disable'}",
-                provider="entra-connect",
                 resource=f"rule/{spec.name}",
                 action=Action.UPDATE,
                 summary=f"{verb} the stock rule",
@@ -542,9 +541,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             disabled = evolve(stock, disabled=True)
             builder.rules[stock.identifier] = disabled
             previous = builder.add(
-                Step(
+                _server_step(
                     id=f"rule[{name}].disable-original",
-                    provider="entra-connect",
                     resource=resource,
                     action=Action.UPDATE,
                     summary="Disable the stock rule before copying it (the Rules Editor's first step)",
@@ -582,9 +580,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             else f"at precedence {temporary}"
         )
         copy_id = builder.add(
-            Step(
+            _server_step(
                 id=f"rule[{name}].copy",
-                provider="entra-connect",
                 resource=resource,
                 action=Action.CREATE,
                 summary=f"Copy the stock rule {why}, with the flows set",
@@ -597,9 +594,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         ids.append(copy_id)
         del builder.rules[stock.identifier]
         remove_id = builder.add(
-            Step(
+            _server_step(
                 id=f"rule[{name}].remove-original",
-                provider="entra-connect",
                 resource=resource,
                 action=Action.DELETE,
                 summary="Delete the original stock rule (an upgrade will bring it back: see the notices)",
@@ -615,9 +611,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             builder.rules[new_rule.identifier] = moved
             ids.append(
                 builder.add(
-                    Step(
+                    _server_step(
                         id=f"rule[{name}].precedence",
-                        provider="entra-connect",
                         resource=resource,
                         action=Action.UPDATE,
                         summary=f"Give the copy the original's precedence {target_precedence}",
@@ -635,9 +630,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
     if stock is not None:
         del builder.rules[stock.identifier]
         remove_id = builder.add(
-            Step(
+            _server_step(
                 id=f"rule[{name}].remove-original",
-                provider="entra-connect",
                 resource=resource,
                 action=Action.DELETE,
                 summary="Delete the stock rule again: it is back (an Entra Connect upgrade re-creates deleted stock rules)",
@@ -653,9 +647,8 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         builder.rules[copy.identifier] = wanted
         ids.append(
             builder.add(
-                Step(
+                _server_step(
                     id=f"rule[{name}].update",
-                    provider="entra-connect",
                     resource=resource,
                     action=Action.UPDATE,
                     summary="Bring the copy back to the desired precedence, state and flows",
@@ -698,9 +691,8 @@ def _plan_custom(spec, existing, server, builder):
         builder.rules[wanted.identifier] = wanted
         return [
             builder.add(
-                Step(
+                _server_step(
                     id=f"rule[{spec.name}].create",
-                    provider="entra-connect",
                     resource=resource,
                     action=Action.CREATE,
                     summary=f"Create the custom rule at precedence {spec.precedence}",
@@ -717,9 +709,8 @@ def _plan_custom(spec, existing, server, builder):
     builder.rules[existing.identifier] = wanted
     return [
         builder.add(
-            Step(
+            _server_step(
                 id=f"rule[{spec.name}].update",
-                provider="entra-connect",
                 resource=resource,
                 action=Action.UPDATE,
                 summary="Update the custom rule",
@@ -903,9 +894,8 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
         leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, included, excluded) and not _in_scope(u.on_prem_dn, included, new_excluded)]
         config_ids.append(
             builder.add(
-                Step(
+                _server_step(
                     id="rebuild.scope.exclude",
-                    provider="entra-connect",
                     resource=f"connector/{ad.name}/scope",
                     action=Action.UPDATE,
                     summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
@@ -921,9 +911,8 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
         elif len(leaving) > threshold:
             config_ids.append(
                 builder.add(
-                    Step(
+                    _server_step(
                         id="rebuild.threshold.raise",
-                        provider="entra-connect",
                         resource="export deletion threshold",
                         action=Action.UPDATE,
                         summary=f"Raise the export deletion threshold from {threshold} to {len(leaving)} for this sync (restored afterwards): otherwise the export stops and deletes nothing",
@@ -934,9 +923,8 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
                     )
                 )
             )
-            threshold_restore = Step(
+            threshold_restore = _server_step(
                 id="threshold.restore",
-                provider="entra-connect",
                 resource="export deletion threshold",
                 action=Action.UPDATE,
                 summary=f"Restore the export deletion threshold to {threshold}",
@@ -998,9 +986,8 @@ def _plan_export(desired, server, builder, notices):
         )
     return [
         builder.add(
-            Step(
+            _server_step(
                 id="export.attributes",
-                provider="entra-connect",
                 resource=f"connector/{aad.name}/attributes",
                 action=Action.UPDATE,
                 summary="Change the attributes excluded from export to Entra ID",
@@ -1036,9 +1023,8 @@ def _plan_scope(desired, observed, builder, notices, rebuild):
     back = rebuild is not None and rebuild.scope_out is not None
     return [
         builder.add(
-            Step(
+            _server_step(
                 id="scope.containers",
-                provider="entra-connect",
                 resource=f"connector/{ad.name}/scope",
                 action=Action.UPDATE,
                 summary="Bring the OU back into the sync scope, after the purge: the users are re-created as new objects"
