@@ -198,6 +198,10 @@ def apply_plan(
             target.checkpoint()
             if isinstance(step.operation, SetScheduler):
                 paused_by_us = not step.operation.enabled
+                if paused_by_us:
+                    # A scheduled cycle may have started just before the pause; the
+                    # server refuses configuration changes until it ends.
+                    _wait_until_idle(target, on_event)
             if journal is not None:
                 journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us)
             result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
@@ -222,6 +226,20 @@ def apply_plan(
             report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
             journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
     return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window)
+
+
+IDLE_WAIT_SECONDS = 3 * 3600
+
+
+def _wait_until_idle(target, on_event, limit=IDLE_WAIT_SECONDS, poll=30):
+    waited = 0
+    while target.server.observe().scheduler.cycle_in_progress:
+        if waited == 0:
+            on_event(Event("note", message="a scheduled sync cycle is running: waiting for it to finish before changing the configuration"))
+        if waited >= limit:
+            raise ProviderError("entra-connect", "sync cycle", f"still running after {limit // 60} minutes of waiting; nothing was changed after the pause")
+        target.sleep(poll)
+        waited += poll
 
 
 def _apply_with_retries(provider, step, target, desired, retries, on_event):

@@ -107,3 +107,23 @@ def test_an_export_stopped_by_the_deletion_threshold_fails_the_sync_step(lab, ta
     assert failed.step_id == "sync.initial"
     assert "stopped-deletion-threshold-exceeded" in failed.detail
     assert lab.server.sync_cycle_enabled
+
+
+def test_a_cycle_that_starts_just_before_the_pause_is_waited_for(lab):
+    class RacingServer(LabServer):
+        """The scheduler starts a cycle at the moment syncprep pauses it."""
+
+        def apply(self, operation):
+            from reconciler.operations import SetScheduler
+
+            if operation == SetScheduler(False) and self.lab.server.cycle is None:
+                self.lab.start_cycle(SyncPolicy.DELTA)
+            return super().apply(operation)
+
+    target = Target(RacingServer(lab), LabTenant(lab))
+    target.sleep = lambda seconds: lab.advance(1)
+    desired = load_desired(EXAMPLE)
+    notes = []
+    report = apply_plan(plan_for(desired, target), desired, target, on_event=lambda e: notes.append(e.message))
+    assert report.ok
+    assert any("scheduled sync cycle is running: waiting" in n for n in notes)

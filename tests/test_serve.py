@@ -19,6 +19,14 @@ SECRETS = {"SYNCPREP_GRAPH_TOKEN": "lab-token-5e1f", "SYNCPREP_WINRM_USERNAME": 
 
 @pytest.fixture
 def served(tmp_path):
+    from providers.lab import scenario
+
+    # Lab time runs fast while served: keep the scheduler's own cycles out of the way,
+    # or one may start in the middle of the test's apply (which then, rightly, refuses).
+    lab = scenario.build()
+    lab.server.sync_interval = 100_000
+    lab.server.next_scheduled_at = lab.clock + 100_000
+    store.save(lab, tmp_path / "lab.json")
     env = {**os.environ, **SECRETS, "NO_COLOR": "1"}
     script = Path(sys.executable).parent / "syncprep"
     server = subprocess.Popen(

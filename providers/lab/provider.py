@@ -220,7 +220,8 @@ class LabTarget(Target):
         return EPOCH + dt.timedelta(minutes=self.lab.clock)
 
     def sleep(self, seconds):
-        pass  # lab calls do not get throttled for real; backing off costs nothing here
+        # Waiting in the lab is lab time passing, at least a minute of it.
+        self.lab.advance(max(1, round(seconds / 60)))
 
     def checkpoint(self):
         if self.path is not None:
