@@ -147,7 +147,7 @@ def main(argv=None):
     parser.add_argument("--license-every", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0)
     parser.add_argument("--burst", type=float, default=0)
-    parser.add_argument("--apply-users", type=int, default=3000)
+    parser.add_argument("--apply-users", type=int, default=10_000)
     args = parser.parse_args(argv)
     if args.serve:
         args.users = args.users[0]

@@ -38,7 +38,10 @@ from reconciler.operations import (
     UpdateRule,
     VerifyMailboxes,
 )
-from reconciler.plan import guid_flow, last_full_sync_end, license_steps, selection_for, GuidFlow, _object_types, _pair
+from reconciler.licences import license_steps
+from reconciler.plan import last_full_sync_end, selection_for
+from reconciler.rules import guid_flow, object_types
+from reconciler.steps import GuidFlow
 
 
 class Status(enum.Enum):
@@ -341,13 +344,13 @@ def _confirm_purge(step, desired, target):
     """
     from attrs import evolve
 
-    from reconciler.plan import _purge_selection
+    from reconciler.rebuild import purge_selection
 
     tenant = target.tenant.observe(selection_for(desired))
     predicted = {ref.upn.lower() for ref in step.operation.users}
     if tenant.deleted_users is None:
         return step, "the recycle bin could not be read (unknown): nothing was purged"
-    selection = _purge_selection(desired.purge)
+    selection = purge_selection(desired.purge)
     in_bin = {}
     for user in tenant.deleted_users:
         named = user.upn.lower() in selection.upns or (
@@ -376,7 +379,7 @@ def _decide_after_sync(desired, target, depends_on):
     observed = observe(target, desired)
     rules = observed.server.rules
     excluded = tuple(a for c in observed.server.connectors_of_kind("AAD") for a in c.excluded_attributes)
-    flows = tuple(GuidFlow(t, *_pair(guid_flow(rules, t, excluded), guid_flow(rules, t, excluded))) for t in _object_types(rules))
+    flows = tuple(GuidFlow.between(t, guid_flow(rules, t, excluded), guid_flow(rules, t, excluded)) for t in object_types(rules))
     steps, notices = license_steps(
         desired,
         observed.tenant,

@@ -56,12 +56,12 @@ class DriftReport:
 
 def observe_read_only(server, tenant, desired):
     """Observation only: the two read-only calls of the provider contracts."""
-    from reconciler.plan import _purge_selection
+    from reconciler.rebuild import purge_selection
     from reconciler.provider import UserSelection
 
     selection = selection_for(desired)
     if desired.purge is not None:
-        selection = UserSelection.union([selection, _purge_selection(desired.purge)])
+        selection = UserSelection.union([selection, purge_selection(desired.purge)])
     return Observed(server=server.observe(), tenant=tenant.observe(selection))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 

@@ -61,7 +61,6 @@ def _desired_hash(path):
 
 
 def make_saved(plan, desired, observed, scripts=None):
-    from reconciler.plan import selection_for
 
     data = plan_to_dict(plan, scripts)
     data["format"] = SAVED_FORMAT
@@ -73,12 +72,13 @@ def make_saved(plan, desired, observed, scripts=None):
 
 
 def _selection(desired):
-    from reconciler.plan import _purge_selection, selection_for
+    from reconciler.plan import selection_for
+    from reconciler.rebuild import purge_selection
     from reconciler.provider import UserSelection
 
     parts = [selection_for(desired)]
     if desired.purge is not None:
-        parts.append(_purge_selection(desired.purge))
+        parts.append(purge_selection(desired.purge))
     return UserSelection.union(parts)
 
 

@@ -6,7 +6,7 @@ from providers.lab import scenario
 from providers.lab.provider import LabTarget
 from reconciler.apply import apply_plan, observe
 from reconciler.cli import main
-from reconciler.loader import load_desired, loads_desired
+from reconciler.loader import load_desired
 from reconciler.plan import build_plan
 
 from pathlib import Path

@@ -3,7 +3,6 @@ parsed by the real command-line parser (so a renamed flag breaks this test, not 
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 

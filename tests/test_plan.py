@@ -4,7 +4,6 @@ import pytest
 from attrs import evolve
 
 from conftest import EXAMPLE, UPGRADE_SAFE, plan_and_apply, plan_for
-from providers.lab.scenario import ENTERPRISEPACK_ID
 from providers.lab.world import lab_guid
 from reconciler.errors import PlanError
 from reconciler.loader import load_desired, loads_desired

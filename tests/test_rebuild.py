@@ -10,7 +10,6 @@ from providers.lab.world import LabCloudUser, lab_guid
 from reconciler.apply import Status, apply_plan
 from reconciler.errors import ApplyError, PlanError, ProviderError
 from reconciler.loader import load_desired, loads_desired
-from reconciler.model import GUID_ATTRIBUTE
 from reconciler.operations import PurgeDeletedUsers, SetDeletionThreshold
 from reconciler.provider import Target
 

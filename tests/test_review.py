@@ -6,11 +6,10 @@ from pathlib import Path
 from attrs import evolve
 
 from conftest import EXAMPLE, UPGRADE_SAFE, plan_and_apply
-from providers.lab.provider import LabTarget, LabTenant
+from providers.lab.provider import LabTenant
 from reconciler.drift import EXIT_DRIFT, EXIT_INCOMPLETE, EXIT_IN_SYNC, detect, observe_read_only
 from reconciler.loader import load_desired
 from reconciler.model import MailboxState
-from reconciler.provider import Target
 
 LAB = Path(".syncprep/lab.json")
 

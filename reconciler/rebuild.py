@@ -1,0 +1,270 @@
+"""Solution 2's planning: the OU scope, the export filter, and the purge with its rails.
+
+The purge is the only irreversible thing syncprep does, so this is where the
+safety rails live: only synced users, only those the desired state names, never
+more than its maximum or a default ceiling, a share-of-deletes check that needs
+``--force``, the export deletion threshold raised only with approval and then
+restored, and an unreadable recycle bin blocking everything destructive.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from attrs import frozen
+
+from reconciler.errors import PlanError
+from reconciler.model import UserRef
+from reconciler.operations import PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes
+from reconciler.provider import UserSelection
+from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, server_step
+
+
+#: Without [purge] max_count, a plan never purges more users than this.
+DEFAULT_PURGE_CEILING = 50
+
+
+#: The share-of-deletes check applies from this many synced users on (octoDNS: 10 records).
+MIN_SYNCED_FOR_PERCENT = 10
+
+
+@frozen
+class _Rebuild:
+    config_ids: tuple[str, ...]
+    purge_id: str
+    refs: tuple
+    scope_out: Optional[tuple] = None  # (included, excluded) while the users are out
+    threshold_restore: Optional[Step] = None
+
+
+def _norm(dns):
+    return tuple(sorted({dn.strip() for dn in dns}, key=str.lower))
+
+
+def _same_dns(a, b):
+    return {x.lower() for x in a} == {x.lower() for x in b}
+
+
+def _in_scope(dn, included, excluded):
+    def under(container):
+        return dn.lower() == container.lower() or dn.lower().endswith("," + container.lower())
+
+    best_in = max((len(c) for c in included if under(c)), default=-1)
+    best_out = max((len(c) for c in excluded if under(c)), default=-1)
+    return best_in >= 0 and best_in >= best_out
+
+
+def purge_selection(purge):
+    return UserSelection(frozenset(u.lower() for u in purge.users), tuple(purge.ous))
+
+
+def _plan_purge(desired, observed, builder, notices, unsafe):
+    """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin."""
+    purge = desired.purge
+    if purge is None:
+        return None
+    tenant, server = observed.tenant, observed.server
+    if tenant.deleted_users is None:
+        raise PlanError("purge: the recycle bin could not be read (unknown, not empty): no destructive step is planned; plan again")
+    selection = purge_selection(purge)
+    excluding_now = bool(desired.export) and bool(
+        {a.lower() for a in desired.export.excluded_attributes} - {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}
+    )
+    ad = _single_ad_connector(server)
+    active = []
+    for user in tenant.users:
+        if not selection.matches(user):
+            continue
+        if user.synced is None:
+            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} is cloud-only: never purged"))
+            continue
+        if not any(user.in_ou(ou) for ou in purge.ous):
+            if excluding_now:
+                notices.append(Notice(Level.WARNING, "purge-active-by-upn", f"{user.upn} is active and not under a [purge] OU: it cannot be taken out of sync alone; name its OU"))
+            continue
+        active.append(user)
+    deleted = []
+    for user in tenant.deleted_users:
+        named = user.upn.lower() in selection.upns or (user.on_prem_dn and any(user.on_prem_dn.lower().endswith("," + ou.lower()) for ou in purge.ous))
+        if not named:
+            continue
+        if user.synced is None:
+            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} (in the recycle bin) is cloud-only: never purged"))
+            continue
+        deleted.append(user)
+    if active and not excluding_now:
+        notices.append(
+            Notice(
+                Level.INFO,
+                "purge-active-kept",
+                f"{len(active)} user(s) of the [purge] selection are active: they are taken out and purged only in the plan that starts excluding an attribute from export",
+            )
+        )
+        active = []
+    cycled = sorted(active, key=lambda u: u.upn.lower()) if excluding_now else []
+    refs = tuple(sorted([u.ref for u in cycled] + [UserRef(u.id, u.upn) for u in deleted], key=lambda r: r.upn.lower()))
+    if not refs:
+        return None
+
+    limit = purge.max_count if purge.max_count is not None else DEFAULT_PURGE_CEILING
+    if len(refs) > limit:
+        which = "max_count" if purge.max_count is not None else f"the default ceiling ({DEFAULT_PURGE_CEILING}; set [purge] max_count)"
+        raise PlanError(f"purge: {len(refs)} users would be purged, more than {which} allows ({limit}); nothing is planned")
+    synced_total = sum(1 for u in tenant.users if u.synced) + len(deleted)
+    if synced_total >= MIN_SYNCED_FOR_PERCENT:
+        share = 100.0 * len(refs) / synced_total
+        if share > purge.max_percent:
+            unsafe.append(f"Too many deletes: {share:.2f}% is over {purge.max_percent:.2f}% ({len(refs)}/{synced_total} synced users); force required")
+
+    config_ids = []
+    scope_out = None
+    threshold_restore = None
+    if cycled:
+        included, excluded = ad.included_containers, ad.excluded_containers
+        new_excluded = _norm((*excluded, *purge.ous))
+        scope_out = (tuple(included), new_excluded)
+        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, included, excluded) and not _in_scope(u.on_prem_dn, included, new_excluded)]
+        config_ids.append(
+            builder.add(
+                server_step(
+                    id="rebuild.scope.exclude",
+                    resource=f"connector/{ad.name}/scope",
+                    action=Action.UPDATE,
+                    summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
+                    operation=SetContainerScope(tuple(included), new_excluded),
+                    before={"included": list(included), "excluded": list(excluded)},
+                    after={"included": list(included), "excluded": list(new_excluded)},
+                )
+            )
+        )
+        threshold = server.deletion_threshold
+        if threshold is None:
+            notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
+        elif len(leaving) > threshold:
+            config_ids.append(
+                builder.add(
+                    server_step(
+                        id="rebuild.threshold.raise",
+                        resource="export deletion threshold",
+                        action=Action.UPDATE,
+                        summary=f"Raise the export deletion threshold from {threshold} to {len(leaving)} for this sync (restored afterwards): otherwise the export stops and deletes nothing",
+                        operation=SetDeletionThreshold(len(leaving)),
+                        before={"threshold": threshold},
+                        after={"threshold": len(leaving)},
+                        approval="threshold-raise",
+                    )
+                )
+            )
+            threshold_restore = server_step(
+                id="threshold.restore",
+                resource="export deletion threshold",
+                action=Action.UPDATE,
+                summary=f"Restore the export deletion threshold to {threshold}",
+                operation=SetDeletionThreshold(threshold),
+                before={"threshold": len(leaving)},
+                after={"threshold": threshold},
+                approval="threshold-raise",
+            )
+        else:
+            notices.append(Notice(Level.INFO, "threshold-ok", f"{len(leaving)} soft-deletion(s) stay under the export deletion threshold of {threshold}"))
+        extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
+        if extra:
+            notices.append(
+                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not named for purging leave the scope too; they come back from the recycle bin as they were: {name_list(extra)}")
+            )
+    purge_id = builder.add(
+        Step(
+            id="purge",
+            provider="tenant",
+            resource="recycle bin",
+            action=Action.DELETE,
+            summary=f"Hard-delete {len(refs)} synced user(s) from the recycle bin: cannot be undone"
+            + (" (checked against what the sync actually deleted first)" if cycled else ""),
+            operation=PurgeDeletedUsers(refs),
+            impact=Impact.IRREVERSIBLE,
+            decided_after_sync=bool(cycled),
+            approval="irreversible",
+        )
+    )
+    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore)
+
+
+def _single_ad_connector(server):
+    candidates = server.connectors_of_kind("AD")
+    if len(candidates) != 1:
+        raise PlanError(f"{len(candidates)} AD connectors on the server; syncprep manages the scope of exactly one")
+    return candidates[0]
+
+
+def _plan_export(desired, server, builder, notices):
+    if desired.export is None:
+        return []
+    (aad,) = server.connectors_of_kind("AAD") or (None,)
+    if aad is None:
+        raise PlanError("export: no Entra ID (AAD) connector on the server")
+    current = _norm(aad.excluded_attributes)
+    wanted = _norm(desired.export.excluded_attributes)
+    if _same_dns(current, wanted):
+        return []
+    added = {a.lower() for a in wanted} - {a.lower() for a in current}
+    if added and desired.purge is None:
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "exclusion-keeps-values",
+                f"excluding {', '.join(sorted(a for a in wanted if a.lower() in added))} only stops the export: the values already in Entra ID stay "
+                "(the sync engine stops managing them); Solution 2 purges and re-creates the users with [purge]",
+            )
+        )
+    return [
+        builder.add(
+            server_step(
+                id="export.attributes",
+                resource=f"connector/{aad.name}/attributes",
+                action=Action.UPDATE,
+                summary="Change the attributes excluded from export to Entra ID",
+                operation=SetExcludedAttributes(wanted),
+                before={"excluded_attributes": list(current)},
+                after={"excluded_attributes": list(wanted)},
+            )
+        )
+    ]
+
+
+def _plan_scope(desired, observed, builder, notices, rebuild):
+    server, tenant = observed.server, observed.tenant
+    if desired.scope is None and (rebuild is None or rebuild.scope_out is None):
+        return []
+    ad = _single_ad_connector(server)
+    current = (ad.included_containers, ad.excluded_containers)
+    if rebuild is not None and rebuild.scope_out is not None:
+        current = rebuild.scope_out
+    wanted = (
+        (_norm(desired.scope.included), _norm(desired.scope.excluded)) if desired.scope is not None else (ad.included_containers, ad.excluded_containers)
+    )
+    if _same_dns(current[0], wanted[0]) and _same_dns(current[1], wanted[1]):
+        return []
+    leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
+    if leaving:
+        notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {name_list(leaving)}"))
+        threshold = server.deletion_threshold
+        if threshold is not None and len(leaving) > threshold:
+            raise PlanError(
+                f"scope: {len(leaving)} soft-deletions exceed the export deletion threshold of {threshold}: the export would stop and delete nothing"
+            )
+    back = rebuild is not None and rebuild.scope_out is not None
+    return [
+        builder.add(
+            server_step(
+                id="scope.containers",
+                resource=f"connector/{ad.name}/scope",
+                action=Action.UPDATE,
+                summary="Bring the OU back into the sync scope, after the purge: the users are re-created as new objects"
+                if back
+                else "Change the AD connector's OU scope",
+                operation=SetContainerScope(*wanted),
+                before={"included": list(current[0]), "excluded": list(current[1])},
+                after={"included": list(wanted[0]), "excluded": list(wanted[1])},
+            )
+        )
+    ]

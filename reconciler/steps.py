@@ -1,0 +1,189 @@
+"""The values a plan is made of: steps, notices, the flow report and the plan itself.
+
+All frozen; :mod:`reconciler.serialize` turns them into the versioned JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any, Optional
+
+from attrs import field, frozen
+
+
+PLAN_FORMAT_VERSION = "1.0"
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    RUN = "run"
+    CHECK = "check"
+
+
+class Impact(enum.Enum):
+    #: Can be undone by another plan.
+    REVERSIBLE = "reversible"
+    #: Needs a full (Initial) sync cycle: long, and felt by every synced object.
+    COSTLY = "costly"
+    #: Cannot be undone (a hard delete).
+    IRREVERSIBLE = "irreversible"
+
+
+class Level(enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+
+
+@frozen
+class Notice:
+    level: Level
+    code: str
+    message: str
+
+
+@frozen
+class FieldChange:
+    path: str
+    before: Any
+    after: Any
+
+
+@frozen
+class Step:
+    """One thing apply will do, through one provider, to one resource.
+
+    ``decided_after_sync`` marks a step whose exact content is decided during
+    apply from a fresh observation taken after the sync (what the plan shows is
+    the prediction).
+    """
+
+    id: str
+    provider: str
+    resource: str
+    action: Action
+    summary: str
+    operation: Any
+    impact: Impact = Impact.REVERSIBLE
+    before: Optional[dict] = None
+    after: Optional[dict] = None
+    depends_on: tuple[str, ...] = ()
+    decided_after_sync: bool = False
+    #: An approval apply needs beyond the plan's own: "irreversible" or "threshold-raise".
+    approval: Optional[str] = None
+    changes: tuple[FieldChange, ...] = field(default=None)
+
+    def __attrs_post_init__(self):
+        if self.changes is None:
+            object.__setattr__(self, "changes", field_changes(self.before, self.after))
+
+
+@frozen
+class GuidFlow:
+    """Who decides msExchMailboxGuid for existing objects of one AD object type."""
+
+    object_type: str
+    now: str
+    after: str
+    flows_now: bool
+    flows_after: bool
+
+    @classmethod
+    def between(cls, object_type, now, after):
+        """From two :func:`~reconciler.rules.guid_flow` answers, ``(text, flows)`` each."""
+        return cls(object_type, now[0], after[0], now[1], after[1])
+
+
+@frozen
+class Plan:
+    source: str
+    target: str
+    steps: tuple[Step, ...]
+    notices: tuple[Notice, ...] = ()
+    guid_flows: tuple[GuidFlow, ...] = ()
+    #: Reasons apply refuses without --force (octoDNS's "too many deletes").
+    unsafe: tuple[str, ...] = ()
+
+    @property
+    def approvals_needed(self):
+        return tuple(dict.fromkeys(s.approval for s in self.steps if s.approval))
+
+    @property
+    def has_changes(self):
+        return bool(self.steps)
+
+    def counts(self):
+        counts = {action.value: 0 for action in Action}
+        for step in self.steps:
+            counts[step.action.value] += 1
+        counts["costly"] = sum(1 for s in self.steps if s.impact is Impact.COSTLY)
+        counts["irreversible"] = sum(1 for s in self.steps if s.impact is Impact.IRREVERSIBLE)
+        return counts
+
+    def to_dict(self):
+        from reconciler.serialize import plan_to_dict
+
+        return plan_to_dict(self)
+
+    def checksum(self):
+        data = json.dumps(self.to_dict()["steps"], sort_keys=True, default=str).encode()
+        return hashlib.sha256(data).hexdigest()
+
+
+def server_step(**fields):
+    return Step(provider="entra-connect", **fields)
+
+
+def field_changes(before, after):
+    """Field-level differences between two JSON-able views, via deepdiff."""
+    if before is None or after is None or before == after:
+        return ()
+    from deepdiff import DeepDiff
+
+    diff = DeepDiff(before, after, verbose_level=2)
+    changes = []
+    for kind in ("values_changed", "type_changes"):
+        for path, change in diff.get(kind, {}).items():
+            changes.append(FieldChange(_dd_path(path), change.get("old_value"), change.get("new_value")))
+    for path, value in diff.get("dictionary_item_added", {}).items():
+        changes.append(FieldChange(_dd_path(path), None, value))
+    for path, value in diff.get("dictionary_item_removed", {}).items():
+        changes.append(FieldChange(_dd_path(path), value, None))
+    for kind, is_add in (("iterable_item_added", True), ("iterable_item_removed", False)):
+        for path, value in diff.get(kind, {}).items():
+            changes.append(FieldChange(_dd_path(path), None if is_add else value, value if is_add else None))
+    return tuple(sorted(changes, key=lambda c: c.path))
+
+
+def _dd_path(path):
+    # root['flows']['msExchMailboxGuid'] -> flows.msExchMailboxGuid
+    text = ""
+    for chunk in path[len("root"):].strip("[]").split("]["):
+        if chunk.isdigit():
+            text += f"[{chunk}]"
+        elif chunk:
+            text += ("." if text else "") + chunk.strip("'\"")
+    return text
+
+
+def rule_view(rule):
+    """What a plan shows of a rule: the fields the desired state can manage."""
+    if rule is None:
+        return None
+    return {
+        "name": rule.name,
+        "precedence": rule.precedence,
+        "enabled": not rule.disabled,
+        "standard": rule.is_standard,
+        "object_types": f"{rule.source_object_type} -> {rule.target_object_type}",
+        "flows": {f.destination: f.describe() for f in rule.flows},
+    }
+
+
+def name_list(upns, limit=10):
+    upns = list(upns)
+    shown = ", ".join(upns[:limit])
+    return shown + (f" and {len(upns) - limit} more" if len(upns) > limit else "")
