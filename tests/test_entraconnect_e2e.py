@@ -9,6 +9,7 @@ in-process lab.
 import itertools
 
 import pytest
+from attrs import evolve
 
 from conftest import EXAMPLE, ROOT, UPGRADE_SAFE
 from providers.entraconnect import PsrpServer, PsrpSession
@@ -19,6 +20,7 @@ from providers.lab.pwsh_interpreter import parse as parse_powershell
 from providers.lab.winrm_endpoint import WinRMEndpoint
 from reconciler.apply import apply_plan, observe
 from reconciler.loader import load_desired
+from reconciler.model import JoinCondition
 from reconciler.plan import build_plan
 from reconciler.provider import Target
 
@@ -54,7 +56,7 @@ def test_desired_state_plans_and_applies_the_same_over_psrp(path):
     host = LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps)))
     with WinRMEndpoint(host, USER, PASSWORD) as (address, port):
         session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
-        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0, aad_username="sync-admin@contoso.onmicrosoft.com")
         try:
             target = Target(server, LabTenant(lab))
             plan_psrp, report_psrp = run(desired, target)
@@ -68,3 +70,39 @@ def test_desired_state_plans_and_applies_the_same_over_psrp(path):
     assert [(r.step_id, r.status, r.failures) for r in report_psrp.results] == [(r.step_id, r.status, r.failures) for r in report_lab.results]
     assert end_state(lab) == end_state(reference)
     assert scripts and all(parse_powershell(s) for s in scripts)
+
+
+def _with_a_join_on_the_stock_rule(lab, name="In from AD - User Exchange"):
+    join = ((JoinCondition("mS-DS-ConsistencyGuid", "sourceAnchorBinary"),), (JoinCondition("objectGUID", "sourceAnchorBinary", True),))
+    for rules in (lab.server.rules, lab.server.stock_catalogue):
+        index = next(i for i, r in enumerate(rules) if r.name == name)
+        rules[index] = evolve(rules[index], join=join)
+    return join
+
+
+def test_the_solution1_copy_keeps_the_stock_rules_join_over_psrp():
+    desired = load_desired(EXAMPLE)
+    reference = scenario.build("default", users=20)
+    _with_a_join_on_the_stock_rule(reference)
+    plan_lab, report_lab = run(desired, LabTarget(reference))
+
+    lab = scenario.build("default", users=20)
+    join = _with_a_join_on_the_stock_rule(lab)
+    steps = itertools.count()
+    host = LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps)))
+    with WinRMEndpoint(host, USER, PASSWORD) as (address, port):
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0)
+        try:
+            plan_psrp, report_psrp = run(desired, Target(server, LabTenant(lab)))
+            observed = server.observe()
+        finally:
+            server.close()
+
+    assert report_lab.ok and report_psrp.ok, report_psrp.results
+    assert plan_psrp.steps == plan_lab.steps
+    copies = [r for r in lab.server.rules if r.name == "In from AD - User Exchange"]
+    assert len(copies) == 1 and not copies[0].is_standard and copies[0].precedence == 108
+    assert copies[0].join == join
+    assert observed.rules_named("In from AD - User Exchange")[0].join == join
+    assert [r for r in reference.server.rules if r.name == "In from AD - User Exchange"] == copies

@@ -7,6 +7,7 @@ provider leaves its twin.
 """
 
 import itertools
+import re
 import socket
 import subprocess
 import sys
@@ -22,18 +23,21 @@ from providers.lab.provider import LabServer
 from providers.lab.winrm_endpoint import WinRMEndpoint
 from reconciler.desired import EntraConnectTargetSpec
 from reconciler.errors import ProviderError, RefusedError
-from reconciler.model import SyncPolicy
+from reconciler.model import AttributeFlow, Direction, FlowType, JoinCondition, LinkType, ScopeCondition, SyncPolicy, SyncRule
 from reconciler.operations import (
+    CreateRule,
     RunSyncCycle,
     SetContainerScope,
     SetDeletionThreshold,
     SetExcludedAttributes,
     SetRuleDisabled,
     SetScheduler,
+    UpdateRule,
 )
 from test_entraconnect_scripts import solution1_operations
 
 USER, PASSWORD = "CONTOSO\\syncadmin", "lab-Pa55word!"
+AAD_USER = "sync-admin@contoso.onmicrosoft.com"
 SERVICE_OU = "OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com"
 
 
@@ -46,13 +50,13 @@ def served():
     """(lab, endpoint, server): a fresh lab behind a running endpoint and a connected provider."""
     made = []
 
-    def make(lab=None, speed=None, monotonic=None, allow_staging=False, poll_interval=0.02):
+    def make(lab=None, speed=None, monotonic=None, allow_staging=False, poll_interval=0.02, aad_username=AAD_USER):
         lab = lab or new_lab()
         host = LabHost(lab, speed=speed, **({"monotonic": monotonic} if monotonic else {}))
         endpoint = WinRMEndpoint(host, USER, PASSWORD)
         address, port = endpoint.start()
         session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
-        server = PsrpServer(session, allow_staging=allow_staging, poll_interval=poll_interval, cycle_timeout=20.0)
+        server = PsrpServer(session, allow_staging=allow_staging, poll_interval=poll_interval, cycle_timeout=20.0, aad_username=aad_username)
         made.append((endpoint, server))
         return lab, endpoint, server
 
@@ -80,7 +84,7 @@ def test_observe_through_psrp_equals_the_lab(served):
         (r.connector, r.profile, r.result, r.started) for r in LabServer(lab).observe().run_history
     ]
     # One round trip: one script for the whole observation.
-    assert endpoint.scripts == [scripts.OBSERVE]
+    assert endpoint.scripts == [scripts.observe(AAD_USER)] == [server.observe_script]
 
 
 def test_observe_after_changes_still_equals_the_lab(served):
@@ -164,7 +168,7 @@ def test_powershell_outside_the_subset_is_an_error(served):
 
 def test_output_cut_at_convertto_json_depth_is_detected(served):
     _lab, _endpoint, server = served()
-    shallow = scripts.OBSERVE.replace(f"-Depth {scripts.JSON_DEPTH}", "-Depth 3")
+    shallow = server.observe_script.replace(f"-Depth {scripts.JSON_DEPTH}", "-Depth 3")
     from providers.entraconnect import parse
 
     with pytest.raises(parse.Truncated, match="truncated at ConvertTo-Json's -Depth"):
@@ -175,14 +179,25 @@ def test_solution1_through_psrp_leaves_the_lab_as_in_process(served):
     reference = new_lab()
     lab, endpoint, server = served()
     operations = [op for op in solution1_operations(LabServer(reference).observe()) if not isinstance(op, RunSyncCycle)]
+    # What plan --show-scripts shows: observe, then each step's script in plan order.
+    server.observe()
+    shown = [server.scripts_for(op) for op in operations]
     for op in operations:
         LabServer(reference).apply(op)
         server.apply(op)
         assert snapshot(lab) == snapshot(reference), op
     assert server.observe() == LabServer(reference).observe()
-    # Each change ran its own script, after a read of the scheduler and the rule ids.
-    expected = [script for op in operations for script in (scripts.PRECHECK, server.scripts_for(op))]
-    assert endpoint.scripts == expected + [scripts.OBSERVE]
+    # Each change ran the script shown for it, after a read of the scheduler and the rule ids
+    # (and of the rule itself before an update).
+    prechecks = [scripts.precheck_rule(op.rule.identifier) if isinstance(op, UpdateRule) else scripts.PRECHECK for op in operations]
+    expected = [script for check, text in zip(prechecks, shown) for script in (check, text)]
+    assert endpoint.scripts == [server.observe_script] + expected + [server.observe_script]
+    # The last step only moves the copy: its rule is read, its precedence set, and written back.
+    assert shown[-2].splitlines()[1:] == [
+        f"$syncRule = Get-ADSyncRule -Identifier '{operations[-2].rule.identifier}'",
+        "$syncRule.Precedence = 108",
+        "Add-ADSyncRule -SynchronizationRule $syncRule",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -341,10 +356,12 @@ def test_open_server_takes_credentials_from_the_environment_only():
 def test_open_server_against_the_endpoint(served, monkeypatch):
     lab, endpoint, _server = served()
     address, port = endpoint.address
-    spec = EntraConnectTargetSpec(host=address, port=port, ssl=False, auth="basic", cert_validation=False)
+    spec = EntraConnectTargetSpec(host=address, port=port, ssl=False, auth="basic", cert_validation=False, aad_username=AAD_USER)
     server = open_server(spec, environ={"SYNCPREP_WINRM_USERNAME": USER, "SYNCPREP_WINRM_PASSWORD": PASSWORD}, interactive=False)
     try:
+        assert server.aad_username == AAD_USER
         assert server.observe() == LabServer(lab).observe()
+        assert f"Get-ADSyncExportDeletionThreshold -AADUserName '{AAD_USER}'" in endpoint.scripts[-1]
     finally:
         server.close()
 
@@ -360,3 +377,211 @@ def test_a_rule_change_with_a_clashing_precedence_is_refused_with_the_server_mes
     with pytest.raises(ProviderError, match="Precedence is not unique"):
         server.apply(CreateRule(clash))
     assert snapshot(lab) == before
+
+
+# ---------------------------------------------------------------------- join conditions
+
+
+def _custom_rule_with_a_join(observed, **changes):
+    ad = next(c for c in observed.connectors if c.kind == "AD")
+    rule = SyncRule(
+        identifier="5b0f3c55-1d2e-4c7a-9e61-0a7f4b2d9c10",
+        name="In from AD - User Join by employee ID",
+        direction=Direction.INBOUND,
+        precedence=60,
+        connector=ad.identifier,
+        source_object_type="user",
+        target_object_type="person",
+        link_type=LinkType.JOIN,
+        flows=(AttributeFlow("employeeID", FlowType.DIRECT, source="employeeID"),),
+        scope=((ScopeCondition("employeeID", "ISNOTNULL"),),),
+        join=(
+            (JoinCondition("employeeID", "employeeID", True), JoinCondition("O'Neil-attr", "sourceAnchor")),
+            (JoinCondition("mS-DS-ConsistencyGuid", "sourceAnchorBinary"),),
+        ),
+        description="joins on employeeID",
+    )
+    return evolve(rule, **changes)
+
+
+def test_a_rules_join_groups_round_trip_through_create_observe_and_update(served):
+    reference = new_lab()
+    lab, endpoint, server = served()
+    rule = _custom_rule_with_a_join(server.observe())
+    create = CreateRule(rule)
+    text = server.scripts_for(create)
+    assert (
+        "New-Object Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition -ArgumentList 'employeeID','employeeID',$true -OutVariable condition1\n"
+        "New-Object Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition -ArgumentList 'O''Neil-attr','sourceAnchor',$false -OutVariable condition2\n"
+        "Add-ADSyncJoinConditionGroup `\n    -SynchronizationRule $syncRule[0] `\n    -JoinConditions @($condition1[0], $condition2[0]) `\n    -OutVariable syncRule\n"
+    ) in text
+    assert text.index("Add-ADSyncScopeConditionGroup") < text.index("Add-ADSyncJoinConditionGroup") < text.index("Add-ADSyncRule")
+    server.apply(create)
+    LabServer(reference).apply(create)
+    assert next(r for r in lab.server.rules if r.identifier == rule.identifier).join == rule.join
+    assert server.observe().rule_by_id(rule.identifier) == rule
+    assert snapshot(lab) == snapshot(reference)
+
+    # A rewrite of the whole rule (a flow changes) carries the join back.
+    rewritten = evolve(rule, flows=(AttributeFlow("employeeID", FlowType.EXPRESSION, source="employeeID", expression="Trim([employeeID])"),))
+    assert "New-ADSyncRule" in server.scripts_for(UpdateRule(rewritten))
+    server.apply(UpdateRule(rewritten))
+    assert server.observe().rule_by_id(rule.identifier) == rewritten
+    assert next(r for r in lab.server.rules if r.identifier == rule.identifier).join == rule.join
+
+
+def test_disabling_a_stock_rule_with_a_join_keeps_its_join(served):
+    lab = new_lab()
+    stock = next(r for r in lab.server.rules if r.name == "In from AD - User Exchange")
+    joined = evolve(stock, join=((JoinCondition("mS-DS-ConsistencyGuid", "sourceAnchorBinary"),), (JoinCondition("objectGUID", "sourceAnchorBinary"),)))
+    lab.server.rules[lab.server.rules.index(stock)] = joined
+    lab, _endpoint, server = served(lab)
+    assert server.observe().rule_by_id(stock.identifier).join == joined.join
+    # The lab refuses any change to a standard rule but its state: the join must come back as read.
+    server.apply(SetRuleDisabled(stock.identifier, stock.name, True))
+    assert next(r for r in lab.server.rules if r.identifier == stock.identifier) == evolve(joined, disabled=True)
+
+
+def test_join_conditions_outside_the_export_form_are_refused(served):
+    _lab, _endpoint, server = served()
+    for arguments, expected in (
+        ("'cs','mv'", "a JoinCondition takes three arguments"),
+        ("'cs','mv','false'", "a JoinCondition takes three arguments"),
+        ("'cs','',$false", "a JoinCondition takes three arguments"),
+    ):
+        script = f"New-Object Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition -ArgumentList {arguments}"
+        with pytest.raises(ProviderError, match=expected):
+            server.session.invoke(script, "probe", json_output=False)
+    rule_id = next(r for r in server.observe().rules).identifier
+    script = f"$r = Get-ADSyncRule -Identifier '{rule_id}'\nAdd-ADSyncJoinConditionGroup -SynchronizationRule $r -JoinConditions @('mail')"
+    with pytest.raises(ProviderError, match="-JoinConditions takes JoinCondition objects"):
+        server.session.invoke(script, "probe", json_output=False)
+
+
+# ---------------------------------------------------------------------- targeted updates
+
+
+def test_a_precedence_or_state_change_edits_the_rule_in_place(served):
+    reference = new_lab()
+    lab, endpoint, server = served()
+    rule = _custom_rule_with_a_join(server.observe())
+    for lab_ in (reference,):
+        LabServer(lab_).apply(CreateRule(rule))
+    server.apply(CreateRule(rule))
+    cases = [
+        (evolve(rule, precedence=61), ["$syncRule.Precedence = 61"]),
+        (evolve(rule, precedence=61, disabled=True), ["$syncRule.Disabled = $true"]),
+        (evolve(rule, precedence=62, disabled=False), ["$syncRule.Precedence = 62", "$syncRule.Disabled = $false"]),
+    ]
+    for wanted, assignments in cases:
+        shown = server.scripts_for(UpdateRule(wanted))
+        assert shown.splitlines() == [
+            "$ErrorActionPreference = 'Stop'",
+            f"$syncRule = Get-ADSyncRule -Identifier '{rule.identifier}'",
+            *assignments,
+            "Add-ADSyncRule -SynchronizationRule $syncRule",
+        ]
+        server.apply(UpdateRule(wanted))
+        LabServer(reference).apply(UpdateRule(wanted))
+        assert endpoint.scripts[-1] == shown
+        assert snapshot(lab) == snapshot(reference)
+    # Anything else rebuilds the rule.
+    renamed = evolve(rule, precedence=63, description="another description")
+    shown = server.scripts_for(UpdateRule(renamed))
+    assert "New-ADSyncRule" in shown and "Add-ADSyncJoinConditionGroup" in shown
+    server.apply(UpdateRule(renamed))
+    assert endpoint.scripts[-1] == shown
+    assert server.observe().rule_by_id(rule.identifier) == renamed
+
+
+def test_an_update_decides_on_the_rule_as_read_just_before(served):
+    lab, endpoint, server = served()
+    rule = _custom_rule_with_a_join(server.observe())
+    server.apply(CreateRule(rule))
+    server.observe()
+    moved = evolve(rule, precedence=64)
+    assert "New-ADSyncRule" not in server.scripts_for(UpdateRule(moved))
+    # Someone changes the rule's description between the plan and the apply: a targeted
+    # edit would keep their description, so the whole rule is written.
+    index = next(i for i, r in enumerate(lab.server.rules) if r.identifier == rule.identifier)
+    lab.server.rules[index] = evolve(rule, description="edited by hand")
+    server.apply(UpdateRule(moved))
+    assert endpoint.scripts[-2] == scripts.precheck_rule(rule.identifier)
+    assert endpoint.scripts[-1].splitlines()[1] == "New-ADSyncRule `"
+    assert lab.server.rules[index] == moved
+
+
+def test_rule_properties_take_only_their_own_type(served):
+    lab, _endpoint, server = served()
+    rule_id = lab.server.rules[0].identifier
+    before = snapshot(lab)
+    for assignment, expected in (
+        ("$r.Precedence = 'high'", 'Cannot convert value "high" to type "System.Int32"'),
+        ("$r.Precedence = $true", 'Cannot convert value "True" to type "System.Int32"'),
+        ("$r.Disabled = 1", 'Cannot convert value "1" to type "System.Boolean"'),
+        ("$r.Identifier = '00000000-0000-0000-0000-000000000001'", "does not set the rule property 'Identifier'"),
+    ):
+        script = f"$ErrorActionPreference = 'Stop'\n$r = Get-ADSyncRule -Identifier '{rule_id}'\n{assignment}\nAdd-ADSyncRule -SynchronizationRule $r"
+        with pytest.raises(ProviderError, match=re.escape(expected)):
+            server.session.invoke(script, "probe", json_output=False)
+    assert snapshot(lab) == before
+
+
+# ---------------------------------------------------------------------- the target's aad_username and certificate
+
+
+def test_without_aad_username_the_threshold_is_unknown_and_cannot_be_set(served):
+    lab, endpoint, server = served(aad_username=None)
+    assert server.observe().deletion_threshold is None
+    assert "ADSyncExportDeletionThreshold" not in endpoint.scripts[-1].replace("# No aad_username", "")
+    before, ran = snapshot(lab), len(endpoint.scripts)
+    for operation in (SetDeletionThreshold(1500), SetDeletionThreshold(None)):
+        with pytest.raises(ProviderError) as err:
+            server.apply(operation)
+        message = str(err.value)
+        assert message == (
+            "entra-connect: export deletion threshold: set aad_username in [target.entra_connect]: "
+            "the ADSyncExportDeletionThreshold cmdlets name an Entra ID account (nothing was changed)"
+        )
+        with pytest.raises(ProviderError, match="set aad_username"):
+            server.scripts_for(operation)
+    assert snapshot(lab) == before and len(endpoint.scripts) == ran
+
+
+def test_the_threshold_cmdlets_name_the_aad_user(served):
+    lab, endpoint, server = served()
+    assert server.observe().deletion_threshold == 500
+    server.apply(SetDeletionThreshold(1500))
+    assert endpoint.scripts[-1].endswith(f"Enable-ADSyncExportDeletionThreshold -DeletionThreshold 1500 -AADUserName '{AAD_USER}'")
+    assert lab.server.deletion_threshold == 1500
+    server.apply(SetDeletionThreshold(None))
+    assert endpoint.scripts[-1].endswith(f"Disable-ADSyncExportDeletionThreshold -AADUserName '{AAD_USER}'")
+    assert lab.server.deletion_threshold is None
+    # The lab's cmdlets, like the documented ones, need the account.
+    with pytest.raises(ProviderError, match="missing mandatory parameters: AADUserName"):
+        server.session.invoke("$ErrorActionPreference = 'Stop'\nDisable-ADSyncExportDeletionThreshold", "probe", json_output=False)
+
+
+def test_certificate_auth_takes_the_paths_from_the_spec(tmp_path):
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    other = {"SYNCPREP_WINRM_CERTIFICATE_PEM": "/elsewhere/env.pem", "SYNCPREP_WINRM_CERTIFICATE_KEY_PEM": "/elsewhere/env.key"}
+    spec = EntraConnectTargetSpec(host="sync01.contoso.com", auth="certificate", certificate_pem=str(cert), certificate_key_pem=str(key))
+    server = open_server(spec, environ=other, interactive=False)
+    assert server.session.auth_kwargs == {"certificate_pem": str(cert), "certificate_key_pem": str(key)}
+    assert server.session.username is None
+
+    # The variables are a fallback for a spec without paths.
+    fallback = {"SYNCPREP_WINRM_CERTIFICATE_PEM": str(cert), "SYNCPREP_WINRM_CERTIFICATE_KEY_PEM": str(key)}
+    server = open_server(EntraConnectTargetSpec(host="sync01", auth="certificate"), environ=fallback, interactive=False)
+    assert server.session.auth_kwargs == {"certificate_pem": str(cert), "certificate_key_pem": str(key)}
+
+    for bad, expected in (
+        (dict(certificate_pem=str(cert)), "set certificate_key_pem in [target.entra_connect] too"),
+        (dict(certificate_pem=str(cert), certificate_key_pem=str(tmp_path / "missing.key")), "certificate_key_pem '" + str(tmp_path / "missing.key") + "' is not a file"),
+        ({}, "set certificate_pem and certificate_key_pem in [target.entra_connect]"),
+    ):
+        with pytest.raises(ProviderError) as err:
+            open_server(EntraConnectTargetSpec(host="sync01", auth="certificate", **bad), environ={}, interactive=False)
+        assert expected in str(err.value) and "\n" not in str(err.value)

@@ -24,6 +24,7 @@ from reconciler.model import (
     AttributeFlow,
     Direction,
     FlowType,
+    JoinCondition,
     LinkType,
     MergeType,
     ScopeCondition,
@@ -96,18 +97,28 @@ def lab():
     return scenario.build("default", users=8)
 
 
-@pytest.fixture(scope="module")
-def server(lab):
-    # Scripts are text: no session is needed to generate them once connectors are known.
-    provider = PsrpServer(session=None, poll_interval=10.0)
-    provider._connectors = LabServer(lab).observe().connectors
+AAD_USER = "sync-admin@contoso.onmicrosoft.com"
+
+
+def offline_server(observed, aad_username=AAD_USER):
+    """A provider that knows ``observed`` as if it had just observed it: scripts are text,
+    so no session is needed to generate them (plan --show-scripts after observing)."""
+    provider = PsrpServer(session=None, poll_interval=10.0, aad_username=aad_username)
+    provider._connectors = observed.connectors
+    provider._remember(observed.rules)
     return provider
+
+
+@pytest.fixture
+def server(lab):
+    return offline_server(LabServer(lab).observe())
 
 
 @pytest.mark.parametrize("index,name", list(enumerate(GOLDEN_NAMES)), ids=GOLDEN_NAMES)
 def test_golden_scripts_of_solution1(lab, server, index, name):
-    operation = solution1_operations(LabServer(lab).observe())[index]
-    text = server.scripts_for(operation) + "\n"
+    # In plan order, as plan --show-scripts shows them: a step's script depends on the earlier steps.
+    texts = [server.scripts_for(op) for op in solution1_operations(LabServer(lab).observe())]
+    text = texts[index] + "\n"
     path = GOLDEN / f"{name}.ps1"
     if os.environ.get("SYNCPREP_UPDATE_GOLDEN"):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +157,7 @@ def _every_script(lab, server):
             AttributeFlow("displayName", FlowType.EXPRESSION, source="displayName", expression='Trim([displayName])', merge_type=MergeType.MERGE_CASE_INSENSITIVE),
         ),
         scope=((ScopeCondition("department", "EQUAL", "O'Brien"), ScopeCondition("mail", "ISNOTNULL")), (ScopeCondition("cloudFiltered", "NOTEQUAL", "True"),)),
+        join=((JoinCondition("employeeID", "employeeID", True), JoinCondition("O'Name", "sAMAccountName")), (JoinCondition("mail", "mail"),)),
         disabled=True,
         description="It's $(dangerous)",
     )
@@ -154,6 +166,8 @@ def _every_script(lab, server):
         SetRuleDisabled(tricky.identifier, tricky.name, False),
         CreateRule(tricky),
         UpdateRule(tricky),
+        UpdateRule(evolve(tricky, precedence=51, disabled=False)),
+        UpdateRule(evolve(tricky, precedence=52, join=())),
         RemoveRule(tricky.identifier, tricky.name),
         RunSyncCycle(SyncPolicy.DELTA),
         SetContainerScope(("OU=Corp,DC=contoso,DC=com", "OU=Sales,DC=fabrikam,DC=com"), ("OU=Service Accounts,OU=Corp,DC=contoso,DC=com",)),
@@ -165,7 +179,14 @@ def _every_script(lab, server):
         SetDeletionThreshold(500),
     ]
     texts = [server.scripts_for(op) for op in operations]
-    return texts + [scripts.OBSERVE, scripts.PRECHECK, scripts.POLL_CYCLE, scripts.start_cycle(SyncPolicy.INITIAL)]
+    return texts + [
+        scripts.observe(),
+        scripts.observe(AAD_USER),
+        scripts.PRECHECK,
+        scripts.precheck_rule(tricky.identifier),
+        scripts.POLL_CYCLE,
+        scripts.start_cycle(SyncPolicy.INITIAL),
+    ]
 
 
 def test_every_script_parses_with_a_powershell_grammar(lab, server):

@@ -15,7 +15,8 @@ from reconciler.errors import ProviderError
 from providers.entraconnect.server import PsrpServer
 from providers.entraconnect.session import PsrpSession
 
-# Certificate auth reads its PEM files from these variables (the target spec has no field for them).
+# Certificate auth takes its PEM files from the target spec (certificate_pem,
+# certificate_key_pem); these variables are only a fallback for a spec without them.
 CERTIFICATE_PEM_ENV = "SYNCPREP_WINRM_CERTIFICATE_PEM"
 CERTIFICATE_KEY_PEM_ENV = "SYNCPREP_WINRM_CERTIFICATE_KEY_PEM"
 # Kerberos and Negotiate can use the logged-on user's ticket; the others need a password.
@@ -38,22 +39,41 @@ def _credentials(spec, environ, interactive):
     return username, password
 
 
+def _certificate(spec, environ):
+    """The client certificate and key files: the spec's paths (both), else the fallback variables (both)."""
+    if spec.certificate_pem or spec.certificate_key_pem:
+        cert, key = spec.certificate_pem, spec.certificate_key_pem
+        if not cert or not key:
+            missing = "certificate_key_pem" if cert else "certificate_pem"
+            raise ProviderError("entra-connect", spec.host, f"certificate auth: set {missing} in [target.entra_connect] too (the certificate and its key)")
+    else:
+        cert, key = environ.get(CERTIFICATE_PEM_ENV) or None, environ.get(CERTIFICATE_KEY_PEM_ENV) or None
+        if not cert or not key:
+            raise ProviderError(
+                "entra-connect",
+                spec.host,
+                f"certificate auth: set certificate_pem and certificate_key_pem in [target.entra_connect] to the PEM files (or {CERTIFICATE_PEM_ENV} and {CERTIFICATE_KEY_PEM_ENV})",
+            )
+    for key_name, path in (("certificate_pem", cert), ("certificate_key_pem", key)):
+        if not os.path.isfile(path):
+            raise ProviderError("entra-connect", spec.host, f"certificate auth: {key_name} {path!r} is not a file")
+    return {"certificate_pem": cert, "certificate_key_pem": key}
+
+
 def open_server(spec, environ=None, interactive=None, **options):
     """A :class:`PsrpServer` for ``spec``; connects on first use.
 
     Credentials come from the environment variables the spec names, or from a
     prompt when a terminal is attached; never from the desired-state file.
-    ``options`` go to :class:`PsrpServer` (``poll_interval``, ``cycle_timeout``).
+    Certificate auth uses the spec's ``certificate_pem`` and ``certificate_key_pem``
+    (paths), falling back to the variables above. ``aad_username`` goes to the
+    server for the export deletion threshold cmdlets. ``options`` go to
+    :class:`PsrpServer` (``poll_interval``, ``cycle_timeout``).
     """
     environ = os.environ if environ is None else environ
     interactive = sys.stdin.isatty() if interactive is None else interactive
     username, password = _credentials(spec, environ, interactive)
-    auth_kwargs = {}
-    if spec.auth == "certificate":
-        cert, key = environ.get(CERTIFICATE_PEM_ENV), environ.get(CERTIFICATE_KEY_PEM_ENV)
-        if not cert or not key:
-            raise ProviderError("entra-connect", spec.host, f"certificate auth: set {CERTIFICATE_PEM_ENV} and {CERTIFICATE_KEY_PEM_ENV} to the PEM files")
-        auth_kwargs = {"certificate_pem": cert, "certificate_key_pem": key}
+    auth_kwargs = _certificate(spec, environ) if spec.auth == "certificate" else {}
     session = PsrpSession(
         spec.host,
         port=spec.port,
@@ -64,7 +84,7 @@ def open_server(spec, environ=None, interactive=None, **options):
         password=password,
         **auth_kwargs,
     )
-    return PsrpServer(session, allow_staging=spec.allow_staging, **options)
+    return PsrpServer(session, allow_staging=spec.allow_staging, aad_username=spec.aad_username, **options)
 
 
 __all__ = ["open_server", "PsrpServer", "PsrpSession"]

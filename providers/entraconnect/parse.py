@@ -22,6 +22,7 @@ from reconciler.model import (
     Connector,
     Direction,
     FlowType,
+    JoinCondition,
     LinkType,
     MergeType,
     RunResult,
@@ -176,6 +177,20 @@ def rule(data, index):
                 )
             )
         scope.append(tuple(conditions))
+    join = []
+    for group in _list(data.get("Join"), where):
+        group = _obj(group, where)
+        conditions = []
+        for condition in _list(group.get("Conditions"), where):
+            condition = _obj(condition, where)
+            conditions.append(
+                JoinCondition(
+                    cs_attribute=condition.get("CSAttribute") or "",
+                    mv_attribute=condition.get("MVAttribute") or "",
+                    case_sensitive=_bool(condition.get("CaseSensitive"), where),
+                )
+            )
+        join.append(tuple(conditions))
     precedence = data.get("Precedence")
     if not isinstance(precedence, int) or isinstance(precedence, bool):
         _fail(where, f"precedence {precedence!r} is not a number")
@@ -190,6 +205,7 @@ def rule(data, index):
         link_type=_enum_member(LinkType, data.get("LinkType"), where),
         flows=tuple(flows),
         scope=tuple(scope),
+        join=tuple(join),
         disabled=_bool(data.get("Disabled"), where),
         is_standard=_bool(data.get("IsStandardRule"), where),
         immutable_tag=data.get("ImmutableTag") or "",

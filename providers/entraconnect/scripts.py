@@ -3,7 +3,11 @@
 Rule scripts follow the form the Synchronization Rules Editor's Export produces
 (domain-facts A3, A13): ``New-ADSyncRule ... -OutVariable syncRule``, one
 ``Add-ADSyncAttributeFlowMapping`` per flow, ``New-Object ...ScopeCondition`` and
-``Add-ADSyncScopeConditionGroup`` per scope group, then ``Add-ADSyncRule``. Every
+``Add-ADSyncScopeConditionGroup`` per scope group, ``New-Object ...JoinCondition`` and
+``Add-ADSyncJoinConditionGroup`` per join group, then ``Add-ADSyncRule``. A change of
+only a rule's precedence or state reads the rule, sets that property and writes it
+back, so what the model does not carry (PrecedenceAfter/Before,
+SoftDeleteExpiryInterval, EnablePasswordSync, ...) stays as it is. Every
 script starts with ``$ErrorActionPreference = 'Stop'`` so a cmdlet's error ends it
 before it changes anything more, and scripts that answer do so with one
 ``ConvertTo-Json -Compress`` document. Everything is Windows PowerShell 5.1: no
@@ -14,12 +18,15 @@ Pure text: nothing here imports pypsrp, so ``plan --show-scripts`` costs nothing
 
 from __future__ import annotations
 
+import attrs
+
 from reconciler.model import FlowType
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ScopeCondition"
+JOIN_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition"
 PREAMBLE = "$ErrorActionPreference = 'Stop'"
-JSON_DEPTH = 8  # the observation nests to depth 6 (rules > scope groups > conditions)
+JSON_DEPTH = 8  # the observation nests to depth 6 (rules > rule > scope or join groups > conditions)
 RUN_RESULTS_PER_CONNECTOR = 20
 
 # The user attributes the Entra ID connector exports that this tool can filter
@@ -61,17 +68,86 @@ def _command(name, arguments):
 # ---------------------------------------------------------------------- reading
 
 
-OBSERVE = f"""{PREAMBLE}
+def _indent(text, spaces):
+    pad = " " * spaces
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+# One rule as the provider reads it: ``$rule`` projected to what the model carries
+# (domain-facts A1), nested to depth 4 (rule > join groups > conditions > values).
+RULE_PROJECTION = """[pscustomobject]@{
+    Identifier = $rule.Identifier
+    Name = $rule.Name
+    Description = $rule.Description
+    Direction = $rule.Direction
+    Precedence = $rule.Precedence
+    Connector = $rule.Connector
+    SourceObjectType = $rule.SourceObjectType
+    TargetObjectType = $rule.TargetObjectType
+    LinkType = $rule.LinkType
+    Disabled = $rule.Disabled
+    IsStandardRule = $rule.IsStandardRule
+    ImmutableTag = $rule.ImmutableTag
+    Flows = @(foreach ($mapping in $rule.AttributeFlowMappings) {
+        [pscustomobject]@{
+            Source = @($mapping.Source)
+            Destination = $mapping.Destination
+            FlowType = $mapping.FlowType
+            Expression = $mapping.Expression
+            ExecuteOnce = $mapping.ExecuteOnce
+            ValueMergeType = $mapping.ValueMergeType
+        }
+    })
+    Scope = @(foreach ($group in $rule.ScopeFilter) {
+        [pscustomobject]@{
+            Conditions = @(foreach ($condition in $group.ScopeConditionList) {
+                [pscustomobject]@{
+                    Attribute = $condition.Attribute
+                    Operator = $condition.ComparisonOperator
+                    Value = $condition.ComparisonValue
+                }
+            })
+        }
+    })
+    Join = @(foreach ($group in $rule.JoinFilter) {
+        [pscustomobject]@{
+            Conditions = @(foreach ($condition in $group.JoinConditionList) {
+                [pscustomobject]@{
+                    CSAttribute = $condition.CSAttribute
+                    MVAttribute = $condition.MVAttribute
+                    CaseSensitive = $condition.CaseSensitive
+                }
+            })
+        }
+    })
+}"""
+
+
+def _read_threshold(aad_username):
+    """Reading the export deletion threshold (A10, A13): the cmdlet names an Entra ID
+    account with -AADUserName; without one the threshold is not read (unknown), and a
+    build that wants -AADCredential instead fails the read, which also leaves it unknown."""
+    if not aad_username:
+        return "# No aad_username for this target: the export deletion threshold is not read (unknown).\n$threshold = $null"
+    return "\n".join(
+        (
+            "# A build whose cmdlet wants -AADCredential instead fails here: the threshold is then unknown.",
+            "$threshold = $null",
+            "try {",
+            f"    $threshold = Get-ADSyncExportDeletionThreshold -AADUserName {quote(aad_username)}",
+            "} catch {",
+            "    $threshold = $null",
+            "}",
+        )
+    )
+
+
+def observe(aad_username=None):
+    """The whole observation in one script and one JSON document."""
+    return f"""{PREAMBLE}
 $connectors = @(Get-ADSyncConnector)
 $scheduler = Get-ADSyncScheduler
-# Reading the export deletion threshold may need -AADUserName or -AADCredential
-# (it depends on the build): when it cannot be read it is reported as unknown.
-$threshold = $null
-try {{
-    $threshold = Get-ADSyncExportDeletionThreshold
-}} catch {{
-    $threshold = $null
-}}
+{_read_threshold(aad_username)}
 [pscustomobject]@{{
     Scheduler = [pscustomobject]@{{
         SyncCycleEnabled = $scheduler.SyncCycleEnabled
@@ -80,41 +156,7 @@ try {{
         NextSyncCyclePolicyType = $scheduler.NextSyncCyclePolicyType
     }}
     Rules = @(foreach ($rule in Get-ADSyncRule) {{
-        [pscustomobject]@{{
-            Identifier = $rule.Identifier
-            Name = $rule.Name
-            Description = $rule.Description
-            Direction = $rule.Direction
-            Precedence = $rule.Precedence
-            Connector = $rule.Connector
-            SourceObjectType = $rule.SourceObjectType
-            TargetObjectType = $rule.TargetObjectType
-            LinkType = $rule.LinkType
-            Disabled = $rule.Disabled
-            IsStandardRule = $rule.IsStandardRule
-            ImmutableTag = $rule.ImmutableTag
-            Flows = @(foreach ($mapping in $rule.AttributeFlowMappings) {{
-                [pscustomobject]@{{
-                    Source = @($mapping.Source)
-                    Destination = $mapping.Destination
-                    FlowType = $mapping.FlowType
-                    Expression = $mapping.Expression
-                    ExecuteOnce = $mapping.ExecuteOnce
-                    ValueMergeType = $mapping.ValueMergeType
-                }}
-            }})
-            Scope = @(foreach ($group in $rule.ScopeFilter) {{
-                [pscustomobject]@{{
-                    Conditions = @(foreach ($condition in $group.ScopeConditionList) {{
-                        [pscustomobject]@{{
-                            Attribute = $condition.Attribute
-                            Operator = $condition.ComparisonOperator
-                            Value = $condition.ComparisonValue
-                        }}
-                    }})
-                }}
-            }})
-        }}
+{_indent(RULE_PROJECTION, 8)}
     }})
     Connectors = @(foreach ($connector in $connectors) {{
         [pscustomobject]@{{
@@ -146,6 +188,7 @@ try {{
     }})
 }} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
 
+
 # Before a change: is a cycle running, is the server staging, which rules exist.
 PRECHECK = f"""{PREAMBLE}
 $scheduler = Get-ADSyncScheduler
@@ -154,6 +197,24 @@ $scheduler = Get-ADSyncScheduler
     StagingModeEnabled = $scheduler.StagingModeEnabled
     RuleIdentifiers = @(foreach ($rule in Get-ADSyncRule) {{ $rule.Identifier }})
 }} | ConvertTo-Json -Compress"""
+
+def precheck_rule(identifier):
+    """PRECHECK, plus the rule about to be updated as it is now (``Rule``: empty when absent),
+    so the update can touch only what changes."""
+    return f"""{PREAMBLE}
+$scheduler = Get-ADSyncScheduler
+$rules = @(Get-ADSyncRule)
+[pscustomobject]@{{
+    SyncCycleInProgress = $scheduler.SyncCycleInProgress
+    StagingModeEnabled = $scheduler.StagingModeEnabled
+    RuleIdentifiers = @(foreach ($rule in $rules) {{ $rule.Identifier }})
+    Rule = @(foreach ($rule in $rules) {{
+        if ($rule.Identifier -eq {quote(identifier)}) {{
+{_indent(RULE_PROJECTION, 12)}
+        }}
+    }})
+}} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
+
 
 # While a cycle runs: the scheduler's flag and every connector's latest runs (A7).
 POLL_CYCLE = f"""{PREAMBLE}
@@ -245,8 +306,58 @@ def put_rule(rule):
                 ["-SynchronizationRule $syncRule[0]", f"-ScopeConditions @({', '.join(names)})", "-OutVariable syncRule"],
             )
         )
+    for group in rule.join:
+        names = []
+        for condition in group:
+            name = f"condition{counter}"
+            counter += 1
+            names.append(f"${name}[0]")
+            arguments = f"{quote(condition.cs_attribute)},{quote(condition.mv_attribute)},{_bool(condition.case_sensitive)}"
+            parts.append(f"New-Object {JOIN_CONDITION_TYPE} -ArgumentList {arguments} -OutVariable {name}")
+        parts.append(
+            _command(
+                "Add-ADSyncJoinConditionGroup",
+                ["-SynchronizationRule $syncRule[0]", f"-JoinConditions @({', '.join(names)})", "-OutVariable syncRule"],
+            )
+        )
     parts.append("Add-ADSyncRule -SynchronizationRule $syncRule[0]")
     return "\n".join(parts)
+
+
+# The properties a targeted update sets, by model field.
+EDITABLE = {"precedence": "Precedence", "disabled": "Disabled"}
+
+
+def edited_fields(current, wanted):
+    """The model fields in which ``wanted`` differs from ``current``, when a targeted
+    update can make the change (only precedence and state differ); else ``None``."""
+    if current is None or current.identifier.lower() != wanted.identifier.lower():
+        return None
+    if attrs.evolve(current, identifier=wanted.identifier, precedence=wanted.precedence, disabled=wanted.disabled) != wanted:
+        return None
+    return tuple(f for f in EDITABLE if getattr(current, f) != getattr(wanted, f))
+
+
+def update_rule(current, wanted):
+    """The script that makes the rule ``current`` (as read now; ``None``: not read) into ``wanted``.
+
+    Only precedence and/or state differ: read the rule, set those properties, write it
+    back (as the disable script does; A3, A13), so nothing the model does not carry
+    can be lost. Anything else: the whole rule, rebuilt (:func:`put_rule`). With nothing
+    to change, the targeted form writes the precedence again, which changes nothing.
+    """
+    fields = edited_fields(current, wanted)
+    if fields is None:
+        return put_rule(wanted)
+    values = {"precedence": str(int(wanted.precedence)), "disabled": _bool(wanted.disabled)}
+    return "\n".join(
+        (
+            PREAMBLE,
+            f"$syncRule = Get-ADSyncRule -Identifier {quote(wanted.identifier)}",
+            *(f"$syncRule.{EDITABLE[f]} = {values[f]}" for f in (fields or ("precedence",))),
+            "Add-ADSyncRule -SynchronizationRule $syncRule",
+        )
+    )
 
 
 def start_cycle(policy):
@@ -315,7 +426,11 @@ def set_excluded_attributes(connector_id, attributes):
     return "\n".join(lines)
 
 
-def set_deletion_threshold(threshold):
+def set_deletion_threshold(threshold, aad_username):
+    """Enable (with a count) or disable the export deletion threshold, naming the Entra ID account (A10)."""
+    if not aad_username:
+        raise ValueError("the export deletion threshold cmdlets need an Entra ID account: set aad_username in [target.entra_connect]")
+    account = f"-AADUserName {quote(aad_username)}"
     if threshold is None:
-        return f"{PREAMBLE}\nDisable-ADSyncExportDeletionThreshold"
-    return f"{PREAMBLE}\nEnable-ADSyncExportDeletionThreshold -DeletionThreshold {int(threshold)}"
+        return f"{PREAMBLE}\nDisable-ADSyncExportDeletionThreshold {account}"
+    return f"{PREAMBLE}\nEnable-ADSyncExportDeletionThreshold -DeletionThreshold {int(threshold)} {account}"

@@ -7,6 +7,13 @@ can't make configuration changes") and that the server is not in staging mode
 (unless the target allows it), and that the rule to change exists or not; a
 refusal changes nothing.
 
+An update that changes only a rule's precedence and/or state is a targeted edit
+(read, set, write back) rather than a rebuild of the whole rule. Which form an
+update takes depends on the rule as it will be found, so the provider keeps the
+rules as last read and, for :meth:`PsrpServer.scripts_for`, the rule operations
+shown since then, in order: the script shown for a plan's step is the one its
+apply runs (which decides again on the rule as read just before).
+
 A sync cycle is waited for on the run results of every connector since the cycle
 started, not on an idle connector status, which goes idle between run steps (A7).
 """
@@ -14,6 +21,8 @@ started, not on an idle connector status, which goes idle between run steps (A7)
 from __future__ import annotations
 
 import time
+
+from attrs import evolve
 
 from reconciler.errors import ProviderError, RefusedError
 from reconciler.operations import (
@@ -39,20 +48,28 @@ class PsrpServer(ServerProvider):
     """``session`` is anything with ``invoke(script, resource, json_output=True) -> JSON`` and ``close()``.
 
     ``poll_interval`` and ``cycle_timeout`` are real seconds; ``clock`` and
-    ``sleep`` are injectable for tests.
+    ``sleep`` are injectable for tests. ``aad_username`` is the Entra ID account the
+    export deletion threshold cmdlets name (-AADUserName); without it the threshold
+    is not read and cannot be set.
     """
 
     SUPPORTS = SERVER_OPERATIONS
 
-    def __init__(self, session, allow_staging=False, poll_interval=10.0, cycle_timeout=3 * 3600.0, clock=time.monotonic, sleep=time.sleep, label=None):
+    def __init__(self, session, allow_staging=False, poll_interval=10.0, cycle_timeout=3 * 3600.0, clock=time.monotonic, sleep=time.sleep, label=None,
+                 aad_username=None):
         self.session = session
         self.allow_staging = allow_staging
+        self.aad_username = aad_username or None
         self.poll_interval = poll_interval
         self.cycle_timeout = cycle_timeout
         self._clock = clock
         self._sleep = sleep
         self._label = label
         self._connectors = None
+        # The rules as last read ({lower identifier: SyncRule}; None: never read), and the
+        # rule operations scripted since, in order (see _rule_before).
+        self._rules = None
+        self._scripted = []
 
     def describe(self):
         where = self._label or getattr(self.session, "where", "remote server")
@@ -63,10 +80,32 @@ class PsrpServer(ServerProvider):
 
     # ------------------------------------------------------------------ reading
 
+    @property
+    def observe_script(self):
+        return scripts.observe(self.aad_username)
+
     def observe(self):
-        state = parse.server_state(self.session.invoke(scripts.OBSERVE, "observe"))
+        state = parse.server_state(self.session.invoke(self.observe_script, "observe"))
         self._connectors = state.connectors
+        self._remember(state.rules)
         return state
+
+    def _remember(self, rules):
+        """Take ``rules`` as the server's rules now; forget the operations scripted before."""
+        self._rules = {r.identifier.lower(): r for r in rules}
+        self._scripted = []
+
+    def _rule_before(self, operation):
+        """The rule ``operation`` will find: as last read, changed by the rule operations
+        scripted since (in the order shown, as a plan's steps run); ``None`` when unknown."""
+        if self._rules is None:
+            return None
+        if operation not in self._scripted:
+            self._scripted.append(operation)
+        rules = dict(self._rules)
+        for earlier in self._scripted[: self._scripted.index(operation)]:
+            _predict(rules, earlier)
+        return rules.get(operation.rule.identifier.lower())
 
     def _connector_id(self, kind, resource):
         if self._connectors is None:
@@ -83,10 +122,16 @@ class PsrpServer(ServerProvider):
             case SetScheduler(enabled):
                 return scripts.set_scheduler(enabled)
             case SetRuleDisabled(identifier, _name, disabled):
+                self._note(operation)
                 return scripts.set_rule_disabled(identifier, disabled)
-            case CreateRule(rule) | UpdateRule(rule):
+            case CreateRule(rule):
+                self._note(operation)
                 return scripts.put_rule(rule)
+            case UpdateRule(rule):
+                # Without a reading of the rule (no observation yet) the whole rule is shown.
+                return scripts.update_rule(self._rule_before(operation), rule)
             case RemoveRule(identifier, _name):
+                self._note(operation)
                 return scripts.remove_rule(identifier)
             case RunSyncCycle(policy):
                 wait = f"\n\n# Then, every {self.poll_interval:g} s until every connector has reported a run of this cycle:\n"
@@ -99,8 +144,19 @@ class PsrpServer(ServerProvider):
             case SetExcludedAttributes(attributes):
                 return scripts.set_excluded_attributes(self._connector_id("AAD", "export attribute filter"), attributes)
             case SetDeletionThreshold(threshold):
-                return scripts.set_deletion_threshold(threshold)
+                return scripts.set_deletion_threshold(threshold, self._aad_username("export deletion threshold"))
         raise TypeError(f"unsupported operation {operation!r}")
+
+    def _note(self, operation):
+        if self._rules is not None and operation not in self._scripted:
+            self._scripted.append(operation)
+
+    def _aad_username(self, resource):
+        if not self.aad_username:
+            raise ProviderError(
+                self.name, resource, "set aad_username in [target.entra_connect]: the ADSyncExportDeletionThreshold cmdlets name an Entra ID account (nothing was changed)"
+            )
+        return self.aad_username
 
     # ------------------------------------------------------------------ changing
 
@@ -112,7 +168,9 @@ class PsrpServer(ServerProvider):
             unknown = [a for a in operation.attributes if a.lower() not in {k.lower() for k in scripts.AAD_EXPORT_ATTRIBUTES}]
             if unknown:
                 raise ProviderError(self.name, resource, f"cannot filter {', '.join(unknown)}: not an attribute this tool knows the Entra ID connector to export")
-        state = self._precheck(resource)
+        if isinstance(operation, SetDeletionThreshold):
+            self._aad_username(resource)
+        state = self._precheck(resource, operation.rule.identifier if isinstance(operation, UpdateRule) else None)
         if isinstance(operation, RunSyncCycle):
             return self._run_cycle(operation.policy, state)
         if state["SyncCycleInProgress"]:
@@ -125,14 +183,29 @@ class PsrpServer(ServerProvider):
                 raise ProviderError(self.name, resource, "no rule with this identifier to update")
             case SetRuleDisabled(identifier=identifier) | RemoveRule(identifier=identifier) if identifier.lower() not in identifiers:
                 raise ProviderError(self.name, resource, "no such rule")
-        script = self.scripts_for(operation)
+        if isinstance(operation, UpdateRule):
+            # Decide on the rule as it is now, not as it was predicted.
+            found = parse._list(state.get("Rule"), resource)
+            if len(found) != 1:
+                raise ProviderError(self.name, resource, f"expected the rule to update in the pre-check's answer, found {len(found)}")
+            current = parse.rule(found[0], 0)
+            script = scripts.update_rule(current, operation.rule)
+        else:
+            script = self.scripts_for(operation)
         self.session.invoke(script, resource, json_output=False)
+        if self._rules is not None and isinstance(operation, (SetRuleDisabled, CreateRule, UpdateRule, RemoveRule)):
+            rules = dict(self._rules)
+            if isinstance(operation, UpdateRule):
+                rules[current.identifier.lower()] = current
+            _predict(rules, operation)
+            self._remember(rules.values())
         if isinstance(operation, SetScheduler):
             return Outcome(f"SyncCycleEnabled = {operation.enabled}")
         return Outcome()
 
-    def _precheck(self, resource):
-        state = parse._obj(self.session.invoke(scripts.PRECHECK, resource), resource)
+    def _precheck(self, resource, rule_identifier=None):
+        script = scripts.PRECHECK if rule_identifier is None else scripts.precheck_rule(rule_identifier)
+        state = parse._obj(self.session.invoke(script, resource), resource)
         for key in ("SyncCycleInProgress", "StagingModeEnabled"):
             if not isinstance(state.get(key), bool):
                 raise ProviderError(self.name, resource, f"{key} missing from Get-ADSyncScheduler's output")
@@ -172,6 +245,17 @@ class PsrpServer(ServerProvider):
             raise ProviderError(self.name, resource, f"{first.connector} {first.profile} ended '{first.result}'")
         ended = max(r.ended or r.started for r in runs)
         return Outcome(f"{policy.value} cycle {parse.timestamp(answer['Started'])} to {ended}: all runs succeeded")
+
+
+def _predict(rules, operation):
+    """Change ``rules`` ({lower identifier: SyncRule}) as ``operation`` will change the server's."""
+    match operation:
+        case CreateRule(rule) | UpdateRule(rule):
+            rules[rule.identifier.lower()] = rule
+        case RemoveRule(identifier=identifier):
+            rules.pop(identifier.lower(), None)
+        case SetRuleDisabled(identifier=identifier, disabled=disabled) if identifier.lower() in rules:
+            rules[identifier.lower()] = evolve(rules[identifier.lower()], disabled=disabled)
 
 
 def _resource(operation):

@@ -3,7 +3,8 @@
 Scripts are parsed with a real PowerShell grammar (tree-sitter-powershell) and
 walked node by node. What is understood:
 
-* statements: pipelines, assignments to ``$var``, ``$null`` or ``$var.Property``,
+* statements: pipelines, assignments to ``$var``, ``$null`` or ``$var.Property``
+  (a rule's typed properties convert or refuse the value as PowerShell does),
   ``foreach ($x in ...) { }``, ``if (...) { } else { }``, ``try { } catch { }``;
 * expressions: single-quoted strings, integers, ``$true``/``$false``/``$null``,
   variables, ``$x.Property`` (member enumeration on arrays included), ``$x[0]``,
@@ -11,7 +12,7 @@ walked node by node. What is understood:
   comparisons ``-eq -ne -contains -notcontains``, and the list methods ``Add``,
   ``Remove``, ``Clear`` and ``Contains``;
 * commands: the ADSync cmdlets the provider uses, plus ``ConvertTo-Json``,
-  ``Where-Object -Property P -EQ -Value V``, ``New-Object`` (scope conditions only),
+  ``Where-Object -Property P -EQ -Value V``, ``New-Object`` (scope and join conditions only),
   ``Get-Date -Format o`` and ``Write-Error``; named parameters and switches, and
   the common parameters ``-OutVariable`` and ``-ErrorAction``.
 
@@ -40,6 +41,7 @@ from reconciler.model import (
     AttributeFlow,
     Direction,
     FlowType,
+    JoinCondition,
     LinkType,
     MergeType,
     ScopeCondition,
@@ -49,6 +51,7 @@ from reconciler.model import (
 
 RULE_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.SynchronizationRule"
 SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ScopeCondition"
+JOIN_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 
 # Enum members in declaration order: 5.1's ConvertTo-Json writes the ordinal.
@@ -189,7 +192,7 @@ def rule_object(rule):
         IsStandardRule=rule.is_standard,
         IsLegacyCustomRule=False,
         ScopeFilter=[PSObj("ScopeConditionGroup", ScopeConditionList=[_condition_object(c) for c in group]) for group in rule.scope],
-        JoinFilter=[],
+        JoinFilter=[PSObj("JoinConditionGroup", JoinConditionList=[_join_condition_object(c) for c in group]) for group in rule.join],
         AttributeFlowMappings=[_mapping_object(f) for f in rule.flows],
     )
 
@@ -200,6 +203,15 @@ def _condition_object(condition):
         Attribute=condition.attribute,
         ComparisonValue=condition.value,
         ComparisonOperator=PSEnum("ComparisonOperator", condition.operator),
+    )
+
+
+def _join_condition_object(condition):
+    return PSObj(
+        JOIN_CONDITION_TYPE,
+        CSAttribute=condition.cs_attribute,
+        MVAttribute=condition.mv_attribute,
+        CaseSensitive=condition.case_sensitive,
     )
 
 
@@ -236,6 +248,10 @@ def rule_from_object(obj):
         tuple(ScopeCondition(c["Attribute"], c["ComparisonOperator"].name, c["ComparisonValue"] or "") for c in group["ScopeConditionList"])
         for group in obj["ScopeFilter"] or []
     )
+    join = tuple(
+        tuple(JoinCondition(c["CSAttribute"], c["MVAttribute"], bool(c["CaseSensitive"])) for c in group["JoinConditionList"])
+        for group in obj["JoinFilter"] or []
+    )
     return SyncRule(
         identifier=obj["Identifier"],
         name=obj["Name"],
@@ -247,6 +263,7 @@ def rule_from_object(obj):
         link_type=LinkType(obj["LinkType"].name),
         flows=tuple(flows),
         scope=scope,
+        join=join,
         disabled=bool(obj["Disabled"]),
         is_standard=bool(obj["IsStandardRule"]),
         immutable_tag=obj["ImmutableTag"] or "",
@@ -493,7 +510,7 @@ class Interpreter:
                 raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
             if not obj.has(name):
                 raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
-            obj[name] = value
+            obj[name] = _typed_property(obj, name, value)
         else:
             raise _unsupported(target, "this assignment target")
 
@@ -684,6 +701,29 @@ class Interpreter:
     @property
     def stop(self):
         return str(self.variables.get("erroractionpreference", "Continue")).lower() == "stop"
+
+
+# The typed properties of a rule that a script may set, as .NET types them (domain-facts A1).
+# The lab is stricter than PowerShell's conversions: a wrong type is an error, never coerced.
+RULE_PROPERTY_TYPES = {"precedence": (int, "System.Int32"), "disabled": (bool, "System.Boolean"), "name": (str, "System.String"), "description": (str, "System.String")}
+
+
+def _typed_property(obj, name, value):
+    if obj.type_name != RULE_TYPE:
+        return value
+    typed = RULE_PROPERTY_TYPES.get(name.lower())
+    if typed is None:
+        raise ScriptError(f"The lab's PowerShell does not set the rule property '{name}'.", "NotSupported")
+    kind, net_type = typed
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ScriptError(
+            f"Exception setting \"{name}\": \"Cannot convert value \"{_text(value)}\" to type \"{net_type}\".\"",
+            "ExceptionWhenSetting",
+            "Management.Automation.SetValueInvocationException",
+        )
+    return value
 
 
 def _variable_name(node):
@@ -934,12 +974,20 @@ def _new_object(it, named, positional, _input):
     if type_name is None and positional:
         type_name = positional.pop(0)
     _no_positional("New-Object", positional)
-    if str(type_name) != SCOPE_CONDITION_TYPE:
-        raise ScriptError(f"The lab's PowerShell creates only {SCOPE_CONDITION_TYPE} objects, not '{type_name}'.", "NotSupported")
     args = _enumerate(named.get("argumentlist"))
-    if len(args) != 3 or not all(isinstance(a, str) for a in args):
-        raise ScriptError("New-Object: a ScopeCondition takes three arguments: attribute, value, operator.", "ConstructorNotFound")
-    return [_condition_object(ScopeCondition(args[0], PSEnum("ComparisonOperator", args[2]).name, args[1]))]
+    if str(type_name) == SCOPE_CONDITION_TYPE:
+        if len(args) != 3 or not all(isinstance(a, str) for a in args):
+            raise ScriptError("New-Object: a ScopeCondition takes three arguments: attribute, value, operator.", "ConstructorNotFound")
+        return [_condition_object(ScopeCondition(args[0], PSEnum("ComparisonOperator", args[2]).name, args[1]))]
+    if str(type_name) == JOIN_CONDITION_TYPE:
+        # JoinCondition(string csAttribute, string mvAttribute, bool caseSensitive)
+        if len(args) != 3 or not all(isinstance(a, str) and a for a in args[:2]) or not isinstance(args[2], bool):
+            raise ScriptError(
+                "New-Object: a JoinCondition takes three arguments: the connector-space attribute, the metaverse attribute, $true or $false.",
+                "ConstructorNotFound",
+            )
+        return [_join_condition_object(JoinCondition(args[0], args[1], args[2]))]
+    raise ScriptError(f"The lab's PowerShell creates only {SCOPE_CONDITION_TYPE} and {JOIN_CONDITION_TYPE} objects, not '{type_name}'.", "NotSupported")
 
 
 def _add_scope_group(it, named, positional, _input):
@@ -949,6 +997,16 @@ def _add_scope_group(it, named, positional, _input):
     if not conditions or not all(isinstance(c, PSObj) and c.type_name == SCOPE_CONDITION_TYPE for c in conditions):
         raise ScriptError("Add-ADSyncScopeConditionGroup: -ScopeConditions takes ScopeCondition objects.", "ParameterBindingException")
     rule["ScopeFilter"].append(PSObj("ScopeConditionGroup", ScopeConditionList=list(conditions)))
+    return [rule]
+
+
+def _add_join_group(it, named, positional, _input):
+    _no_positional("Add-ADSyncJoinConditionGroup", positional)
+    rule = _the_rule("Add-ADSyncJoinConditionGroup", named["synchronizationrule"])
+    conditions = _enumerate(named["joinconditions"])
+    if not conditions or not all(isinstance(c, PSObj) and c.type_name == JOIN_CONDITION_TYPE for c in conditions):
+        raise ScriptError("Add-ADSyncJoinConditionGroup: -JoinConditions takes JoinCondition objects.", "ParameterBindingException")
+    rule["JoinFilter"].append(PSObj("JoinConditionGroup", JoinConditionList=list(conditions)))
     return [rule]
 
 
@@ -1057,6 +1115,7 @@ def _run_results(it, named, positional, _input):
 
 def _get_threshold(it, named, positional, _input):
     _no_positional("Get-ADSyncExportDeletionThreshold", positional)
+    _only("Get-ADSyncExportDeletionThreshold", named["aadusername"], str)
     threshold = it.lab.server.deletion_threshold
     # Lab assumption: a disabled threshold reads as a count of 0 (the real shape is UNCONFIRMED).
     return [
@@ -1070,12 +1129,14 @@ def _get_threshold(it, named, positional, _input):
 
 def _enable_threshold(it, named, positional, _input):
     _no_positional("Enable-ADSyncExportDeletionThreshold", positional)
+    _only("Enable-ADSyncExportDeletionThreshold", named["aadusername"], str)
     it.lab.set_deletion_threshold(_only("Enable-ADSyncExportDeletionThreshold", named["deletionthreshold"], int))
     return []
 
 
 def _disable_threshold(it, named, positional, _input):
     _no_positional("Disable-ADSyncExportDeletionThreshold", positional)
+    _only("Disable-ADSyncExportDeletionThreshold", named["aadusername"], str)
     it.lab.set_deletion_threshold(None)
     return []
 
@@ -1158,15 +1219,17 @@ CMDLETS = {
         ),
         Cmdlet("New-Object", ("TypeName", "ArgumentList"), run=_new_object),
         Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _add_scope_group),
+        Cmdlet("Add-ADSyncJoinConditionGroup", ("SynchronizationRule", "JoinConditions"), (), ("SynchronizationRule", "JoinConditions"), _add_join_group),
         Cmdlet("Add-ADSyncRule", ("SynchronizationRule",), run=_add_rule),
         Cmdlet("Remove-ADSyncRule", ("Identifier", "SynchronizationRule"), run=_remove_rule),
         Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
         Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
         Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
-        Cmdlet("Get-ADSyncExportDeletionThreshold", run=_get_threshold),
-        Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold",), (), ("DeletionThreshold",), _enable_threshold),
-        Cmdlet("Disable-ADSyncExportDeletionThreshold", run=_disable_threshold),
+        # -AADUserName as in the 2025 documentation (domain-facts A10, A13; build 2.2.8.0 took -AADCredential).
+        Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName",), (), ("AADUserName",), _get_threshold),
+        Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold", "AADUserName"), (), ("DeletionThreshold", "AADUserName"), _enable_threshold),
+        Cmdlet("Disable-ADSyncExportDeletionThreshold", ("AADUserName",), (), ("AADUserName",), _disable_threshold),
         Cmdlet("ConvertTo-Json", ("InputObject", "Depth"), ("Compress",), run=_convert_to_json),
         Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where),
         Cmdlet("Get-Date", ("Format",), run=_get_date),
