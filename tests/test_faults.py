@@ -288,3 +288,18 @@ def test_no_secret_from_the_environment_reaches_any_output_or_file(tmp_path, cli
         assert not any(value in text for text in outputs)
         assert not any(value.encode() in p.read_bytes() for p in files)
     FIGURES["secret scans (clean)"] += 1
+
+
+def test_until_stops_before_a_step_that_cannot_finish_and_resume_completes(cli):
+    cli("lab", "init")
+    # Lab time is 22:21; the last full cycle took 6 minutes, so the sync cannot finish by 22:25.
+    code, out, _err = cli("apply", EXAMPLE, "--auto-approve", "--until", "22:25")
+    assert code == 1
+    assert "stopping before 'Run a full (Initial) sync cycle" in out and "Finish with 'syncprep apply --resume'" in out
+    lab = store.load(".syncprep/lab.json")
+    assert lab.server.sync_cycle_enabled, "stopped safe: the scheduler is on"
+    assert any(r.name == "In from AD - User Exchange" and not r.is_standard for r in lab.server.rules)
+    code, out, err = cli("apply", EXAMPLE, "--auto-approve", "--resume")
+    assert code == 0, err
+    assert "stopped before the end of its plan" in err
+    assert cli("plan", EXAMPLE, "--detailed-exitcode")[0] == 0
