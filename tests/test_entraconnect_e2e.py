@@ -21,6 +21,7 @@ from providers.lab.winrm_endpoint import WinRMEndpoint
 from reconciler.apply import apply_plan, observe
 from reconciler.loader import load_desired
 from reconciler.model import JoinCondition
+from reconciler.operations import RunSyncCycle
 from reconciler.plan import build_plan
 from reconciler.provider import Target
 
@@ -106,3 +107,28 @@ def test_the_solution1_copy_keeps_the_stock_rules_join_over_psrp():
     assert copies[0].join == join
     assert observed.rules_named("In from AD - User Exchange")[0].join == join
     assert [r for r in reference.server.rules if r.name == "In from AD - User Exchange"] == copies
+
+
+def test_the_scripts_a_plan_shows_are_the_scripts_apply_runs():
+    # As plan --show-scripts does: observe, plan, then each server step's script in plan order.
+    desired = load_desired(EXAMPLE)
+    lab = scenario.build("default", users=20)
+    steps = itertools.count()
+    endpoint = WinRMEndpoint(LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps))), USER, PASSWORD)
+    with endpoint as (address, port):
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0)
+        try:
+            target = Target(server, LabTenant(lab))
+            plan = build_plan(desired, observe(target, desired), "the same target")
+            changes = [step for step in plan.steps if step.provider == "entra-connect" and not isinstance(step.operation, RunSyncCycle)]
+            shown = [server.scripts_for(step.operation) for step in changes]
+            ran_before = len(endpoint.scripts)
+            report = apply_plan(plan, desired, target, approvals=frozenset(plan.approvals_needed), force=True)
+        finally:
+            server.close()
+    assert report.ok, report.results
+    ran = endpoint.scripts[ran_before:]
+    assert [s for s in ran if s in shown] == shown
+    moves = [text for step, text in zip(changes, shown) if step.id.endswith(".precedence")]
+    assert len(moves) == 2 and all("$syncRule.Precedence = " in text and "New-ADSyncRule" not in text for text in moves)

@@ -269,3 +269,30 @@ def test_scripts_for_a_cycle_shows_the_start_and_the_wait(server):
     text = server.scripts_for(RunSyncCycle(SyncPolicy.INITIAL))
     assert "Start-ADSyncSyncCycle -PolicyType Initial" in text
     assert "Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier" in text
+
+
+def test_join_groups_parse_from_what_5_1_writes():
+    data = dict(
+        _rule_json(0, 2, 0, 0, 13),
+        Join=[
+            {"Conditions": [{"CSAttribute": "mS-DS-ConsistencyGuid", "MVAttribute": "sourceAnchorBinary", "CaseSensitive": False}]},
+            {"Conditions": {"CSAttribute": "objectGUID", "MVAttribute": "sourceAnchorBinary", "CaseSensitive": True}},
+        ],
+    )
+    assert parse.rule(data, 0).join == (
+        (JoinCondition("mS-DS-ConsistencyGuid", "sourceAnchorBinary", False),),
+        (JoinCondition("objectGUID", "sourceAnchorBinary", True),),
+    )
+    assert parse.rule(_rule_json(0, 2, 0, 0, 13), 0).join == ()
+    with pytest.raises(parse.Truncated):
+        parse.rule(dict(data, Join=[{"Conditions": "@{CSAttribute=objectGUID; MVAttribute=sourceAnchorBinary; CaseSensitive=True}"}]), 0)
+
+
+def test_an_update_without_a_reading_of_the_rule_rebuilds_it(lab):
+    # No observation yet: the provider cannot know that only the precedence changes.
+    blind = PsrpServer(session=None)
+    copy = solution1_operations(LabServer(lab).observe())[4]
+    assert "New-ADSyncRule" in blind.scripts_for(copy)
+    assert scripts.edited_fields(None, copy.rule) is None
+    assert scripts.edited_fields(copy.rule, evolve(copy.rule, precedence=1, disabled=True)) == ("precedence", "disabled")
+    assert scripts.edited_fields(copy.rule, evolve(copy.rule, precedence=1, flows=())) is None
