@@ -395,6 +395,7 @@ def _serve(args, out, path):
                         "ssl = false",
                         "poll_seconds = 1",
                         'auth = "basic"',
+                        'aad_username = "admin@contoso.onmicrosoft.com"',
                     ]
                 )
             )

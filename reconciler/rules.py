@@ -293,6 +293,8 @@ def _plan_custom(spec, existing, server, builder):
         link_type=spec.link_type,
         flows=tuple(f.to_flow() for f in spec.flows),
         scope=tuple(tuple(ScopeCondition(c.attribute, c.operator.upper(), c.value) for c in group) for group in spec.scope),
+        # The desired state does not manage join conditions: an existing rule keeps its own.
+        join=existing.join if existing else (),
         disabled=not spec.enabled,
         description=spec.description,
     )

@@ -177,3 +177,16 @@ def test_an_unknown_sku_is_a_plan_error(target):
     desired = loads_desired('[[licenses]]\nsku = "SPE_E5"\nusers = ["user01@contoso.com"]\n')
     with pytest.raises(PlanError, match="SKU 'SPE_E5' is not subscribed"):
         plan_for(desired, target)
+
+
+def test_a_custom_rule_keeps_the_join_the_desired_state_does_not_manage(lab, target):
+    from reconciler.model import JoinCondition
+
+    plan_and_apply(UPGRADE_SAFE, target)
+    custom = next(r for r in lab.server.rules if r.name == "Custom - In from AD - User NoMailboxGuid")
+    joined = evolve(custom, join=((JoinCondition("objectGUID", "sourceAnchor"),),))
+    lab.server.rules[lab.server.rules.index(custom)] = joined
+    assert plan_for(UPGRADE_SAFE, target).steps == (), "a join is not drift"
+    lab.server.rules[lab.server.rules.index(joined)] = evolve(joined, precedence=95)
+    update = next(s.operation for s in plan_for(UPGRADE_SAFE, target).steps if isinstance(s.operation, UpdateRule))
+    assert update.rule.join == joined.join, "the rewrite carries the join"

@@ -41,7 +41,7 @@ def served(tmp_path):
     while time.monotonic() < deadline:
         line = server.stdout.readline()
         lines.append(line)
-        if line.strip() == 'auth = "basic"':
+        if line.strip().startswith("aad_username"):
             break
     text = "".join(lines)
     graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
