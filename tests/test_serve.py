@@ -1,5 +1,6 @@
 """`syncprep lab serve` with the real providers and the CLI on the other end, over loopback."""
 
+import json
 import os
 import re
 import signal
@@ -96,3 +97,40 @@ def test_a_wrong_password_is_one_line_and_changes_nothing(served):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "wrong" not in result.stderr
+
+
+HARNESS = Path(__file__).parent / "faults" / "harness.py"
+REAL_PROVIDERS = "providers.entraconnect.server:PsrpServer,providers.graph.tenant:GraphTenant"
+
+
+@pytest.mark.parametrize("point", ["boundary:1", "boundary:6", "inside:3", "inside:11", "inside:13"])
+def test_a_killed_apply_through_the_real_providers_resumes_to_the_desired_state(served, point):
+    """The apply dies; the served server and tenant do not, as in a real window."""
+    from conftest import FIGURES
+
+    tmp_path, env, graph, port, _text = served
+    desired = remote_file(tmp_path, graph, port)
+    env = {**env, "SYNCPREP_FAULT_CLASSES": REAL_PROVIDERS, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json")}
+    ops = tmp_path / "ops.jsonl"
+
+    def harness(kill, *args):
+        command = [sys.executable, str(HARNESS), str(ops), kill, "--", *map(str, args)]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    killed = harness(point, "apply", desired, "--auto-approve")
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    FIGURES["faults injected"] += 1
+    plan = run(env, tmp_path, "plan", desired)
+    assert "was interrupted" in plan.stderr
+    resumed = harness("none", "apply", desired, "--resume", "--auto-approve")
+    FIGURES["runs resumed"] += 1
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    assert run(env, tmp_path, "plan", desired, "--detailed-exitcode").returncode == 0
+    assigned = {}
+    for line in ops.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["op"] in ("AssignLicense", "RemoveLicense"):
+            for upn in entry["users"]:
+                assigned[(entry["op"], upn)] = assigned.get((entry["op"], upn), 0) + 1
+    assert max(assigned.values()) == 1, "no licence change made twice"
+    FIGURES["runs converged"] += 1

@@ -8,6 +8,7 @@ not recorded it). Every provider write is appended to OPLOG (one JSON line,
 fsynced) so the test can prove that nothing was done twice across the kill.
 """
 
+import importlib
 import json
 import os
 import signal
@@ -43,16 +44,19 @@ def wrap(cls):
         record(operation)
         calls["provider"] += 1
         if mode == "inside" and calls["provider"] == number:
-            # The effect happened and is saved; the engine never hears of it.
-            lab_provider.store.save(self.lab, os.environ["SYNCPREP_FAULT_LAB"])
+            # The effect happened and is saved (a served lab saves by itself); the engine never hears of it.
+            if hasattr(self, "lab"):
+                lab_provider.store.save(self.lab, os.environ["SYNCPREP_FAULT_LAB"])
             os.kill(os.getpid(), signal.SIGKILL)
         return outcome
 
     cls.apply = apply
 
 
-wrap(lab_provider.LabServer)
-wrap(lab_provider.LabTenant)
+# SYNCPREP_FAULT_CLASSES="module:Class,..." picks the providers to wrap (default: the lab's).
+for spec in os.environ.get("SYNCPREP_FAULT_CLASSES", "providers.lab.provider:LabServer,providers.lab.provider:LabTenant").split(","):
+    module, _, name = spec.partition(":")
+    wrap(getattr(importlib.import_module(module), name))
 
 original_ended = journal.Journal.step_ended
 
