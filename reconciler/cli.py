@@ -22,19 +22,27 @@ from reconciler.errors import ConfigError, ReconcilerError
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
     lab_option = argparse.ArgumentParser(add_help=False)
     lab_option.add_argument("--lab", metavar="FILE", help="the lab file (default .syncprep/lab.json; created on first use)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncprep",
         description="Plan and apply the preparation of an Entra Connect hybrid Exchange environment for third-party mailbox migration.",
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     validate = commands.add_parser("validate", parents=[common], help="check desired-state files")
     validate.add_argument("files", nargs="+", metavar="FILE")
@@ -81,7 +89,7 @@ def _parser():
     export.add_argument("-o", "--output", metavar="OUT", help="write here instead of standard output")
 
     lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
-    lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+    lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True, parser_class=_Parser)
     init = lab_commands.add_parser("init", parents=[common, lab_option], help="create the lab from a scenario")
     init.add_argument("--scenario", default="default", help="default, already-prepared or empty-tenant")
     init.add_argument("--users", type=int, default=20, help="mailbox users in the synced OU (default 20)")

@@ -154,3 +154,9 @@ def test_the_installed_command_runs(tmp_path):
     result = subprocess.run([str(script), "plan", str(EXAMPLE), "--detailed-exitcode", "--no-color"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert (tmp_path / ".syncprep" / "lab.json").exists()
+
+
+def test_a_usage_error_is_not_mistaken_for_changes(cli):
+    with pytest.raises(SystemExit) as caught:
+        cli("plan", EXAMPLE, "--detailed-exitcod")
+    assert caught.value.code == 1
