@@ -158,5 +158,5 @@ def test_the_installed_command_runs(tmp_path):
 
 def test_a_usage_error_is_not_mistaken_for_changes(cli):
     with pytest.raises(SystemExit) as caught:
-        cli("plan", EXAMPLE, "--detailed-exitcod")
+        cli("plan", EXAMPLE, "--detailed-exit-code")
     assert caught.value.code == 1
