@@ -41,7 +41,7 @@ from reconciler.operations import (
 from reconciler.licences import license_steps
 from reconciler.plan import last_full_sync_end, selection_for
 from reconciler.rules import guid_flow, object_types
-from reconciler.steps import GuidFlow
+from reconciler.steps import GuidFlow, Impact
 
 
 class Status(enum.Enum):
@@ -91,7 +91,8 @@ def _nothing(_event):
 
 def observe(target, desired):
     """One observation of both sides, for what ``desired`` talks about."""
-    return Observed(server=target.server.observe(), tenant=target.tenant.observe(selection_for(desired)))
+    server = target.server.observe()
+    return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))
 
 
 _LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, VerifyMailboxes)
@@ -124,15 +125,18 @@ def apply_plan(
     if plan.unsafe and not force:
         raise ApplyError("preconditions", "; ".join(plan.unsafe) + " (nothing was changed)")
     steps = list(plan.steps)
-    if any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps):
-        scheduler = target.server.observe().scheduler
-        if scheduler.cycle_in_progress:
-            raise ApplyError(
-                "preconditions",
-                "a sync cycle is running on the server: configuration changes are refused until it ends; apply again when it has finished",
-            )
+    changes_server = any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps)
+    scheduler = target.server.observe().scheduler if changes_server else None
+    if scheduler is not None and scheduler.cycle_in_progress:
+        raise ApplyError(
+            "preconditions",
+            "a sync cycle is running on the server: configuration changes are refused until it ends; apply again when it has finished",
+        )
     results, notices = [], []
-    paused_by_us = False
+    # The bracket owes the scheduler back when the desired state wants it on: also when it
+    # is off already at the start (left paused by a run that was killed, or by hand).
+    paused_by_us = scheduler is not None and not scheduler.sync_cycle_enabled and desired.scheduler.sync_cycle_enabled
+    raised_threshold = None  # the threshold to put back if the apply stops after raising it
     restored = False
     replanned = False
     stopped_for_window = False
@@ -199,12 +203,27 @@ def apply_plan(
                     results.append(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed"))
                 break
             target.checkpoint()
+            if step.impact is Impact.IRREVERSIBLE and outcome.failures:
+                # A purge that missed users must not go on to bring their OU back:
+                # the sync would restore them from the recycle bin, GUID included.
+                result = StepResult(step.id, Status.FAILED, f"{len(outcome.failures)} user(s) not purged; stopping before the OU comes back", outcome.failures)
+                results.append(result)
+                if journal is not None:
+                    journal.step_ended(step.id, "failed", result.detail)
+                on_event(Event("failed", step, result.detail, result))
+                results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in steps[index + 1 :])
+                break
             if isinstance(step.operation, SetScheduler):
-                paused_by_us = not step.operation.enabled
-                if paused_by_us:
+                if step.id.endswith("scheduler.pause"):
+                    # Owed back only if the desired state wants it on; else off is the goal.
+                    paused_by_us = paused_by_us or desired.scheduler.sync_cycle_enabled
                     # A scheduled cycle may have started just before the pause; the
                     # server refuses configuration changes until it ends.
                     _wait_until_idle(target, on_event)
+                elif step.operation.enabled:
+                    paused_by_us = False
+            if isinstance(step.operation, SetDeletionThreshold) and step.approval == "threshold-raise":
+                raised_threshold = None if raised_threshold is not None else step.before.get("threshold")
             if journal is not None:
                 journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us)
             result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
@@ -214,6 +233,14 @@ def apply_plan(
                 last_sync_done = True
             index += 1
     finally:
+        if raised_threshold is not None:
+            # The raise was for one sync only: never leave it behind.
+            try:
+                target.server.apply(SetDeletionThreshold(raised_threshold))
+                target.checkpoint()
+                on_event(Event("note", message=f"the export deletion threshold was put back to {raised_threshold}"))
+            except ProviderError as exc:
+                on_event(Event("note", message=f"could not put the export deletion threshold back to {raised_threshold}: {exc}"))
         if paused_by_us:
             # The bracket: never leave the scheduler off because of us.
             try:
@@ -276,6 +303,8 @@ def remaining(operation, observed):
     """
     server, tenant = observed.server, observed.tenant
     match operation:
+        # RunSyncCycle is not here: a cycle cannot be seen as done, and running it
+        # again is safe (it re-evaluates; it never deletes more than the first would).
         case SetScheduler(enabled):
             return None if server.scheduler.sync_cycle_enabled == enabled else operation
         case SetRuleDisabled(identifier, _name, disabled):
@@ -346,7 +375,7 @@ def _confirm_purge(step, desired, target):
 
     from reconciler.rebuild import purge_selection
 
-    tenant = target.tenant.observe(selection_for(desired))
+    tenant = observe(target, desired).tenant
     predicted = {ref.upn.lower() for ref in step.operation.users}
     if tenant.deleted_users is None:
         return step, "the recycle bin could not be read (unknown): nothing was purged"

@@ -241,6 +241,7 @@ def _apply(args, out, err):
         with _lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
             if lock.taken_over:
                 err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted apply (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
+            target.refresh()
             journal = Journal(_state_file(target, "journal"))
             interrupted = journal.last_interrupted()
             if interrupted is not None:
@@ -255,6 +256,10 @@ def _apply(args, out, err):
                 _check_saved(saved, desired, observed, plan)
             PlanRenderer(out).render(plan)
             if not plan.has_changes:
+                if interrupted is not None:
+                    # Nothing was left to do: the interrupted run is finished now.
+                    journal.start(plan.checksum(), "apply (nothing left)", [])
+                    journal.end("done")
                 return EXIT_OK
             if plan.unsafe and not args.force:
                 raise ReconcilerError("; ".join(plan.unsafe) + " (pass --force; nothing was changed)")

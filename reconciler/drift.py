@@ -56,13 +56,8 @@ class DriftReport:
 
 def observe_read_only(server, tenant, desired):
     """Observation only: the two read-only calls of the provider contracts."""
-    from reconciler.rebuild import purge_selection
-    from reconciler.provider import UserSelection
-
-    selection = selection_for(desired)
-    if desired.purge is not None:
-        selection = UserSelection.union([selection, purge_selection(desired.purge)])
-    return Observed(server=server.observe(), tenant=tenant.observe(selection))
+    observed_server = server.observe()
+    return Observed(server=observed_server, tenant=tenant.observe(selection_for(desired, observed_server)))
 
 
 def detect(desired, observed, target_description=""):

@@ -71,8 +71,18 @@ def license_steps(
                 notices.append(Notice(Level.WARNING, "no-mailbox", f"{user.upn} is licensed but has no mailbox; relicense_without_mailbox is off"))
             elif assignment.by_group:
                 notices.append(Notice(Level.WARNING, "group-license", f"{user.upn}: the {spec.sku} licence comes from a group and cannot be removed for one user; remove it from the group and add it back"))
-            elif sync_planned or cleared_since is None or (assignment.assigned_at or "") < cleared_since:
+            elif sync_planned or (cleared_since is not None and (assignment.assigned_at or "") < cleared_since):
                 to_relicense.append(user)
+            elif cleared_since is None:
+                # The last full sync has left the run history: relicensing could repeat forever.
+                notices.append(
+                    Notice(
+                        Level.WARNING,
+                        "no-mailbox-unknown-clear",
+                        f"{user.upn} is licensed without a mailbox, and the run history no longer shows when msExchMailboxGuid was cleared: "
+                        "run a full (Initial) sync and plan again to have it relicensed",
+                    )
+                )
             else:
                 notices.append(
                     Notice(

@@ -335,7 +335,11 @@ def _check(parts):
             else:
                 if not flow.expression:
                     yield where, f"a {flow.flow_type.value} flow needs an expression (the constant's value for Constant)"
+    seen_skus = {}
     for index, spec in parts.licenses:
+        if spec.sku.lower() in seen_skus:
+            yield f"licenses[{index}].sku", f"{spec.sku} is already licensed by licenses[{seen_skus[spec.sku.lower()]}]: list its users and OUs there"
+        seen_skus.setdefault(spec.sku.lower(), index)
         here = f"licenses[{index}]"
         if not spec.users and not spec.ous:
             yield here, "names no users: give users = [...] or ous = [...]"

@@ -23,7 +23,7 @@ from reconciler.model import SyncPolicy
 from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
 from reconciler.licences import _coming_back, license_steps
-from reconciler.rebuild import _plan_export, _plan_purge, _plan_scope
+from reconciler.rebuild import _plan_export, _plan_purge, _plan_scope, purge_selection
 from reconciler.rules import _check_unique_precedences, _plan_rule, _server_notices, guid_flow, object_types
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
     PLAN_FORMAT_VERSION,
@@ -41,10 +41,25 @@ from reconciler.steps import (  # noqa: F401 - the plan's values, importable fro
 )
 
 
-def selection_for(desired):
-    return UserSelection.union(
-        UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous)) for spec in desired.licenses
-    )
+def selection_for(desired, server=None):
+    """The users a plan of ``desired`` needs to see; one definition for plan, apply, drift and saved plans.
+
+    Licences name their users. A purge or a scope change needs every synced user it
+    can touch and the total it is measured against: all users under the AD
+    connector's containers (``server``, when observed) and the desired ones.
+    """
+    parts = [UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous)) for spec in desired.licenses]
+    if desired.purge is not None:
+        parts.append(purge_selection(desired.purge))
+    if desired.purge is not None or desired.scope is not None:
+        containers = []
+        if desired.scope is not None:
+            containers += [*desired.scope.included, *desired.scope.excluded]
+        if server is not None:
+            for connector in server.connectors_of_kind("AD"):
+                containers += [*connector.included_containers, *connector.excluded_containers]
+        parts.append(UserSelection(frozenset(), tuple(dict.fromkeys(containers))))
+    return UserSelection.union(parts)
 
 
 class _Builder:
@@ -59,6 +74,8 @@ class _Builder:
         self.reserved = set()
 
     def add(self, step):
+        if step.id in self.steps:
+            raise PlanError(f"two steps would have the id {step.id!r}; the desired state names the same thing twice")
         self.steps[step.id] = step
         self.order.append(step.id)
         return step.id
@@ -116,7 +133,7 @@ def build_plan(desired, observed, target_description="lab"):
         config_ids += _plan_rule(spec, server, builder, notices)
     _check_unique_precedences(tuple(builder.rules.values()))
     config_ids += _plan_export(desired, server, builder, notices)
-    config_ids += _plan_scope(desired, observed, builder, notices, rebuild)
+    config_ids += _plan_scope(desired, observed, builder, notices, rebuild, unsafe)
     if rebuild is not None and rebuild.threshold_restore is not None:
         config_ids.append(builder.add(rebuild.threshold_restore))
     for step_id in config_ids:

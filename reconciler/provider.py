@@ -151,6 +151,9 @@ class Target:
 
         time.sleep(seconds)
 
+    def refresh(self):
+        """Forget anything cached before the lock was taken (the lab rereads its file)."""
+
     def checkpoint(self):
         """Called by the apply engine after every step (the lab persists here)."""
 

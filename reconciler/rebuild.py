@@ -24,6 +24,8 @@ from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, ser
 DEFAULT_PURGE_CEILING = 50
 
 
+#: A scope change that soft-deletes more than this share of the synced users needs --force.
+SCOPE_MAX_PERCENT = 30.0
 #: The share-of-deletes check applies from this many synced users on (octoDNS: 10 records).
 MIN_SYNCED_FOR_PERCENT = 10
 
@@ -141,16 +143,19 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
         if threshold is None:
             notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
         elif len(leaving) > threshold:
+            # Export counts every deleted object, not only users (groups and contacts in the
+            # OU too): leave a margin so one more deletion does not stop the whole export.
+            raised = len(leaving) + max(10, len(leaving) // 10)
             config_ids.append(
                 builder.add(
                     server_step(
                         id="rebuild.threshold.raise",
                         resource="export deletion threshold",
                         action=Action.UPDATE,
-                        summary=f"Raise the export deletion threshold from {threshold} to {len(leaving)} for this sync (restored afterwards): otherwise the export stops and deletes nothing",
-                        operation=SetDeletionThreshold(len(leaving)),
+                        summary=f"Raise the export deletion threshold from {threshold} to {raised} for this sync ({len(leaving)} users and a margin for other objects; restored afterwards): otherwise the export stops and deletes nothing",
+                        operation=SetDeletionThreshold(raised),
                         before={"threshold": threshold},
-                        after={"threshold": len(leaving)},
+                        after={"threshold": raised},
                         approval="threshold-raise",
                     )
                 )
@@ -161,7 +166,7 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
                 action=Action.UPDATE,
                 summary=f"Restore the export deletion threshold to {threshold}",
                 operation=SetDeletionThreshold(threshold),
-                before={"threshold": len(leaving)},
+                before={"threshold": raised},
                 after={"threshold": threshold},
                 approval="threshold-raise",
             )
@@ -231,7 +236,7 @@ def _plan_export(desired, server, builder, notices):
     ]
 
 
-def _plan_scope(desired, observed, builder, notices, rebuild):
+def _plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     server, tenant = observed.server, observed.tenant
     if desired.scope is None and (rebuild is None or rebuild.scope_out is None):
         return []
@@ -247,6 +252,10 @@ def _plan_scope(desired, observed, builder, notices, rebuild):
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {name_list(leaving)}"))
+        synced = sum(1 for u in tenant.users if u.synced)
+        share = 100.0 * len(leaving) / max(synced, 1)
+        if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:
+            unsafe.append(f"Too many deletes: {share:.2f}% is over {SCOPE_MAX_PERCENT:.2f}% ({len(leaving)}/{synced} synced users leave the scope); force required")
         threshold = server.deletion_threshold
         if threshold is not None and len(leaving) > threshold:
             raise PlanError(

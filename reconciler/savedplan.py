@@ -22,6 +22,7 @@ from pathlib import Path
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.plan import selection_for
 from reconciler.serialize import plan_to_dict, unstructure
 
 SAVED_FORMAT = "syncprep-plan"
@@ -66,20 +67,9 @@ def make_saved(plan, desired, observed, scripts=None):
     data["format"] = SAVED_FORMAT
     data["desired_path"] = desired.source
     data["desired_sha256"] = _desired_hash(desired.source)
-    data["fingerprints"] = fingerprints(observed, _selection(desired))
+    data["fingerprints"] = fingerprints(observed, selection_for(desired, observed.server))
     data["checksum"] = _checksum(data)
     return data
-
-
-def _selection(desired):
-    from reconciler.plan import selection_for
-    from reconciler.rebuild import purge_selection
-    from reconciler.provider import UserSelection
-
-    parts = [selection_for(desired)]
-    if desired.purge is not None:
-        parts.append(purge_selection(desired.purge))
-    return UserSelection.union(parts)
 
 
 def _checksum(data):
@@ -124,7 +114,7 @@ def check_fresh(data, desired, observed):
     """Raise :class:`StalePlan` naming what changed since the plan was made."""
     if _desired_hash(desired.source) != data["desired_sha256"]:
         raise StalePlan(f"plan is stale: the desired-state file {desired.source} changed since the plan was made; nothing was changed")
-    now = fingerprints(observed, _selection(desired))
+    now = fingerprints(observed, selection_for(desired, observed.server))
     before = data["fingerprints"]
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:

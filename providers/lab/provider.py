@@ -227,6 +227,11 @@ class LabTarget(Target):
         if self.path is not None:
             store.save(self.lab, self.path)
 
+    def refresh(self):
+        """Read the lab file again: what was loaded before the lock was taken may be stale."""
+        if self.path is not None and self.path.exists():
+            self.lab = self.server.lab = self.tenant.lab = store.load(self.path)
+
 def open_lab_target(path=None, create=True):
     """The lab at ``path`` (default ``.syncprep/lab.json``), created on first use."""
     path = Path(path) if path else store.DEFAULT_PATH

@@ -243,6 +243,7 @@ class Lab:
             due = [t for t in events if t <= target]
             if not due:
                 break
+            self.purge_expired()
             self.clock = max(self.clock, min(due))
             if server.cycle is not None:
                 self._finish_cycle()
@@ -251,6 +252,7 @@ class Lab:
                 self.start_cycle(server.next_policy)
                 server.next_scheduled_at = self.clock + server.sync_interval
         self.clock = max(self.clock, target)
+        self.purge_expired()
 
     # ------------------------------------------------------------------ configuration
 
@@ -534,7 +536,8 @@ class Lab:
     def purge_expired(self):
         """Deleted items stay restorable for 30 days, then go for good (B4)."""
         limit = self.clock - 30 * 24 * 60
-        self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
+        if any(u.deleted_at is not None and u.deleted_at <= limit for u in self.cloud_users):
+            self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
 
 
 def _dn_under(dn, container):
