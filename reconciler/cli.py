@@ -138,6 +138,11 @@ def main(argv=None):
     except ReconcilerError as exc:
         err.print(f"[red]error:[/red] {_escape(str(exc))}")
         return EXIT_ERROR
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written.
+        where = exc.filename if exc.filename is not None else "file"
+        err.print(f"[red]error:[/red] {_escape(str(where))}: {_escape(exc.strerror or str(exc))}")
+        return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         return EXIT_INTERRUPTED
@@ -211,7 +216,7 @@ def _plan(args, out, err):
     if args.out:
         from reconciler import savedplan
 
-        savedplan.write(savedplan.make_saved(plan, desired, observed, scripts), args.out)
+        savedplan.write(savedplan.make_saved(plan, desired, observed, scripts, target.key), args.out)
         err.print(f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)}")
     if args.json:
         from reconciler.serialize import plan_to_dict
@@ -253,7 +258,7 @@ def _apply(args, out, err):
             observed = observe(target, desired)
             plan = build_plan(desired, observed, target.description)
             if saved is not None:
-                _check_saved(saved, desired, observed, plan)
+                _check_saved(saved, desired, observed, plan, target.key)
             PlanRenderer(out).render(plan)
             if not plan.has_changes:
                 if interrupted is not None:
@@ -333,11 +338,11 @@ def _parse_until(text, target):
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _check_saved(data, desired, observed, plan):
+def _check_saved(data, desired, observed, plan, target_key):
     from reconciler import savedplan
     from reconciler.serialize import plan_to_dict
 
-    savedplan.check_fresh(data, desired, observed)
+    savedplan.check_fresh(data, desired, observed, target_key)
     if plan_to_dict(plan)["steps"] != [{k: v for k, v in s.items() if k != "script"} for s in data["steps"]]:
         raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
 

@@ -216,6 +216,10 @@ def _message(exc):
     if isinstance(exc, KeyError):
         return "required key missing"
     text = str(exc)
+    if isinstance(exc, AttributeError) and "has no attribute 'keys'" in text:
+        # cattrs met something other than a table where a table belongs.
+        found = {"'list'": "an array", "'str'": "a string", "'int'": "an integer", "'bool'": "a boolean", "'float'": "a float"}
+        return f"expected a table, got {next((v for k, v in found.items() if text.startswith(k)), 'something else')}"
     if isinstance(exc, TypeError) and "missing" in text and "required" in text:
         match = re.search(r"argument: '(\w+)'", text)
         return f"required key {match.group(1)!r} missing" if match else "required key missing"

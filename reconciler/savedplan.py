@@ -61,11 +61,13 @@ def _desired_hash(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def make_saved(plan, desired, observed, scripts=None):
-
+def make_saved(plan, desired, observed, scripts=None, target_key=""):
     data = plan_to_dict(plan, scripts)
     data["format"] = SAVED_FORMAT
-    data["desired_path"] = desired.source
+    # Absolute, so the plan applies from any working directory; the target it was made
+    # for, so it cannot be applied to another environment that merely looks the same.
+    data["desired_path"] = str(Path(desired.source).resolve())
+    data["target_key"] = target_key
     data["desired_sha256"] = _desired_hash(desired.source)
     data["fingerprints"] = fingerprints(observed, selection_for(desired, observed.server))
     data["checksum"] = _checksum(data)
@@ -107,11 +109,21 @@ def load(path):
         raise ReconcilerError(f"{path}: plan format {data.get('format_version')!r} is not one this syncprep ({__version__}) reads")
     if data.get("checksum") != _checksum(data):
         raise ReconcilerError(f"{path}: the saved plan was modified after it was written (checksum mismatch); make a new plan")
+    from reconciler.serialize import plan_from_dict
+
+    try:
+        plan_from_dict(data)
+        for key in ("desired_path", "desired_sha256", "fingerprints"):
+            data[key]  # noqa: B018 - present, or the plan cannot be checked for staleness
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReconcilerError(f"{path}: not a saved plan this syncprep can read ({type(exc).__name__}: {exc})") from None
     return data
 
 
-def check_fresh(data, desired, observed):
+def check_fresh(data, desired, observed, target_key=""):
     """Raise :class:`StalePlan` naming what changed since the plan was made."""
+    if data.get("target_key", target_key) != target_key:
+        raise StalePlan(f"this plan was made for {data.get('target')}, not for this target; nothing was changed")
     if _desired_hash(desired.source) != data["desired_sha256"]:
         raise StalePlan(f"plan is stale: the desired-state file {desired.source} changed since the plan was made; nothing was changed")
     now = fingerprints(observed, selection_for(desired, observed.server))

@@ -128,3 +128,16 @@ def test_an_unreadable_mailbox_is_unknown_not_absent(lab, target):
     assert report.exit_code == EXIT_INCOMPLETE
     assert "user05@contoso.com" in report.unknown[0]
     assert not any("user05" in i.detail for i in report.items), "unknown is never reported as gone"
+
+
+def test_a_saved_plan_is_bound_to_its_target_and_applies_from_anywhere(cli, tmp_path, monkeypatch):
+    cli("lab", "init", "--lab", "a.json")
+    cli("lab", "init", "--lab", "b.json")
+    cli("plan", EXAMPLE, "--lab", "a.json", "-out", "plan.json")
+    code, _out, err = cli("apply", "plan.json", "--auto-approve", "--lab", "b.json")
+    assert code == 1 and "not for this target" in err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = cli("apply", tmp_path / "plan.json", "--auto-approve", "--lab", tmp_path / "a.json")
+    assert code == 0, err

@@ -55,6 +55,8 @@ def load(path):
         data = path.read_bytes()
     except FileNotFoundError:
         raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read the lab file: {exc.strerror}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -85,6 +87,9 @@ def load_or_create(path, users=20):
     path = Path(path)
     if path.exists():
         return load(path), False
+    # Only the default .syncprep/ is made on first use: a mistyped --lab makes no folders.
+    if not path.parent.exists() and path.parent.resolve() != DEFAULT_PATH.parent.resolve():
+        raise LabError(f"{path}: the folder {path.parent} does not exist")
     lab = scenario.build("default", users=users)
     save(lab, path)
     return lab, True
