@@ -40,8 +40,9 @@ from reconciler.operations import (
 )
 from reconciler.licences import license_steps
 from reconciler.plan import last_full_sync_end, selection_for
-from reconciler.rules import guid_flow, object_types
-from reconciler.steps import GuidFlow, Impact
+from reconciler.rebuild import named_for_purge, same_names
+from reconciler.rules import guid_report
+from reconciler.steps import Impact
 
 
 class Status(enum.Enum):
@@ -316,11 +317,11 @@ def remaining(operation, observed):
             return None if server.rule_by_id(identifier) is None else operation
         case SetContainerScope(included, excluded):
             ad = server.connectors_of_kind("AD")
-            done = ad and _same(ad[0].included_containers, included) and _same(ad[0].excluded_containers, excluded)
+            done = ad and same_names(ad[0].included_containers, included) and same_names(ad[0].excluded_containers, excluded)
             return None if done else operation
         case SetExcludedAttributes(attributes):
             aad = server.connectors_of_kind("AAD")
-            return None if aad and _same(aad[0].excluded_attributes, attributes) else operation
+            return None if aad and same_names(aad[0].excluded_attributes, attributes) else operation
         case SetDeletionThreshold(threshold):
             return None if server.deletion_threshold == threshold else operation
         case AssignLicense(sku_id, part, users):
@@ -338,10 +339,6 @@ def remaining(operation, observed):
             left = tuple(r for r in users if r.id in in_bin)
             return PurgeDeletedUsers(left) if left else None
     return operation
-
-
-def _same(a, b):
-    return {x.lower() for x in a} == {x.lower() for x in b}
 
 
 def _estimate_minutes(step, history):
@@ -373,20 +370,11 @@ def _confirm_purge(step, desired, target):
     """
     from attrs import evolve
 
-    from reconciler.rebuild import purge_selection
-
     tenant = observe(target, desired).tenant
     predicted = {ref.upn.lower() for ref in step.operation.users}
     if tenant.deleted_users is None:
         return step, "the recycle bin could not be read (unknown): nothing was purged"
-    selection = purge_selection(desired.purge)
-    in_bin = {}
-    for user in tenant.deleted_users:
-        named = user.upn.lower() in selection.upns or (
-            user.on_prem_dn and any(user.on_prem_dn.lower().endswith("," + ou.lower()) for ou in desired.purge.ous)
-        )
-        if named and user.synced is not None:
-            in_bin[user.upn.lower()] = user
+    in_bin = {u.upn.lower(): u for u in tenant.deleted_users if named_for_purge(u, desired.purge) and u.synced is not None}
     actual = set(in_bin)
     if actual != predicted:
         unexpected = sorted(actual - predicted)
@@ -408,7 +396,7 @@ def _decide_after_sync(desired, target, depends_on):
     observed = observe(target, desired)
     rules = observed.server.rules
     excluded = tuple(a for c in observed.server.connectors_of_kind("AAD") for a in c.excluded_attributes)
-    flows = tuple(GuidFlow.between(t, guid_flow(rules, t, excluded), guid_flow(rules, t, excluded)) for t in object_types(rules))
+    flows = guid_report(rules, rules, excluded, excluded)
     steps, notices = license_steps(
         desired,
         observed.tenant,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from reconciler.model import MailboxState, Observed
-from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, SetScheduler, UpdateRule
+from reconciler.model import MailboxState, Observed, SyncPolicy
+from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, RunSyncCycle, SetScheduler, UpdateRule
 from reconciler.plan import build_plan, selection_for
 
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -73,20 +73,23 @@ def detect(desired, observed, target_description=""):
     if scheduler.sync_cycle_enabled != desired.scheduler.sync_cycle_enabled:
         state = "on" if scheduler.sync_cycle_enabled else "off (left paused?)"
         items.append(DriftItem("scheduler", f"scheduler {'on' if scheduler.sync_cycle_enabled else 'off'}", f"the sync scheduler is {state}"))
+    # A full sync owed is drift of its own only when no configuration change explains it.
+    changes_config = any(s.provider == "entra-connect" and not isinstance(s.operation, (SetScheduler, RunSyncCycle)) for s in plan.steps)
+    owed = observed.server.scheduler.next_policy is SyncPolicy.INITIAL and not changes_config
     for step in plan.steps:
-        items.extend(_describe(step))
+        items.extend(_describe(step, owed))
     for notice in plan.notices:
         if notice.code in _DRIFT_NOTICES and not any(i.what == _DRIFT_NOTICES[notice.code] for i in items):
             items.append(DriftItem("tenant", _DRIFT_NOTICES[notice.code], notice.message))
     return DriftReport(desired.source, target_description, tuple(items), _unknowns(desired, observed))
 
 
-def _describe(step):
+def _describe(step, full_sync_owed):
     op = step.operation
     changes = "; ".join(f"{c.path}: {c.before} -> {c.after}" for c in step.changes)
     if isinstance(op, SetScheduler):
         return []  # the scheduler is judged from the observation, not from the fix's bracket
-    if isinstance(op, RemoveRule) and "again" in step.summary:
+    if isinstance(op, RemoveRule) and step.id.endswith(".remove-returned"):
         return [DriftItem(step.resource, "stock rule back", f"'{op.name}' is back (an Entra Connect upgrade re-creates deleted stock rules)")]
     if isinstance(op, UpdateRule):
         return [DriftItem(step.resource, "rule changed", changes or step.summary)]
@@ -95,7 +98,7 @@ def _describe(step):
     if isinstance(op, AssignLicense):
         return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users[:10])}")]
     if step.id == "sync.initial":
-        if "owed" in step.summary:
+        if full_sync_owed:
             return [DriftItem("sync cycle", "full sync owed", "the rules changed and only Delta cycles ran since")]
         return []
     if step.id.startswith("mailboxes["):

@@ -9,7 +9,7 @@ from reconciler.provider import UserSelection
 from reconciler.steps import Action, Level, Notice, Step, name_list
 
 
-def _coming_back(tenant, rebuild):
+def coming_back(tenant, rebuild):
     """Purged users that the plan's last sync re-creates, as they will look (unlicensed)."""
     if rebuild is None or tenant.deleted_users is None:
         return ()

@@ -27,6 +27,11 @@ MAX_FILE_BYTES = 1024 * 1024
 PRECEDENCE_MAX = 2**31 - 1
 UPN = re.compile(r"^[^@\s\"'<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 DN = re.compile(r"^(?:(?:OU|CN|DC)=[^,=]+)(?:,(?:OU|CN|DC)=[^,=]+)*$", re.IGNORECASE)
+# The scope-filter operators of the Synchronization Rules Editor.
+SCOPE_OPERATORS = frozenset(
+    "EQUAL NOTEQUAL LESSTHAN LESSTHAN_OR_EQUAL GREATERTHAN GREATERTHAN_OR_EQUAL CONTAINS NOTCONTAINS STARTSWITH NOTSTARTSWITH "
+    "ENDSWITH NOTENDSWITH ISNULL ISNOTNULL ISIN ISNOTIN ISBITSET ISNOTBITSET ISMEMBEROF ISNOTMEMBEROF".split()
+)
 SECRET_WORDS = ("password", "secret", "token_value", "client_secret", "private_key", "bearer")
 
 # Keys each rule kind accepts: a stock rule can only be enabled or disabled (domain-facts A3).
@@ -326,8 +331,14 @@ def _check(parts):
         if rule.kind is not RuleKind.STOCK and not rule.flows:
             yield f"{here}", f"a {rule.kind.value} rule needs at least one [[rules.flows]]"
         destinations = set()
+        for group_index, group in enumerate(rule.scope):
+            for condition_index, condition in enumerate(group):
+                if condition.operator.upper() not in SCOPE_OPERATORS:
+                    yield f"{here}.scope[{group_index}][{condition_index}].operator", f"must be one of {', '.join(sorted(SCOPE_OPERATORS))} (got {condition.operator!r})"
         for flow_index, flow in enumerate(rule.flows):
             where = f"{here}.flows[{flow_index}]"
+            if not flow.destination.strip():
+                yield f"{where}.destination", "must not be empty"
             if flow.destination in destinations:
                 yield f"{where}.destination", f"{flow.destination} has two flows in this rule"
             destinations.add(flow.destination)

@@ -29,6 +29,8 @@ table cell or ping a team.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import json
 import re
 
@@ -50,9 +52,14 @@ _UPN = re.compile(
 )
 
 
+# A key of this process: a bare hash of a UPN could be reversed by guessing first.last@domain
+# names; keyed, the same user still gets the same name within one rendering.
+_PSEUDONYM_KEY = os.urandom(16)
+
+
 def pseudonym(upn):
-    """The stable stand-in for a UPN when users are masked: the same user, the same name."""
-    return "user-" + hashlib.sha256(upn.lower().encode("utf-8")).hexdigest()[:8]
+    """The stand-in for a UPN when users are masked: the same user, the same name (per run)."""
+    return "user-" + hmac.new(_PSEUDONYM_KEY, upn.lower().encode("utf-8"), hashlib.sha256).hexdigest()[:8]
 
 
 def mask_text(text):

@@ -22,9 +22,9 @@ from reconciler.errors import PlanError
 from reconciler.model import SyncPolicy
 from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
-from reconciler.licences import _coming_back, license_steps
-from reconciler.rebuild import _plan_export, _plan_purge, _plan_scope, purge_selection
-from reconciler.rules import _check_unique_precedences, _plan_rule, _server_notices, guid_flow, object_types
+from reconciler.licences import coming_back, license_steps
+from reconciler.rebuild import plan_export, plan_purge, plan_scope, purge_selection
+from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
     PLAN_FORMAT_VERSION,
     Action,
@@ -109,7 +109,7 @@ def build_plan(desired, observed, target_description="lab"):
     scheduler_on = server.scheduler.sync_cycle_enabled
     unsafe = []
 
-    rebuild = _plan_purge(desired, observed, builder, notices, unsafe)
+    rebuild = plan_purge(desired, observed, builder, notices, unsafe)
     after_purge = ()
     if rebuild is not None:
         if rebuild.config_ids:
@@ -130,10 +130,10 @@ def build_plan(desired, observed, target_description="lab"):
 
     config_ids = []
     for spec in desired.rules:
-        config_ids += _plan_rule(spec, server, builder, notices)
-    _check_unique_precedences(tuple(builder.rules.values()))
-    config_ids += _plan_export(desired, server, builder, notices)
-    config_ids += _plan_scope(desired, observed, builder, notices, rebuild, unsafe)
+        config_ids += plan_rule(spec, server, builder, notices)
+    check_unique_precedences(tuple(builder.rules.values()))
+    config_ids += plan_export(desired, server, builder, notices)
+    config_ids += plan_scope(desired, observed, builder, notices, rebuild, unsafe)
     if rebuild is not None and rebuild.threshold_restore is not None:
         config_ids.append(builder.add(rebuild.threshold_restore))
     for step_id in config_ids:
@@ -162,11 +162,8 @@ def build_plan(desired, observed, target_description="lab"):
 
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     excluded_after = tuple(desired.export.excluded_attributes) if desired.export is not None else excluded_now
-    guid_flows = tuple(
-        GuidFlow.between(t, guid_flow(server.rules, t, excluded_now), guid_flow(predicted_rules, t, excluded_after))
-        for t in object_types(server.rules + predicted_rules)
-    )
-    notices += _server_notices(desired, server, predicted_rules, guid_flows, builder)
+    guid_flows = guid_report(server.rules, predicted_rules, excluded_now, excluded_after)
+    notices += server_notices(desired, server, predicted_rules, guid_flows, builder)
 
     licence_steps, licence_notices = license_steps(
         desired,
@@ -176,7 +173,7 @@ def build_plan(desired, observed, target_description="lab"):
         cleared_since=last_full_sync_end(server),
         depends_on=(sync_id,) if sync_id else tuple(dict.fromkeys((*last, *after_purge))),
         recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
-        coming_back=_coming_back(observed.tenant, rebuild),
+        coming_back=coming_back(observed.tenant, rebuild),
     )
     for step in licence_steps:
         builder.add(step)
@@ -221,8 +218,6 @@ def _bracket(builder, config_ids, prefix, scheduler_on, wanted, after=()):
     if wanted:
         resume_id = builder.add(_scheduler_step(f"{prefix}scheduler.resume", True, False, config_ids))
         return [resume_id], True
-    if scheduler_on:
-        return list(config_ids), False
     return list(config_ids), False
 
 

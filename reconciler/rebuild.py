@@ -43,7 +43,13 @@ def _norm(dns):
     return tuple(sorted({dn.strip() for dn in dns}, key=str.lower))
 
 
-def _same_dns(a, b):
+def named_for_purge(deleted_user, purge):
+    """Whether a user in the recycle bin is one the ``[purge]`` section names (by UPN or OU)."""
+    dn = (deleted_user.on_prem_dn or "").lower()
+    return deleted_user.upn.lower() in {u.lower() for u in purge.users} or any(dn.endswith("," + ou.lower()) for ou in purge.ous)
+
+
+def same_names(a, b):
     return {x.lower() for x in a} == {x.lower() for x in b}
 
 
@@ -60,7 +66,7 @@ def purge_selection(purge):
     return UserSelection(frozenset(u.lower() for u in purge.users), tuple(purge.ous))
 
 
-def _plan_purge(desired, observed, builder, notices, unsafe):
+def plan_purge(desired, observed, builder, notices, unsafe):
     """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin."""
     purge = desired.purge
     if purge is None:
@@ -87,8 +93,7 @@ def _plan_purge(desired, observed, builder, notices, unsafe):
         active.append(user)
     deleted = []
     for user in tenant.deleted_users:
-        named = user.upn.lower() in selection.upns or (user.on_prem_dn and any(user.on_prem_dn.lower().endswith("," + ou.lower()) for ou in purge.ous))
-        if not named:
+        if not named_for_purge(user, purge):
             continue
         if user.synced is None:
             notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} (in the recycle bin) is cloud-only: never purged"))
@@ -201,7 +206,7 @@ def _single_ad_connector(server):
     return candidates[0]
 
 
-def _plan_export(desired, server, builder, notices):
+def plan_export(desired, server, builder, notices):
     if desired.export is None:
         return []
     (aad,) = server.connectors_of_kind("AAD") or (None,)
@@ -209,7 +214,7 @@ def _plan_export(desired, server, builder, notices):
         raise PlanError("export: no Entra ID (AAD) connector on the server")
     current = _norm(aad.excluded_attributes)
     wanted = _norm(desired.export.excluded_attributes)
-    if _same_dns(current, wanted):
+    if same_names(current, wanted):
         return []
     added = {a.lower() for a in wanted} - {a.lower() for a in current}
     if added and desired.purge is None:
@@ -236,7 +241,7 @@ def _plan_export(desired, server, builder, notices):
     ]
 
 
-def _plan_scope(desired, observed, builder, notices, rebuild, unsafe):
+def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     server, tenant = observed.server, observed.tenant
     if desired.scope is None and (rebuild is None or rebuild.scope_out is None):
         return []
@@ -247,7 +252,7 @@ def _plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     wanted = (
         (_norm(desired.scope.included), _norm(desired.scope.excluded)) if desired.scope is not None else (ad.included_containers, ad.excluded_containers)
     )
-    if _same_dns(current[0], wanted[0]) and _same_dns(current[1], wanted[1]):
+    if same_names(current[0], wanted[0]) and same_names(current[1], wanted[1]):
         return []
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
     if leaving:

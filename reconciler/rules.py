@@ -18,7 +18,7 @@ from reconciler.desired import RuleKind
 from reconciler.errors import PlanError
 from reconciler.model import AUTHORITATIVE_NULL, GUID_ATTRIBUTE, IGNORE_THIS_FLOW, NULL, Direction, FlowType, ScopeCondition, SyncRule
 from reconciler.operations import CreateRule, RemoveRule, SetRuleDisabled, UpdateRule
-from reconciler.steps import Action, Level, Notice, rule_view, server_step
+from reconciler.steps import Action, GuidFlow, Level, Notice, rule_view, server_step
 
 
 #: The article copies the rule to 200; the planner starts looking there but never takes a taken value.
@@ -47,6 +47,14 @@ def guid_flow(rules, object_type, excluded_attributes=()):
     if flows and GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_attributes}:
         return f"{text}, but not exported: msExchMailboxGuid is excluded from export to Entra ID", False
     return text, flows
+
+
+def guid_report(rules_now, rules_after, excluded_now=(), excluded_after=()):
+    """A :class:`~reconciler.steps.GuidFlow` per AD object type: who decides the GUID now and after."""
+    return tuple(
+        GuidFlow.between(t, guid_flow(rules_now, t, excluded_now), guid_flow(rules_after, t, excluded_after))
+        for t in object_types(tuple(rules_now) + tuple(rules_after))
+    )
 
 
 def _guid_rule_flow(rules, object_type):
@@ -82,7 +90,7 @@ def object_types(rules):
     return sorted(types, key=str.lower)
 
 
-def _plan_rule(spec, server, builder, notices):
+def plan_rule(spec, server, builder, notices):
     named = server.rules_named(spec.name)
     stock = [r for r in named if r.is_standard]
     custom = [r for r in named if not r.is_standard]
@@ -242,7 +250,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         del builder.rules[stock.identifier]
         remove_id = builder.add(
             server_step(
-                id=f"rule[{name}].remove-original",
+                id=f"rule[{name}].remove-returned",
                 resource=resource,
                 action=Action.DELETE,
                 summary="Delete the stock rule again: it is back (an Entra Connect upgrade re-creates deleted stock rules)",
@@ -350,7 +358,7 @@ def _connector_for(spec, server):
     return candidates[0].identifier
 
 
-def _check_unique_precedences(rules):
+def check_unique_precedences(rules):
     by_precedence = {}
     for rule in rules:
         by_precedence.setdefault(rule.precedence, []).append(rule.name)
@@ -360,7 +368,7 @@ def _check_unique_precedences(rules):
         raise PlanError(f"precedence {precedence} would be held by {' and '.join(repr(n) for n in names)}; precedence is unique across all rules")
 
 
-def _server_notices(desired, server, predicted_rules, guid_flows, builder):
+def server_notices(desired, server, predicted_rules, guid_flows, builder):
     notices = []
     scheduler = server.scheduler
     if scheduler.staging_mode:
