@@ -3,13 +3,20 @@
 Contract:
 
 * the steps run in the plan's order; a failed server step stops the apply;
-  a tenant step that fails for some users goes on for the others and reports them;
-* the scheduler bracket holds: if this apply paused the scheduler, it is resumed
-  whatever happens (a failure, Ctrl-C), before the engine returns or raises;
-* steps marked ``decided_after_sync`` are planned again from a fresh observation
-  once the steps before them (the sync) are done, as the article says: whether a
-  licence must be removed and assigned again is known only after the sync;
-* nothing here prints: progress goes to ``on_event``.
+  a tenant step that fails for some users goes on for the others and reports them,
+  except an irreversible one (a purge), which stops the apply before the OU returns;
+* the brackets hold whatever happens (a failure, Ctrl-C, SIGTERM through the CLI):
+  a scheduler this apply paused, or found off while the desired state wants it on,
+  is resumed, and a deletion threshold it raised is put back;
+* steps marked ``decided_after_sync`` are decided again from a fresh observation
+  once the sync before them is done, as the article says: whether a licence must
+  be removed and assigned again is known only after the sync; a purge is checked
+  against what the sync really soft-deleted;
+* a transient error is retried only after observing what the step still has to do
+  (:func:`remaining`), so nothing is done twice; a step that cannot finish before
+  ``until`` is not started;
+* every step start and end goes to the journal, when one is given, before the
+  apply goes on; nothing here prints: progress goes to ``on_event``.
 """
 
 from __future__ import annotations
