@@ -26,6 +26,17 @@ def target(lab):
     return LabTarget(lab)
 
 
+def end_state(lab):
+    """What a user would compare between two labs: users, licences, mailboxes, rules, recycle bin, scheduler."""
+    users = sorted(
+        (u.upn, tuple(sorted(lic.sku_id for lic in u.licenses)), lab.mailbox_state(u), u.mailbox_guid, u.usage_location)
+        for u in lab.active_cloud_users()
+    )
+    rules = sorted((r.name, r.precedence, r.disabled, r.flows, r.is_standard) for r in lab.server.rules)
+    deleted = sorted(u.upn for u in lab.cloud_users if u.deleted_at is not None)
+    return users, rules, deleted, lab.server.sync_cycle_enabled
+
+
 def plan_for(desired, target):
     if not hasattr(desired, "rules"):
         desired = load_desired(desired)

@@ -9,9 +9,10 @@ in-process lab.
 import itertools
 
 import pytest
+
 from attrs import evolve
 
-from conftest import EXAMPLE, ROOT, UPGRADE_SAFE
+from conftest import EXAMPLE, ROOT, UPGRADE_SAFE, end_state
 from providers.entraconnect import PsrpServer, PsrpSession
 from providers.lab import scenario
 from providers.lab.host import LabHost
@@ -26,16 +27,6 @@ from reconciler.plan import build_plan
 from reconciler.provider import Target
 
 USER, PASSWORD = "CONTOSO\\syncadmin", "e2e-Pa55word!"
-
-
-def end_state(lab):
-    users = sorted(
-        (u.upn, tuple(sorted(l.sku_id for l in u.licenses)), lab.mailbox_state(u), u.mailbox_guid, u.usage_location)
-        for u in lab.active_cloud_users()
-    )
-    rules = sorted((r.name, r.precedence, r.disabled, r.flows, r.is_standard) for r in lab.server.rules)
-    deleted = sorted(u.upn for u in lab.cloud_users if u.deleted_at is not None)
-    return users, rules, deleted, lab.server.sync_cycle_enabled
 
 
 def run(desired, target):

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import EXAMPLE
+
+from conftest import EXAMPLE, end_state
 from providers.graph import open_tenant
 from providers.lab import scenario
 from providers.lab.graph_emulator import GraphEmulator
@@ -46,16 +47,6 @@ class LabClock:
             self._since = time.monotonic()
         elif not value and self._since is not None:
             self._elapsed, self._since = self(), None
-
-
-def end_state(lab):
-    users = sorted(
-        (u.upn, tuple(sorted(l.sku_id for l in u.licenses)), lab.mailbox_state(u), u.mailbox_guid, u.usage_location)
-        for u in lab.active_cloud_users()
-    )
-    rules = sorted((r.name, r.precedence, r.disabled, r.flows, r.is_standard) for r in lab.server.rules)
-    deleted = sorted(u.upn for u in lab.cloud_users if u.deleted_at is not None)
-    return users, rules, deleted, lab.server.sync_cycle_enabled
 
 
 def run(desired, target):
