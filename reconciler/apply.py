@@ -331,10 +331,10 @@ def remaining(operation, observed):
             return None if aad and same_names(aad[0].excluded_attributes, attributes) else operation
         case SetDeletionThreshold(threshold):
             return None if server.deletion_threshold == threshold else operation
-        case AssignLicense(sku_id, part, users):
+        case AssignLicense(sku_id, part, users, disabled):
             by_upn = {u.upn.lower(): u for u in tenant.users}
             left = tuple(r for r in users if not (by_upn.get(r.upn.lower()) and by_upn[r.upn.lower()].has_license(sku_id)))
-            return AssignLicense(sku_id, part, left) if left else None
+            return AssignLicense(sku_id, part, left, disabled) if left else None
         case RemoveLicense(sku_id, part, users):
             by_upn = {u.upn.lower(): u for u in tenant.users}
             left = tuple(r for r in users if by_upn.get(r.upn.lower()) and by_upn[r.upn.lower()].has_license(sku_id))

@@ -63,6 +63,12 @@ def license_steps(
                 continue
             if not sku.includes_exchange or user.mailbox is MailboxState.PRESENT:
                 continue
+            if set(assignment.disabled_plans) & set(sku.exchange_plan_ids):
+                # Exchange is switched off in this user's licence: no mailbox is owed, GUID or not.
+                notices.append(
+                    Notice(Level.WARNING, "exchange-disabled", f"{user.upn}: Exchange Online is disabled in the {spec.sku} licence, so no mailbox will come; nothing is relicensed")
+                )
+                continue
             if user.mailbox is MailboxState.PENDING:
                 pending.append(user.upn)
             elif user.mailbox is MailboxState.UNKNOWN:
@@ -131,6 +137,12 @@ def license_steps(
                 )
             )
         assign_refs = tuple(u.ref for u in sorted(to_assign + to_relicense, key=lambda u: u.upn.lower()))
+        # Assigning again keeps the service plans an admin had switched off for the user.
+        keep_disabled = tuple(
+            (u.upn.lower(), u.license(sku.sku_id).disabled_plans)
+            for u in sorted(to_relicense, key=lambda u: u.upn.lower())
+            if u.license(sku.sku_id).disabled_plans
+        )
         if assign_refs:
             assign_id = f"license[{sku_label}].assign"
             steps.append(
@@ -141,7 +153,7 @@ def license_steps(
                     action=Action.UPDATE,
                     summary=f"Assign {sku_label} to {len(assign_refs)} user(s)"
                     + (f" ({len(to_relicense)} of them again)" if to_relicense else ""),
-                    operation=AssignLicense(sku.sku_id, sku.part_number, assign_refs),
+                    operation=AssignLicense(sku.sku_id, sku.part_number, assign_refs, keep_disabled),
                     depends_on=tuple(d for d in (*depends_on, remove_id) if d),
                     decided_after_sync=sync_planned,
                 )

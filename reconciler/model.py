@@ -180,7 +180,14 @@ class RunResult:
 
     @property
     def ok(self):
-        return self.result == "success"
+        """Whether the run let the cycle go on. ``completed-*`` results (warnings, some
+        objects in error, nothing to do) are normal on real servers; ``stopped-*`` and
+        anything unknown are not."""
+        return self.result == "success" or self.result.startswith("completed-")
+
+    @property
+    def with_errors(self):
+        return self.result in ("completed-export-errors", "completed-sync-errors", "completed-warnings")
 
 
 @frozen
@@ -213,6 +220,8 @@ class Sku:
     prepaid: int
     consumed: int
     includes_exchange: bool = True
+    #: The servicePlanIds of its Exchange Online plans: switched off for a user, no mailbox comes.
+    exchange_plan_ids: tuple[str, ...] = ()
 
     @property
     def available(self):
@@ -226,6 +235,8 @@ class LicenseAssignment:
     by_group: bool = False
     # When it was assigned (ISO, UTC), where the tenant says: licenseAssignmentStates.lastUpdatedDateTime.
     assigned_at: Optional[str] = field(default=None, eq=False)
+    # Service plans an admin switched off for this user: a re-assignment must keep them off.
+    disabled_plans: tuple[str, ...] = ()
 
 
 @frozen

@@ -90,6 +90,8 @@ class AssignLicense:
     sku_id: str
     part_number: str
     users: tuple[UserRef, ...]
+    #: Per UPN (lower case): service plans to keep disabled when the licence is assigned again.
+    disabled_plans: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @frozen

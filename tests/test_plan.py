@@ -4,7 +4,9 @@ import pytest
 from attrs import evolve
 
 from conftest import EXAMPLE, UPGRADE_SAFE, plan_and_apply, plan_for
+from providers.lab.provider import LabServer, LabTenant
 from providers.lab.world import lab_guid
+from reconciler.provider import Target
 from reconciler.errors import PlanError
 from reconciler.loader import load_desired, loads_desired
 from reconciler.model import GUID_ATTRIBUTE, AttributeFlow, Direction, FlowType, SyncPolicy, SyncRule
@@ -190,3 +192,31 @@ def test_a_custom_rule_keeps_the_join_the_desired_state_does_not_manage(lab, tar
     lab.server.rules[lab.server.rules.index(joined)] = evolve(joined, precedence=95)
     update = next(s.operation for s in plan_for(UPGRADE_SAFE, target).steps if isinstance(s.operation, UpdateRule))
     assert update.rule.join == joined.join, "the rewrite carries the join"
+
+
+class _PlansTenant(LabTenant):
+    """The lab tenant, reporting service plans an admin switched off (as Graph does)."""
+
+    disabled = {}
+
+    def observe(self, selection):
+        state = super().observe(selection)
+        skus = tuple(evolve(s, exchange_plan_ids=("efb87545-963c-4e0d-99df-69c6916d9eb0",)) for s in state.skus)
+        users = tuple(
+            evolve(u, licenses=tuple(evolve(a, disabled_plans=self.disabled.get(u.upn, ())) for a in u.licenses)) for u in state.users
+        )
+        return evolve(state, skus=skus, users=users)
+
+
+def test_relicensing_keeps_the_plans_an_admin_switched_off_and_skips_a_disabled_exchange(lab):
+    tenant = _PlansTenant(lab)
+    tenant.disabled = {"user01@contoso.com": ("57ff2da0-773e-42df-b2af-ffb7a2317929",), "user02@contoso.com": ("efb87545-963c-4e0d-99df-69c6916d9eb0",)}
+    target = Target(LabServer(lab), tenant)
+    desired = load_desired(UPGRADE_SAFE)
+    plan_and_apply(evolve(desired, licenses=()), target)  # rules in place, synced: relicensing decided now
+    plan = plan_for(desired, target)
+    remove = next(s.operation for s in plan.steps if isinstance(s.operation, RemoveLicense))
+    assign = next(s.operation for s in plan.steps if isinstance(s.operation, AssignLicense))
+    assert {u.upn for u in remove.users} == {"user01@contoso.com", "user03@contoso.com"}, "user02's Exchange is off: no mailbox is owed"
+    assert assign.disabled_plans == (("user01@contoso.com", ("57ff2da0-773e-42df-b2af-ffb7a2317929",)),)
+    assert any(n.code == "exchange-disabled" and "user02" in n.message for n in plan.notices)
