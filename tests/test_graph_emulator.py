@@ -85,6 +85,25 @@ def test_licence_fields_and_missing_user(emulator, lab):
     assert body["error"]["message"].startswith("Resource 'nobody@contoso.com' does not exist")
 
 
+def test_assign_license_stores_disabled_plans_per_assignment(emulator, lab):
+    sku, plan = scenario.ENTERPRISEPACK_ID, "5dbe027f-2339-4123-9542-606e4d348a72"
+    add = {"addLicenses": [{"skuId": sku, "disabledPlans": [plan]}], "removeLicenses": []}
+    assert call(emulator, "POST", "/users/user04@contoso.com/assignLicense", add)[0] == 200
+    _, _, user = call(emulator, "GET", "/users/user04@contoso.com?$select=assignedLicenses,licenseAssignmentStates")
+    assert user["assignedLicenses"] == [{"disabledPlans": [plan], "skuId": sku}]
+    assert user["licenseAssignmentStates"][0]["disabledPlans"] == [plan]
+    # Removed, then added again without them: none disabled.
+    call(emulator, "POST", "/users/user04@contoso.com/assignLicense", {"addLicenses": [], "removeLicenses": [sku]})
+    call(emulator, "POST", "/users/user04@contoso.com/assignLicense", {"addLicenses": [{"skuId": sku}], "removeLicenses": []})
+    assert call(emulator, "GET", "/users/user04@contoso.com?$select=assignedLicenses")[2]["assignedLicenses"] == [{"disabledPlans": [], "skuId": sku}]
+    # The lab re-adding a licence by itself does not bring back the old ones.
+    emulator.set_disabled_plans("user01@contoso.com", sku, [plan])
+    user01 = lab.cloud_user("user01@contoso.com")
+    lab.remove_license(user01.id, sku)
+    lab.assign_license(user01.id, sku)
+    assert call(emulator, "GET", "/users/user01@contoso.com?$select=assignedLicenses")[2]["assignedLicenses"] == [{"disabledPlans": [], "skuId": sku}]
+
+
 def test_mailbox_settings_404_without_mailbox(emulator):
     status, _, body = call(emulator, "GET", "/users/user01@contoso.com/mailboxSettings")
     assert status == 404 and body["error"]["code"] == "MailboxNotEnabledForRESTAPI"

@@ -14,7 +14,7 @@ from attrs import evolve
 
 from providers.graph import GraphTenant, open_tenant
 from providers.lab import scenario
-from providers.lab.graph_emulator import GraphEmulator
+from providers.lab.graph_emulator import EXCHANGE_PLAN, GraphEmulator
 from providers.lab.host import LabHost
 from providers.lab.provider import LabTenant
 from reconciler.desired import GraphTargetSpec
@@ -85,7 +85,9 @@ def lab_view(lab, selection):
     with the mailbox of unlicensed users unknown (they are not probed)."""
     state = LabTenant(lab).observe(selection)
     users = [u if u.licenses else evolve(u, mailbox=MailboxState.UNKNOWN) for u in state.users if selection.matches(u)]
-    return evolve(state, users=tuple(users))
+    # Graph also names the Exchange plans of a SKU (the emulator's are the real EXCHANGE_S_ENTERPRISE).
+    skus = tuple(evolve(s, exchange_plan_ids=(EXCHANGE_PLAN[1],)) if s.includes_exchange else s for s in state.skus)
+    return evolve(state, users=tuple(users), skus=skus)
 
 
 def keyed(users):
@@ -116,6 +118,32 @@ def test_observe_equals_the_lab(lab, emulator, connect):
     assert mailboxes["user01@contoso.com"] is MailboxState.ABSENT
     assert {u.upn: u.license(E3).by_group for u in got.users if u.has_license(E3)}["user05@contoso.com"] is True
     assert "nobody@contoso.com" not in mailboxes and "svc01@contoso.com" not in mailboxes
+
+
+SHAREPOINT_PLAN = "5dbe027f-2339-4123-9542-606e4d348a72"
+
+
+def test_observe_reads_disabled_plans_and_exchange_plan_ids(lab, emulator, connect):
+    emulator.set_disabled_plans("user01@contoso.com", E3, [SHAREPOINT_PLAN, EXCHANGE_PLAN[1]])
+    state = connect(emulator).observe(HYBRID)
+    by_upn = {u.upn: u for u in state.users}
+    assert by_upn["user01@contoso.com"].license(E3).disabled_plans == tuple(sorted([SHAREPOINT_PLAN, EXCHANGE_PLAN[1]]))
+    assert by_upn["user04@contoso.com"].license(E3).disabled_plans == ()
+    assert [(s.part_number, s.exchange_plan_ids) for s in state.skus] == [("ENTERPRISEPACK", (EXCHANGE_PLAN[1],)), ("EMS", ())]
+
+
+def test_remove_and_assign_again_keeps_disabled_plans(lab, emulator, connect):
+    emulator.set_disabled_plans("user01@contoso.com", E3, [SHAREPOINT_PLAN])
+    tenant = connect(emulator)
+    before = {u.upn: u for u in tenant.observe(HYBRID).users}["user01@contoso.com"].license(E3).disabled_plans
+    user = refs(lab, "user01@contoso.com", "user08@contoso.com")
+    assert tenant.apply(RemoveLicense(E3, "ENTERPRISEPACK", user[:1])).failures == ()
+    got = tenant.apply(AssignLicense(E3, "ENTERPRISEPACK", user, (("user01@contoso.com", before),)))
+    assert got.failures == ()
+    after = {u.upn: u for u in tenant.observe(HYBRID).users}
+    assert before == (SHAREPOINT_PLAN,)
+    assert after["user01@contoso.com"].license(E3).disabled_plans == before
+    assert after["user08@contoso.com"].license(E3).disabled_plans == ()
 
 
 def test_pending_turns_absent_after_the_window(lab, host, emulator, connect):

@@ -218,15 +218,19 @@ class GraphTenant(TenantProvider):
         skus = []
         async for page in t.pages(lambda: t.client.subscribed_skus.to_get_request_information(config), "subscribedSkus", PERMISSIONS["skus"]):
             for raw in page:
-                plans = [p.get("servicePlanName") or "" for p in raw.get("servicePlans") or []]
-                exchange = any(p.startswith(EXCHANGE_MAILBOX_PLANS) and p not in NOT_A_MAILBOX_PLAN for p in plans)
+                exchange_ids = tuple(
+                    p.get("servicePlanId") or ""
+                    for p in raw.get("servicePlans") or []
+                    if _is_mailbox_plan(p.get("servicePlanName") or "")
+                )
                 skus.append(
                     Sku(
                         sku_id=raw["skuId"],
                         part_number=raw.get("skuPartNumber") or raw["skuId"],
                         prepaid=int((raw.get("prepaidUnits") or {}).get("enabled") or 0),
                         consumed=int(raw.get("consumedUnits") or 0),
-                        includes_exchange=exchange,
+                        includes_exchange=bool(exchange_ids),
+                        exchange_plan_ids=tuple(i for i in exchange_ids if i),
                     )
                 )
         self._exchange_skus = {s.sku_id for s in skus if s.includes_exchange}
@@ -347,8 +351,8 @@ class GraphTenant(TenantProvider):
     async def _apply(self, operation):
         t = await self._client()
         match operation:
-            case AssignLicense(sku_id, part_number, users):
-                return await self._licence(t, users, sku_id, part_number, add=True)
+            case AssignLicense(sku_id, part_number, users, disabled):
+                return await self._licence(t, users, sku_id, part_number, add=True, disabled=dict(disabled))
             case RemoveLicense(sku_id, part_number, users):
                 return await self._licence(t, users, sku_id, part_number, add=False)
             case PurgeDeletedUsers(users):
@@ -357,15 +361,17 @@ class GraphTenant(TenantProvider):
                 return await self._verify(t, users)
         raise TypeError(f"unsupported operation {operation!r}")
 
-    async def _licence(self, t, users, sku_id, part_number, add):
+    async def _licence(self, t, users, sku_id, part_number, add, disabled=None):
+        """Add or remove ``sku_id``; ``disabled`` = {lower-case UPN: plans to keep switched off}."""
         from providers.graph.transport import Item, user_path
 
-        # Graph wants both lists; a remove and an add are separate calls (domain-facts B1).
-        body = (
-            {"addLicenses": [{"disabledPlans": [], "skuId": sku_id}], "removeLicenses": []}
-            if add
-            else {"addLicenses": [], "removeLicenses": [sku_id]}
-        )
+        def body(ref):
+            # Graph wants both lists; a remove and an add are separate calls (domain-facts B1).
+            if not add:
+                return {"addLicenses": [], "removeLicenses": [sku_id]}
+            # An add replaces the user's disabledPlans for the SKU: send the admin's choices again.
+            plans = list((disabled or {}).get(ref.upn.lower(), ()))
+            return {"addLicenses": [{"disabledPlans": plans, "skuId": sku_id}], "removeLicenses": []}
 
         def decide(read):
             if read.status == 404:
@@ -379,7 +385,7 @@ class GraphTenant(TenantProvider):
             Item(
                 "POST",
                 f"/users/{user_path(ref.id)}/assignLicense",
-                body,
+                body(ref),
                 reread=f"/users/{user_path(ref.id)}?$select=id,assignedLicenses",
                 decide=decide,
             )
@@ -481,7 +487,13 @@ def _cloud_user(raw):
         if when and (sku not in assigned_at or when < assigned_at[sku]):
             assigned_at[sku] = when
     licenses = tuple(
-        LicenseAssignment(a["skuId"], a["skuId"] in by_group, assigned_at.get(a["skuId"])) for a in raw.get("assignedLicenses") or []
+        LicenseAssignment(
+            a["skuId"],
+            a["skuId"] in by_group,
+            assigned_at.get(a["skuId"]),
+            disabled_plans=tuple(sorted(p for p in a.get("disabledPlans") or () if p)),
+        )
+        for a in raw.get("assignedLicenses") or []
     )
     return CloudUser(
         id=raw["id"],
@@ -491,6 +503,11 @@ def _cloud_user(raw):
         usage_location=raw.get("usageLocation"),
         licenses=licenses,
     )
+
+
+def _is_mailbox_plan(name):
+    """An Exchange Online plan that gives a mailbox: EXCHANGE_S_* but not EXCHANGE_S_FOUNDATION."""
+    return name.startswith(EXCHANGE_MAILBOX_PLANS) and name not in NOT_A_MAILBOX_PLAN
 
 
 def _parse_time(text):

@@ -8,7 +8,8 @@ real HTTP against it:
   ``$top`` (at most 999) and paging by an absolute ``@odata.nextLink``;
 * ``GET /users/{id|upn}``, ``GET /users/{id}/mailboxSettings`` (404
   ``MailboxNotEnabledForRESTAPI`` while there is no mailbox, pending or absent),
-  ``POST /users/{id}/assignLicense``;
+  ``POST /users/{id}/assignLicense`` (an add sets that licence's ``disabledPlans``,
+  kept by the emulator: the lab's licences have no such field);
 * ``GET /subscribedSkus``;
 * ``GET /directory/deletedItems/microsoft.graph.user`` (and the SDK's
   ``graph.user``), ``GET`` and ``DELETE /directory/deletedItems/{id}``;
@@ -178,6 +179,10 @@ class GraphEmulator:
         #: Every write that reached the lab: (route, key, what, effect) with effect
         #: "applied", "noop" (nothing to change) or "refused".
         self.writes = []
+        # disabledPlans per assignment, which the lab's LabLicense does not hold:
+        # {(user id, sku id): (the LabLicense, [plan ids])}. Keeping the licence object
+        # makes an entry lapse when the lab removes and re-adds the licence by itself.
+        self._disabled = {}
         self._server = None
         self._thread = None
         self.base_url = None
@@ -224,6 +229,23 @@ class GraphEmulator:
             self.bucket = TokenBucket(rate, burst) if rate else None
         if retry_after is not None:
             self.retry_after = retry_after
+
+    def set_disabled_plans(self, user_key, sku_id, plans):
+        """Switch service plans off in a user's licence, as an admin would (tests, demos)."""
+        with self.host.session() as lab:
+            user = self._user(lab, user_key)
+            lic = user.license(sku_id) if user is not None else None
+            if lic is None:
+                raise KeyError(f"{user_key} has no licence {sku_id}")
+            with self._lock:
+                self._disabled[(user.id, sku_id)] = (lic, list(plans))
+
+    def disabled_plans(self, user, sku_id):
+        """The disabledPlans of ``user``'s licence ``sku_id`` (a list; empty when none)."""
+        with self._lock:
+            entry = self._disabled.get((user.id, sku_id))
+        lic = user.license(sku_id)
+        return list(entry[1]) if entry and lic is not None and entry[0] is lic else []
 
     # ------------------------------------------------------------------ plumbing
 
@@ -520,12 +542,12 @@ class GraphEmulator:
             elif name == "usageLocation":
                 data[name] = user.usage_location
             elif name == "assignedLicenses":
-                data[name] = [{"disabledPlans": [], "skuId": lic.sku_id} for lic in user.licenses]
+                data[name] = [{"disabledPlans": self.disabled_plans(user, lic.sku_id), "skuId": lic.sku_id} for lic in user.licenses]
             elif name == "licenseAssignmentStates":
                 data[name] = [
                     {
                         "assignedByGroup": lab_guid("group", lic.sku_id) if lic.by_group else None,
-                        "disabledPlans": [],
+                        "disabledPlans": self.disabled_plans(user, lic.sku_id),
                         "error": "None",
                         "lastUpdatedDateTime": minute_to_iso(lic.assigned_at),
                         "skuId": lic.sku_id,
@@ -594,6 +616,8 @@ class GraphEmulator:
                 f"One or more parameters of the operation 'assignLicense' are missing from the request payload. The missing parameters are: {', '.join(missing)}.",
             )
         adds = [a.get("skuId") for a in payload["addLicenses"] if isinstance(a, dict)]
+        # An add sets the SKU's disabledPlans for the user (none given: none disabled).
+        wanted = {a.get("skuId"): [str(p) for p in a.get("disabledPlans") or ()] for a in payload["addLicenses"] if isinstance(a, dict)}
         removes = list(payload["removeLicenses"])
         key = params["id"]
         with self.host.session() as lab:
@@ -618,6 +642,13 @@ class GraphEmulator:
                 status = 404 if "does not exist" in exc.message else 400
                 return _error(status, "Request_BadRequest" if status == 400 else "Request_ResourceNotFound", exc.message)
             with self._lock:
+                for sku in removes:
+                    self._disabled.pop((user.id, sku), None)
+                for sku in adds:
+                    if wanted.get(sku):
+                        self._disabled[(user.id, sku)] = (user.license(sku), wanted[sku])
+                    else:
+                        self._disabled.pop((user.id, sku), None)
                 for what, sku, effect in effects:
                     self.writes.append(("assignLicense", user.id, f"{what} {sku}", effect))
             data = {"@odata.context": f"{self.base_url}/$metadata#users/$entity", **self._user_json(user, DEFAULT_USER_PROPERTIES)}
