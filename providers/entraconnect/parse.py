@@ -245,6 +245,26 @@ def run_result(data, where="run history"):
     )
 
 
+def run_number(data, where="run history"):
+    """A run's RunNumber (it grows per connector); ``None`` when absent (no run yet)."""
+    number = data.get("RunNumber") if isinstance(data, dict) else data
+    if number is None:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int):
+        _fail(where, f"run number {number!r} is not a number")
+    return number
+
+
+def connector_kind(type_name, name):
+    """"AD", "AAD" (the Entra ID connector, an "Extensible2" connector) or the type name."""
+    type_name = type_name or ""
+    if type_name.upper() == "AD":
+        return "AD"
+    if type_name.lower() == "extensible2" or (name or "").upper().endswith("- AAD"):
+        return "AAD"
+    return type_name
+
+
 def run_results(value, where="run history"):
     """Run results oldest first (the cmdlet answers newest first, per connector)."""
     by_connector = {}

@@ -216,16 +216,31 @@ $rules = @(Get-ADSyncRule)
 }} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
 
 
-# While a cycle runs: the scheduler's flag and every connector's latest runs (A7).
+# While a cycle runs (A7): the scheduler's flag (as it is: a missing flag must not read
+# as idle), the connectors' run status (empty when idle, but idle between run steps
+# too), and every connector's latest runs with their run numbers, which the wait
+# compares with the watermarks the start script recorded.
 POLL_CYCLE = f"""{PREAMBLE}
 $connectors = @(Get-ADSyncConnector)
 [pscustomobject]@{{
     SyncCycleInProgress = (Get-ADSyncScheduler).SyncCycleInProgress
-    Connectors = @(foreach ($connector in $connectors) {{ $connector.Name }})
+    RunStatus = @(foreach ($status in Get-ADSyncConnectorRunStatus) {{
+        [pscustomobject]@{{
+            Connector = $status.ConnectorName
+            RunState = [string]$status.RunState
+        }}
+    }})
+    Connectors = @(foreach ($connector in $connectors) {{
+        [pscustomobject]@{{
+            Name = $connector.Name
+            Type = $connector.ConnectorTypeName
+        }}
+    }})
     Runs = @(foreach ($connector in $connectors) {{
         foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 5) {{
             [pscustomobject]@{{
                 Connector = $run.ConnectorName
+                RunNumber = $run.RunNumber
                 Profile = $run.RunProfileName
                 Result = $run.Result
                 StartDate = $run.StartDate
@@ -361,15 +376,26 @@ def update_rule(current, wanted):
 
 
 def start_cycle(policy):
-    """Start a cycle and say when (server time), so the wait can pick this cycle's runs."""
-    return "\n".join(
-        (
-            PREAMBLE,
-            "$started = Get-Date -Format o",
-            f"$null = Start-ADSyncSyncCycle -PolicyType {policy.value}",
-            "[pscustomobject]@{ Started = $started } | ConvertTo-Json -Compress",
-        )
-    )
+    """Record each connector's newest run number (its watermark), then start a cycle.
+
+    The wait counts as this cycle's only the runs numbered above a connector's
+    watermark: no comparison of the client's clock or time zone with the run
+    history's dates (which 5.1 writes as ``/Date(ms)/`` of unspecified kind).
+    """
+    return f"""{PREAMBLE}
+$started = Get-Date -Format o
+$watermarks = @(foreach ($connector in Get-ADSyncConnector) {{
+    $last = @(Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 1)
+    [pscustomobject]@{{
+        Connector = $connector.Name
+        RunNumber = $last[0].RunNumber
+    }}
+}})
+$null = Start-ADSyncSyncCycle -PolicyType {policy.value}
+[pscustomobject]@{{
+    Started = $started
+    Watermarks = $watermarks
+}} | ConvertTo-Json -Depth 4 -Compress"""
 
 
 def partition_of(container):

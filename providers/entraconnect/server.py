@@ -14,8 +14,11 @@ rules as last read and, for :meth:`PsrpServer.scripts_for`, the rule operations
 shown since then, in order: the script shown for a plan's step is the one its
 apply runs (which decides again on the rule as read just before).
 
-A sync cycle is waited for on the run results of every connector since the cycle
-started, not on an idle connector status, which goes idle between run steps (A7).
+A sync cycle is waited for until every connector has ended the last step the
+cycle's policy gives it (the Entra ID connector: Export; an AD connector: Full or
+Delta Synchronization) in a run numbered above the watermark the start script
+recorded, the run status has been empty on two polls running (it goes idle between
+run steps, A7) and SyncCycleInProgress reads an explicit False.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from reconciler.operations import (
     SetScheduler,
     UpdateRule,
 )
+from reconciler.model import SyncPolicy
 from reconciler.provider import ServerProvider
 from providers.entraconnect import parse, scripts
 
@@ -227,24 +231,62 @@ class PsrpServer(ServerProvider):
             self._sleep(self.poll_interval)
             state = self._precheck(resource)
         answer = parse._obj(self.session.invoke(scripts.start_cycle(policy), resource), resource)
-        started = parse.parse_datetime(answer.get("Started"), resource).replace(microsecond=0)
+        watermarks = {}
+        for mark in parse._list(answer.get("Watermarks"), resource):
+            mark = parse._obj(mark, resource)
+            watermarks[str(mark.get("Connector") or "")] = parse.run_number(mark, resource)
+        idle_polls = 0
         while True:
             self._sleep(self.poll_interval)
             poll = parse._obj(self.session.invoke(scripts.POLL_CYCLE, resource), resource)
-            connectors = parse._strings(poll.get("Connectors"), resource)
-            runs = [r for r in parse.run_results(poll.get("Runs"), resource) if parse.parse_datetime(r.started) >= started]
-            waiting = [c for c in connectors if not any(r.connector == c for r in runs)]
-            if not poll.get("SyncCycleInProgress") and not waiting:
+            # The run status goes empty between run steps (A7): idle only counts twice running.
+            busy = parse._list(poll.get("RunStatus"), resource)
+            idle_polls = 0 if busy else idle_polls + 1
+            # A missing flag is not "idle": only an explicit False lets the wait end.
+            in_progress = poll.get("SyncCycleInProgress")
+            runs, waiting = self._cycle_runs(poll, policy, watermarks, resource)
+            failed = [r for r in runs if not r.ok]
+            if in_progress is False and idle_polls >= 2 and (failed or not waiting):
                 break
             if self._clock() >= deadline:
                 names = ", ".join(waiting) if waiting else "all connectors"
-                raise ProviderError(self.name, resource, f"{policy.value} cycle not finished after {self.cycle_timeout:g} s (no run yet from {names})")
-        failed = [r for r in runs if not r.ok]
+                raise ProviderError(self.name, resource, f"{policy.value} cycle not finished after {self.cycle_timeout:g} s (waiting for {names})")
         if failed:
             first = failed[0]
             raise ProviderError(self.name, resource, f"{first.connector} {first.profile} ended '{first.result}'")
-        ended = max(r.ended or r.started for r in runs)
-        return Outcome(f"{policy.value} cycle {parse.timestamp(answer['Started'])} to {ended}: all runs succeeded")
+        ended = max((r.ended or r.started for r in runs), default=None)
+        until = f" to {ended}" if ended else ""
+        return Outcome(f"{policy.value} cycle {parse.timestamp(answer.get('Started'), resource)}{until}: all runs succeeded")
+
+    @staticmethod
+    def _cycle_runs(poll, policy, watermarks, resource):
+        """This cycle's runs (numbered above the connector's watermark), and the
+        connectors still waiting for the last step of the cycle to end (described
+        as "name (profile)")."""
+        runs, waiting = [], []
+        for entry in parse._list(poll.get("Connectors"), resource):
+            entry = parse._obj(entry, resource)
+            name = str(entry.get("Name") or "")
+            kind = parse.connector_kind(entry.get("Type"), name)
+            if kind == "AAD":
+                last_step = "Export"
+            else:
+                last_step = "Full Synchronization" if policy is SyncPolicy.INITIAL else "Delta Synchronization"
+            mark = watermarks.get(name)
+            mine = []
+            for item in parse._list(poll.get("Runs"), resource):
+                item = parse._obj(item, resource)
+                if str(item.get("Connector") or "") != name:
+                    continue
+                number = parse.run_number(item, resource)
+                if number is None:
+                    raise ProviderError(PsrpServer.name, resource, f"a run of {name} has no RunNumber")
+                if mark is None or number > mark:
+                    mine.append(parse.run_result(item, resource))
+            if not any(r.profile.lower() == last_step.lower() and r.ended for r in mine):
+                waiting.append(f"{name} ({last_step})")
+            runs += mine
+        return sorted(runs, key=lambda r: (r.started, r.ended)), waiting
 
 
 def _predict(rules, operation):

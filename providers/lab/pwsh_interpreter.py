@@ -30,6 +30,7 @@ consistent lab; the ADSync cmdlets act only through the lab's server methods.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import uuid
@@ -625,6 +626,9 @@ class Interpreter:
         if len(kids) != 2 or kids[0].type != "type_literal":
             raise _unsupported(node, "this unary expression")
         type_name = kids[0].text.decode().strip("[]").lower()
+        if type_name == "string":
+            value = self.expression(kids[1])
+            return "" if value is None else _text(value)
         if type_name != "pscustomobject":
             raise _unsupported(node, f"the type [{type_name}]")
         table = _unwrap(kids[1])
@@ -1088,29 +1092,58 @@ def _start_cycle(it, named, positional, _input):
     return [PSObj("System.Management.Automation.PSCustomObject", Result="Success")]
 
 
+def _run_numbers(history):
+    """RunNumber of every run, as the server numbers them: growing per connector.
+
+    Lab assumption: the lab's history has no numbers, and is trimmed from the front,
+    so a run's number comes from its start minute and its place among the runs of
+    its connector that started in that minute (steps of one cycle share a minute).
+    """
+    from providers.lab.world import iso_to_minute
+
+    numbers, seen = [], collections.Counter()
+    for r in history:
+        key = (r.connector, r.started)
+        numbers.append(iso_to_minute(r.started) * 100 + seen[key] + 1)
+        seen[key] += 1
+    return numbers
+
+
 def _run_results(it, named, positional, _input):
     _no_positional("Get-ADSyncRunProfileResult", positional)
-    history = list(it.lab.server.run_history)
+    history = list(zip(it.lab.server.run_history, _run_numbers(it.lab.server.run_history)))
     connectors = {c.name: c.identifier for c in it.lab.server.connectors}
     if "connectorid" in named:
         wanted = _guid("Get-ADSyncRunProfileResult", named["connectorid"]).lower()
-        history = [r for r in history if connectors.get(r.connector, "").lower() == wanted]
+        history = [(r, n) for r, n in history if connectors.get(r.connector, "").lower() == wanted]
     history.reverse()  # newest first
     if "numberrequested" in named:
         history = history[: _only("Get-ADSyncRunProfileResult", named["numberrequested"], int)]
     return [
         PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.RunHistory",
-            RunHistoryId=str(uuid.uuid5(uuid.UUID(int=0), f"{r.connector}/{r.profile}/{r.started}")),
+            RunHistoryId=str(uuid.uuid5(uuid.UUID(int=0), f"{r.connector}/{r.profile}/{r.started}/{n}")),
             ConnectorId=connectors.get(r.connector),
             ConnectorName=r.connector,
             RunProfileName=r.profile,
+            RunNumber=n,
             Result=r.result,
             StartDate=_minute_datetime(r.started),
             EndDate=_minute_datetime(r.ended),
         )
-        for r in history
+        for r, n in history
     ]
+
+
+def _run_status(it, named, positional, _input):
+    """Get-ADSyncConnectorRunStatus: empty when idle, else the busy connector (A7).
+
+    The lab runs a cycle's steps all at once when it ends, so while a cycle runs the
+    AD connector reads as busy (the real server also goes idle between steps)."""
+    _no_positional("Get-ADSyncConnectorRunStatus", positional)
+    if it.lab.server.cycle is None:
+        return []
+    return [PSObj("System.Management.Automation.PSCustomObject", ConnectorName=it.lab.ad_connector().name, RunState="Busy")]
 
 
 def _get_threshold(it, named, positional, _input):
@@ -1226,6 +1259,7 @@ CMDLETS = {
         Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
         Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
+        Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status),
         # -AADUserName as in the 2025 documentation (domain-facts A10, A13; build 2.2.8.0 took -AADCredential).
         Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName",), (), ("AADUserName",), _get_threshold),
         Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold", "AADUserName"), (), ("DeletionThreshold", "AADUserName"), _enable_threshold),

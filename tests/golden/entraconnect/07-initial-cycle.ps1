@@ -1,18 +1,40 @@
 $ErrorActionPreference = 'Stop'
 $started = Get-Date -Format o
+$watermarks = @(foreach ($connector in Get-ADSyncConnector) {
+    $last = @(Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 1)
+    [pscustomobject]@{
+        Connector = $connector.Name
+        RunNumber = $last[0].RunNumber
+    }
+})
 $null = Start-ADSyncSyncCycle -PolicyType Initial
-[pscustomobject]@{ Started = $started } | ConvertTo-Json -Compress
+[pscustomobject]@{
+    Started = $started
+    Watermarks = $watermarks
+} | ConvertTo-Json -Depth 4 -Compress
 
 # Then, every 10 s until every connector has reported a run of this cycle:
 $ErrorActionPreference = 'Stop'
 $connectors = @(Get-ADSyncConnector)
 [pscustomobject]@{
     SyncCycleInProgress = (Get-ADSyncScheduler).SyncCycleInProgress
-    Connectors = @(foreach ($connector in $connectors) { $connector.Name })
+    RunStatus = @(foreach ($status in Get-ADSyncConnectorRunStatus) {
+        [pscustomobject]@{
+            Connector = $status.ConnectorName
+            RunState = [string]$status.RunState
+        }
+    })
+    Connectors = @(foreach ($connector in $connectors) {
+        [pscustomobject]@{
+            Name = $connector.Name
+            Type = $connector.ConnectorTypeName
+        }
+    })
     Runs = @(foreach ($connector in $connectors) {
         foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 5) {
             [pscustomobject]@{
                 Connector = $run.ConnectorName
+                RunNumber = $run.RunNumber
                 Profile = $run.RunProfileName
                 Result = $run.Result
                 StartDate = $run.StartDate
