@@ -296,3 +296,41 @@ def test_an_update_without_a_reading_of_the_rule_rebuilds_it(lab):
     assert scripts.edited_fields(None, copy.rule) is None
     assert scripts.edited_fields(copy.rule, evolve(copy.rule, precedence=1, disabled=True)) == ("precedence", "disabled")
     assert scripts.edited_fields(copy.rule, evolve(copy.rule, precedence=1, flows=())) is None
+
+
+# ---------------------------------------------------------------------- quoting, run by the lab's PowerShell
+
+
+class _Sink:
+    def __init__(self):
+        self.out = []
+
+    def output(self, value):
+        self.out.append(value)
+
+    def error(self, message, error_id=None):
+        raise AssertionError(message)
+
+
+def _echo(literal):
+    from providers.lab.host import LabHost
+    from providers.lab.pwsh_interpreter import Interpreter
+
+    sink = _Sink()
+    Interpreter(LabHost(scenario.build("default", users=4)), sink).run(f"[pscustomobject]@{{ V = {literal} }} | ConvertTo-Json -Compress")
+    return json.loads(sink.out[-1])["V"]
+
+
+@pytest.mark.parametrize("char", ["'", "\u2018", "\u2019", "\u201a", "\u201b"])
+def test_every_single_quote_character_is_doubled_and_round_trips(char):
+    value = f"O{char}Brien {char}; Remove-ADSyncRule {char}"
+    assert scripts.quote(value) == "'" + value.replace(char, char * 2) + "'"
+    assert _echo(scripts.quote(value)) == value
+
+
+@pytest.mark.parametrize("char", ["\u2018", "\u2019", "\u201a", "\u201b"])
+def test_the_lab_refuses_a_smart_quote_left_single(char):
+    from providers.lab.pwsh_interpreter import ScriptError
+
+    with pytest.raises(ScriptError, match=f"U\\+{ord(char):04X} ends the string"):
+        _echo(f"'O{char}Brien'")

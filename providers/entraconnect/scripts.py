@@ -49,9 +49,18 @@ AAD_EXPORT_ATTRIBUTES = (
 )
 
 
+# Windows PowerShell takes all of these as a single quote (its tokenizer's IsSingleQuote):
+# one alone inside a single-quoted string would end it.
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
 def quote(value):
-    """A PowerShell single-quoted string: nothing inside is expanded."""
-    return "'" + str(value).replace("'", "''") + "'"
+    """A PowerShell single-quoted string: nothing inside is expanded.
+
+    Every single-quote character (``'`` and U+2018 to U+201B) is doubled; PowerShell
+    reads a doubled one as the second character of the pair.
+    """
+    return "'" + "".join(c + c if c in SINGLE_QUOTES else c for c in str(value)) + "'"
 
 
 def _bool(value):

@@ -741,7 +741,25 @@ def _string(node):
     text = node.text.decode()
     if node.type != "string_literal" or not (text.startswith("'") and text.endswith("'")):
         raise _unsupported(node, "a string other than a single-quoted one")
-    return text[1:-1].replace("''", "'")
+    out, body, index = [], text[1:-1], 0
+    while index < len(body):
+        char = body[index]
+        if char in SINGLE_QUOTES:
+            # Windows PowerShell ends the string at any single-quote character that is not doubled.
+            if index + 1 >= len(body) or body[index + 1] not in SINGLE_QUOTES:
+                raise ScriptError(
+                    f"ParserError: the single-quote character U+{ord(char):04X} ends the string at line {node.start_point[0] + 1}; double it",
+                    "ParseException",
+                )
+            char = body[index + 1]
+            index += 1
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+# The characters Windows PowerShell's tokenizer takes as a single quote.
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 
 
 def _enumerate(value):
