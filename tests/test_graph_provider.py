@@ -258,6 +258,20 @@ def test_an_unknown_write_is_reread_not_repeated(lab, emulator, connect):
     assert emulator.counters["item GET /users/{id}"] >= 3  # the re-reads
 
 
+def test_a_failed_batch_backs_off_once_and_is_sent_again_whole(lab, emulator, connect):
+    from providers.graph.transport import Item
+
+    tenant = connect(emulator, backoff=0.05)
+    transport = tenant._run(tenant._client())
+    upns = [u.upn for u in lab.active_cloud_users()][:20]
+    emulator.reset_counters()
+    emulator.force_faults("504")  # the whole $batch of 20 answers 504
+    answers = tenant._run(transport.run([Item("GET", f"/users/{upn}?$select=id") for upn in upns], "users"))
+    assert [a.status for a in answers] == [200] * 20
+    assert emulator.counters["POST /$batch"] == 2 and emulator.counters["batch_items"] == 20
+    assert transport.stats["backoffs"] == 1 and transport.stats["retries"] == 20
+
+
 def test_throttling_and_faults_converge_without_losing_or_repeating(lab, host, connect):
     with GraphEmulator(host, token=TOKEN, rate=60, burst=10, retry_after=0.02, fault_rate=0.10, seed=7) as emu:
         tenant = connect(emu, max_attempts=12)

@@ -155,7 +155,8 @@ class GraphTransport:
         self._slots = asyncio.Semaphore(concurrency)
         self._resume_at = 0.0
         self._batch_size = MAX_BATCH
-        #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries".
+        #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries",
+        #: "backoffs" (waits before sending failed batch items again, one per chunk), "rereads".
         self.stats = Counter()
         #: The server's clock from the last Date header (Graph's "now", not ours).
         self.server_now = None
@@ -318,16 +319,28 @@ class GraphTransport:
         for index in range(len(items)):
             queue.put_nowait(index)
 
-        async def again(index, response):
+        def again(retry, index, response):
+            """Note ``index`` for sending again (in ``retry``: index, backoff), or give it up."""
             # A 429 is Graph pacing us, not failing: it gets a budget four times as long.
             attempts[index] += 1 if response.status != 429 else 0.25
             if attempts[index] >= self.max_attempts:
                 results[index] = GaveUp(self.exhausted(response))
                 return
             self.stats["retries"] += 1
-            if response.status != 429:
-                await asyncio.sleep(self._backoff(attempts[index], response))
-            queue.put_nowait(index)
+            # A 429's wait is everybody's (see throttled); other failures back off here.
+            retry.append((index, self._backoff(attempts[index], response) if response.status != 429 else 0.0))
+
+        async def requeue(retry):
+            # One wait for the whole chunk (its longest backoff), then its items go back
+            # together: a failed batch of 20 costs one backoff and one batch, not 20 of each.
+            if not retry:
+                return
+            delay = max(wait for _, wait in retry)
+            if delay > 0:
+                self.stats["backoffs"] += 1
+                await asyncio.sleep(delay)
+            for index, _ in retry:
+                queue.put_nowait(index)
 
         async def worker():
             while True:
@@ -342,7 +355,7 @@ class GraphTransport:
                         self._batch_size = max(1, self._batch_size // 2)
                     else:
                         self._batch_size = min(MAX_BATCH, self._batch_size + 1)
-                    unknown = []
+                    unknown, retry = [], []
                     for index, response in zip(chunk, answers):
                         uncertain = response.status is None or response.status in UNKNOWN_OUTCOME
                         if uncertain and not response.unsent and items[index].write and items[index].reread:
@@ -351,13 +364,14 @@ class GraphTransport:
                             if self.throttled(response) is None:
                                 results[index] = GaveUp(self.too_long(response))
                             else:
-                                await again(index, response)
+                                again(retry, index, response)
                         elif uncertain:
-                            await again(index, response)
+                            again(retry, index, response)
                         else:
                             results[index] = response
                     if unknown:
-                        await self._settle(items, unknown, results, again, resource)
+                        await self._settle(items, unknown, results, lambda i, r: again(retry, i, r), resource)
+                    await requeue(retry)
                 finally:
                     for _ in chunk:
                         queue.task_done()
@@ -387,7 +401,7 @@ class GraphTransport:
             if verdict == "done":
                 results[index] = Response(200, {}, None, detail="confirmed by re-reading")
             elif verdict == "again":
-                await again(index, response)
+                again(index, response)
             else:
                 results[index] = GaveUp(verdict)
 
