@@ -585,3 +585,35 @@ def test_certificate_auth_takes_the_paths_from_the_spec(tmp_path):
         with pytest.raises(ProviderError) as err:
             open_server(EntraConnectTargetSpec(host="sync01", auth="certificate", **bad), environ={}, interactive=False)
         assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_after_winrm_restarts_the_next_call_opens_a_new_pool(served):
+    from reconciler.errors import TransientError
+
+    lab, endpoint, server = served()
+    server.apply(SetScheduler(False))
+    address, port = endpoint.address
+    endpoint.stop()  # WinRM restarts: every shell the client knew is gone
+    restarted = WinRMEndpoint(endpoint.host, USER, PASSWORD, bind=address, port=port)
+    restarted.start()
+    try:
+        try:
+            server.apply(SetScheduler(True))
+        except TransientError as exc:
+            assert "\n" not in str(exc)
+            server.apply(SetScheduler(True))  # the engine's retry, after observing again
+        assert lab.server.sync_cycle_enabled is True
+        assert any("Set-ADSyncScheduler -SyncCycleEnabled $true" in s for s in restarted.scripts)
+    finally:
+        restarted.stop()
+
+
+def test_a_server_that_went_away_is_a_transient_error(served):
+    from reconciler.errors import TransientError
+
+    _lab, endpoint, server = served()
+    server.observe()
+    endpoint.stop()
+    with pytest.raises(TransientError, match="cannot reach the server|no longer knows"):
+        server.apply(SetScheduler(True))
+    assert server.session._pool is None

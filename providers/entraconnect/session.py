@@ -2,6 +2,9 @@
 
 pypsrp is imported here, lazily, when the first script runs. Every failure the
 user must act on leaves as one :class:`~reconciler.errors.ProviderError` line:
+a dropped connection, a timeout, a WinRM 5xx or a shell the server no longer knows
+(WinRM restarted) as a :class:`~reconciler.errors.TransientError`, after dropping the
+runspace pool so that the next call opens a new one;
 a wrong password, a host that cannot be reached, a pipeline that failed (a
 terminating error) and a pipeline that "succeeded" with records in its error
 stream (a non-terminating ``Write-Error``, which pypsrp does not count as
@@ -13,9 +16,11 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from reconciler.errors import ProviderError
+from reconciler.errors import ProviderError, TransientError
 
 PROVIDER = "entra-connect"
+# ERROR_WSMAN_INVALID_SELECTORS: the shell named is not (or no longer) there, e.g. after WinRM restarted.
+SHELL_NOT_FOUND = 2150858843
 AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
 
 
@@ -109,8 +114,7 @@ class PsrpSession:
             **self.auth_kwargs,
         )
         pool = RunspacePool(self._wsman)
-        with self._transport_errors("connect"):
-            pool.open()
+        pool.open()
         self._pool = pool
         return pool
 
@@ -124,7 +128,8 @@ class PsrpSession:
         """
         from pypsrp.powershell import PowerShell
 
-        pool = self._open()
+        with self._transport_errors("connect"):
+            pool = self._open()
         with self._transport_errors(resource):
             ps = PowerShell(pool)
             ps.add_script(script)
@@ -150,6 +155,17 @@ class PsrpSession:
         except json.JSONDecodeError as exc:
             raise ProviderError(PROVIDER, resource, f"the script's output is not JSON ({exc.msg} at {exc.pos})") from None
 
+    def _drop(self):
+        """Forget the pool and the connection without talking to the server (it may be
+        gone, or have forgotten the shell): the next call opens new ones."""
+        self._pool = None
+        wsman, self._wsman = self._wsman, None
+        if wsman is not None:
+            try:
+                wsman.close()
+            except Exception:  # noqa: BLE001 - closing the local HTTP session only
+                pass
+
     def close(self):
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -174,6 +190,8 @@ class PsrpSession:
                 mapped = session._map(exc, resource)
                 if mapped is None:
                     return False
+                if isinstance(mapped, TransientError):
+                    session._drop()
                 raise mapped from None
 
         return _Guard()
@@ -187,16 +205,23 @@ class PsrpSession:
             return ProviderError(PROVIDER, where, f"authentication failed for user {self.username!r} with {self.auth}: check the user name and password")
         if isinstance(exc, requests.exceptions.SSLError):
             return ProviderError(PROVIDER, where, "TLS certificate not trusted (set cert_validation = false only for a lab)")
+        # Transient: the engine observes again before it retries, so a script that may
+        # have run before the connection dropped is not run twice blindly.
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return ProviderError(PROVIDER, where, "cannot reach the server: connection timed out")
+            return TransientError(PROVIDER, where, "cannot reach the server: connection timed out")
         if isinstance(exc, requests.exceptions.ConnectionError):
             reason = "connection refused" if "refused" in str(exc).lower() else "connection failed"
-            return ProviderError(PROVIDER, where, f"cannot reach the server: {reason}")
+            return TransientError(PROVIDER, where, f"cannot reach the server: {reason}")
         if isinstance(exc, requests.exceptions.Timeout):
-            return ProviderError(PROVIDER, where, f"{resource}: no answer within {self.operation_timeout + 10} s")
+            return TransientError(PROVIDER, where, f"{resource}: no answer within {self.operation_timeout + 10} s")
         if isinstance(exc, WSManFaultError):
-            return ProviderError(PROVIDER, where, one_line(f"WinRM fault: {exc.reason or exc.code}"))
+            message = one_line(f"WinRM fault: {exc.reason or exc.code}")
+            if exc.code == SHELL_NOT_FOUND or "shell was not found" in str(exc.reason or "").lower():
+                return TransientError(PROVIDER, where, one_line(f"the server no longer knows the PowerShell session (WinRM restarted?): {exc.reason or exc.code}"))
+            return ProviderError(PROVIDER, where, message)
         if isinstance(exc, WinRMTransportError):
+            if isinstance(exc.code, int) and exc.code >= 500:
+                return TransientError(PROVIDER, where, f"WinRM answered HTTP {exc.code}")
             return ProviderError(PROVIDER, where, f"WinRM answered HTTP {exc.code}")
         if isinstance(exc, WinRMError):
             return ProviderError(PROVIDER, where, one_line(str(exc)))
