@@ -334,3 +334,32 @@ def test_the_lab_refuses_a_smart_quote_left_single(char):
 
     with pytest.raises(ScriptError, match=f"U\\+{ord(char):04X} ends the string"):
         _echo(f"'O{char}Brien'")
+
+
+def _observed_json(aad_username=None):
+    from providers.lab.host import LabHost
+    from providers.lab.pwsh_interpreter import Interpreter
+
+    sink = _Sink()
+    Interpreter(LabHost(scenario.build("default", users=4)), sink).run(scripts.observe(aad_username))
+    return json.loads(sink.out[-1])
+
+
+def test_the_observation_writes_enums_as_names_not_numbers():
+    document = _observed_json()
+    assert document["Scheduler"]["NextSyncCyclePolicyType"] in ("Delta", "Initial")
+    rules = document["Rules"]
+    assert {r["Direction"] for r in rules} == {"Inbound", "Outbound"}
+    assert {r["LinkType"] for r in rules} <= {"Provision", "StickyJoin", "Join", "JoinNoFlow"}
+    flows = [f for r in rules for f in r["Flows"]]
+    assert flows and all(f["FlowType"] in ("Direct", "Constant", "Expression") for f in flows)
+    assert all(f["ValueMergeType"] in ("Update", "Replace", "MergeCaseInsensitive", "Merge") for f in flows)
+    operators = [c["Operator"] for r in rules for g in r["Scope"] for c in g["Conditions"]]
+    assert operators and all(isinstance(o, str) and o.isupper() for o in operators)
+    # ...and they read back as the lab's own rules.
+    assert parse.server_state(document).rules == tuple(LabServer(scenario.build("default", users=4)).observe().rules)
+
+
+def test_enum_numbers_are_still_read_as_a_fallback():
+    assert parse.enum(None, 13, "here", parse.COMPARISON_OPERATORS) == "ISNOTNULL"
+    assert parse._enum_member(Direction, 1, "here") is Direction.OUTBOUND

@@ -84,16 +84,18 @@ def _indent(text, spaces):
 
 # One rule as the provider reads it: ``$rule`` projected to what the model carries
 # (domain-facts A1), nested to depth 4 (rule > join groups > conditions > values).
+# Enums are cast to [string] so that 5.1 writes their names, not their integer
+# values (E8), whose numbering this tool would otherwise have to assume.
 RULE_PROJECTION = """[pscustomobject]@{
     Identifier = $rule.Identifier
     Name = $rule.Name
     Description = $rule.Description
-    Direction = $rule.Direction
+    Direction = [string]$rule.Direction
     Precedence = $rule.Precedence
     Connector = $rule.Connector
     SourceObjectType = $rule.SourceObjectType
     TargetObjectType = $rule.TargetObjectType
-    LinkType = $rule.LinkType
+    LinkType = [string]$rule.LinkType
     Disabled = $rule.Disabled
     IsStandardRule = $rule.IsStandardRule
     ImmutableTag = $rule.ImmutableTag
@@ -101,10 +103,10 @@ RULE_PROJECTION = """[pscustomobject]@{
         [pscustomobject]@{
             Source = @($mapping.Source)
             Destination = $mapping.Destination
-            FlowType = $mapping.FlowType
+            FlowType = [string]$mapping.FlowType
             Expression = $mapping.Expression
             ExecuteOnce = $mapping.ExecuteOnce
-            ValueMergeType = $mapping.ValueMergeType
+            ValueMergeType = [string]$mapping.ValueMergeType
         }
     })
     Scope = @(foreach ($group in $rule.ScopeFilter) {
@@ -112,7 +114,7 @@ RULE_PROJECTION = """[pscustomobject]@{
             Conditions = @(foreach ($condition in $group.ScopeConditionList) {
                 [pscustomobject]@{
                     Attribute = $condition.Attribute
-                    Operator = $condition.ComparisonOperator
+                    Operator = [string]$condition.ComparisonOperator
                     Value = $condition.ComparisonValue
                 }
             })
@@ -162,7 +164,7 @@ $scheduler = Get-ADSyncScheduler
         SyncCycleEnabled = $scheduler.SyncCycleEnabled
         StagingModeEnabled = $scheduler.StagingModeEnabled
         SyncCycleInProgress = $scheduler.SyncCycleInProgress
-        NextSyncCyclePolicyType = $scheduler.NextSyncCyclePolicyType
+        NextSyncCyclePolicyType = [string]$scheduler.NextSyncCyclePolicyType
     }}
     Rules = @(foreach ($rule in Get-ADSyncRule) {{
 {_indent(RULE_PROJECTION, 8)}
