@@ -70,6 +70,7 @@ def connect(monkeypatch, lab):
     def connect(emu, **tuning):
         spec = GraphTargetSpec(endpoint=emu.base_url, auth="token-env", token_env=TOKEN_ENV, mailbox_pending_minutes=lab.provisioning_minutes)
         tuning.setdefault("backoff", 0.005)
+        tuning.setdefault("reread_delay", 0.01)
         tuning.setdefault("poll_interval", 0.02)
         tenant = open_tenant(spec, **tuning)
         opened.append(tenant)
@@ -270,6 +271,40 @@ def test_a_failed_batch_backs_off_once_and_is_sent_again_whole(lab, emulator, co
     assert [a.status for a in answers] == [200] * 20
     assert emulator.counters["POST /$batch"] == 2 and emulator.counters["batch_items"] == 20
     assert transport.stats["backoffs"] == 1 and transport.stats["retries"] == 20
+
+
+def test_a_lagging_reread_is_read_again_before_repeating(lab, emulator, connect):
+    tenant = connect(emulator)
+    emulator.reset_counters()
+    emulator.lag_reads(1)  # the first re-read still shows the licence that was just removed
+    emulator.force_faults("504-after", items=True)
+    got = tenant.apply(RemoveLicense(E3, "ENTERPRISEPACK", refs(lab, "user01@contoso.com")))
+    assert got.failures == () and got.detail == "1 of 1 done"
+    assert [w[3] for w in emulator.writes] == ["applied"]  # not sent again
+    assert emulator.counters["stale reads"] == 1 and emulator.counters["item GET /users/{id}"] == 2
+
+
+def test_a_repeated_removal_answered_already_so_is_done(lab, emulator, connect):
+    tenant = connect(emulator)
+    emulator.reset_counters()
+    emulator.lag_reads(2)  # both re-reads lag: the removal is sent again, and Graph says it is gone
+    emulator.force_faults("504-after", items=True)
+    got = tenant.apply(RemoveLicense(E3, "ENTERPRISEPACK", refs(lab, "user01@contoso.com")))
+    assert got.failures == () and got.detail == "1 of 1 done"
+    assert [w[3] for w in emulator.writes] == ["applied", "refused"]
+    assert lab.cloud_user("user01@contoso.com").license(E3) is None
+
+
+def test_a_repeated_purge_answered_404_is_done(lab, emulator, connect):
+    deleted = [UserRef(u.id, u.upn) for u in lab.cloud_users if u.deleted_at is not None][:1]
+    tenant = connect(emulator)
+    emulator.reset_counters()
+    emulator.lag_reads(2)
+    emulator.force_faults("504-after", items=True)
+    got = tenant.apply(PurgeDeletedUsers(tuple(deleted)))
+    assert got.failures == () and got.detail == "1 of 1 done"
+    assert [w[3] for w in emulator.writes] == ["applied", "refused"]
+    assert emulator.counters["stale reads"] == 2
 
 
 def test_throttling_and_faults_converge_without_losing_or_repeating(lab, host, connect):

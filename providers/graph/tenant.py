@@ -63,6 +63,8 @@ DELETED_FIELDS = ("id", "userPrincipalName", "deletedDateTime", "onPremisesSyncE
 # which comes with many non-mail SKUs, does not.
 EXCHANGE_MAILBOX_PLANS = ("EXCHANGE_S_",)
 NOT_A_MAILBOX_PLAN = frozenset({"EXCHANGE_S_FOUNDATION"})
+# assignLicense's refusal to remove a licence the user does not have (domain-facts B8).
+NO_SUCH_LICENCE = "User does not have a corresponding license."
 
 PERMISSIONS = {
     "users": "User.Read.All",
@@ -123,6 +125,7 @@ class GraphTenant(TenantProvider):
         backoff=1.0,
         max_retry_after=300.0,
         timeout=100.0,
+        reread_delay=2.0,
     ):
         self.base_url = base_url
         self._make_auth = make_auth
@@ -130,7 +133,7 @@ class GraphTenant(TenantProvider):
         self.mailbox_pending_minutes = mailbox_pending_minutes
         self.poll_interval = poll_interval
         self.verify_timeout = verify_timeout if verify_timeout is not None else mailbox_pending_minutes * 60.0
-        self._tuning = dict(concurrency=concurrency, max_attempts=max_attempts, backoff=backoff, max_retry_after=max_retry_after, timeout=timeout)
+        self._tuning = dict(concurrency=concurrency, max_attempts=max_attempts, backoff=backoff, max_retry_after=max_retry_after, timeout=timeout, reread_delay=reread_delay)
         self._transport = None
         self._loop = None
         self._thread = None
@@ -381,6 +384,10 @@ class GraphTenant(TenantProvider):
             has = any(a.get("skuId") == sku_id for a in (read.data or {}).get("assignedLicenses") or [])
             return "done" if has == add else "again"
 
+        def already(answer):
+            # Only a removal can meet "already so"; adding a licence the user has is no error.
+            return not add and answer.status == 400 and answer.message == NO_SUCH_LICENCE
+
         items = [
             Item(
                 "POST",
@@ -388,6 +395,7 @@ class GraphTenant(TenantProvider):
                 body(ref),
                 reread=f"/users/{user_path(ref.id)}?$select=id,assignedLicenses",
                 decide=decide,
+                already=already,
             )
             for ref in users
         ]
@@ -406,7 +414,13 @@ class GraphTenant(TenantProvider):
             return f"could not confirm the deletion: re-reading answered {read.describe()}"
 
         items = [
-            Item("DELETE", f"/directory/deletedItems/{user_path(ref.id)}", reread=f"/directory/deletedItems/{user_path(ref.id)}?$select=id", decide=decide)
+            Item(
+                "DELETE",
+                f"/directory/deletedItems/{user_path(ref.id)}",
+                reread=f"/directory/deletedItems/{user_path(ref.id)}?$select=id",
+                decide=decide,
+                already=lambda answer: answer.status == 404,  # sent again: gone means purged
+            )
             for ref in users
         ]
         answers = await t.run(items, "purge deleted users")

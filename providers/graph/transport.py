@@ -10,8 +10,10 @@ on 503/504 and never looks inside a ``$batch`` (domain-facts D7, E5).
 Rules:
 
 * reads (GET) are retried on 429, 5xx and lost connections, honouring ``Retry-After``;
-* a write whose outcome is unknown (5xx, lost connection) is re-read first and
-  sent again only if the re-read shows it was not made;
+* a write whose outcome is unknown (5xx, lost connection) is re-read first, after
+  ``reread_delay`` seconds (directory replicas lag behind a write), and sent again
+  only if two re-reads that far apart both show it was not made; a write sent again
+  that is answered "already so" (``Item.already``) counts as made;
 * a 429 is never an unknown outcome: Graph did not act on it;
 * everyone waits out a ``Retry-After``: one throttled request pauses all senders;
 * at most ``concurrency`` requests are in flight.
@@ -100,7 +102,10 @@ class Item:
     ``url`` is relative to the version (``/users/{id}/mailboxSettings``). A write
     carries ``reread`` (a GET url) and ``decide(response) -> "done" | "again" | str``,
     which says from the re-read whether the write was made ("done"), was not
-    ("again"), or cannot be (a reason).
+    ("again"), or cannot be (a reason). ``already(response) -> bool`` recognises
+    the refusal a write meets when it was made already (a removal of a licence the
+    user no longer has): when the write was sent again after an unknown outcome,
+    that refusal means the first one was made.
     """
 
     method: str
@@ -108,6 +113,7 @@ class Item:
     body: Any = None
     reread: Optional[str] = None
     decide: Optional[Callable[[Response], str]] = None
+    already: Optional[Callable[[Response], bool]] = None
 
     @property
     def write(self):
@@ -132,6 +138,7 @@ class GraphTransport:
         backoff=1.0,
         max_retry_after=300.0,
         timeout=100.0,
+        reread_delay=2.0,
     ):
         from msgraph import GraphRequestAdapter, GraphServiceClient
         from msgraph_core import GraphClientFactory
@@ -142,6 +149,7 @@ class GraphTransport:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_retry_after = max_retry_after
+        self.reread_delay = reread_delay
         no_retry = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)}
         limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
         self._http = GraphClientFactory.create_with_default_middleware(
@@ -315,6 +323,7 @@ class GraphTransport:
             return []
         results = [None] * len(items)
         attempts = Counter()
+        unsure = set()  # writes sent at least once with an unknown outcome
         queue = asyncio.Queue()
         for index in range(len(items)):
             queue.put_nowait(index)
@@ -359,6 +368,7 @@ class GraphTransport:
                     for index, response in zip(chunk, answers):
                         uncertain = response.status is None or response.status in UNKNOWN_OUTCOME
                         if uncertain and not response.unsent and items[index].write and items[index].reread:
+                            unsure.add(index)
                             unknown.append((index, response))
                         elif response.status == 429:
                             if self.throttled(response) is None:
@@ -367,6 +377,10 @@ class GraphTransport:
                                 again(retry, index, response)
                         elif uncertain:
                             again(retry, index, response)
+                        elif index in unsure and not response.ok and items[index].already and items[index].already(response):
+                            # Sent again, refused as "already so": the earlier send was made.
+                            self.stats["already"] += 1
+                            results[index] = Response(200, {}, None, detail=f"already made (sent again: {response.describe()})")
                         else:
                             results[index] = response
                     if unknown:
@@ -391,19 +405,30 @@ class GraphTransport:
 
     async def _settle(self, items, unknown, results, again, resource):
         """Writes whose outcome is unknown: re-read, then done, again, or a reason."""
-        self.stats["rereads"] += len(unknown)
-        reads = await self.run([Item("GET", items[i].reread) for i, _ in unknown], resource)
-        for (index, response), read in zip(unknown, reads):
-            if isinstance(read, GaveUp):
-                results[index] = GaveUp(f"the change may or may not have been made ({response.describe()}), and re-reading it failed: {read.reason}")
-                continue
-            verdict = items[index].decide(read)
-            if verdict == "done":
-                results[index] = Response(200, {}, None, detail="confirmed by re-reading")
-            elif verdict == "again":
-                again(index, response)
-            else:
-                results[index] = GaveUp(verdict)
+        # Replicas lag: a read at once may not see a write just made. So wait, read, and
+        # send again only when a second read, as far apart, still does not see it.
+        pending = list(unknown)
+        for round_ in (1, 2):
+            await asyncio.sleep(self.reread_delay)
+            self.stats["rereads"] += len(pending)
+            reads = await self.run([Item("GET", items[i].reread) for i, _ in pending], resource)
+            not_seen = []
+            for (index, response), read in zip(pending, reads):
+                if isinstance(read, GaveUp):
+                    results[index] = GaveUp(f"the change may or may not have been made ({response.describe()}), and re-reading it failed: {read.reason}")
+                    continue
+                verdict = items[index].decide(read)
+                if verdict == "done":
+                    results[index] = Response(200, {}, None, detail="confirmed by re-reading")
+                elif verdict == "again":
+                    not_seen.append((index, response))
+                else:
+                    results[index] = GaveUp(verdict)
+            pending = not_seen
+            if not pending:
+                return
+        for index, response in pending:
+            again(index, response)
 
     async def _send_batch(self, chunk, resource):
         """POST one ``$batch``; one Response per item, in order (status None: outcome unknown)."""

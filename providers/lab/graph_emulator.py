@@ -19,7 +19,8 @@ real HTTP against it:
 Around them: a bearer token check (401), Graph error bodies, throttling from a
 token bucket (429 with ``Retry-After``, for batch items inside a 200 batch),
 injectable faults (503/504 and dropped connections; a write is sometimes applied
-*before* the fault, so its outcome is unknown to the client) and counters.
+*before* the fault, so its outcome is unknown to the client), replica lag (reads
+that do not see a write yet, :meth:`GraphEmulator.lag_reads`) and counters.
 
 Every access to the lab goes through the :class:`~providers.lab.host.LabHost`
 session, which the WinRM endpoint shares.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import copy
 import datetime as dt
 import email.utils
 import json
@@ -183,6 +185,9 @@ class GraphEmulator:
         # {(user id, sku id): (the LabLicense, [plan ids])}. Keeping the licence object
         # makes an entry lapse when the lab removes and re-adds the licence by itself.
         self._disabled = {}
+        # Replica lag (see lag_reads): {object id: [reads left, the object before the write]}.
+        self._lag_next = 0
+        self._stale = {}
         self._server = None
         self._thread = None
         self.base_url = None
@@ -229,6 +234,30 @@ class GraphEmulator:
             self.bucket = TokenBucket(rate, burst) if rate else None
         if retry_after is not None:
             self.retry_after = retry_after
+
+    def lag_reads(self, reads):
+        """Replica lag: after the next write that succeeds (assignLicense or a purge), the
+        next ``reads`` GETs of that user still show it as it was before the write."""
+        with self._lock:
+            self._lag_next = reads
+
+    def _lag(self, object_id, before):
+        with self._lock:
+            if self._lag_next:
+                self._stale[object_id] = [self._lag_next, before]
+                self._lag_next = 0
+
+    def _stale_read(self, object_id):
+        """The object as a lagging replica still shows it, or None."""
+        with self._lock:
+            entry = self._stale.get(object_id)
+            if entry is None:
+                return None
+            entry[0] -= 1
+            if entry[0] <= 0:
+                del self._stale[object_id]
+            self.counters["stale reads"] += 1
+            return entry[1]
 
     def set_disabled_plans(self, user_key, sku_id, plans):
         """Switch service plans off in a user's licence, as an admin would (tests, demos)."""
@@ -578,6 +607,7 @@ class GraphEmulator:
             user = self._user(lab, params["id"])
             if user is None:
                 return _not_found(params["id"])
+            user = self._stale_read(user.id) or user
             data = {"@odata.context": f"{self.base_url}/$metadata#users/$entity", **self._user_json(user, fields)}
         return _Reply(200, data)
 
@@ -626,6 +656,7 @@ class GraphEmulator:
                 return _not_found(key)
             # assignLicense is one transaction: on any refusal nothing changes.
             before = (list(user.licenses), user.mailbox_ready_at)
+            snapshot = copy.deepcopy(user) if self._lag_next else None
             effects = []
             try:
                 for sku in removes:
@@ -641,6 +672,8 @@ class GraphEmulator:
                     self.writes.append(("assignLicense", user.id, f"+{adds} -{removes}", "refused"))
                 status = 404 if "does not exist" in exc.message else 400
                 return _error(status, "Request_BadRequest" if status == 400 else "Request_ResourceNotFound", exc.message)
+            if snapshot is not None:
+                self._lag(user.id, snapshot)
             with self._lock:
                 for sku in removes:
                     self._disabled.pop((user.id, sku), None)
@@ -705,7 +738,7 @@ class GraphEmulator:
         if problem:
             return problem
         with self.host.session(writes=False) as lab:
-            user = lab.deleted_user(params["id"])
+            user = self._stale_read(params["id"]) or lab.deleted_user(params["id"])
             if user is None:
                 return _not_found(params["id"])
             return _Reply(200, self._deleted_json(user, fields))
@@ -713,12 +746,15 @@ class GraphEmulator:
     def _delete_deleted(self, params, query, body):
         key = params["id"]
         with self.host.session() as lab:
+            snapshot = copy.deepcopy(lab.deleted_user(key)) if self._lag_next else None
             try:
                 lab.purge_deleted_user(key)
             except ProviderError as exc:
                 with self._lock:
                     self.writes.append(("purge", key, "", "refused"))
                 return _error(404, "Request_ResourceNotFound", exc.message)
+            if snapshot is not None:
+                self._lag(snapshot.id, snapshot)
             with self._lock:
                 self.writes.append(("purge", key, "", "applied"))
         return _Reply(204)
