@@ -187,6 +187,18 @@ def test_faults_drop_connections_and_answer_5xx(lab):
         assert emu.counters["faults"] == 2 and emu.counters["dropped"] == 1
 
 
+def test_html_fault_is_a_200_page(emulator):
+    emulator.force_faults("html")
+    request = urllib.request.Request(emulator.base_url + "/users", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
+        assert response.read().startswith(b"<html>")
+    emulator.force_faults("html", items=True)
+    _, _, body = call(emulator, "POST", "/$batch", {"requests": [{"id": "1", "method": "GET", "url": "/users/user01@contoso.com"}]})
+    assert body["responses"][0]["status"] == 200 and body["responses"][0]["headers"]["Content-Type"] == "text/html"
+    assert body["responses"][0]["body"].startswith("<html>")
+
+
 def test_write_dropped_after_applying(lab):
     with GraphEmulator(LabHost(lab), token=TOKEN) as emu:
         emu.force_faults("drop-after")

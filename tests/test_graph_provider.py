@@ -341,6 +341,37 @@ def test_throttling_and_faults_converge_without_losing_or_repeating(lab, host, c
 # ---------------------------------------------------------------------------- failures in one line
 
 
+def test_an_html_page_instead_of_json_is_one_line(lab, emulator, connect):
+    tenant = connect(emulator)
+    emulator.force_faults("html")  # a proxy answers the first request with 200 and a sign-in page
+    with pytest.raises(ProviderError) as caught:
+        tenant.observe(HYBRID)
+    assert "unexpected answer from http://127.0.0.1" in caught.value.message
+    assert "200 with a body that is not JSON (text/html)" in caught.value.message
+    emulator.force_faults("html")  # the $batch itself
+    with pytest.raises(ProviderError) as caught:
+        tenant.apply(AssignLicense(E3, "ENTERPRISEPACK", refs(lab, "user08@contoso.com")))
+    assert "200 with a body that is not JSON (text/html)" in caught.value.message
+
+
+def test_a_malformed_item_or_client_failure_is_one_line(lab, emulator, connect):
+    tenant = connect(emulator)
+    emulator.force_faults("html", items=True)  # the user read by UPN answers a page inside the batch
+    with pytest.raises(ProviderError) as caught:
+        tenant.observe(UserSelection(frozenset({"user01@contoso.com"}), ()))
+    assert caught.value.resource == "observe"
+    assert caught.value.message.startswith("unexpected answer from Microsoft Graph (AttributeError")
+    transport = tenant._run(tenant._client())
+
+    async def broken(*args, **kwargs):
+        raise ValueError("Illegal header value\nsecond line")
+
+    transport.adapter.send_primitive_async = broken
+    with pytest.raises(ProviderError) as caught:
+        tenant.observe(HYBRID)
+    assert caught.value.message == "unexpected answer from Microsoft Graph (ValueError: Illegal header value)"
+
+
 def test_wrong_token_is_one_clear_line(emulator, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "not-the-token-s3cret")
     tenant = open_tenant(GraphTargetSpec(endpoint=emulator.base_url, auth="token-env", token_env=TOKEN_ENV), backoff=0.005)

@@ -190,17 +190,24 @@ class GraphTenant(TenantProvider):
         return self._run(self._observe(selection))
 
     async def _observe(self, selection):
+        try:
+            return await self._observe_all(selection)
+        except ProviderError:
+            raise
+        except ExceptionGroup as group:
+            # One line for the user: the first failure (the others are usually the same one).
+            raise _one_line(group.exceptions[0], "observe") from None
+        except Exception as exc:
+            raise _one_line(exc, "observe") from None
+
+    async def _observe_all(self, selection):
         import asyncio
 
         t = await self._client()
-        try:
-            async with asyncio.TaskGroup() as group:
-                skus_task = group.create_task(self._skus(t))
-                users_task = group.create_task(self._users(t, selection))
-                deleted_task = group.create_task(self._deleted(t))
-        except ExceptionGroup as group:
-            # One line for the user: the first failure (the others are usually the same one).
-            raise group.exceptions[0] from None
+        async with asyncio.TaskGroup() as group:
+            skus_task = group.create_task(self._skus(t))
+            users_task = group.create_task(self._users(t, selection))
+            deleted_task = group.create_task(self._deleted(t))
         skus, (users, states), deleted = skus_task.result(), users_task.result(), deleted_task.result()
         exchange = {s.sku_id for s in skus if s.includes_exchange}
         licensed = [u for u in users if u.licenses]
@@ -352,6 +359,14 @@ class GraphTenant(TenantProvider):
         return self._run(self._apply(operation))
 
     async def _apply(self, operation):
+        try:
+            return await self._apply_one(operation)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise _one_line(exc, type(operation).__name__) from None
+
+    async def _apply_one(self, operation):
         t = await self._client()
         match operation:
             case AssignLicense(sku_id, part_number, users, disabled):
@@ -517,6 +532,17 @@ def _cloud_user(raw):
         usage_location=raw.get("usageLocation"),
         licenses=licenses,
     )
+
+
+def _one_line(exc, resource):
+    """``exc`` as a ProviderError: a ProviderError as is, anything else (a field missing
+    from an answer, an answer of the wrong shape) as "unexpected answer", naming its type."""
+    if isinstance(exc, ProviderError):
+        return exc
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    log.debug("unexpected answer: resource=%s", resource, exc_info=exc)
+    return ProviderError("graph", resource, f"unexpected answer from Microsoft Graph ({detail})")
 
 
 def _is_mailbox_plan(name):

@@ -218,11 +218,15 @@ class GraphTransport:
             except ProviderError:
                 raise
             except Exception as exc:
+                # First lines only: one line for the user, and no secrets in them.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 if type(exc).__module__.startswith("azure."):
-                    # azure-identity could not get a token; its first line says why (no secrets in it).
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    # azure-identity could not get a token; its first line says why.
                     raise ProviderError("graph", "sign-in", f"could not get a token ({self.auth_hint}): {first}") from None
-                raise
+                # kiota, msgraph-core or httpx failing some other way (a bad URL, a
+                # malformed answer): not a traceback, one line naming what it was.
+                where = f"{info.http_method.value} {info.url}"
+                raise ProviderError("graph", where, f"unexpected answer from Microsoft Graph ({type(exc).__name__}: {first})") from None
         headers = {k.lower(): v for k, v in native.headers.items()}
         date = None
         if "date" in headers:
@@ -269,6 +273,8 @@ class GraphTransport:
         while True:
             if not response.ok:
                 raise self.error(response, resource, permission)
+            if not isinstance(response.data, dict) or not isinstance(response.data.get("value", []), list):
+                raise self.unexpected(response, resource)
             yield response.data.get("value") or []
             link = response.data.get("@odata.nextLink")
             if not link:
@@ -291,6 +297,12 @@ class GraphTransport:
         if response.status == 429:
             return f"throttled by Microsoft Graph beyond the retry budget ({self.max_attempts} attempts, a 429 counting a quarter)"
         return f"Microsoft Graph kept failing ({response.describe()}) after {self.max_attempts} attempts"
+
+    def unexpected(self, response, resource):
+        """The ProviderError for a success that is not Graph's JSON (a proxy's HTML page, say)."""
+        kind = (response.headers.get("content-type") or "no content type").split(";")[0]
+        body = "a JSON " + type(response.data).__name__ if response.data is not None else f"a body that is not JSON ({kind})"
+        return ProviderError("graph", resource, f"unexpected answer from {self.base_url}: {response.status} with {body}; is a proxy in the way?")
 
     def error(self, response, resource, permission):
         """The ProviderError for a final failed answer: one line, naming what to fix."""
@@ -448,10 +460,14 @@ class GraphTransport:
         if not response.ok:
             raise self.error(response, resource, "")
         # Parse the responses ourselves: the SDK drops JSON-object bodies (kiota-python #737).
+        entries = response.data.get("responses") if isinstance(response.data, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("headers") or {}, dict) for e in entries):
+            raise self.unexpected(response, resource)
         by_id = {}
-        for entry in response.data.get("responses") or []:
+        for entry in entries:
             headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
-            by_id[str(entry.get("id"))] = Response(entry.get("status"), headers, entry.get("body"), date=response.date)
+            status = entry.get("status")
+            by_id[str(entry.get("id"))] = Response(status if isinstance(status, int) else None, headers, entry.get("body"), date=response.date)
         answers = []
         for number in range(1, len(chunk) + 1):
             answers.append(by_id.get(str(number)) or Response(None, detail="missing from the batch response"))

@@ -91,13 +91,15 @@ WRITE_ROUTES = {"POST /users/{id}/assignLicense", "DELETE /directory/deletedItem
 class _Reply:
     """One HTTP answer: status, headers, a JSON-able body (or None), or a dropped connection."""
 
-    __slots__ = ("status", "headers", "body", "drop")
+    __slots__ = ("status", "headers", "body", "drop", "html")
 
-    def __init__(self, status=200, body=None, headers=None, drop=False):
+    def __init__(self, status=200, body=None, headers=None, drop=False, html=None):
         self.status = status
         self.body = body
         self.headers = dict(headers or {})
         self.drop = drop
+        #: Text sent as text/html instead of a JSON body (a proxy's page).
+        self.html = html
 
 
 def _error(status, code, message, headers=None):
@@ -286,7 +288,8 @@ class GraphEmulator:
         """Make the next requests (or, with ``items``, the next batch items) fail, in order.
 
         Kinds: "503", "504", "drop" (before anything is done), "504-after",
-        "drop-after" (the write is applied, then the answer is lost).
+        "drop-after" (the write is applied, then the answer is lost), "html" (a 200
+        with an HTML page, as a captive proxy answers; nothing is done).
         """
         with self._lock:
             (self._forced_items if items else self._forced).extend(kinds)
@@ -314,6 +317,8 @@ class GraphEmulator:
         if kind == "drop":
             self._count("dropped")
             return _Reply(drop=True)
+        if kind == "html":
+            return _Reply(200, html="<html><head><title>Proxy</title></head><body>Please sign in to continue.</body></html>")
         if kind == "503":
             return _error(503, "serviceNotAvailable", "The service is temporarily unavailable. Please retry later.", {"Retry-After": "0"})
         return _error(504, "UnknownError", "The gateway timed out waiting for the backend.")
@@ -417,7 +422,9 @@ class GraphEmulator:
                 reply = self._batch_item(item)
             statuses[ident] = reply.status
             entry = {"id": ident, "status": reply.status, "headers": {"Content-Type": "application/json", **reply.headers}}
-            if reply.body is not None:
+            if reply.html is not None:
+                entry["body"], entry["headers"]["Content-Type"] = reply.html, "text/html"
+            elif reply.body is not None:
                 entry["body"] = reply.body
             else:
                 entry["headers"].pop("Content-Type")
@@ -842,7 +849,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._date = emulator.lab_date()
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
-        if reply.body is not None:
+        if reply.html is not None:
+            payload = reply.html.encode()
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+        elif reply.body is not None:
             self.send_header("Content-Type", "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8")
         for name, value in reply.headers.items():
             self.send_header(name, value)
