@@ -363,3 +363,63 @@ def test_the_observation_writes_enums_as_names_not_numbers():
 def test_enum_numbers_are_still_read_as_a_fallback():
     assert parse.enum(None, 13, "here", parse.COMPARISON_OPERATORS) == "ISNOTNULL"
     assert parse._enum_member(Direction, 1, "here") is Direction.OUTBOUND
+
+
+# ---------------------------------------------------------------------- flows with several sources
+
+
+class _Observed:
+    """A session that answers the observation (and the pre-check) with ``document``."""
+
+    def __init__(self, document):
+        self.document = document
+        self.changes = []
+
+    def invoke(self, script, resource="script", json_output=True):
+        if "DeletionThreshold = $threshold" in script:
+            return self.document
+        if "Get-ADSyncScheduler" in script and "RuleIdentifiers" in script:
+            rules = self.document["Rules"]
+            answer = {"SyncCycleInProgress": False, "StagingModeEnabled": False, "RuleIdentifiers": [r["Identifier"] for r in rules]}
+            answer["Rule"] = [r for r in rules if r["Identifier"] in script]
+            return answer
+        self.changes.append(script)
+        return None
+
+    def close(self):
+        pass
+
+
+def _with_two_sources():
+    document = _observed_json(AAD_USER)
+    stock = next(r for r in document["Rules"] if r["Name"] == STOCK)
+    flow = next(f for f in stock["Flows"] if f["Destination"] == GUID_ATTRIBUTE)
+    flow["Source"] = [GUID_ATTRIBUTE, "msExchArchiveGuid"]
+    return document
+
+
+def test_a_rule_with_a_multi_source_flow_is_never_rewritten_from_the_model():
+    session = _Observed(_with_two_sources())
+    provider = PsrpServer(session, aad_username=AAD_USER)
+    observed = provider.observe()
+    stock = observed.rules_named(STOCK)[0]
+    expected = f"entra-connect: rule '{STOCK}': flow to {GUID_ATTRIBUTE} has 2 sources; syncprep cannot rewrite it without losing them"
+    create, _remove, update = [op for op in solution1_operations(observed) if isinstance(op, (CreateRule, RemoveRule, UpdateRule))]
+    # The copy (a new identifier, the same name) and a rebuild of the rule itself are refused...
+    for operation in (create, UpdateRule(evolve(stock, description="changed"))):
+        with pytest.raises(ProviderError) as err:
+            provider.scripts_for(operation)
+        assert str(err.value) == expected
+        with pytest.raises(ProviderError) as err:
+            provider.apply(operation)
+        assert str(err.value) == expected
+    assert session.changes == []
+    # ...a targeted edit (precedence, state) keeps the flow as it is, so it goes ahead.
+    provider.apply(UpdateRule(evolve(stock, precedence=stock.precedence + 1)))
+    assert len(session.changes) == 1 and "$syncRule.Precedence = " in session.changes[0]
+
+
+def test_rules_with_single_source_flows_are_rewritten_as_before():
+    provider = PsrpServer(_Observed(_observed_json(AAD_USER)), aad_username=AAD_USER)
+    create = next(op for op in solution1_operations(provider.observe()) if isinstance(op, CreateRule))
+    assert "New-ADSyncRule" in provider.scripts_for(create)

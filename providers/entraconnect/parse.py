@@ -62,7 +62,8 @@ def _fail(where, message):
     raise ProviderError(PROVIDER, where, message)
 
 
-def _obj(value, where):
+def obj_of(value, where):
+    """A JSON object; a string where it belongs is output cut at -Depth (Truncated)."""
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
@@ -70,7 +71,7 @@ def _obj(value, where):
     _fail(where, f"expected an object, got {type(value).__name__}")
 
 
-def _list(value, where):
+def list_of(value, where):
     """A JSON array; ``null`` entries (``@($null)``) dropped; a lone object taken as one element."""
     if value is None:
         return []
@@ -83,7 +84,7 @@ def _list(value, where):
 
 def _strings(value, where):
     out = []
-    for item in _list(value, where):
+    for item in list_of(value, where):
         if not isinstance(item, str):
             _fail(where, f"expected text, got {type(item).__name__}")
         out.append(item)
@@ -146,12 +147,12 @@ def parse_datetime(value, where="date"):
 
 
 def rule(data, index):
-    data = _obj(data, f"rule #{index}")
+    data = obj_of(data, f"rule #{index}")
     name = data.get("Name") or f"#{index}"
     where = f"rule {name!r}"
     flows = []
-    for flow in _list(data.get("Flows"), where):
-        flow = _obj(flow, where)
+    for flow in list_of(data.get("Flows"), where):
+        flow = obj_of(flow, where)
         sources = _strings(flow.get("Source"), where)
         flows.append(
             AttributeFlow(
@@ -164,11 +165,11 @@ def rule(data, index):
             )
         )
     scope = []
-    for group in _list(data.get("Scope"), where):
-        group = _obj(group, where)
+    for group in list_of(data.get("Scope"), where):
+        group = obj_of(group, where)
         conditions = []
-        for condition in _list(group.get("Conditions"), where):
-            condition = _obj(condition, where)
+        for condition in list_of(group.get("Conditions"), where):
+            condition = obj_of(condition, where)
             conditions.append(
                 ScopeCondition(
                     attribute=condition.get("Attribute") or "",
@@ -178,11 +179,11 @@ def rule(data, index):
             )
         scope.append(tuple(conditions))
     join = []
-    for group in _list(data.get("Join"), where):
-        group = _obj(group, where)
+    for group in list_of(data.get("Join"), where):
+        group = obj_of(group, where)
         conditions = []
-        for condition in _list(group.get("Conditions"), where):
-            condition = _obj(condition, where)
+        for condition in list_of(group.get("Conditions"), where):
+            condition = obj_of(condition, where)
             conditions.append(
                 JoinCondition(
                     cs_attribute=condition.get("CSAttribute") or "",
@@ -213,15 +214,30 @@ def rule(data, index):
     )
 
 
+def multi_source_flows(rules):
+    """The rules (raw, as the scripts emit them) that have a flow with more than one
+    source, which the model's single ``source`` cannot carry: ``{lower identifier:
+    (name, destination, number of sources)}``, for the first such flow of each."""
+    found = {}
+    for index, data in enumerate(list_of(rules, "rules")):
+        data = obj_of(data, f"rule #{index}")
+        for flow in list_of(data.get("Flows"), "rules"):
+            sources = list_of(obj_of(flow, "rules").get("Source"), "rules")
+            if len(sources) > 1:
+                found[str(data.get("Identifier") or "").lower()] = (data.get("Name") or "", flow.get("Destination") or "", len(sources))
+                break
+    return found
+
+
 def connector(data, index):
-    data = _obj(data, f"connector #{index}")
+    data = obj_of(data, f"connector #{index}")
     name = data.get("Name") or f"#{index}"
     where = f"connector {name!r}"
     type_name = data.get("Type") or ""
     if type_name.upper() == "AD":
         included, excluded = [], []
-        for partition in _list(data.get("Partitions"), where):
-            partition = _obj(partition, where)
+        for partition in list_of(data.get("Partitions"), where):
+            partition = obj_of(partition, where)
             if partition.get("Selected") is False:
                 continue
             included += [c for c in _strings(partition.get("Included"), where) if c not in included]
@@ -235,7 +251,7 @@ def connector(data, index):
 
 
 def run_result(data, where="run history"):
-    data = _obj(data, where)
+    data = obj_of(data, where)
     return RunResult(
         connector=data.get("Connector") or "",
         profile=data.get("Profile") or "",
@@ -268,7 +284,7 @@ def connector_kind(type_name, name):
 def run_results(value, where="run history"):
     """Run results oldest first (the cmdlet answers newest first, per connector)."""
     by_connector = {}
-    for item in _list(value, where):
+    for item in list_of(value, where):
         result = run_result(item, where)
         by_connector.setdefault(result.connector, []).append(result)
     results = [r for runs in by_connector.values() for r in reversed(runs)]
@@ -279,7 +295,7 @@ def deletion_threshold(value):
     """``None`` when disabled (a count of 0) or unreadable."""
     if value is None:
         return None
-    data = _obj(value, "export deletion threshold")
+    data = obj_of(value, "export deletion threshold")
     count = data.get("ThresholdCount")
     if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         return None
@@ -288,8 +304,8 @@ def deletion_threshold(value):
 
 def server_state(document, history=20):
     where = "observation"
-    document = _obj(document, where)
-    scheduler = _obj(document.get("Scheduler"), "scheduler")
+    document = obj_of(document, where)
+    scheduler = obj_of(document.get("Scheduler"), "scheduler")
     for key in ("SyncCycleEnabled", "StagingModeEnabled", "SyncCycleInProgress"):
         if not isinstance(scheduler.get(key), bool):
             _fail("scheduler", f"{key} missing from Get-ADSyncScheduler's output")
@@ -299,8 +315,8 @@ def server_state(document, history=20):
         cycle_in_progress=scheduler["SyncCycleInProgress"],
         next_policy=_enum_member(SyncPolicy, scheduler.get("NextSyncCyclePolicyType", 1), "scheduler"),
     )
-    rules = tuple(rule(r, i) for i, r in enumerate(_list(document.get("Rules"), "rules")))
-    connectors = tuple(connector(c, i) for i, c in enumerate(_list(document.get("Connectors"), "connectors")))
+    rules = tuple(rule(r, i) for i, r in enumerate(list_of(document.get("Rules"), "rules")))
+    connectors = tuple(connector(c, i) for i, c in enumerate(list_of(document.get("Connectors"), "connectors")))
     runs = run_results(document.get("Runs"))
     return ServerState(
         scheduler=state,

@@ -74,6 +74,8 @@ class PsrpServer(ServerProvider):
         # rule operations scripted since, in order (see _rule_before).
         self._rules = None
         self._scripted = []
+        # {lower identifier: (name, destination, sources)}: rules, as last observed, with a multi-source flow.
+        self._multi_source = {}
 
     def describe(self):
         where = self._label or getattr(self.session, "where", "remote server")
@@ -89,7 +91,11 @@ class PsrpServer(ServerProvider):
         return scripts.observe(self.aad_username)
 
     def observe(self):
-        state = parse.server_state(self.session.invoke(self.observe_script, "observe"))
+        document = self.session.invoke(self.observe_script, "observe")
+        state = parse.server_state(document)
+        # Flows with several sources lose all but the first in the model: a rule that
+        # has one (or a copy of it, found by name) must not be rewritten from the model.
+        self._multi_source = parse.multi_source_flows(document.get("Rules"))
         self._connectors = state.connectors
         self._remember(state.rules)
         return state
@@ -129,11 +135,15 @@ class PsrpServer(ServerProvider):
                 self._note(operation)
                 return scripts.set_rule_disabled(identifier, disabled)
             case CreateRule(rule):
+                self._refuse_multi_source(rule, by_name=True)
                 self._note(operation)
                 return scripts.put_rule(rule)
             case UpdateRule(rule):
                 # Without a reading of the rule (no observation yet) the whole rule is shown.
-                return scripts.update_rule(self._rule_before(operation), rule)
+                current = self._rule_before(operation)
+                if scripts.edited_fields(current, rule) is None:
+                    self._refuse_multi_source(rule)
+                return scripts.update_rule(current, rule)
             case RemoveRule(identifier, _name):
                 self._note(operation)
                 return scripts.remove_rule(identifier)
@@ -150,6 +160,18 @@ class PsrpServer(ServerProvider):
             case SetDeletionThreshold(threshold):
                 return scripts.set_deletion_threshold(threshold, self._aad_username("export deletion threshold"))
         raise TypeError(f"unsupported operation {operation!r}")
+
+    def _refuse_multi_source(self, rule, by_name=False, found=None):
+        """ProviderError when ``rule`` (or, ``by_name``, a rule of its name) has a flow
+        with several sources as last observed: rebuilding it from the model, which
+        keeps one source per flow, would drop the others."""
+        found = self._multi_source if found is None else found
+        hit = found.get(rule.identifier.lower())
+        if hit is None and by_name:
+            hit = next((v for v in found.values() if v[0] == rule.name), None)
+        if hit is not None:
+            name, destination, count = hit
+            raise ProviderError(self.name, f"rule {name!r}", f"flow to {destination} has {count} sources; syncprep cannot rewrite it without losing them")
 
     def _note(self, operation):
         if self._rules is not None and operation not in self._scripted:
@@ -179,7 +201,7 @@ class PsrpServer(ServerProvider):
             return self._run_cycle(operation.policy, state)
         if state["SyncCycleInProgress"]:
             raise RefusedError(self.name, resource, "a sync cycle is in progress; configuration changes are refused until it finishes (nothing was changed)")
-        identifiers = {str(i).lower() for i in parse._list(state.get("RuleIdentifiers"), "rules")}
+        identifiers = {str(i).lower() for i in parse.list_of(state.get("RuleIdentifiers"), "rules")}
         match operation:
             case CreateRule(rule) if rule.identifier.lower() in identifiers:
                 raise ProviderError(self.name, resource, "a rule with this identifier exists already")
@@ -189,10 +211,13 @@ class PsrpServer(ServerProvider):
                 raise ProviderError(self.name, resource, "no such rule")
         if isinstance(operation, UpdateRule):
             # Decide on the rule as it is now, not as it was predicted.
-            found = parse._list(state.get("Rule"), resource)
+            found = parse.list_of(state.get("Rule"), resource)
             if len(found) != 1:
                 raise ProviderError(self.name, resource, f"expected the rule to update in the pre-check's answer, found {len(found)}")
             current = parse.rule(found[0], 0)
+            if scripts.edited_fields(current, operation.rule) is None:
+                self._refuse_multi_source(operation.rule, found=parse.multi_source_flows(found))
+                self._refuse_multi_source(operation.rule)
             script = scripts.update_rule(current, operation.rule)
         else:
             script = self.scripts_for(operation)
@@ -209,7 +234,7 @@ class PsrpServer(ServerProvider):
 
     def _precheck(self, resource, rule_identifier=None):
         script = scripts.PRECHECK if rule_identifier is None else scripts.precheck_rule(rule_identifier)
-        state = parse._obj(self.session.invoke(script, resource), resource)
+        state = parse.obj_of(self.session.invoke(script, resource), resource)
         for key in ("SyncCycleInProgress", "StagingModeEnabled"):
             if not isinstance(state.get(key), bool):
                 raise ProviderError(self.name, resource, f"{key} missing from Get-ADSyncScheduler's output")
@@ -230,17 +255,17 @@ class PsrpServer(ServerProvider):
                 raise ProviderError(self.name, resource, f"a sync cycle was still running after {self.cycle_timeout:g} s; not starting another")
             self._sleep(self.poll_interval)
             state = self._precheck(resource)
-        answer = parse._obj(self.session.invoke(scripts.start_cycle(policy), resource), resource)
+        answer = parse.obj_of(self.session.invoke(scripts.start_cycle(policy), resource), resource)
         watermarks = {}
-        for mark in parse._list(answer.get("Watermarks"), resource):
-            mark = parse._obj(mark, resource)
+        for mark in parse.list_of(answer.get("Watermarks"), resource):
+            mark = parse.obj_of(mark, resource)
             watermarks[str(mark.get("Connector") or "")] = parse.run_number(mark, resource)
         idle_polls = 0
         while True:
             self._sleep(self.poll_interval)
-            poll = parse._obj(self.session.invoke(scripts.POLL_CYCLE, resource), resource)
+            poll = parse.obj_of(self.session.invoke(scripts.POLL_CYCLE, resource), resource)
             # The run status goes empty between run steps (A7): idle only counts twice running.
-            busy = parse._list(poll.get("RunStatus"), resource)
+            busy = parse.list_of(poll.get("RunStatus"), resource)
             idle_polls = 0 if busy else idle_polls + 1
             # A missing flag is not "idle": only an explicit False lets the wait end.
             in_progress = poll.get("SyncCycleInProgress")
@@ -264,8 +289,8 @@ class PsrpServer(ServerProvider):
         connectors still waiting for the last step of the cycle to end (described
         as "name (profile)")."""
         runs, waiting = [], []
-        for entry in parse._list(poll.get("Connectors"), resource):
-            entry = parse._obj(entry, resource)
+        for entry in parse.list_of(poll.get("Connectors"), resource):
+            entry = parse.obj_of(entry, resource)
             name = str(entry.get("Name") or "")
             kind = parse.connector_kind(entry.get("Type"), name)
             if kind == "AAD":
@@ -274,8 +299,8 @@ class PsrpServer(ServerProvider):
                 last_step = "Full Synchronization" if policy is SyncPolicy.INITIAL else "Delta Synchronization"
             mark = watermarks.get(name)
             mine = []
-            for item in parse._list(poll.get("Runs"), resource):
-                item = parse._obj(item, resource)
+            for item in parse.list_of(poll.get("Runs"), resource):
+                item = parse.obj_of(item, resource)
                 if str(item.get("Connector") or "") != name:
                     continue
                 number = parse.run_number(item, resource)
