@@ -133,6 +133,19 @@ def test_observe_reads_disabled_plans_and_exchange_plan_ids(lab, emulator, conne
     assert [(s.part_number, s.exchange_plan_ids) for s in state.skus] == [("ENTERPRISEPACK", (EXCHANGE_PLAN[1],)), ("EMS", ())]
 
 
+def test_skus_that_apply_to_the_company_are_left_out(lab, emulator, connect, monkeypatch):
+    serve = emulator._subscribed_skus
+
+    def with_a_company_sku(params, query, body):
+        reply = serve(params, query, body)
+        company = dict(reply.body["value"][0], skuId="11111111-2222-3333-4444-555555555555", skuPartNumber="TENANT_ADDON", appliesTo="Company")
+        reply.body["value"].append(company)
+        return reply
+
+    monkeypatch.setattr(emulator, "_subscribed_skus", with_a_company_sku)
+    assert [s.part_number for s in connect(emulator).observe(HYBRID).skus] == ["ENTERPRISEPACK", "EMS"]
+
+
 def test_remove_and_assign_again_keeps_disabled_plans(lab, emulator, connect):
     emulator.set_disabled_plans("user01@contoso.com", E3, [SHAREPOINT_PLAN])
     tenant = connect(emulator)

@@ -6,8 +6,9 @@ What it reads (domain-facts B):
   ``$filter=onPremisesSyncEnabled eq true`` and ``$top=999`` when the selection
   names OUs (only synced users have an on-premises DN); users the selection names
   by UPN and the listing did not bring are read one by one, in ``$batch``es;
-* SKUs from ``GET /subscribedSkus`` (a SKU "includes Exchange" when one of its
-  service plans is an Exchange Online mailbox plan);
+* SKUs from ``GET /subscribedSkus``, those that apply to users (a SKU "includes
+  Exchange" when one of its service plans is an Exchange Online mailbox plan,
+  whose ids it keeps); each licence's ``disabledPlans``;
 * mailboxes of licensed users in the selection, by ``mailboxSettings`` probes in
   ``$batch``es: 404 ``MailboxNotEnabledForRESTAPI`` is ABSENT, or PENDING while a
   licence with Exchange is younger than ``mailbox_pending_minutes`` by the
@@ -25,7 +26,9 @@ msgraph, kiota and azure-identity are imported on the first request only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import importlib
 import logging
 import threading
 import warnings
@@ -209,25 +212,23 @@ class GraphTenant(TenantProvider):
             users_task = group.create_task(self._users(t, selection))
             deleted_task = group.create_task(self._deleted(t))
         skus, (users, states), deleted = skus_task.result(), users_task.result(), deleted_task.result()
-        exchange = {s.sku_id for s in skus if s.includes_exchange}
         licensed = [u for u in users if u.licenses]
-        mailboxes = await self._mailboxes(t, [(u.id, states[u.id]) for u in licensed], exchange)
+        mailboxes = await self._mailboxes(t, [u.id for u in licensed], {u.id: states[u.id] for u in licensed})
         users = tuple(evolve(u, mailbox=mailboxes[u.id]) if u.id in mailboxes else u for u in users)
         log.info("observe: provider=graph users=%d skus=%d deleted=%d mailbox_probes=%d", len(users), len(skus), len(deleted), len(licensed))
         return TenantState(users=users, skus=skus, deleted_users=deleted)
 
     async def _skus(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        with warnings.catch_warnings():
-            # The generated builders warn about their own deprecated classes when imported.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.subscribed_skus.subscribed_skus_request_builder import SubscribedSkusRequestBuilder
 
+        SubscribedSkusRequestBuilder = _sdk("msgraph.generated.subscribed_skus.subscribed_skus_request_builder", "SubscribedSkusRequestBuilder")
         query = SubscribedSkusRequestBuilder.SubscribedSkusRequestBuilderGetQueryParameters(select=list(SKU_FIELDS))
         config = RequestConfiguration(query_parameters=query)
         skus = []
         async for page in t.pages(lambda: t.client.subscribed_skus.to_get_request_information(config), "subscribedSkus", PERMISSIONS["skus"]):
             for raw in page:
+                if raw.get("appliesTo", "User") != "User":
+                    continue  # only User SKUs can be assigned to users (domain-facts B2)
                 exchange_ids = tuple(
                     p.get("servicePlanId") or ""
                     for p in raw.get("servicePlans") or []
@@ -249,11 +250,10 @@ class GraphTenant(TenantProvider):
     async def _users(self, t, selection):
         """Users in the selection, and each one's licenseAssignmentStates (by id)."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        with warnings.catch_warnings():
-            # The generated builders warn about their own deprecated classes when imported.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+
         from providers.graph.transport import GaveUp, Item, user_path
+
+        UsersRequestBuilder = _sdk("msgraph.generated.users.users_request_builder", "UsersRequestBuilder")
 
         users, states, seen = [], {}, set()
 
@@ -288,18 +288,16 @@ class GraphTenant(TenantProvider):
 
     async def _deleted(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        with warnings.catch_warnings():
-            # The generated builders warn about their own deprecated classes when imported.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.directory.deleted_items.graph_user.graph_user_request_builder import GraphUserRequestBuilder
 
+        GraphUserRequestBuilder = _sdk(
+            "msgraph.generated.directory.deleted_items.graph_user.graph_user_request_builder", "GraphUserRequestBuilder"
+        )
         query = GraphUserRequestBuilder.GraphUserRequestBuilderGetQueryParameters(select=list(DELETED_FIELDS), top=999)
         config = RequestConfiguration(query_parameters=query)
         deleted = []
 
         def make():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with _quiet():  # the builder chain imports generated modules as it goes
                 return t.client.directory.deleted_items.graph_user.to_get_request_information(config)
 
         async for page in t.pages(make, "deleted users", PERMISSIONS["deleted"]):
@@ -321,23 +319,40 @@ class GraphTenant(TenantProvider):
                 )
         return tuple(deleted)
 
-    async def _mailboxes(self, t, users, exchange):
-        """{user id: MailboxState} for ``users`` = [(id, licenseAssignmentStates)]."""
+    async def _mailboxes(self, t, ids, states=None):
+        """{user id: MailboxState, or None for a user that does not exist} for ``ids``.
+
+        ``states`` = {user id: licenseAssignmentStates} when already read (observe);
+        without it each user's are read in the same ``$batch`` (VerifyMailboxes).
+        """
         from providers.graph.transport import GaveUp, Item, user_path
 
-        answers = await t.run([Item("GET", f"/users/{user_path(uid)}/mailboxSettings") for uid, _ in users], "mailboxSettings")
+        if self._exchange_skus is None:
+            await self._skus(t)
+        items = []
+        for uid in ids:
+            if states is None:
+                items.append(Item("GET", f"/users/{user_path(uid)}?$select=id,licenseAssignmentStates"))
+            items.append(Item("GET", f"/users/{user_path(uid)}/mailboxSettings"))
+        answers = iter(await t.run(items, "mailboxSettings"))
         result = {}
-        for (uid, states), answer in zip(users, answers):
-            if isinstance(answer, GaveUp):
+        for uid in ids:
+            user = next(answers) if states is None else None
+            mailbox = next(answers)
+            if user is not None and not isinstance(user, GaveUp) and user.status == 404:
+                result[uid] = None
+            elif isinstance(mailbox, GaveUp) or isinstance(user, GaveUp):
                 result[uid] = MailboxState.UNKNOWN
-            elif answer.ok:
+            elif mailbox.ok:
                 result[uid] = MailboxState.PRESENT
-            elif answer.status == 404 and answer.code == "MailboxNotEnabledForRESTAPI":
+            elif mailbox.status in (401, 403):
+                raise t.error(mailbox, "mailboxSettings", PERMISSIONS["mailboxes"])
+            elif mailbox.status == 404 and mailbox.code == "MailboxNotEnabledForRESTAPI" and (user is None or user.ok):
+                licences = states[uid] if states is not None else (user.data or {}).get("licenseAssignmentStates") or []
                 # "Recently" by the server's clock when it answered this probe (not ours, not later).
-                now = answer.date or t.server_now or dt.datetime.now(dt.timezone.utc)
-                result[uid] = MailboxState.PENDING if self._recently_licensed(states, exchange, now) else MailboxState.ABSENT
-            elif answer.status in (401, 403):
-                raise t.error(answer, "mailboxSettings", PERMISSIONS["mailboxes"])
+                now = mailbox.date or t.server_now or dt.datetime.now(dt.timezone.utc)
+                recent = self._recently_licensed(licences, self._exchange_skus, now)
+                result[uid] = MailboxState.PENDING if recent else MailboxState.ABSENT
             else:
                 result[uid] = MailboxState.UNKNOWN
         return result
@@ -465,43 +480,18 @@ class GraphTenant(TenantProvider):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.verify_timeout
         while True:
-            states = await self._mailbox_states(t, users)
-            waiting = [upn for upn, s in states.items() if s in ("pending", "unknown")]
+            found = await self._mailboxes(t, [ref.id for ref in users])
+            states = {ref.upn: found[ref.id] for ref in users}
+            waiting = [upn for upn, s in states.items() if s in (MailboxState.PENDING, MailboxState.UNKNOWN)]
             if not waiting or loop.time() >= deadline:
                 break
             await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
-        failures = tuple((upn, f"no Exchange Online mailbox ({state})") for upn, state in states.items() if state != "present")
+        failures = tuple(
+            (upn, f"no Exchange Online mailbox ({'missing user' if state is None else state.value})")
+            for upn, state in states.items()
+            if state is not MailboxState.PRESENT
+        )
         return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)
-
-    async def _mailbox_states(self, t, users):
-        """{upn: "present" | "pending" | "absent" | "unknown" | "missing user"}."""
-        from providers.graph.transport import GaveUp, Item, user_path
-
-        if self._exchange_skus is None:
-            await self._skus(t)
-        items = []
-        for ref in users:
-            items.append(Item("GET", f"/users/{user_path(ref.id)}?$select=id,licenseAssignmentStates"))
-            items.append(Item("GET", f"/users/{user_path(ref.id)}/mailboxSettings"))
-        answers = await t.run(items, "mailboxSettings")
-        states = {}
-        for n, ref in enumerate(users):
-            user, mailbox = answers[2 * n], answers[2 * n + 1]
-            if not isinstance(user, GaveUp) and user.status == 404:
-                states[ref.upn] = "missing user"
-            elif isinstance(mailbox, GaveUp) or isinstance(user, GaveUp):
-                states[ref.upn] = "unknown"
-            elif mailbox.ok:
-                states[ref.upn] = "present"
-            elif mailbox.status in (401, 403):
-                raise t.error(mailbox, "mailboxSettings", PERMISSIONS["mailboxes"])
-            elif mailbox.status == 404 and mailbox.code == "MailboxNotEnabledForRESTAPI" and user.ok:
-                lic_states = (user.data or {}).get("licenseAssignmentStates") or []
-                now = mailbox.date or t.server_now or dt.datetime.now(dt.timezone.utc)
-                states[ref.upn] = "pending" if self._recently_licensed(lic_states, self._exchange_skus, now) else "absent"
-            else:
-                states[ref.upn] = "unknown"
-        return states
 
 
 def _cloud_user(raw):
@@ -532,6 +522,20 @@ def _cloud_user(raw):
         usage_location=raw.get("usageLocation"),
         licenses=licenses,
     )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """msgraph's generated builders warn about their own deprecated classes when imported."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _sdk(module, name):
+    """``name`` from an msgraph module, imported on first use (domain-facts E2), quietly."""
+    with _quiet():
+        return getattr(importlib.import_module(module), name)
 
 
 def _one_line(exc, resource):
