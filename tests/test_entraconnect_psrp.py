@@ -617,3 +617,32 @@ def test_a_server_that_went_away_is_a_transient_error(served):
     with pytest.raises(TransientError, match="cannot reach the server|no longer knows"):
         server.apply(SetScheduler(True))
     assert server.session._pool is None
+
+
+def test_a_script_that_outlives_its_time_limit_is_stopped_and_its_outcome_unknown(served):
+    import time
+
+    lab, endpoint, server = served()
+    server.observe()
+    server.session.script_timeout = 1.0
+    endpoint.script_delay = 4.0  # the server answers "Running" until then
+    began = time.monotonic()
+    with pytest.raises(ProviderError) as err:
+        server.session.invoke(scripts.set_scheduler(False), "scheduler", json_output=False)
+    assert time.monotonic() - began < 3.5
+    assert str(err.value) == (
+        "entra-connect: scheduler: the script did not finish within 1 s and was stopped; its outcome is unknown (observe again before retrying)"
+    )
+    assert endpoint.receive_states["Running"] >= 1
+    # Stopped before it ran here; and the session goes on working.
+    endpoint.script_delay = 0.0
+    assert lab.server.sync_cycle_enabled is True
+    server.apply(SetScheduler(False))
+    assert lab.server.sync_cycle_enabled is False
+
+
+def test_the_script_time_limit_is_an_option_of_the_server():
+    session = PsrpSession("127.0.0.1", port=1, ssl=False, auth="basic", username="u", password="p")
+    assert session.script_timeout == 15 * 60
+    PsrpServer(session, script_timeout=30)
+    assert session.script_timeout == 30

@@ -51,6 +51,9 @@ CONFIGURATION_CHANGES = (SetScheduler, SetRuleDisabled, CreateRule, UpdateRule, 
 class PsrpServer(ServerProvider):
     """``session`` is anything with ``invoke(script, resource, json_output=True) -> JSON`` and ``close()``.
 
+    ``script_timeout`` (seconds; ``None`` leaves the session's own) bounds each
+    script: one that runs longer is stopped and reported with its outcome unknown.
+    A cycle is waited for up to ``cycle_timeout``, in short scripts.
     ``poll_interval`` and ``cycle_timeout`` are real seconds; ``clock`` and
     ``sleep`` are injectable for tests. ``aad_username`` is the Entra ID account the
     export deletion threshold cmdlets name (-AADUserName); without it the threshold
@@ -60,8 +63,10 @@ class PsrpServer(ServerProvider):
     SUPPORTS = SERVER_OPERATIONS
 
     def __init__(self, session, allow_staging=False, poll_interval=10.0, cycle_timeout=3 * 3600.0, clock=time.monotonic, sleep=time.sleep, label=None,
-                 aad_username=None):
+                 aad_username=None, script_timeout=None):
         self.session = session
+        if script_timeout is not None:
+            session.script_timeout = script_timeout
         self.allow_staging = allow_staging
         self.aad_username = aad_username or None
         self.poll_interval = poll_interval

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 
 from reconciler.errors import ProviderError, TransientError
 
@@ -62,7 +63,7 @@ class PsrpSession:
     """A runspace pool on one Entra Connect server, opened on first use."""
 
     def __init__(self, host, port=None, ssl=True, auth="negotiate", cert_validation=True, username=None, password=None,
-                 connection_timeout=30, operation_timeout=60, **auth_kwargs):
+                 connection_timeout=30, operation_timeout=60, script_timeout=15 * 60.0, clock=time.monotonic, **auth_kwargs):
         if auth not in AUTHS:
             raise ProviderError(PROVIDER, host, f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
         if auth == "basic" and not ssl and not _is_loopback(host):
@@ -78,6 +79,10 @@ class PsrpSession:
         self._password = password
         self.connection_timeout = connection_timeout
         self.operation_timeout = operation_timeout
+        # pypsrp's invoke() polls for ever while WS-Man answers TimedOut: each script
+        # gets this long (seconds), then it is stopped and its outcome is unknown.
+        self.script_timeout = script_timeout
+        self._clock = clock
         self.auth_kwargs = auth_kwargs
         self._wsman = None
         self._pool = None
@@ -133,7 +138,7 @@ class PsrpSession:
         with self._transport_errors(resource):
             ps = PowerShell(pool)
             ps.add_script(script)
-            output = ps.invoke()
+            output = self._run(ps, resource)
             errors = list(ps.streams.error)
             failed = ps.had_errors
             try:
@@ -154,6 +159,28 @@ class PsrpSession:
             return json.loads(texts[-1])
         except json.JSONDecodeError as exc:
             raise ProviderError(PROVIDER, resource, f"the script's output is not JSON ({exc.msg} at {exc.pos})") from None
+
+    def _run(self, ps, resource):
+        """``ps.invoke()`` against a deadline: stop the pipeline when it passes."""
+        from pypsrp.powershell import PSInvocationState
+
+        deadline = self._clock() + self.script_timeout
+        ps.begin_invoke()
+        while ps.state == PSInvocationState.RUNNING:
+            left = deadline - self._clock()
+            if left <= 0:
+                try:
+                    ps.stop()
+                except Exception:  # noqa: BLE001 - the error below says what matters
+                    pass
+                raise ProviderError(
+                    PROVIDER,
+                    resource,
+                    f"the script did not finish within {self.script_timeout:g} s and was stopped; its outcome is unknown (observe again before retrying)",
+                )
+            # One WS-Man Receive waits at most this long (it answers TimedOut, then we look at the clock).
+            ps.poll_invoke(timeout=max(1, min(self.operation_timeout, int(left) + 1)))
+        return ps.output
 
     def _drop(self):
         """Forget the pool and the connection without talking to the server (it may be

@@ -116,6 +116,7 @@ class _Pipeline:
         self.pipeline = server_pipeline
         self.thread = None
         self.finished = False
+        self.stopped = threading.Event()  # a Signal (ctrl_c / terminate) arrived
 
 
 class WinRMEndpoint:
@@ -136,6 +137,9 @@ class WinRMEndpoint:
         self._shells_lock = threading.Lock()
         self.scripts = []  # every script received, in order (for tests and logs)
         self.receive_states = collections.Counter()  # "Running" / "Done" answers to pipeline Receives
+        # Seconds a script waits before it runs (a slow server, for tests); a Signal in
+        # that time stops it before it has changed anything.
+        self.script_delay = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -286,6 +290,8 @@ class WinRMEndpoint:
             script = commands[0].command_text
             self.scripts.append(script)
             try:
+                if pipe.stopped.wait(self.script_delay) if self.script_delay else False:
+                    raise ScriptError("The pipeline has been stopped.", "PipelineStopped", "Management.Automation.PipelineStoppedException")
                 Interpreter(self.host, sink).run(script)
                 error = None
             except ScriptError as exc:
@@ -331,7 +337,9 @@ class WinRMEndpoint:
             with shell.lock:
                 pipe = shell.pipelines.get(pipeline_id)
             if pipe is not None:
-                # Terminate after completion, or ctrl_c: the interpreter is short-lived, so wait for it.
+                # Terminate after completion, or ctrl_c: the interpreter is short-lived, so wait for it
+                # (a script still waiting out script_delay stops at once, having done nothing).
+                pipe.stopped.set()
                 if pipe.thread is not None:
                     pipe.thread.join(timeout=30)
                 with shell.lock:
