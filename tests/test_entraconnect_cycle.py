@@ -102,3 +102,20 @@ def test_a_failed_step_ends_the_wait_once_the_server_is_idle():
     with pytest.raises(ProviderError) as err:
         server(session).apply(RunSyncCycle(SyncPolicy.INITIAL))
     assert f"{AD} Full Import ended 'stopped-server-down'" in str(err.value)
+
+
+def test_a_cycle_with_no_runs_to_report_does_not_crash():
+    # A server without connectors: nothing to wait for, and no run to take the end from.
+    empty = {"SyncCycleInProgress": False, "RunStatus": [], "Connectors": [], "Runs": []}
+    session = ScriptedSession([empty, empty])
+    outcome = server(session).apply(RunSyncCycle(SyncPolicy.DELTA))
+    assert outcome.detail == "Delta cycle 2026-09-21T08:00:00Z: all runs succeeded"
+
+
+def test_the_parse_helpers_the_server_uses_are_public():
+    from providers.entraconnect import parse
+
+    assert parse.list_of(None, "x") == [] and parse.list_of({"a": 1}, "x") == [{"a": 1}]
+    assert parse.obj_of({"a": 1}, "x") == {"a": 1}
+    with pytest.raises(parse.Truncated):
+        parse.obj_of("@{a=1}", "x")
