@@ -2,7 +2,8 @@
 
 It accepts what Windows PowerShell 5.1 really writes (domain-facts E8):
 
-* enums as their integer value or as their name (5.1 has no ``-EnumsAsStrings``);
+* enums as their name (the scripts cast them to ``[string]``) or, as a fallback, as
+  their integer value (5.1 has no ``-EnumsAsStrings``);
 * dates as ``/Date(ms)/`` or as ISO 8601 text;
 * ``@($null)`` as ``[null]``.
 

@@ -8,7 +8,9 @@ walked node by node. What is understood:
   ``foreach ($x in ...) { }``, ``if (...) { } else { }``, ``try { } catch { }``;
 * expressions: single-quoted strings, integers, ``$true``/``$false``/``$null``,
   variables, ``$x.Property`` (member enumeration on arrays included), ``$x[0]``,
-  ``a, b`` arrays, ``@(...)``, ``(...)``, ``[pscustomobject]@{ ... }``, the
+  ``a, b`` arrays, ``@(...)``, ``(...)``, ``[pscustomobject]@{ ... }``, ``[string]`` casts
+  (an enum gives its name), single-quoted strings with every single-quote character
+  (``'`` and U+2018 to U+201B) doubled, the
   comparisons ``-eq -ne -contains -notcontains``, and the list methods ``Add``,
   ``Remove``, ``Clear`` and ``Contains``;
 * commands: the ADSync cmdlets the provider uses, plus ``ConvertTo-Json``,
