@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -48,8 +47,13 @@ def served(tmp_path):
     graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
     port = int(re.search(r"port = (\d+)", text).group(1))
     yield tmp_path, env, graph, port, text
-    server.send_signal(signal.SIGINT)
-    server.wait(timeout=10)
+    # SIGTERM, not SIGINT: a test run started in the background ignores SIGINT.
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
 
 
 def remote_file(tmp_path, graph, port):
