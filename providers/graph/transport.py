@@ -405,10 +405,12 @@ class GraphTransport:
         workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(items)))]
         joined = asyncio.create_task(queue.join())
         try:
-            done, _ = await asyncio.wait([joined, *workers], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not joined:
-                    task.result()  # a worker only ends by raising
+            await asyncio.wait([joined, *workers], return_when=asyncio.FIRST_COMPLETED)
+            for task in workers:
+                # A worker only ends by raising; its last chunk's task_done may have let the
+                # join finish at the same time, so look at every worker, not only at what woke us.
+                if task.done():
+                    task.result()
         finally:
             for task in [joined, *workers]:
                 task.cancel()
