@@ -22,6 +22,8 @@ def open_target(spec, lab_path=None, source="desired state"):
     from providers.entraconnect import open_server
     from providers.graph import open_tenant
 
-    server = open_server(spec.entra_connect, poll_interval=spec.entra_connect.poll_seconds)
+    server = open_server(
+        spec.entra_connect, poll_interval=spec.entra_connect.poll_seconds, script_timeout=spec.entra_connect.script_timeout_seconds
+    )
     tenant = open_tenant(spec.graph, poll_interval=spec.graph.poll_seconds)
     return Target(server, tenant)

@@ -160,6 +160,8 @@ class EntraConnectTargetSpec:
     aad_username: Optional[str] = None
     #: Seconds between checks while a sync cycle runs.
     poll_seconds: float = 10.0
+    #: Seconds one script may run before it is stopped (its outcome is then unknown).
+    script_timeout_seconds: float = 900.0
 
 
 @frozen
