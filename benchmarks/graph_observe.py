@@ -135,8 +135,8 @@ def bench_apply(users, count, rate, burst):
     print(
         f"apply  {len(refs):>6,} licence assignments under a {rate:g}/s bucket (burst {burst:g}): {outcome.detail}; "
         f"wall {wall:6.2f} s (the bucket allows {best:.2f} s); {achieved:7.1f}/s; "
-        f"{(len(refs) - burst) / max(wall, 1e-9) / rate:5.1%} of the limit after the burst; "
-        f"{batches} batches, {throttled} throttled answers"
+        + (f"{(len(refs) - burst) / max(wall, 1e-9) / rate:5.1%} of the limit after the burst; " if len(refs) > burst else "all within the burst; ")
+        + f"{batches} batches, {throttled} throttled answers"
     )
 
 

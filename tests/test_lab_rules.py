@@ -295,3 +295,16 @@ def test_a_lab_file_of_another_format_is_refused_in_one_line(tmp_path, content, 
     with pytest.raises(LabError, match=message) as caught:
         store.load(path)
     assert "\n" not in str(caught.value)
+
+
+def test_a_licence_with_exchange_switched_off_creates_no_mailbox(lab):
+    from providers.lab.world import EXCHANGE_PLAN_ID
+
+    lab.set_scheduler(False)
+    lab.put_rule(custom_rule(lab, 90, guid_flow("AuthoritativeNull")))
+    lab.run_cycle(SyncPolicy.INITIAL)
+    lab.assign_license("user05@contoso.com", ENTERPRISEPACK_ID, disabled_plans=(EXCHANGE_PLAN_ID,))
+    lab.assign_license("user06@contoso.com", ENTERPRISEPACK_ID, disabled_plans=("57ff2da0-773e-42df-b2af-ffb7a2317929",))
+    lab.advance(lab.provisioning_minutes)
+    assert lab.mailbox_state(cloud(lab, "user05@contoso.com")) == "absent"
+    assert lab.mailbox_state(cloud(lab, "user06@contoso.com")) == "present", "another plan off: Exchange still comes"

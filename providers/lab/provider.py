@@ -135,7 +135,7 @@ class LabTenant(TenantProvider):
     def observe(self, selection):
         lab = self.lab
         consumed = lab.consumed_units()
-        skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange) for s in lab.skus)
+        skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange, s.exchange_plan_ids) for s in lab.skus)
         users = []
         for user in lab.cloud_users:
             if user.deleted_at is not None:
@@ -147,7 +147,9 @@ class LabTenant(TenantProvider):
                     synced=user.synced,
                     on_prem_dn=user.on_prem_dn,
                     usage_location=user.usage_location,
-                    licenses=tuple(LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at)) for lic in user.licenses),
+                    licenses=tuple(
+                        LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans)) for lic in user.licenses
+                    ),
                     mailbox=MailboxState(lab.mailbox_state(user)),
                 )
             )
@@ -161,8 +163,9 @@ class LabTenant(TenantProvider):
     def apply(self, operation):
         lab = self.lab
         match operation:
-            case AssignLicense(sku_id, _part, users):
-                return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id))
+            case AssignLicense(sku_id, _part, users, disabled):
+                keep = dict(disabled)
+                return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id, keep.get(ref.upn.lower(), ())))
             case RemoveLicense(sku_id, _part, users):
                 return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id))
             case PurgeDeletedUsers(users):

@@ -40,6 +40,7 @@ from reconciler.model import (
 )
 
 EPOCH = dt.datetime(2026, 1, 5, 22, 0, tzinfo=dt.timezone.utc)
+EXCHANGE_PLAN_ID = "efb87545-963c-4e0d-99df-69c6916d9eb0"
 LAB_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d1e-9a57-3f0c2b7d9e10")
 
 # The metaverse attributes the lab simulates, and the cloud user field each exports to.
@@ -100,6 +101,7 @@ class LabLicense:
     sku_id: str
     assigned_at: int
     by_group: bool = False
+    disabled_plans: list[str] = field(factory=list)
 
 
 @define
@@ -129,6 +131,11 @@ class LabSku:
     part_number: str
     prepaid: int
     includes_exchange: bool = True
+
+    @property
+    def exchange_plan_ids(self):
+        # Office 365 E3's Exchange Online (Plan 2) service plan, as Graph names it.
+        return (EXCHANGE_PLAN_ID,) if self.includes_exchange else ()
 
 
 @define
@@ -486,7 +493,7 @@ class Lab:
 
     # ------------------------------------------------------------------ tenant
 
-    def assign_license(self, user_key, sku_id):
+    def assign_license(self, user_key, sku_id, disabled_plans=()):
         """assignLicense with one SKU to add. Raises ProviderError with Graph's message."""
         user = self._tenant_user(user_key)
         sku = self.sku(sku_id)
@@ -498,8 +505,9 @@ class Lab:
             raise ProviderError("tenant", user.upn, "License assignment cannot be done for user with invalid usage location.")
         if self.consumed_units().get(sku_id, 0) >= sku.prepaid:
             raise ProviderError("tenant", user.upn, f"Subscription with SKU {sku_id} does not have any available licenses.")
-        user.licenses.append(LabLicense(sku_id, self.clock))
-        if sku.includes_exchange and user.mailbox_ready_at is None and not user.mailbox_guid:
+        user.licenses.append(LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans)))
+        exchange_on = bool(set(sku.exchange_plan_ids) - set(disabled_plans))
+        if exchange_on and user.mailbox_ready_at is None and not user.mailbox_guid:
             # Exchange Online creates a mailbox only for a user without an on-premises
             # mailbox GUID, and only at licence assignment (domain-facts, the KB article).
             user.mailbox_ready_at = self.clock + self.provisioning_minutes
