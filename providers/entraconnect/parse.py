@@ -147,6 +147,15 @@ def parse_datetime(value, where="date"):
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+def _condition_groups(raw, where, make):
+    """Scope or join filter groups: a list of {Conditions: [...]}, each condition built by ``make``."""
+    groups = []
+    for group in list_of(raw, where):
+        group = obj_of(group, where)
+        groups.append(tuple(make(obj_of(condition, where)) for condition in list_of(group.get("Conditions"), where)))
+    return groups
+
+
 def rule(data, index):
     data = obj_of(data, f"rule #{index}")
     name = data.get("Name") or f"#{index}"
@@ -165,34 +174,24 @@ def rule(data, index):
                 merge_type=_enum_member(MergeType, flow.get("ValueMergeType", 0), where),
             )
         )
-    scope = []
-    for group in list_of(data.get("Scope"), where):
-        group = obj_of(group, where)
-        conditions = []
-        for condition in list_of(group.get("Conditions"), where):
-            condition = obj_of(condition, where)
-            conditions.append(
-                ScopeCondition(
-                    attribute=condition.get("Attribute") or "",
-                    operator=enum(None, condition.get("Operator"), where, COMPARISON_OPERATORS),
-                    value=condition.get("Value") or "",
-                )
-            )
-        scope.append(tuple(conditions))
-    join = []
-    for group in list_of(data.get("Join"), where):
-        group = obj_of(group, where)
-        conditions = []
-        for condition in list_of(group.get("Conditions"), where):
-            condition = obj_of(condition, where)
-            conditions.append(
-                JoinCondition(
-                    cs_attribute=condition.get("CSAttribute") or "",
-                    mv_attribute=condition.get("MVAttribute") or "",
-                    case_sensitive=_bool(condition.get("CaseSensitive"), where),
-                )
-            )
-        join.append(tuple(conditions))
+    scope = _condition_groups(
+        data.get("Scope"),
+        where,
+        lambda c: ScopeCondition(
+            attribute=c.get("Attribute") or "",
+            operator=enum(None, c.get("Operator"), where, COMPARISON_OPERATORS),
+            value=c.get("Value") or "",
+        ),
+    )
+    join = _condition_groups(
+        data.get("Join"),
+        where,
+        lambda c: JoinCondition(
+            cs_attribute=c.get("CSAttribute") or "",
+            mv_attribute=c.get("MVAttribute") or "",
+            case_sensitive=_bool(c.get("CaseSensitive"), where),
+        ),
+    )
     precedence = data.get("Precedence")
     if not isinstance(precedence, int) or isinstance(precedence, bool):
         _fail(where, f"precedence {precedence!r} is not a number")
