@@ -218,6 +218,38 @@ def test_licensing_without_free_units_is_a_count_violation(lab):
         lab.assign_license(users[free], ENTERPRISEPACK_ID)
 
 
+def test_units_freed_by_a_removal_or_a_soft_delete_can_be_assigned_again(lab):
+    """The lab counts licences incrementally; the count must follow every way a unit is freed."""
+    free = lab.skus[0].prepaid - lab.consumed_units()[ENTERPRISEPACK_ID]
+    users = [f"user{i:02d}@contoso.com" for i in range(4, 21) if i != 7] + ["contractor01@contoso.com"]
+    for upn in users[:free]:
+        lab.assign_license(upn, ENTERPRISEPACK_ID)
+    waiting = users[free]
+    lab.remove_license(users[0], ENTERPRISEPACK_ID)
+    lab.assign_license(waiting, ENTERPRISEPACK_ID)
+    with pytest.raises(ProviderError, match="does not have any available licenses"):
+        lab.assign_license(users[0], ENTERPRISEPACK_ID)
+    # A user in the recycle bin holds no unit, however it got there; restored, it holds one again.
+    cloud(lab, users[1]).deleted_at = lab.clock
+    lab.assign_license(users[0], ENTERPRISEPACK_ID)
+    restored = next(u for u in lab.cloud_users if u.upn == users[1])
+    restored.deleted_at = None
+    assert lab.consumed_units()[ENTERPRISEPACK_ID] == lab.skus[0].prepaid + 1
+    lab.remove_license(waiting, ENTERPRISEPACK_ID)
+    with pytest.raises(ProviderError, match="does not have any available licenses"):
+        lab.assign_license(waiting, ENTERPRISEPACK_ID)
+
+
+def test_users_are_found_by_id_or_upn_after_a_rename_or_a_delete(lab):
+    user = cloud(lab, "user05@contoso.com")
+    assert cloud(lab, user.id) is user and cloud(lab, "USER05@contoso.com") is user
+    user.upn = "renamed05@contoso.com"
+    assert cloud(lab, "user05@contoso.com") is None
+    assert cloud(lab, "renamed05@contoso.com") is user
+    user.deleted_at = lab.clock
+    assert cloud(lab, user.id) is None and cloud(lab, "renamed05@contoso.com") is None
+
+
 def test_removing_a_group_licence_is_refused(lab):
     user = cloud(lab, "user01@contoso.com")
     user.licenses[0].by_group = True

@@ -174,7 +174,6 @@ class GraphEmulator:
         self.denied = frozenset(denied)
         self.shuffle_batch = shuffle_batch
         self._rng = random.Random(seed)
-        self._index = None
         self._snapshots = collections.OrderedDict()
         self._forced = collections.deque()
         self._forced_items = collections.deque()
@@ -264,7 +263,7 @@ class GraphEmulator:
     def set_disabled_plans(self, user_key, sku_id, plans):
         """Switch service plans off in a user's licence, as an admin would (tests, demos)."""
         with self.host.session() as lab:
-            user = self._user(lab, user_key)
+            user = lab.cloud_user(user_key)
             lic = user.license(sku_id) if user is not None else None
             if lic is None:
                 raise KeyError(f"{user_key} has no licence {sku_id}")
@@ -465,23 +464,6 @@ class GraphEmulator:
             return self._fault_reply(fault[0])
         return reply
 
-    # ------------------------------------------------------------------ lookups
-
-    def _user(self, lab, key):
-        """``lab.cloud_user(key)`` through an index: the lab's lookup is a scan, too slow for 100k users."""
-        index = self._index
-        if index is None or index[0] is not lab.cloud_users or index[1] != len(lab.cloud_users):
-            by_key = {}
-            for user in lab.cloud_users:
-                if user.deleted_at is None:
-                    by_key[user.id] = user
-                    by_key[user.upn.lower()] = user
-            index = self._index = (lab.cloud_users, len(lab.cloud_users), by_key)
-        user = index[2].get(key) or index[2].get(key.lower())
-        if user is not None and user.deleted_at is None and (user.id == key or user.upn.lower() == key.lower()):
-            return user
-        return lab.cloud_user(key)  # changed since the index was built: ask the lab itself
-
     # ------------------------------------------------------------------ endpoints
 
     def _dispatch(self, method, route, params, query, body):
@@ -611,7 +593,7 @@ class GraphEmulator:
         if problem:
             return problem
         with self.host.session(writes=False) as lab:
-            user = self._user(lab, params["id"])
+            user = lab.cloud_user(params["id"])
             if user is None:
                 return _not_found(params["id"])
             user = self._stale_read(user.id) or user
@@ -620,7 +602,7 @@ class GraphEmulator:
 
     def _mailbox_settings(self, params, query, body):
         with self.host.session(writes=False) as lab:
-            user = self._user(lab, params["id"])
+            user = lab.cloud_user(params["id"])
             if user is None:
                 return _not_found(params["id"])
             state = lab.mailbox_state(user)
@@ -658,7 +640,7 @@ class GraphEmulator:
         removes = list(payload["removeLicenses"])
         key = params["id"]
         with self.host.session() as lab:
-            user = self._user(lab, key)
+            user = lab.cloud_user(key)
             if user is None:
                 return _not_found(key)
             # assignLicense is one transaction: on any refusal nothing changes.

@@ -104,6 +104,23 @@ class LabLicense:
     disabled_plans: list[str] = field(factory=list)
 
 
+class _LicenceChanges:
+    """How many times any user's licence list or deletion was set, anywhere.
+
+    The lab's count of licences per SKU is only trusted while this is unchanged, so a
+    test or an emulator that sets ``deleted_at`` or ``licenses`` directly never meets
+    a stale count. (The lab's own methods change licence lists in place and keep the
+    count themselves.)
+    """
+
+    seen = 0
+
+
+def _licence_change(instance, attribute, value):
+    _LicenceChanges.seen += 1
+    return value
+
+
 @define
 class LabCloudUser:
     id: str
@@ -114,9 +131,9 @@ class LabCloudUser:
     on_prem_dn: Optional[str] = None
     usage_location: Optional[str] = None
     mailbox_guid: Optional[str] = None  # cloud msExchMailboxGuid, as synced
-    licenses: list[LabLicense] = field(factory=list)
+    licenses: list[LabLicense] = field(factory=list, on_setattr=_licence_change)
     mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
-    deleted_at: Optional[int] = None  # set while in the recycle bin
+    deleted_at: Optional[int] = field(default=None, on_setattr=_licence_change)  # set while in the recycle bin
 
     def license(self, sku_id):
         for lic in self.licenses:
@@ -176,6 +193,12 @@ class Lab:
     cloud_users: list[LabCloudUser] = field(factory=list)
     skus: list[LabSku] = field(factory=list)
     scenario: str = "default"
+    # Caches for Graph-sized tenants, never saved (cattrs leaves init=False fields out).
+    # Active users by id and lower-cased UPN: a hit is checked before it is trusted,
+    # and a miss rebuilds it, so a stale index is never wrong, only slower.
+    _user_index: Optional[dict] = field(default=None, init=False, eq=False, repr=False)
+    # Licences consumed per SKU, with what it was counted from (see _LicenceChanges).
+    _consumed: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
 
     # ------------------------------------------------------------------ lookups
 
@@ -194,10 +217,25 @@ class Lab:
 
     def cloud_user(self, key):
         """By object id or UPN (as Graph's /users/{id|upn}); active users only."""
+        fresh = self._user_index is None
+        user = self._indexed_user(key)
+        if user is None and not fresh:
+            self._user_index = None  # added, renamed or restored since it was built
+            user = self._indexed_user(key)
+        return user
+
+    def _indexed_user(self, key):
+        if self._user_index is None:
+            index = {}
+            for user in self.cloud_users:
+                if user.deleted_at is None:
+                    index.setdefault(user.id, user)
+                    index.setdefault(user.upn.lower(), user)
+            self._user_index = index
         key_lower = key.lower()
-        for user in self.cloud_users:
-            if user.deleted_at is None and (user.id == key or user.upn.lower() == key_lower):
-                return user
+        user = self._user_index.get(key) or self._user_index.get(key_lower)
+        if user is not None and user.deleted_at is None and (user.id == key or user.upn.lower() == key_lower):
+            return user
         return None
 
     def deleted_user(self, object_id):
@@ -213,12 +251,23 @@ class Lab:
         return None
 
     def consumed_units(self):
+        """Licences held by active users, per SKU id (counted afresh)."""
         counts = {sku.sku_id: 0 for sku in self.skus}
         for user in self.cloud_users:
             if user.deleted_at is None:
                 for lic in user.licenses:
                     counts[lic.sku_id] = counts.get(lic.sku_id, 0) + 1
+        self._consumed = (self._counted_from(), dict(counts))
         return counts
+
+    def _counted_from(self):
+        return _LicenceChanges.seen, id(self.cloud_users), len(self.cloud_users)
+
+    def _consumed_counts(self):
+        """The cached counts per SKU, counted afresh when anything they depend on changed."""
+        if self._consumed is None or self._consumed[0] != self._counted_from():
+            self.consumed_units()
+        return self._consumed[1]
 
     def mailbox_state(self, user):
         """present / pending / absent, as the tenant would answer at this minute."""
@@ -503,9 +552,11 @@ class Lab:
             return  # assigning what is there already is not an error in Graph
         if not user.usage_location:
             raise ProviderError("tenant", user.upn, "License assignment cannot be done for user with invalid usage location.")
-        if self.consumed_units().get(sku_id, 0) >= sku.prepaid:
+        consumed = self._consumed_counts()
+        if consumed.get(sku_id, 0) >= sku.prepaid:
             raise ProviderError("tenant", user.upn, f"Subscription with SKU {sku_id} does not have any available licenses.")
         user.licenses.append(LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans)))
+        consumed[sku_id] = consumed.get(sku_id, 0) + 1
         exchange_on = bool(set(sku.exchange_plan_ids) - set(disabled_plans))
         if exchange_on and user.mailbox_ready_at is None and not user.mailbox_guid:
             # Exchange Online creates a mailbox only for a user without an on-premises
@@ -521,7 +572,9 @@ class Lab:
             raise ProviderError(
                 "tenant", user.upn, "User license is inherited from a group membership and it cannot be removed directly from the user."
             )
+        consumed = self._consumed_counts()
         user.licenses.remove(lic)
+        consumed[sku_id] -= 1
         # The mailbox, if any, survives a quick remove-and-add (30-day grace), so nothing else changes.
 
     def _tenant_user(self, key):
