@@ -16,6 +16,7 @@ The emulator runs in a child process so that the figures are the client's own
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -50,6 +51,10 @@ def serve(args):
     print(url, synced, flush=True)
     sys.stdin.read()
     emu.stop()
+    # What only the server can tell: requests inside a Retry-After it had answered with,
+    # and assignments that found the licence already there (a change made twice).
+    twice = sum(1 for route, _, what, effect in emu.writes if route == "assignLicense" and effect == "noop")
+    print(json.dumps({"early": emu.counters["early"], "throttled": emu.counters["throttled"], "twice": twice}), flush=True)
 
 
 def start_server(users, license_every=0, rate=0, burst=0):
@@ -107,6 +112,7 @@ def bench_observe(users):
 
 def bench_apply(users, count, rate, burst):
     from providers.lab import scenario
+    from providers.lab.graph_emulator import GraphEmulator
     from reconciler.model import UserRef
     from reconciler.operations import AssignLicense
 
@@ -128,6 +134,7 @@ def bench_apply(users, count, rate, burst):
         tenant.close()
     finally:
         child.stdin.close()
+        server = json.loads(child.stdout.readline() or "{}")
         child.wait(timeout=30)
     achieved = len(refs) / wall
     # The fastest the bucket allows: the burst at once, the rest at the rate.
@@ -137,6 +144,11 @@ def bench_apply(users, count, rate, burst):
         f"wall {wall:6.2f} s (the bucket allows {best:.2f} s); {achieved:7.1f}/s; "
         + (f"{(len(refs) - burst) / max(wall, 1e-9) / rate:5.1%} of the limit after the burst; " if len(refs) > burst else "all within the burst; ")
         + f"{batches} batches, {throttled} throttled answers"
+    )
+    print(
+        f"       as the emulator saw it: {server.get('throttled', '?')} items answered 429; "
+        f"{server.get('early', '?')} requests arrived before a Retry-After it had sent ran out "
+        f"(more than {GraphEmulator.IN_FLIGHT_GRACE:g} s after the 429); {server.get('twice', '?')} assignments made twice"
     )
 
 

@@ -1,6 +1,7 @@
 """The lab's Graph emulator speaks Graph's shapes (checked with plain urllib, no SDK)."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -174,6 +175,22 @@ def test_throttled_batch_items_get_their_own_429(lab):
         status, headers, _ = call(emu, "GET", "/users")
         assert status == 429 and headers["Retry-After"] == "0.25"
         assert emu.counters["throttled"] == 3
+
+
+def test_requests_inside_a_retry_after_are_counted_early(lab):
+    """The benchmark's "every Retry-After honoured" rests on this count."""
+    with GraphEmulator(LabHost(lab), token=TOKEN, rate=0.001, burst=1, retry_after=1.0) as emu:
+        emu.IN_FLIGHT_GRACE = 0.3
+        assert call(emu, "GET", "/users/user01@contoso.com")[0] == 200
+        assert call(emu, "GET", "/users/user01@contoso.com")[0] == 429
+        assert call(emu, "GET", "/users/user01@contoso.com")[0] == 429, "still empty"
+        assert emu.counters["early"] == 0, "within the grace: it was on its way"
+        time.sleep(0.45)
+        call(emu, "GET", "/users/user01@contoso.com")
+        assert emu.counters["early"] == 1
+        time.sleep(1.3)  # the window (extended by the early request's own 429) is over
+        call(emu, "GET", "/users/user01@contoso.com")
+        assert emu.counters["early"] == 1
 
 
 def test_faults_drop_connections_and_answer_5xx(lab):

@@ -448,6 +448,72 @@ def test_throttled_beyond_the_budget(lab, host, connect):
     assert "beyond the retry budget (3 attempts" in got.failures[0][1]
 
 
+def test_pacer_learns_the_accepted_rate_from_two_429s():
+    from providers.graph.transport import Pacer
+
+    pacer = Pacer(margin=1.1, probe=0.02, idle=2.0)
+    pacer.accepted(0.0, 500)
+    pacer.throttled(0.2)  # one 429 says a limit was met, not what it is
+    assert pacer.rate is None and pacer.delay(0.2, 20) == 0.0
+    pacer.accepted(1.3, 480)
+    pacer.accepted(1.4, 20)
+    pacer.throttled(1.4)  # 500 accepted in the 1.2 s since the first 429
+    assert pacer.rate == pytest.approx(1.1 * 500 / 1.2)
+    # Batches leave one after another at that rate, however many senders ask at once.
+    gaps = [pacer.delay(2.4, 20) for _ in range(3)]
+    assert gaps == pytest.approx([0.0, 20 / pacer.rate, 40 / pacer.rate])
+
+
+def test_pacer_keeps_its_rate_when_nothing_was_accepted_and_probes_upward():
+    from providers.graph.transport import Pacer
+
+    pacer = Pacer(margin=1.0, probe=0.1, idle=2.0)
+    pacer.throttled(0.0)
+    pacer.accepted(1.0, 100)
+    pacer.throttled(1.0)
+    assert pacer.rate == pytest.approx(100)
+    pacer.throttled(1.5)  # Graph accepted nothing in between: no new measure (the Retry-After covers it)
+    assert pacer.rate == pytest.approx(100)
+    pacer.accepted(2.6, 20)  # a second without a 429: a little faster
+    assert pacer.rate == pytest.approx(110)
+
+
+def test_pacer_starts_over_after_an_idle_gap():
+    from providers.graph.transport import Pacer
+
+    pacer = Pacer(margin=1.0, idle=2.0)
+    pacer.throttled(0.0)
+    pacer.accepted(10.0, 40)  # an observe, then nothing for ten seconds
+    pacer.throttled(10.1)
+    assert pacer.rate is None, "a span with an idle gap in it says nothing about the limit"
+    pacer.accepted(11.1, 100)
+    pacer.throttled(11.1)
+    assert pacer.rate == pytest.approx(100)
+
+
+def test_paced_licence_changes_meet_fewer_429s(monkeypatch):
+    """Under a token bucket, learning the rate spares most 429s; every change is made once."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    throttled = {}
+    for paced in (False, True):
+        world = scenario.build(users=450)
+        users = tuple(UserRef(u.id, u.upn) for u in world.active_cloud_users() if u.synced and u.usage_location)[:400]
+        with GraphEmulator(LabHost(world), token=TOKEN, rate=400, burst=20, retry_after=0.1) as emu:
+            tenant = open_tenant(GraphTargetSpec(endpoint=emu.base_url, auth="token-env", token_env=TOKEN_ENV))
+            try:
+                transport = tenant._run(tenant._client())
+                if not paced:
+                    transport.pacer.throttled = lambda now: None  # never learns: the old behaviour
+                got = tenant.apply(AssignLicense(scenario.EMS_ID, "EMS", users))
+            finally:
+                tenant.close()
+            assert got.detail == "400 of 400 done"
+            assert [w for w in emu.writes if w[3] != "applied"] == [], "nothing made twice"
+            assert emu.counters["early"] == 0, "every Retry-After waited out"
+            throttled[paced] = emu.counters["throttled"]
+    assert throttled[True] < throttled[False] / 2, throttled
+
+
 # ---------------------------------------------------------------------------- connection
 
 

@@ -16,6 +16,8 @@ Rules:
   that is answered "already so" (``Item.already``) counts as made;
 * a 429 is never an unknown outcome: Graph did not act on it;
 * everyone waits out a ``Retry-After``: one throttled request pauses all senders;
+* once throttled, batch items are paced at the rate Graph was seen to accept (see
+  :class:`Pacer`), so the limit is met by spacing requests rather than by more 429s;
 * at most ``concurrency`` requests are in flight.
 
 This module imports httpx, kiota and msgraph: import it only when a request is due.
@@ -120,6 +122,61 @@ class Item:
         return self.method != "GET"
 
 
+class Pacer:
+    """Spaces batch items at the rate Graph accepts, learned from its 429s.
+
+    Graph does not say its limit, only when it was met. Nothing is paced until two
+    429s have come: the items Graph accepted between them, over the time between
+    them (the Retry-After wait included, during which its bucket refilled), is the
+    rate it allows. Items are then sent at ``margin`` times that: a little too fast
+    costs a 429 now and then, a little too slow loses throughput for good. Each
+    second without a 429 the rate grows by ``probe`` (a limit can rise, and a 429
+    can come below it: domain-facts B7); each 429 measures it again. An idle gap of
+    ``idle`` seconds starts the measurement over.
+
+    Times are the caller's clock, in seconds; nothing here sleeps.
+    """
+
+    def __init__(self, margin=1.1, probe=0.02, idle=2.0):
+        self.margin = margin
+        self.probe = probe
+        self.idle = idle
+        #: Items per second, or None while unpaced.
+        self.rate = None
+        self._throttled_at = None  # the 429 that opened the current measurement
+        self._accepted = 0  # items accepted since then
+        self._last = None  # when Graph last answered a batch
+        self._grown_at = 0.0
+        self._next = 0.0  # the earliest time the next items may leave
+
+    def accepted(self, now, items):
+        """``items`` of a batch were answered with anything but a 429."""
+        if self._last is not None and now - self._last > self.idle:
+            self._throttled_at = None
+        self._last = now
+        self._accepted += items
+        if self.rate is not None and now - self._grown_at >= 1.0:
+            self.rate *= 1 + self.probe
+            self._grown_at = now
+
+    def throttled(self, now):
+        """A 429 that made the senders pause (not one more of the same pause)."""
+        # Nothing accepted in between says only "still throttled", which the Retry-After covers.
+        if self._throttled_at is not None and now > self._throttled_at and self._accepted:
+            self.rate = self.margin * self._accepted / (now - self._throttled_at)
+            self._grown_at = now
+        self._throttled_at = self._last = now
+        self._accepted = 0
+
+    def delay(self, now, items):
+        """Seconds to wait before sending ``items``; reserves their time."""
+        if self.rate is None:
+            return 0.0
+        start = max(now, self._next)
+        self._next = start + items / self.rate
+        return start - now
+
+
 def user_path(key):
     return quote(key, safe="@")
 
@@ -163,6 +220,7 @@ class GraphTransport:
         self._slots = asyncio.Semaphore(concurrency)
         self._resume_at = 0.0
         self._batch_size = MAX_BATCH
+        self.pacer = Pacer()
         #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries",
         #: "backoffs" (waits before sending failed batch items again, one per chunk), "rereads".
         self.stats = Counter()
@@ -205,6 +263,12 @@ class GraphTransport:
         info.add_request_options(self._options)
         async with self._slots:
             await self._pause()  # inside the slot: a 429 that arrived while we queued counts too
+            if items:
+                loop = asyncio.get_running_loop()
+                paced = self.pacer.delay(loop.time(), items)
+                if paced > 0:
+                    await asyncio.sleep(paced)
+                    await self._pause()
             self.stats["requests"] += 1
             if items:
                 self.stats["batches"] += 1
@@ -370,9 +434,14 @@ class GraphTransport:
                     chunk.append(queue.get_nowait())
                 try:
                     answers = await self._send_batch([items[i] for i in chunk], resource)
+                    now = asyncio.get_running_loop().time()
+                    throttled_here = sum(1 for a in answers if a.status == 429)
+                    self.pacer.accepted(now, len(answers) - throttled_here)
                     # Additive increase, multiplicative decrease: throttled batches shrink the
                     # next ones, so a tight limit is not met with 80 items at a time.
-                    if any(a.status == 429 for a in answers):
+                    if throttled_here:
+                        if self._resume_at <= now:  # the first 429 of a pause, not one more of it
+                            self.pacer.throttled(now)
                         self._batch_size = max(1, self._batch_size // 2)
                     else:
                         self._batch_size = min(MAX_BATCH, self._batch_size + 1)

@@ -189,6 +189,9 @@ class GraphEmulator:
         # Replica lag (see lag_reads): {object id: [reads left, the object before the write]}.
         self._lag_next = 0
         self._stale = {}
+        # The Retry-After window being waited out, as (from, until) in time.monotonic():
+        # a request arriving inside it did not honour the 429 (counted as "early").
+        self._quiet = (0.0, 0.0)
         self._server = None
         self._thread = None
         self.base_url = None
@@ -335,12 +338,32 @@ class GraphEmulator:
             # Graph sends whole seconds; ask for enough to refill a batch's worth.
             refill = (min(self.bucket.capacity, MAX_BATCH) - self.bucket.tokens) / self.bucket.rate
             after = str(max(1, math.ceil(max(wait, refill))))
+        self._note_quiet(float(after))
         return _error(
             429,
             "TooManyRequests",
             "Too many requests. Please retry after the time given in the Retry-After header.",
             {"Retry-After": after},
         )
+
+    #: Requests already on their way when a 429 is answered are not early: they arrive
+    #: within this many seconds of it (loopback, a batch of 20 answered in milliseconds).
+    IN_FLIGHT_GRACE = 0.25
+
+    def _note_quiet(self, after):
+        now = time.monotonic()
+        with self._lock:
+            start, until = self._quiet
+            if now >= until:  # a new window; a 429 inside the current one only extends it
+                start = now + self.IN_FLIGHT_GRACE
+            self._quiet = (start, max(until, now + after))
+
+    def _note_arrival(self):
+        now = time.monotonic()
+        with self._lock:
+            start, until = self._quiet
+            if start < now < until:
+                self.counters["early"] += 1
 
     def lab_date(self):
         """The lab's clock as an HTTP date (the Date header, which clients may read as 'now')."""
@@ -353,6 +376,7 @@ class GraphEmulator:
     def handle(self, method, target, headers, body):
         """One top-level HTTP request; returns a :class:`_Reply`."""
         self._count("http_requests")
+        self._note_arrival()
         split = urlsplit(target)
         path = unquote(split.path)
         if not path.startswith(API_PREFIX + "/"):
