@@ -7,7 +7,9 @@ For each N it prints, for one observe of the hybrid OU, the requests sent agains
 the minimum (ceil(listed/999) user pages + ceil(M/20) mailbox batches + one SKU
 read + the deleted-items pages), the wall time and the peak memory of the client
 process. Then it applies a licence to many users under a token-bucket limit and
-prints the achieved rate as a fraction of the limit.
+prints the achieved rate as a fraction of the limit, and what the emulator saw:
+items answered 429, requests that came inside a Retry-After it had sent, and
+assignments made twice.
 
 The emulator runs in a child process so that the figures are the client's own
 (and the two do not share one GIL).

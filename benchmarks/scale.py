@@ -13,7 +13,8 @@ It prints:
 3. the Graph provider through the Graph emulator (``benchmarks/graph_observe.py``):
    requests sent against the minimum, wall time and peak memory for 10,000 and
    100,000 users, and 10,000 licence changes under a token-bucket limit: the
-   achieved rate as a fraction of the limit.
+   achieved rate as a fraction of the limit (goal at least 0.9), with the changes
+   lost or made twice and the Retry-Afters not honoured, as the emulator counts them.
 
 Every figure comes from a child process, so one measurement cannot warm another.
 """
