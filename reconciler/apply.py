@@ -135,11 +135,11 @@ def apply_plan(
     steps = list(plan.steps)
     changes_server = any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps)
     scheduler = target.server.observe().scheduler if changes_server else None
-    if scheduler is not None and scheduler.cycle_in_progress:
-        raise ApplyError(
-            "preconditions",
-            "a sync cycle is running on the server: configuration changes are refused until it ends; apply again when it has finished",
-        )
+    if scheduler is not None and scheduler.cycle_in_progress and not any(_is_pause(s) for s in steps):
+        # The server refuses configuration changes during a cycle. A plan that pauses
+        # the scheduler waits right after the pause (so no new cycle can start while it
+        # waits); one without a pause (the scheduler is off already) waits here.
+        _wait_until_idle(target, on_event)
     results, notices = [], []
     # The bracket owes the scheduler back when the desired state wants it on: also when it
     # is off already at the start (left paused by a run that was killed, or by hand).
@@ -222,7 +222,7 @@ def apply_plan(
                 results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in steps[index + 1 :])
                 break
             if isinstance(step.operation, SetScheduler):
-                if step.id.endswith("scheduler.pause"):
+                if _is_pause(step):
                     # Owed back only if the desired state wants it on; else off is the goal.
                     paused_by_us = paused_by_us or desired.scheduler.sync_cycle_enabled
                     # A scheduled cycle may have started just before the pause; the
@@ -269,13 +269,17 @@ def apply_plan(
 IDLE_WAIT_SECONDS = 3 * 3600
 
 
+def _is_pause(step):
+    return isinstance(step.operation, SetScheduler) and step.id.endswith("scheduler.pause")
+
+
 def _wait_until_idle(target, on_event, limit=IDLE_WAIT_SECONDS, poll=30):
     waited = 0
     while target.server.observe().scheduler.cycle_in_progress:
         if waited == 0:
-            on_event(Event("note", message="a scheduled sync cycle is running: waiting for it to finish before changing the configuration"))
+            on_event(Event("note", message="a sync cycle is running: waiting for it to finish before changing the configuration"))
         if waited >= limit:
-            raise ProviderError("entra-connect", "sync cycle", f"still running after {limit // 60} minutes of waiting; nothing was changed after the pause")
+            raise ProviderError("entra-connect", "sync cycle", f"still running after {limit // 60} minutes of waiting; no configuration was changed")
         target.sleep(poll)
         waited += poll
 

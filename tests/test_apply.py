@@ -6,7 +6,7 @@ from conftest import EXAMPLE, UPGRADE_SAFE, plan_and_apply, plan_for
 from providers.lab.provider import LabServer, LabTarget, LabTenant
 from providers.lab.scenario import ENTERPRISEPACK_ID
 from reconciler.apply import Status, apply_plan
-from reconciler.errors import ApplyError, ProviderError
+from reconciler.errors import ProviderError
 from reconciler.loader import load_desired
 from reconciler.model import SyncPolicy, UserRef
 from reconciler.operations import AssignLicense
@@ -87,14 +87,36 @@ def test_a_user_who_fails_does_not_stop_the_others(lab, target):
     assert not report.ok
 
 
-def test_a_running_cycle_stops_the_apply_before_anything_changes(lab, target):
+def test_a_running_cycle_is_waited_for_after_the_pause_before_any_rule_changes(lab, target):
     desired = load_desired(EXAMPLE)
     plan = plan_for(desired, target)
     lab.start_cycle(SyncPolicy.DELTA)
-    rules_before = list(lab.server.rules)
-    with pytest.raises(ApplyError, match="a sync cycle is running"):
-        apply_plan(plan, desired, target)
-    assert lab.server.rules == rules_before and lab.server.sync_cycle_enabled
+    seen = []
+
+    def on_event(event):
+        # What the server looked like when each step began: no rule step during the cycle.
+        if event.kind == "started":
+            seen.append((event.step.id, lab.server.cycle is not None, lab.server.sync_cycle_enabled))
+        elif event.kind == "note":
+            seen.append((event.message, lab.server.cycle is not None, lab.server.sync_cycle_enabled))
+
+    report = apply_plan(plan, desired, target, on_event=on_event)
+    assert report.ok
+    waiting = next(i for i, (what, _, _) in enumerate(seen) if "sync cycle is running: waiting" in what)
+    assert seen[waiting - 1][0].endswith("scheduler.pause"), "the scheduler is paused first, so no new cycle starts"
+    assert not any(running for what, running, _ in seen[waiting + 1 :] if what.startswith("rule"))
+
+
+def test_a_running_cycle_is_waited_for_when_the_scheduler_is_off_already(lab, target):
+    lab.set_scheduler(False)  # left paused: the plan has no pause step of its own
+    lab.start_cycle(SyncPolicy.DELTA)  # a cycle started by hand
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    assert not any(s.id.endswith("scheduler.pause") for s in plan.steps)
+    notes = []
+    report = apply_plan(plan, desired, target, on_event=lambda e: notes.append(e.message) if e.kind == "note" else None)
+    assert report.ok and lab.server.sync_cycle_enabled
+    assert "a sync cycle is running: waiting for it to finish before changing the configuration" in notes
 
 
 def test_an_export_stopped_by_the_deletion_threshold_fails_the_sync_step(lab, target):
@@ -126,4 +148,4 @@ def test_a_cycle_that_starts_just_before_the_pause_is_waited_for(lab):
     notes = []
     report = apply_plan(plan_for(desired, target), desired, target, on_event=lambda e: notes.append(e.message))
     assert report.ok
-    assert any("scheduled sync cycle is running: waiting" in n for n in notes)
+    assert any("sync cycle is running: waiting" in n for n in notes)

@@ -111,10 +111,10 @@ def test_lab_commands_act_behind_the_tools_back(cli):
     assert code == 2 and "Delete the stock rule again" in out
 
     cli("lab", "sync", "--policy", "Delta", "--no-wait")
-    code, _out, err = cli("apply", EXAMPLE, "--auto-approve")
-    assert code == 1 and "a sync cycle is running" in err
-    cli("lab", "advance", "30")
-    assert cli("apply", EXAMPLE, "--auto-approve")[0] == 0
+    code, out, _ = cli("plan", EXAMPLE)
+    assert "a sync cycle is running now" in out and "apply waits for it" in out
+    code, out, _ = cli("apply", EXAMPLE, "--auto-approve")
+    assert code == 0 and "a sync cycle is running: waiting for it to finish" in out
     assert cli("plan", EXAMPLE, "--detailed-exitcode")[0] == 0
 
 
