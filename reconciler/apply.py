@@ -135,11 +135,6 @@ def apply_plan(
     steps = list(plan.steps)
     changes_server = any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps)
     scheduler = target.server.observe().scheduler if changes_server else None
-    if scheduler is not None and scheduler.cycle_in_progress and not any(_is_pause(s) for s in steps):
-        # The server refuses configuration changes during a cycle. A plan that pauses
-        # the scheduler waits right after the pause (so no new cycle can start while it
-        # waits); one without a pause (the scheduler is off already) waits here.
-        _wait_until_idle(target, on_event)
     results, notices = [], []
     # The bracket owes the scheduler back when the desired state wants it on: also when it
     # is off already at the start (left paused by a run that was killed, or by hand).
@@ -182,6 +177,25 @@ def apply_plan(
                 notices.extend(fresh_notices)
                 on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
                 continue
+            if _changes_configuration(step):
+                # The server refuses configuration changes during a cycle: wait for one
+                # that is running (started by hand, or by the scheduler just before the
+                # pause, which is journaled first so a kill meanwhile leaves it owed).
+                waited = _wait_until_idle(target, on_event, until)
+                if waited is not None:
+                    stopped_for_window = waited == "window"
+                    reason = (
+                        f"not started: a sync cycle is still running and the window closes at {until:%Y-%m-%dT%H:%MZ}"
+                        if stopped_for_window
+                        else f"not started: {waited}"
+                    )
+                    if not stopped_for_window:
+                        results.append(StepResult(step.id, Status.FAILED, reason))
+                        on_event(Event("failed", step, reason, results[-1]))
+                    first = index if stopped_for_window else index + 1
+                    results.extend(StepResult(later.id, Status.SKIPPED, reason if stopped_for_window else f"not run: {step.id} failed") for later in steps[first:])
+                    on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
+                    break
             if until is not None:
                 if history is None:
                     history = target.server.observe().run_history
@@ -225,9 +239,6 @@ def apply_plan(
                 if _is_pause(step):
                     # Owed back only if the desired state wants it on; else off is the goal.
                     paused_by_us = paused_by_us or desired.scheduler.sync_cycle_enabled
-                    # A scheduled cycle may have started just before the pause; the
-                    # server refuses configuration changes until it ends.
-                    _wait_until_idle(target, on_event)
                 elif step.operation.enabled:
                     paused_by_us = False
             if isinstance(step.operation, SetDeletionThreshold) and step.approval == "threshold-raise":
@@ -273,15 +284,25 @@ def _is_pause(step):
     return isinstance(step.operation, SetScheduler) and step.id.endswith("scheduler.pause")
 
 
-def _wait_until_idle(target, on_event, limit=IDLE_WAIT_SECONDS, poll=30):
+def _changes_configuration(step):
+    """A server step the server refuses while a sync cycle runs (the scheduler switch it allows)."""
+    return step.provider == "entra-connect" and not isinstance(step.operation, (SetScheduler, RunSyncCycle))
+
+
+def _wait_until_idle(target, on_event, until=None, limit=IDLE_WAIT_SECONDS, poll=30):
+    """Wait while a sync cycle runs. None once the server is idle; "window" if ``until``
+    comes first; otherwise why it gave up (``limit`` seconds of waiting)."""
     waited = 0
     while target.server.observe().scheduler.cycle_in_progress:
         if waited == 0:
             on_event(Event("note", message="a sync cycle is running: waiting for it to finish before changing the configuration"))
+        if until is not None and target.now() >= until:
+            return "window"
         if waited >= limit:
-            raise ProviderError("entra-connect", "sync cycle", f"still running after {limit // 60} minutes of waiting; no configuration was changed")
+            return f"a sync cycle was still running after {limit // 60} minutes of waiting"
         target.sleep(poll)
         waited += poll
+    return None
 
 
 def _apply_with_retries(provider, step, target, desired, retries, on_event):

@@ -119,6 +119,49 @@ def test_a_running_cycle_is_waited_for_when_the_scheduler_is_off_already(lab, ta
     assert "a sync cycle is running: waiting for it to finish before changing the configuration" in notes
 
 
+def test_the_wait_for_a_running_cycle_ends_with_the_window(lab):
+    import datetime as dt
+
+    from providers.lab.world import RunningCycle
+
+    target = LabTarget(lab)
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    lab.start_cycle(SyncPolicy.INITIAL)
+    lab.server.cycle = RunningCycle(SyncPolicy.INITIAL, lab.clock, lab.clock + 120)  # a two-hour cycle
+    started = lab.clock
+    report = apply_plan(plan, desired, target, until=target.now() + dt.timedelta(minutes=10))
+    assert report.stopped_for_window and not report.ok
+    assert lab.clock - started <= 11, "stopped when the window closed, not when the cycle ended"
+    assert lab.server.sync_cycle_enabled and report.scheduler_restored
+    assert "a sync cycle is still running and the window closes" in report.results[-1].detail
+
+
+def test_a_kill_while_waiting_after_the_pause_leaves_the_scheduler_owed(lab, tmp_path):
+    from reconciler.journal import Journal, last_interrupted
+
+    class Killed(BaseException):
+        pass
+
+    target = LabTarget(lab)
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    lab.start_cycle(SyncPolicy.INITIAL)
+
+    seen = []
+
+    def on_event(event):
+        if event.kind == "note" and "waiting" in event.message:
+            # What a SIGKILL now would leave behind (no finally block would run).
+            seen.append((last_interrupted(tmp_path / "journal"), lab.server.sync_cycle_enabled))
+            raise Killed
+
+    with pytest.raises(Killed):
+        apply_plan(plan, desired, target, on_event=on_event, journal=Journal(tmp_path / "journal"))
+    interrupted, scheduler_on = seen[0]
+    assert not scheduler_on and interrupted.scheduler_paused, "plan and drift must say the scheduler was left off"
+
+
 def test_an_export_stopped_by_the_deletion_threshold_fails_the_sync_step(lab, target):
     lab.set_deletion_threshold(1)
     lab.ad_users = [u for u in lab.ad_users if not u.sam.startswith("svc")]  # two deletions at the next sync
