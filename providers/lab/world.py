@@ -104,36 +104,37 @@ class LabLicense:
     disabled_plans: list[str] = field(factory=list)
 
 
-class _LicenceChanges:
-    """How many times any user's licence list or deletion was set, anywhere.
+class _UserChanges:
+    """How many times any cloud user's id, UPN, licence list or deletion was set, anywhere.
 
-    The lab's count of licences per SKU is only trusted while this is unchanged, so a
-    test or an emulator that sets ``deleted_at`` or ``licenses`` directly never meets
-    a stale count. (The lab's own methods change licence lists in place and keep the
-    count themselves.)
+    The lab's user index and its count of licences per SKU are trusted only while
+    this is unchanged (and ``cloud_users`` is the same list, of the same length), so
+    a test or an emulator that sets those fields directly never meets a stale cache.
+    The lab's own methods change licence lists in place and keep the count themselves;
+    other code that changes a list in place (``user.licenses.clear()``) must assign it.
     """
 
     seen = 0
 
 
-def _licence_change(instance, attribute, value):
-    _LicenceChanges.seen += 1
+def _user_changed(instance, attribute, value):
+    _UserChanges.seen += 1
     return value
 
 
 @define
 class LabCloudUser:
-    id: str
-    upn: str
+    id: str = field(on_setattr=_user_changed)
+    upn: str = field(on_setattr=_user_changed)
     display_name: str = ""
     immutable_id: Optional[str] = None
     synced: Optional[bool] = None  # True synced, False no longer, None cloud-only
     on_prem_dn: Optional[str] = None
     usage_location: Optional[str] = None
     mailbox_guid: Optional[str] = None  # cloud msExchMailboxGuid, as synced
-    licenses: list[LabLicense] = field(factory=list, on_setattr=_licence_change)
+    licenses: list[LabLicense] = field(factory=list, on_setattr=_user_changed)
     mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
-    deleted_at: Optional[int] = field(default=None, on_setattr=_licence_change)  # set while in the recycle bin
+    deleted_at: Optional[int] = field(default=None, on_setattr=_user_changed)  # set while in the recycle bin
 
     def license(self, sku_id):
         for lic in self.licenses:
@@ -193,11 +194,10 @@ class Lab:
     cloud_users: list[LabCloudUser] = field(factory=list)
     skus: list[LabSku] = field(factory=list)
     scenario: str = "default"
-    # Caches for Graph-sized tenants, never saved (cattrs leaves init=False fields out).
-    # Active users by id and lower-cased UPN: a hit is checked before it is trusted,
-    # and a miss rebuilds it, so a stale index is never wrong, only slower.
-    _user_index: Optional[dict] = field(default=None, init=False, eq=False, repr=False)
-    # Licences consumed per SKU, with what it was counted from (see _LicenceChanges).
+    # Caches for Graph-sized tenants, never saved (cattrs leaves init=False fields out),
+    # each with what it was built from (see _UserChanges): active users by id and by
+    # lower-cased UPN, and licences consumed per SKU.
+    _user_index: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
     _consumed: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
 
     # ------------------------------------------------------------------ lookups
@@ -217,26 +217,17 @@ class Lab:
 
     def cloud_user(self, key):
         """By object id or UPN (as Graph's /users/{id|upn}); active users only."""
-        fresh = self._user_index is None
-        user = self._indexed_user(key)
-        if user is None and not fresh:
-            self._user_index = None  # added, renamed or restored since it was built
-            user = self._indexed_user(key)
-        return user
-
-    def _indexed_user(self, key):
-        if self._user_index is None:
+        if self._user_index is None or self._user_index[0] != self._built_from():
+            # Rebuilt only when a user changed or one was added or removed: a miss on an
+            # unchanged lab (a 404) costs a lookup, not a scan of 100,000 users.
             index = {}
             for user in self.cloud_users:
                 if user.deleted_at is None:
                     index.setdefault(user.id, user)
                     index.setdefault(user.upn.lower(), user)
-            self._user_index = index
-        key_lower = key.lower()
-        user = self._user_index.get(key) or self._user_index.get(key_lower)
-        if user is not None and user.deleted_at is None and (user.id == key or user.upn.lower() == key_lower):
-            return user
-        return None
+            self._user_index = (self._built_from(), index)
+        index = self._user_index[1]
+        return index.get(key) or index.get(key.lower())
 
     def deleted_user(self, object_id):
         for user in self.cloud_users:
@@ -257,15 +248,15 @@ class Lab:
             if user.deleted_at is None:
                 for lic in user.licenses:
                     counts[lic.sku_id] = counts.get(lic.sku_id, 0) + 1
-        self._consumed = (self._counted_from(), dict(counts))
+        self._consumed = (self._built_from(), dict(counts))
         return counts
 
-    def _counted_from(self):
-        return _LicenceChanges.seen, id(self.cloud_users), len(self.cloud_users)
+    def _built_from(self):
+        return _UserChanges.seen, id(self.cloud_users), len(self.cloud_users)
 
     def _consumed_counts(self):
         """The cached counts per SKU, counted afresh when anything they depend on changed."""
-        if self._consumed is None or self._consumed[0] != self._counted_from():
+        if self._consumed is None or self._consumed[0] != self._built_from():
             self.consumed_units()
         return self._consumed[1]
 
