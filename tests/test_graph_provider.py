@@ -453,42 +453,55 @@ def test_pacer_learns_the_accepted_rate_from_two_429s():
 
     pacer = Pacer(margin=1.1, probe=0.02, idle=2.0)
     pacer.accepted(0.0, 500)
-    pacer.throttled(0.2)  # one 429 says a limit was met, not what it is
-    assert pacer.rate is None and pacer.delay(0.2, 20) == 0.0
+    pacer.throttled(0.2, 1.0)  # one 429 says a limit was met, not what it is
+    assert pacer.rate is None and pacer.delay(1.2, 20) == 0.0
     pacer.accepted(1.3, 480)
     pacer.accepted(1.4, 20)
-    pacer.throttled(1.4)  # 500 accepted in the 1.2 s since the first 429
+    pacer.throttled(1.4, 1.0)  # 500 accepted in the 1.2 s since the first 429
     assert pacer.rate == pytest.approx(1.1 * 500 / 1.2)
-    # Batches leave one after another at that rate, however many senders ask at once.
-    gaps = [pacer.delay(2.4, 20) for _ in range(3)]
-    assert gaps == pytest.approx([0.0, 20 / pacer.rate, 40 / pacer.rate])
+    # After the Retry-After, batches leave one after another at that rate, however many ask at once.
+    gaps = [pacer.delay(1.5, 20) for _ in range(3)]
+    assert gaps == pytest.approx([0.9, 0.9 + 20 / pacer.rate, 0.9 + 40 / pacer.rate])
 
 
-def test_pacer_keeps_its_rate_when_nothing_was_accepted_and_probes_upward():
+def test_pacer_keeps_its_rate_when_nothing_was_accepted_and_grows_it_by_the_second():
     from providers.graph.transport import Pacer
 
     pacer = Pacer(margin=1.0, probe=0.1, idle=2.0)
-    pacer.throttled(0.0)
+    pacer.throttled(0.0, 0.0)
     pacer.accepted(1.0, 100)
-    pacer.throttled(1.0)
+    pacer.throttled(1.0, 0.0)
     assert pacer.rate == pytest.approx(100)
-    pacer.throttled(1.5)  # Graph accepted nothing in between: no new measure (the Retry-After covers it)
+    pacer.throttled(1.5, 0.0)  # Graph accepted nothing in between: no new measure (the Retry-After covers it)
     assert pacer.rate == pytest.approx(100)
-    pacer.accepted(2.6, 20)  # a second without a 429: a little faster
-    assert pacer.rate == pytest.approx(110)
+    pacer.accepted(3.0, 20)  # two seconds without a 429, in one answer
+    assert pacer.rate == pytest.approx(100 * 1.1**2)
 
 
-def test_pacer_starts_over_after_an_idle_gap():
+def test_pacer_waits_out_long_retry_afters_but_starts_over_after_idle():
     from providers.graph.transport import Pacer
 
     pacer = Pacer(margin=1.0, idle=2.0)
-    pacer.throttled(0.0)
-    pacer.accepted(10.0, 40)  # an observe, then nothing for ten seconds
-    pacer.throttled(10.1)
+    pacer.throttled(0.0, 3.0)  # Graph asks for 3 s: waiting it out is not being idle
+    pacer.accepted(3.2, 50)
+    pacer.throttled(3.5, 3.0)
+    assert pacer.rate == pytest.approx(50 / 3.5)
+    pacer.accepted(60.0, 20)  # a minute later, other work (reads after writes, say)
+    assert pacer.rate is None, "a rate learned for other work is forgotten"
+    pacer.throttled(60.1, 0.0)
     assert pacer.rate is None, "a span with an idle gap in it says nothing about the limit"
-    pacer.accepted(11.1, 100)
-    pacer.throttled(11.1)
-    assert pacer.rate == pytest.approx(100)
+
+
+def test_after_a_429_new_slots_start_when_the_retry_after_ends():
+    from providers.graph.transport import Pacer
+
+    pacer = Pacer(margin=1.0)
+    pacer.throttled(0.0, 0.0)
+    pacer.accepted(1.0, 100)
+    pacer.throttled(1.0, 0.0)  # 100 items/s
+    assert [pacer.delay(1.0, 20) for _ in range(2)] == pytest.approx([0.0, 0.2])
+    pacer.throttled(1.1, 1.0)
+    assert [pacer.delay(1.2, 20) for _ in range(2)] == pytest.approx([0.9, 1.1])
 
 
 def test_paced_licence_changes_meet_fewer_429s(monkeypatch):
@@ -496,18 +509,19 @@ def test_paced_licence_changes_meet_fewer_429s(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     throttled = {}
     for paced in (False, True):
-        world = scenario.build(users=450)
-        users = tuple(UserRef(u.id, u.upn) for u in world.active_cloud_users() if u.synced and u.usage_location)[:400]
-        with GraphEmulator(LabHost(world), token=TOKEN, rate=400, burst=20, retry_after=0.1) as emu:
+        world = scenario.build(users=650)
+        users = tuple(UserRef(u.id, u.upn) for u in world.active_cloud_users() if u.synced and u.usage_location)[:600]
+        with GraphEmulator(LabHost(world), token=TOKEN, rate=300, burst=60, retry_after=0.2) as emu:
+            emu.IN_FLIGHT_GRACE = 0.08  # under the Retry-After, so a request that did not wait is seen
             tenant = open_tenant(GraphTargetSpec(endpoint=emu.base_url, auth="token-env", token_env=TOKEN_ENV))
             try:
                 transport = tenant._run(tenant._client())
                 if not paced:
-                    transport.pacer.throttled = lambda now: None  # never learns: the old behaviour
+                    transport.pacers["write"].throttled = lambda now, after: None  # never learns: the old behaviour
                 got = tenant.apply(AssignLicense(scenario.EMS_ID, "EMS", users))
             finally:
                 tenant.close()
-            assert got.detail == "400 of 400 done"
+            assert got.detail == "600 of 600 done"
             assert [w for w in emu.writes if w[3] != "applied"] == [], "nothing made twice"
             assert emu.counters["early"] == 0, "every Retry-After waited out"
             throttled[paced] = emu.counters["throttled"]

@@ -129,10 +129,11 @@ class Pacer:
     429s have come: the items Graph accepted between them, over the time between
     them (the Retry-After wait included, during which its bucket refilled), is the
     rate it allows. Items are then sent at ``margin`` times that: a little too fast
-    costs a 429 now and then, a little too slow loses throughput for good. Each
-    second without a 429 the rate grows by ``probe`` (a limit can rise, and a 429
-    can come below it: domain-facts B7); each 429 measures it again. An idle gap of
-    ``idle`` seconds starts the measurement over.
+    costs a 429 now and then, a little too slow loses throughput for good. The rate
+    grows by ``probe`` for each second without a 429 (a limit can rise, and a 429
+    can come below it: domain-facts B7); each 429 measures it again. A gap of
+    ``idle`` seconds with no answer (a Retry-After wait does not count) forgets the
+    rate: what comes next may be other work, under another limit.
 
     Times are the caller's clock, in seconds; nothing here sleeps.
     """
@@ -145,28 +146,33 @@ class Pacer:
         self.rate = None
         self._throttled_at = None  # the 429 that opened the current measurement
         self._accepted = 0  # items accepted since then
-        self._last = None  # when Graph last answered a batch
+        self._last = None  # when Graph last answered, or the end of the Retry-After waited out
         self._grown_at = 0.0
         self._next = 0.0  # the earliest time the next items may leave
 
     def accepted(self, now, items):
         """``items`` of a batch were answered with anything but a 429."""
         if self._last is not None and now - self._last > self.idle:
-            self._throttled_at = None
-        self._last = now
+            self.rate = self._throttled_at = None
+            self._accepted = 0
+        self._last = max(self._last or now, now)
         self._accepted += items
-        if self.rate is not None and now - self._grown_at >= 1.0:
-            self.rate *= 1 + self.probe
+        if self.rate is not None and now > self._grown_at:
+            self.rate *= (1 + self.probe) ** (now - self._grown_at)
             self._grown_at = now
 
-    def throttled(self, now):
-        """A 429 that made the senders pause (not one more of the same pause)."""
+    def throttled(self, now, after):
+        """A 429 that made the senders pause for ``after`` seconds (not one more of the same pause)."""
         # Nothing accepted in between says only "still throttled", which the Retry-After covers.
         if self._throttled_at is not None and now > self._throttled_at and self._accepted:
             self.rate = self.margin * self._accepted / (now - self._throttled_at)
-            self._grown_at = now
-        self._throttled_at = self._last = now
+            self._grown_at = now + after
+        self._throttled_at = now
         self._accepted = 0
+        # Slots reserved before it stand: those senders go when the wait ends, at most
+        # ``concurrency`` batches at once, which Graph's refilled bucket takes (holding
+        # them back for new slots measured 1% slower, with no fewer 429s).
+        self._last = self._next = now + after
 
     def delay(self, now, items):
         """Seconds to wait before sending ``items``; reserves their time."""
@@ -220,7 +226,8 @@ class GraphTransport:
         self._slots = asyncio.Semaphore(concurrency)
         self._resume_at = 0.0
         self._batch_size = MAX_BATCH
-        self.pacer = Pacer()
+        #: Reads and writes are limited apart (domain-facts B7), so each has its own pace.
+        self.pacers = {"read": Pacer(), "write": Pacer()}
         #: What was sent: "requests" (HTTP), "batches", "batch_items", "throttled", "lost", "retries",
         #: "backoffs" (waits before sending failed batch items again, one per chunk), "rereads".
         self.stats = Counter()
@@ -246,6 +253,12 @@ class GraphTransport:
         while (delay := self._resume_at - loop.time()) > 0:
             await asyncio.sleep(delay)
 
+    async def _paced(self, pacer, items):
+        wait = pacer.delay(asyncio.get_running_loop().time(), items)
+        if wait > 0:
+            await asyncio.sleep(wait)
+            await self._pause()  # a 429 may have come meanwhile
+
     def throttled(self, response):
         """Note a 429: everybody waits out its Retry-After. Returns the wait, or None if too long."""
         after = _retry_after(response.headers.get("retry-after"), self.server_now)
@@ -258,17 +271,15 @@ class GraphTransport:
         self.stats["throttled"] += 1
         return after
 
-    async def exchange(self, info, items=0):
-        """Send one request; a lost connection is a Response with status None (never raised)."""
+    async def exchange(self, info, items=0, pacer=None):
+        """Send one request; a lost connection is a Response with status None (never raised).
+
+        ``items``: the batch items it carries, spaced by ``pacer`` when given."""
         info.add_request_options(self._options)
         async with self._slots:
             await self._pause()  # inside the slot: a 429 that arrived while we queued counts too
-            if items:
-                loop = asyncio.get_running_loop()
-                paced = self.pacer.delay(loop.time(), items)
-                if paced > 0:
-                    await asyncio.sleep(paced)
-                    await self._pause()
+            if pacer is not None:
+                await self._paced(pacer, items)
             self.stats["requests"] += 1
             if items:
                 self.stats["batches"] += 1
@@ -433,15 +444,15 @@ class GraphTransport:
                 while len(chunk) < self._batch_size and not queue.empty():
                     chunk.append(queue.get_nowait())
                 try:
-                    answers = await self._send_batch([items[i] for i in chunk], resource)
+                    pacer = self.pacers["write" if any(items[i].write for i in chunk) else "read"]
+                    answers = await self._send_batch([items[i] for i in chunk], resource, pacer)
                     now = asyncio.get_running_loop().time()
                     throttled_here = sum(1 for a in answers if a.status == 429)
-                    self.pacer.accepted(now, len(answers) - throttled_here)
+                    pausing = throttled_here and self._resume_at <= now  # the first 429 of a pause
+                    pacer.accepted(now, len(answers) - throttled_here)
                     # Additive increase, multiplicative decrease: throttled batches shrink the
                     # next ones, so a tight limit is not met with 80 items at a time.
                     if throttled_here:
-                        if self._resume_at <= now:  # the first 429 of a pause, not one more of it
-                            self.pacer.throttled(now)
                         self._batch_size = max(1, self._batch_size // 2)
                     else:
                         self._batch_size = min(MAX_BATCH, self._batch_size + 1)
@@ -464,6 +475,8 @@ class GraphTransport:
                             results[index] = Response(200, {}, None, detail=f"already made (sent again: {response.describe()})")
                         else:
                             results[index] = response
+                    if pausing:
+                        pacer.throttled(now, max(self._resume_at - now, 0.0))
                     if unknown:
                         await self._settle(items, unknown, results, lambda i, r: again(retry, i, r), resource)
                     await requeue(retry)
@@ -513,7 +526,7 @@ class GraphTransport:
         for index, response in pending:
             again(index, response)
 
-    async def _send_batch(self, chunk, resource):
+    async def _send_batch(self, chunk, resource, pacer=None):
         """POST one ``$batch``; one Response per item, in order (status None: outcome unknown)."""
         requests = []
         for number, item in enumerate(chunk, 1):
@@ -523,7 +536,7 @@ class GraphTransport:
                 entry["headers"] = {"Content-Type": "application/json"}
             requests.append(entry)
         info = self.request_info("POST", "/$batch", {"requests": requests})
-        response = await self.exchange(info, items=len(chunk))
+        response = await self.exchange(info, items=len(chunk), pacer=pacer)
         if response.status is None or response.status in UNKNOWN_OUTCOME:
             return [response] * len(chunk)
         if response.status == 429:
