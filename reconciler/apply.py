@@ -182,19 +182,17 @@ def apply_plan(
                 # that is running (started by hand, or by the scheduler just before the
                 # pause, which is journaled first so a kill meanwhile leaves it owed).
                 waited = _wait_until_idle(target, on_event, until)
-                if waited is not None:
-                    stopped_for_window = waited == "window"
-                    reason = (
-                        f"not started: a sync cycle is still running and the window closes at {until:%Y-%m-%dT%H:%MZ}"
-                        if stopped_for_window
-                        else f"not started: {waited}"
-                    )
-                    if not stopped_for_window:
-                        results.append(StepResult(step.id, Status.FAILED, reason))
-                        on_event(Event("failed", step, reason, results[-1]))
-                    first = index if stopped_for_window else index + 1
-                    results.extend(StepResult(later.id, Status.SKIPPED, reason if stopped_for_window else f"not run: {step.id} failed") for later in steps[first:])
+                if waited == "window":
+                    stopped_for_window = True
+                    reason = f"not started: a sync cycle is still running and the window closes at {until:%Y-%m-%dT%H:%MZ}"
+                    results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in steps[index:])
                     on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
+                    break
+                if waited is not None:
+                    result = StepResult(step.id, Status.FAILED, f"not started: {waited}")
+                    results.append(result)
+                    on_event(Event("failed", step, result.detail, result))
+                    results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in steps[index + 1 :])
                     break
             if until is not None:
                 if history is None:

@@ -13,10 +13,10 @@ stream (a non-terminating ``Write-Error``, which pypsrp does not count as
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 
+from providers.loopback import is_loopback
 from reconciler.errors import ProviderError, TransientError
 
 PROVIDER = "entra-connect"
@@ -28,15 +28,6 @@ AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
 def one_line(text, limit=400):
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _is_loopback(host):
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def error_text(record):
@@ -66,7 +57,7 @@ class PsrpSession:
                  connection_timeout=30, operation_timeout=60, script_timeout=15 * 60.0, clock=time.monotonic, **auth_kwargs):
         if auth not in AUTHS:
             raise ProviderError(PROVIDER, host, f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
-        if auth == "basic" and not ssl and not _is_loopback(host):
+        if auth == "basic" and not ssl and not is_loopback(host):
             raise ProviderError(PROVIDER, host, "basic auth over plain http would send the password in clear text; use ssl or another auth")
         if auth == "certificate" and not ssl:
             raise ProviderError(PROVIDER, host, "certificate auth needs ssl")
@@ -115,7 +106,7 @@ class PsrpSession:
             connection_timeout=self.connection_timeout,
             read_timeout=self.operation_timeout + 10,
             operation_timeout=self.operation_timeout,
-            no_proxy=_is_loopback(self.host),
+            no_proxy=is_loopback(self.host),
             **self.auth_kwargs,
         )
         pool = RunspacePool(self._wsman)

@@ -6,13 +6,13 @@ imported inside :func:`build_auth_provider`, when the first request is made.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from urllib.parse import urlsplit
 
 from attrs import frozen
 
+from providers.loopback import is_loopback
 from reconciler.errors import ConfigError, ProviderError
 
 
@@ -46,15 +46,6 @@ class Endpoint:
     def scope(self):
         # Tokens are for Graph of the cloud, also when an explicit endpoint (a proxy) fronts it.
         return f"https://{self.cloud.graph_host}/.default"
-
-
-def is_loopback(host):
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_endpoint(spec):

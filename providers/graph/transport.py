@@ -155,7 +155,7 @@ class Pacer:
         if self._last is not None and now - self._last > self.idle:
             self.rate = self._throttled_at = None
             self._accepted = 0
-        self._last = max(self._last or now, now)
+        self._last = now if self._last is None else max(self._last, now)
         self._accepted += items
         if self.rate is not None and now > self._grown_at:
             self.rate *= (1 + self.probe) ** (now - self._grown_at)
