@@ -137,6 +137,22 @@ def test_the_wait_for_a_running_cycle_ends_with_the_window(lab):
     assert "a sync cycle is still running and the window closes" in report.results[-1].detail
 
 
+def test_a_cycle_that_never_ends_fails_the_step_after_three_hours(lab):
+    from providers.lab.world import RunningCycle
+
+    target = LabTarget(lab)
+    desired = load_desired(EXAMPLE)
+    plan = plan_for(desired, target)
+    lab.start_cycle(SyncPolicy.INITIAL)
+    lab.server.cycle = RunningCycle(SyncPolicy.INITIAL, lab.clock, lab.clock + 24 * 60)  # a stuck cycle
+    rules_before = list(lab.server.rules)
+    report = apply_plan(plan, desired, target)
+    failed = next(r for r in report.results if r.status is Status.FAILED)
+    assert failed.detail == "not started: a sync cycle was still running after 180 minutes of waiting"
+    assert lab.server.rules == rules_before, "no configuration change during the cycle"
+    assert lab.server.sync_cycle_enabled and report.scheduler_restored
+
+
 def test_a_kill_while_waiting_after_the_pause_leaves_the_scheduler_owed(lab, tmp_path):
     from reconciler.journal import Journal, last_interrupted
 
