@@ -394,32 +394,30 @@ def _last_full_cycle_minutes(history):
 
 
 def _confirm_purge(step, desired, target):
-    """Check the recycle bin against the plan's prediction; purge exactly what is there.
+    """Check the recycle bin against the plan's prediction, by object id.
 
-    Returns the step to run and, if it must not run, why.
+    Every object the plan names must be in the recycle bin, synced and still under
+    the [purge] selection; then exactly those ids are purged, never another object
+    with the same UPN. Returns the step to run and, if it must not run, why.
     """
-    from attrs import evolve
-
     tenant = observe(target, desired).tenant
-    predicted = {ref.upn.lower() for ref in step.operation.users}
     if tenant.deleted_users is None:
         return step, "the recycle bin could not be read (unknown): nothing was purged"
-    in_bin = {u.upn.lower(): u for u in tenant.deleted_users if named_for_purge(u, desired.purge) and u.synced is not None}
-    actual = set(in_bin)
-    if actual != predicted:
-        unexpected = sorted(actual - predicted)
-        missing = sorted(predicted - actual)
+    in_bin = {u.id: u for u in tenant.deleted_users if u.synced is not None}
+    planned = step.operation.users
+    missing = sorted(r.upn for r in planned if r.id not in in_bin)
+    moved = sorted(r.upn for r in planned if r.id in in_bin and not named_for_purge(in_bin[r.id], desired.purge))
+    if missing or moved:
         detail = "; ".join(
             part
             for part in (
-                f"not predicted: {', '.join(unexpected)}" if unexpected else "",
                 f"predicted but not in the recycle bin: {', '.join(missing)}" if missing else "",
+                f"no longer named by [purge]: {', '.join(moved)}" if moved else "",
             )
             if part
         )
         return step, f"the sync's soft-deletes differ from the plan's prediction ({detail}); nothing was purged"
-    refs = tuple(UserRef(in_bin[upn].id, in_bin[upn].upn) for upn in sorted(actual))
-    return evolve(step, operation=PurgeDeletedUsers(refs)), None
+    return step, None
 
 
 def _decide_after_sync(desired, target, depends_on):

@@ -118,6 +118,9 @@ class PurgeSpec:
     max_count: Optional[int] = None
     #: Purging more than this share of the synced users needs --force (as octoDNS's deletes).
     max_percent: float = 30.0
+    #: Users (by UPN) purged even though the purge destroys their Exchange Online mailbox or
+    #: their cloud GUID is already clear: without their name here they are left out.
+    acknowledge_loss: tuple[str, ...] = ()
 
 
 @frozen

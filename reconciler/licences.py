@@ -13,11 +13,11 @@ def coming_back(tenant, rebuild):
     """Purged users that the plan's last sync re-creates, as they will look (unlicensed)."""
     if rebuild is None or tenant.deleted_users is None:
         return ()
-    purged = {r.upn.lower() for r in rebuild.refs}
+    purged = {r.id for r in rebuild.refs}
     return tuple(
         CloudUser(id=u.id, upn=u.upn, synced=True, on_prem_dn=u.on_prem_dn, usage_location=u.usage_location)
         for u in tenant.deleted_users
-        if u.upn.lower() in purged and u.synced
+        if u.id in purged and u.synced
     )
 
 

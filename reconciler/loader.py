@@ -377,9 +377,10 @@ def _check(parts):
         purge = parts.purge
         if not purge.users and not purge.ous:
             yield "purge", "names no users: give users = [...] or ous = [...]"
-        for index, upn in enumerate(purge.users):
-            if not UPN.match(upn):
-                yield f"purge.users[{index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
+        for key in ("users", "acknowledge_loss"):
+            for index, upn in enumerate(getattr(purge, key)):
+                if not UPN.match(upn):
+                    yield f"purge.{key}[{index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
         if purge.max_count is not None and purge.max_count < 1:
             yield "purge.max_count", "must be at least 1"
         if not 0 < purge.max_percent <= 100:

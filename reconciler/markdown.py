@@ -235,6 +235,10 @@ def _banners(plan, options):
             f"> **IRREVERSIBLE: this plan permanently deletes {purged} user(s)** ({which}). "
             "It cannot be undone; apply needs `--approve-irreversible`.",
         ]
+        lines += [f"> - lost: {esc(_short(k.get('user'), options))}: {esc(k.get('why', ''))}" for k in plan.get("purge_losses") or []]
+    kept = plan.get("purge_kept") or []
+    if kept:
+        lines += ["", f"**{len(kept)} user(s) kept out of the purge** (see the notices)."]
     unsafe = plan.get("unsafe") or []
     if unsafe:
         lines += ["", "> [!WARNING]", "> **Over the safety thresholds**: apply needs `--force`."]

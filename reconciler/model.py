@@ -285,6 +285,10 @@ class DeletedUser:
     synced: Optional[bool]
     on_prem_dn: Optional[str] = None
     usage_location: Optional[str] = None
+    #: The licences it held when it was deleted (Graph keeps them on the deleted object).
+    licenses: tuple[LicenseAssignment, ...] = ()
+    #: Its Exchange Online mailbox, where the provider can tell (soft-deleted with the user).
+    mailbox: MailboxState = MailboxState.UNKNOWN
 
 
 @frozen

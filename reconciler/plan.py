@@ -110,6 +110,9 @@ def build_plan(desired, observed, target_description="lab"):
     unsafe = []
 
     rebuild = plan_purge(desired, observed, builder, notices, unsafe)
+    kept, losses = (rebuild.kept, rebuild.losses) if rebuild is not None else ((), ())
+    if rebuild is not None and rebuild.purge_id is None:
+        rebuild = None  # everyone named is kept out: nothing to purge
     after_purge = ()
     if rebuild is not None:
         if rebuild.config_ids:
@@ -186,6 +189,8 @@ def build_plan(desired, observed, target_description="lab"):
         notices=tuple(notices),
         guid_flows=guid_flows,
         unsafe=tuple(unsafe),
+        purge_kept=kept,
+        purge_losses=losses,
     )
 
 

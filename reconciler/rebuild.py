@@ -14,9 +14,10 @@ from typing import Optional
 from attrs import frozen
 
 from reconciler.errors import PlanError
-from reconciler.model import UserRef
+from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes
 from reconciler.provider import UserSelection
+from reconciler.rules import guid_report
 from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, server_step
 
 
@@ -37,6 +38,10 @@ class _Rebuild:
     refs: tuple
     scope_out: Optional[tuple] = None  # (included, excluded) while the users are out
     threshold_restore: Optional[Step] = None
+    #: (upn, why) of the users the [purge] selection names but the plan leaves alone.
+    kept: tuple = ()
+    #: (upn, what is lost) of the acknowledged users whose purge destroys something.
+    losses: tuple = ()
 
 
 def _norm(dns):
@@ -108,10 +113,11 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             )
         )
         active = []
+    active, deleted, kept, losses = _hold_out(active, deleted, purge, tenant, server, notices)
     cycled = sorted(active, key=lambda u: u.upn.lower()) if excluding_now else []
-    refs = tuple(sorted([u.ref for u in cycled] + [UserRef(u.id, u.upn) for u in deleted], key=lambda r: r.upn.lower()))
+    refs = tuple(sorted([u.ref for u in cycled] + [UserRef(u.id, u.upn) for u in deleted], key=lambda r: (r.upn.lower(), r.id)))
     if not refs:
-        return None
+        return _Rebuild((), None, (), kept=kept) if kept else None
 
     limit = purge.max_count if purge.max_count is not None else DEFAULT_PURGE_CEILING
     if len(refs) > limit:
@@ -180,7 +186,7 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
         if extra:
             notices.append(
-                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not named for purging leave the scope too; they come back from the recycle bin as they were: {name_list(extra)}")
+                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not purged leave the scope too; they come back from the recycle bin as they were: {name_list(extra)}")
             )
     purge_id = builder.add(
         Step(
@@ -196,7 +202,87 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             approval="irreversible",
         )
     )
-    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore)
+    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses)
+
+
+def _hold_out(active, deleted, purge, tenant, server, notices):
+    """Leave out of the purge whoever would lose a mailbox by it, or needs no rebuild.
+
+    A user whose Exchange Online mailbox exists (or may exist: unread, with a licence
+    that includes Exchange) loses it with the purge; a user whose cloud GUID is already
+    clear gains nothing from being re-created. Both stay out unless the desired state
+    names them in ``acknowledge_loss``; then the plan says what is lost.
+    """
+    acknowledged = {u.lower() for u in purge.acknowledge_loss}
+    clear = guid_already_clear(server)
+    kept, losses, keep_ids = [], [], set()
+    for user in (*active, *deleted):
+        risk = _risk(user, tenant, clear)
+        if risk is None:
+            continue
+        if user.upn.lower() in acknowledged:
+            losses.append((user.upn, risk))
+        else:
+            kept.append((user.upn, risk))
+            keep_ids.add(user.id)
+    by_reason = {}
+    for upn, why in sorted(kept, key=lambda k: k[0].lower()):
+        by_reason.setdefault(why, []).append(upn)
+    for why, upns in by_reason.items():
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "purge-kept",
+                f"{len(upns)} user(s) kept out of the purge: {why}; name them in [purge] acknowledge_loss to purge them anyway: {', '.join(upns)}",
+            )
+        )
+    for upn, why in sorted(losses, key=lambda k: k[0].lower()):
+        notices.append(Notice(Level.WARNING, "purge-loss", f"{upn} is purged although {why} (named in [purge] acknowledge_loss)"))
+    return (
+        [u for u in active if u.id not in keep_ids],
+        [u for u in deleted if u.id not in keep_ids],
+        tuple(sorted(kept, key=lambda k: k[0].lower())),
+        tuple(sorted(losses, key=lambda k: k[0].lower())),
+    )
+
+
+def _risk(user, tenant, guid_clear):
+    """What purging ``user`` loses or why it is for nothing; None when neither."""
+    if user.mailbox in (MailboxState.PRESENT, MailboxState.PENDING):
+        return "the purge destroys their Exchange Online mailbox"
+    if user.mailbox is MailboxState.UNKNOWN and _licensed_for_exchange(user, tenant):
+        return "their mailbox could not be read and they hold a licence with Exchange Online: the purge may destroy a mailbox"
+    if guid_clear:
+        return "their msExchMailboxGuid is already clear in the cloud (no rule flows it and a full sync has exported since): a rebuild gains nothing"
+    return None
+
+
+def _licensed_for_exchange(user, tenant):
+    skus = {s.sku_id: s for s in tenant.skus}
+    for assignment in user.licenses:
+        sku = skus.get(assignment.sku_id)
+        if sku is None or (sku.includes_exchange and not set(sku.exchange_plan_ids) <= set(assignment.disabled_plans)):
+            return True  # an unknown SKU may include Exchange
+    return False
+
+
+def guid_already_clear(server):
+    """Whether msExchMailboxGuid is clear in the cloud for every synced object.
+
+    So when no rule flows it to existing objects, the export does not leave it out
+    (then the cloud keeps what it has), no full sync is owed, and the last full
+    synchronization was followed by an export that succeeded.
+    """
+    if GUID_ATTRIBUTE.lower() in {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}:
+        return False
+    if any(g.flows_now for g in guid_report(server.rules, server.rules)):
+        return False
+    if server.scheduler.next_policy is SyncPolicy.INITIAL:
+        return False
+    full = [r.started for r in server.run_history if r.ok and r.profile == "Full Synchronization"]
+    if not full:
+        return False
+    return any(r.ok and r.profile == "Export" and r.started >= max(full) for r in server.run_history)
 
 
 def _single_ad_connector(server):

@@ -56,6 +56,8 @@ class PlanRenderer:
                 f"[bold white on red] IRREVERSIBLE [/bold white on red] [bold red]this plan permanently deletes {count} user(s); "
                 f"apply needs --approve-irreversible[/bold red]"
             )
+            for upn, why in plan.purge_losses:
+                out.print(f"  [bold red]lost: {escape(upn)}: {escape(why)}[/bold red]")
             out.print()
         if plan.guid_flows:
             out.print("[bold]msExchMailboxGuid[/bold] for existing objects, by AD object type")
@@ -93,6 +95,8 @@ class PlanRenderer:
         tail = f"{counts['costly']} costly (full sync)"
         irreversible = counts["irreversible"]
         tail += f", [bold red]{irreversible} IRREVERSIBLE[/bold red]" if irreversible else ", 0 irreversible"
+        if plan.purge_kept:
+            tail += f"; {len(plan.purge_kept)} user(s) kept out of the purge"
         return f"[bold]Plan:[/bold] {', '.join(parts)}; {tail}."
 
     def _step(self, number, width, step, script):

@@ -55,6 +55,8 @@ def plan_to_dict(plan, scripts=None):
         "notices": [{"level": n.level.value, "code": n.code, "message": n.message} for n in plan.notices],
         "unsafe": list(plan.unsafe),
         "approvals_needed": list(plan.approvals_needed),
+        "purge_kept": [{"user": upn, "why": why} for upn, why in plan.purge_kept],
+        "purge_losses": [{"user": upn, "why": why} for upn, why in plan.purge_losses],
     }
 
 
@@ -91,4 +93,6 @@ def plan_from_dict(data):
         notices=tuple(Notice(Level(n["level"]), n["code"], n["message"]) for n in data["notices"]),
         guid_flows=tuple(_converter.structure(g, GuidFlow) for g in data["guid_flows"]),
         unsafe=tuple(data.get("unsafe", ())),
+        purge_kept=tuple((k["user"], k["why"]) for k in data.get("purge_kept", ())),
+        purge_losses=tuple((k["user"], k["why"]) for k in data.get("purge_losses", ())),
     )

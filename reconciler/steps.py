@@ -106,6 +106,10 @@ class Plan:
     guid_flows: tuple[GuidFlow, ...] = ()
     #: Reasons apply refuses without --force (octoDNS's "too many deletes").
     unsafe: tuple[str, ...] = ()
+    #: (upn, why) of users the [purge] selection names that the plan leaves alone.
+    purge_kept: tuple[tuple[str, str], ...] = ()
+    #: (upn, what is lost) of acknowledged users whose purge destroys a mailbox or gains nothing.
+    purge_losses: tuple[tuple[str, str], ...] = ()
 
     @property
     def approvals_needed(self):
@@ -121,6 +125,7 @@ class Plan:
             counts[step.action.value] += 1
         counts["costly"] = sum(1 for s in self.steps if s.impact is Impact.COSTLY)
         counts["irreversible"] = sum(1 for s in self.steps if s.impact is Impact.IRREVERSIBLE)
+        counts["kept_from_purge"] = len(self.purge_kept)
         return counts
 
     def to_dict(self):

@@ -123,6 +123,10 @@ class LabServer(ServerProvider):
         return Outcome(f"{policy.value} cycle {minute_to_iso(cycle.started_at)} to {minute_to_iso(cycle.ends_at)}: all runs succeeded")
 
 
+def _licences(user):
+    return tuple(LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans)) for lic in user.licenses)
+
+
 class LabTenant(TenantProvider):
     SUPPORTS = TENANT_OPERATIONS
 
@@ -147,14 +151,22 @@ class LabTenant(TenantProvider):
                     synced=user.synced,
                     on_prem_dn=user.on_prem_dn,
                     usage_location=user.usage_location,
-                    licenses=tuple(
-                        LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans)) for lic in user.licenses
-                    ),
+                    licenses=_licences(user),
                     mailbox=MailboxState(lab.mailbox_state(user)),
                 )
             )
         deleted = tuple(
-            DeletedUser(u.id, u.upn, minute_to_iso(u.deleted_at), u.synced, u.on_prem_dn, u.usage_location)
+            DeletedUser(
+                u.id,
+                u.upn,
+                minute_to_iso(u.deleted_at),
+                u.synced,
+                u.on_prem_dn,
+                u.usage_location,
+                licenses=_licences(u),
+                # The mailbox is soft-deleted with its user: the lab knows whether there is one.
+                mailbox=MailboxState(lab.mailbox_state(u)),
+            )
             for u in lab.cloud_users
             if u.deleted_at is not None
         )

@@ -29,7 +29,7 @@ EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant")
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin")
 
 
 def _direct(source, destination):
@@ -175,7 +175,29 @@ def build(scenario="default", users=20):
     lab.advance(lab.provisioning_minutes)
     if scenario == "already-prepared":
         _prepare(lab)
+    elif scenario == "duplicate-upn-in-bin":
+        _old_object_in_bin(lab, ad_users[4 if users > 4 else 0])
     return lab
+
+
+def _old_object_in_bin(lab, ad):
+    """An earlier cloud object of the same user in the recycle bin, same UPN.
+
+    Its AD account was deleted and re-created three days ago (a new objectGUID, so a
+    new cloud object); the old one, GUID and all, waits out its 30 days in the bin.
+    """
+    old = LabCloudUser(
+        id=lab_guid("cloud", ad.sam, "before-re-creation"),
+        upn=ad.upn,
+        display_name=ad.display_name,
+        immutable_id=lab_guid("ad", ad.sam, "before-re-creation"),
+        synced=True,
+        on_prem_dn=ad.dn,
+        usage_location=ad.usage_location,
+        mailbox_guid=ad.mailbox_guid,
+        deleted_at=lab.clock - 3 * 24 * 60,
+    )
+    lab.cloud_users.append(old)
 
 
 def _prepare(lab):

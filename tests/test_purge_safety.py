@@ -1,0 +1,98 @@
+"""Solution 2 never destroys a mailbox nor purges the wrong object: each test is a lab
+starting point that loses data on a purge without the rail."""
+
+from pathlib import Path
+
+from attrs import evolve
+
+from conftest import ROOT, plan_for
+from providers.lab import scenario
+from providers.lab.provider import LabTarget
+from reconciler.apply import apply_plan
+from reconciler.loader import load_desired
+
+REBUILD = ROOT / "desired-state" / "rebuild.toml"
+HYBRID = {f"user{i:02d}@contoso.com" for i in range(1, 21)} | {"contractor01@contoso.com"}
+APPROVED = frozenset({"irreversible"})
+
+
+def rebuild(**purge_changes):
+    desired = load_desired(REBUILD)
+    return evolve(desired, purge=evolve(desired.purge, **purge_changes)) if purge_changes else desired
+
+
+def mailboxes(lab):
+    return {u.upn: u.id for u in lab.active_cloud_users() if lab.mailbox_state(u) == "present" and u.synced}
+
+
+def test_mailbox_owners_and_already_clean_users_are_kept_out_of_the_purge():
+    lab = scenario.build("already-prepared")
+    target = LabTarget(lab)
+    before = mailboxes(lab)
+    assert len(before) == 19
+    desired = rebuild()
+    plan = plan_for(desired, target)
+    assert not any(s.id == "purge" for s in plan.steps)
+    kept = dict(plan.purge_kept)
+    assert set(kept) == HYBRID
+    assert {u for u, why in kept.items() if "destroys their Exchange Online mailbox" in why} == set(before)
+    assert {u for u, why in kept.items() if "already clear" in why} == {"user07@contoso.com", "user20@contoso.com"}
+    assert plan.counts()["kept_from_purge"] == 21
+    notices = [n.message for n in plan.notices if n.code == "purge-kept"]
+    assert any(n.startswith("19 user(s) kept out of the purge") and "user05@contoso.com" in n for n in notices)
+    report = apply_plan(plan, desired, target, approvals=APPROVED, force=True)
+    assert report.ok, report.results
+    assert mailboxes(lab) == before, "every mailbox is still there, on the same object"
+    assert not any(u.deleted_at is not None for u in lab.cloud_users)
+
+
+def test_an_acknowledged_mailbox_owner_is_purged_and_the_banner_says_what_is_lost(cli):
+    code, out, _ = cli("lab", "init", "--scenario", "already-prepared")
+    assert code == 0
+    code, out, err = cli("plan", REBUILD, "--no-color")
+    assert code == 0, err
+    assert "kept out of the purge" in out and "IRREVERSIBLE" not in out.split("Notices")[0]
+    acknowledged = REBUILD.read_text().replace("max_count = 25", 'max_count = 25\nacknowledge_loss = ["user05@contoso.com"]')
+    Path("ack.toml").write_text(acknowledged)  # in the CLI's working directory
+    code, out, err = cli("plan", "ack.toml", "--no-color")
+    assert code == 0, err
+    banner = out.split("msExchMailboxGuid for existing objects")[0]
+    assert "permanently deletes 1 user(s)" in banner
+    assert "lost: user05@contoso.com: the purge destroys their Exchange Online mailbox" in banner
+    assert "20 user(s) kept out of the purge" in out
+
+
+def test_acknowledged_purge_applies_to_that_user_only():
+    lab = scenario.build("already-prepared")
+    target = LabTarget(lab)
+    before = mailboxes(lab)
+    desired = rebuild(acknowledge_loss=("user05@contoso.com",))
+    plan = plan_for(desired, target)
+    purge = next(s for s in plan.steps if s.id == "purge")
+    assert [u.upn for u in purge.operation.users] == ["user05@contoso.com"]
+    assert plan.purge_losses == (("user05@contoso.com", "the purge destroys their Exchange Online mailbox"),)
+    report = apply_plan(plan, desired, target, approvals=APPROVED | {"threshold-raise"}, force=True)
+    assert report.ok, report.results
+    after = mailboxes(lab)
+    assert lab.cloud_user("user05@contoso.com").id != before["user05@contoso.com"], "re-created"
+    del before["user05@contoso.com"]
+    assert {u: i for u, i in after.items() if u in before} == before, "the others keep their mailbox and object"
+
+
+def test_duplicate_upns_in_the_recycle_bin_are_each_purged_by_id():
+    lab = scenario.build("duplicate-upn-in-bin")
+    target = LabTarget(lab)
+    old = next(u for u in lab.cloud_users if u.deleted_at is not None)
+    current = lab.cloud_user("user05@contoso.com")
+    desired = rebuild()
+    plan = plan_for(desired, target)
+    purge = next(s for s in plan.steps if s.id == "purge")
+    assert len(purge.operation.users) == 22
+    assert {r.id for r in purge.operation.users if r.upn == "user05@contoso.com"} == {old.id, current.id}
+    report = apply_plan(plan, desired, target, approvals=APPROVED, force=True)
+    assert report.ok, report.results
+    ids = {u.id for u in lab.cloud_users}
+    assert old.id not in ids and current.id not in ids, "both objects of user05 are gone"
+    assert lab.cloud_user("user05@contoso.com").mailbox_guid is None
+    assert not any(u.deleted_at is not None for u in lab.cloud_users)
+    assert plan_for(desired, target).steps == ()
