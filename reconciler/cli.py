@@ -20,6 +20,8 @@ from reconciler import __version__
 from reconciler.errors import ConfigError, ReconcilerError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
+CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +37,19 @@ def _parser():
     common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
     lab_option = argparse.ArgumentParser(add_help=False)
     lab_option.add_argument("--lab", metavar="FILE", help="the lab file (default .syncprep/lab.json; created on first use)")
+    # Where credentials may go is the operator's say, never the desired-state file's.
+    target_options = argparse.ArgumentParser(add_help=False)
+    target_options.add_argument(
+        "--allow-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help=f"allow sending credentials to this endpoint (URL or host; repeatable; also {ALLOW_ENV}, comma-separated)",
+    )
+    target_options.add_argument(
+        "--no-cert-validation", action="store_true", help="accept cert_validation = false of the desired-state file for a host that is not loopback"
+    )
+    target_options.add_argument("--ca-bundle", metavar="PEM", help=f"check TLS certificates against this CA bundle (also {CA_BUNDLE_ENV})")
 
     parser = _Parser(
         prog="syncprep",
@@ -47,7 +62,7 @@ def _parser():
     validate = commands.add_parser("validate", parents=[common], help="check desired-state files")
     validate.add_argument("files", nargs="+", metavar="FILE")
 
-    plan = commands.add_parser("plan", parents=[common, lab_option], help="show what apply would do")
+    plan = commands.add_parser("plan", parents=[common, lab_option, target_options], help="show what apply would do")
     plan.add_argument("file", metavar="FILE")
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
@@ -61,14 +76,18 @@ def _parser():
     show_format.add_argument("--markdown", action="store_true", help="a pull-request comment")
     show.add_argument("--mask-users", action="store_true", help="hide user principal names")
 
-    drift = commands.add_parser("drift", parents=[common, lab_option], help="report drift from the desired state (read-only)")
+    drift = commands.add_parser("drift", parents=[common, lab_option, target_options], help="report drift from the desired state (read-only)")
     drift.add_argument("file", metavar="FILE")
     drift_format = drift.add_mutually_exclusive_group()
     drift_format.add_argument("--json", action="store_true")
     drift_format.add_argument("--markdown", action="store_true")
 
-    apply = commands.add_parser("apply", parents=[common, lab_option], help="plan, confirm, and carry it out (or apply a saved plan)")
+    apply = commands.add_parser("apply", parents=[common, lab_option, target_options], help="plan, confirm, and carry it out (or apply a saved plan)")
     apply.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
+    apply.add_argument(
+        "--desired", metavar="DESIRED", help="with a saved plan: the desired-state file it was made from (checked by content; the path in the plan is never used)"
+    )
+    apply.add_argument("--max-plan-age", metavar="AGE", help="with a saved plan: refuse it when older than AGE (90m, 72h, 7d; default 72h)")
     apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     apply.add_argument(
         "--approve-irreversible", action="store_true", help="approve the plan's irreversible steps (hard deletes); --auto-approve alone is not enough"
@@ -80,11 +99,11 @@ def _parser():
     apply.add_argument("--resume", action="store_true", help="finish an apply that was cut short (observes again; done steps are not repeated)")
     apply.add_argument("--until", metavar="TIME", help="start no step that cannot finish before TIME (HH:MM UTC or ISO); stop safe and resumable")
 
-    unlock = commands.add_parser("force-unlock", parents=[common, lab_option], help="release the lock of an apply that is gone")
+    unlock = commands.add_parser("force-unlock", parents=[common, lab_option, target_options], help="release the lock of an apply that is gone")
     unlock.add_argument("lock_id", metavar="LOCK_ID")
     unlock.add_argument("file", metavar="FILE", nargs="?", help="the desired-state file whose target is locked (default: the lab)")
 
-    export = commands.add_parser("export", parents=[common, lab_option], help="write the observed state as a desired-state file")
+    export = commands.add_parser("export", parents=[common, lab_option, target_options], help="write the observed state as a desired-state file")
     export.add_argument("--from", dest="source", metavar="FILE", help="a desired-state file whose [target] to export (default: the lab)")
     export.add_argument("-o", "--output", metavar="OUT", help="write here instead of standard output")
 
@@ -182,10 +201,34 @@ def _validate(args, out, err):
     return EXIT_ERROR if failed else EXIT_OK
 
 
-def _open(desired, args):
+def _open(desired, args, err=None):
+    """The target of ``desired``, with the endpoints the operator allowed (and warnings on stderr)."""
     from providers.factory import open_target
 
-    return open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source)
+    allowance = _allowance(args)
+    target = open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source, allowance=allowance)
+    for warning in allowance.warnings:
+        (err or make_console(True, stderr=True)).print(f"[yellow]warning: {_escape(warning)}[/yellow]")
+    return target
+
+
+def _allowance(args):
+    from providers.endpoints import Allowance
+
+    ca_bundle = getattr(args, "ca_bundle", None) or os.environ.get(CA_BUNDLE_ENV) or None
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ReconcilerError(f"--ca-bundle / {CA_BUNDLE_ENV}: {ca_bundle} is not a file")
+    return Allowance.from_operator(
+        getattr(args, "allow_endpoint", ()),
+        confirm=_ask_endpoint if sys.stdin and sys.stdin.isatty() else None,
+        insecure_tls=getattr(args, "no_cert_validation", False),
+        ca_bundle=ca_bundle,
+    )
+
+
+def _ask_endpoint(question):
+    answer = input(f"{question} Only 'yes' is accepted: ") if sys.stdin else ""
+    return answer.strip() == "yes"
 
 
 def _scripts(plan, target):
@@ -205,7 +248,12 @@ def _plan(args, out, err):
     from reconciler.render import PlanRenderer, print_json
 
     desired = load_desired(args.file)
-    target = _open(desired, args)
+    if args.out:
+        from reconciler.files import refuse_inputs, refuse_symlink
+
+        refuse_symlink(args.out)
+        refuse_inputs(args.out, {"the desired-state file": args.file})
+    target = _open(desired, args, err)
     try:
         observed = observe(target, desired)
         _warn_interrupted(target, observed, err)
@@ -216,8 +264,11 @@ def _plan(args, out, err):
     if args.out:
         from reconciler import savedplan
 
-        savedplan.write(savedplan.make_saved(plan, desired, observed, scripts, target.key), args.out)
-        err.print(f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)}")
+        saved = savedplan.make_saved(plan, desired, observed, scripts, target.key, signing_key=savedplan.signing_key())
+        savedplan.write(saved, args.out, inputs={"the desired-state file": args.file, "the lab file": getattr(target, "path", None)})
+        err.print(
+            f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)} --desired {_escape(args.file)}"
+        )
     if args.json:
         from reconciler.serialize import plan_to_dict
 
@@ -239,9 +290,15 @@ def _apply(args, out, err):
     from reconciler.plan import build_plan
     from reconciler.render import ApplyRenderer, PlanRenderer
 
-    saved = savedplan.load(args.file) if savedplan.is_saved_plan(args.file) else None
-    desired = load_desired(saved["desired_path"] if saved else args.file)
-    target = _open(desired, args)
+    saved, desired = _saved_and_desired(args) if savedplan.is_saved_plan(args.file) else (None, None)
+    if saved is None:
+        if args.desired or args.max_plan_age:
+            raise ReconcilerError(f"{args.file}: --desired and --max-plan-age go with a saved plan (made with 'plan -out'), not a desired-state file")
+        desired = load_desired(args.file)
+    target = _open(desired, args, err)
+    if saved is not None and saved["target_key"] != target.key:
+        target.close()
+        raise savedplan.StalePlan(f"{args.file}: the plan was made for {saved.get('target')}, not for this target ({target.key}); nothing was changed")
     try:
         with _lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
             if lock.taken_over:
@@ -258,7 +315,7 @@ def _apply(args, out, err):
             observed = observe(target, desired)
             plan = build_plan(desired, observed, target.description)
             if saved is not None:
-                _check_saved(saved, desired, observed, plan, target.key)
+                _check_saved(saved, desired, observed, plan, target)
             PlanRenderer(out).render(plan)
             if not plan.has_changes:
                 if interrupted is not None:
@@ -287,6 +344,24 @@ def _apply(args, out, err):
             return EXIT_OK if report.ok else EXIT_ERROR
     finally:
         target.close()
+
+
+def _saved_and_desired(args):
+    """A saved plan, verified and bound to the desired-state file the operator gave,
+    before any other file is read or anything connected (the plan's paths are never used)."""
+    from reconciler import savedplan
+    from reconciler.loader import load_desired
+
+    max_age = savedplan.parse_age(args.max_plan_age) if args.max_plan_age else savedplan.DEFAULT_MAX_AGE
+    saved = savedplan.load_verified(args.file, key=savedplan.signing_key(), max_age=max_age)
+    if not args.desired:
+        raise ReconcilerError(
+            f"{args.file}: give the desired-state file the plan was made from: syncprep apply {args.file} --desired FILE "
+            "(the path written in a plan is not trusted); nothing was read or changed"
+        )
+    desired = load_desired(args.desired)
+    savedplan.bind(saved, desired, args.file)
+    return saved, desired
 
 
 def _state_file(target, kind):
@@ -338,13 +413,14 @@ def _parse_until(text, target):
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _check_saved(data, desired, observed, plan, target_key):
+def _check_saved(data, desired, observed, plan, target):
+    """The plan made now must be the saved one: the same steps and the same scripts."""
     from reconciler import savedplan
     from reconciler.serialize import plan_to_dict
 
-    savedplan.check_fresh(data, desired, observed, target_key)
-    if plan_to_dict(plan)["steps"] != [{k: v for k, v in s.items() if k != "script"} for s in data["steps"]]:
-        raise savedplan.StalePlan("plan is stale: planning again gives other steps; nothing was changed; make a new plan")
+    savedplan.check_fresh(data, desired, observed, target.key)
+    if plan_to_dict(plan, _scripts(plan, target))["steps"] != data["steps"]:
+        raise savedplan.StalePlan("plan is stale: planning again gives other steps or scripts; nothing was changed; make a new plan")
 
 
 def _export(args, out, err):
@@ -353,8 +429,9 @@ def _export(args, out, err):
     if args.source:
         from reconciler.loader import load_desired
 
-        spec = load_desired(args.source).target
-        target = _open(load_desired(args.source), args)
+        desired = load_desired(args.source)
+        spec = desired.target
+        target = _open(desired, args, err)
     else:
         from providers.lab import open_lab_target
         from reconciler.desired import TargetSpec
@@ -396,6 +473,8 @@ def _serve(args, out, path):
         out.print(f"Serving the lab {_escape(str(path))} (lab time runs at {args.speed:g} minutes per second). Ctrl-C stops.")
         out.print(f"  Microsoft Graph: {graph_url}")
         out.print(f"  WinRM (HTTP, Basic): {winrm_host}:{winrm_port}")
+        out.print("Allow its endpoints where syncprep runs (credentials go only where you allow):")
+        out.print(_escape(f"export {ALLOW_ENV}={graph_url},http://{winrm_host}:{winrm_port}"))
         out.print("Put this target in a desired-state file:")
         out.print(
             _escape(
@@ -431,7 +510,7 @@ def _force_unlock(args, out, err):
     if args.file:
         from reconciler.loader import load_desired
 
-        target = _open(load_desired(args.file), args)
+        target = _open(load_desired(args.file), args, err)
     else:
         from providers.lab import open_lab_target
 
@@ -498,7 +577,7 @@ def _drift(args, out, err):
     from reconciler.render import print_json, render_drift
 
     desired = load_desired(args.file)
-    target = _open(desired, args)
+    target = _open(desired, args, err)
     try:
         observed = drift.observe_read_only(target.server, target.tenant, desired)
         interrupted = _warn_interrupted(target, observed, err)

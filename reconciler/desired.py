@@ -7,11 +7,30 @@ them and reports errors. Field names are the TOML keys.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Optional
 
 from attrs import field, frozen
 
 from reconciler.model import AttributeFlow, FlowType, LinkType, MergeType
+
+
+#: The variables a desired-state file may name for credentials: these, or these with a
+#: suffix (``SYNCPREP_GRAPH_TOKEN_PROD``). Never any other variable: a file naming
+#: ``AZURE_CLIENT_SECRET`` or ``GITHUB_TOKEN`` would send that secret to the endpoint.
+CREDENTIAL_VARIABLES = {
+    "token_env": "SYNCPREP_GRAPH_TOKEN",
+    "username_env": "SYNCPREP_WINRM_USERNAME",
+    "password_env": "SYNCPREP_WINRM_PASSWORD",
+}
+
+
+def credential_variable_problem(key, name):
+    """None if ``name`` may hold the credential ``key`` names, else why not."""
+    base = CREDENTIAL_VARIABLES[key]
+    if isinstance(name, str) and re.fullmatch(rf"{base}(?:_[A-Z0-9]+)*", name):
+        return None
+    return f"must be {base} or {base}_<SUFFIX> (upper case), not {name!r}: credentials come only from syncprep's own variables"
 
 
 class RuleKind(enum.Enum):
@@ -187,3 +206,5 @@ class DesiredState:
     purge: Optional[PurgeSpec] = None
     #: The file it came from (for messages); not part of the state.
     source: str = field(default="<memory>", eq=False)
+    #: SHA-256 of the bytes it was read from: what binds a saved plan to this file.
+    sha256: str = field(default="", eq=False)

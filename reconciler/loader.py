@@ -19,7 +19,7 @@ import cattrs
 import tomli
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from reconciler.desired import DesiredState, RuleKind, TargetKind
+from reconciler.desired import CREDENTIAL_VARIABLES, DesiredState, RuleKind, TargetKind, credential_variable_problem
 from reconciler.errors import ConfigError
 from reconciler.model import FlowType
 
@@ -173,13 +173,15 @@ def loads_desired(data, source="<memory>"):
         # Keep the order of the file: people fix errors top to bottom.
         problems = sorted(dict.fromkeys(problems), key=_sort_key)
         raise ConfigError(problems)
-    return _with_source(desired, source)
+    return _with_source(desired, source, data)
 
 
-def _with_source(desired, source):
+def _with_source(desired, source, data):
+    import hashlib
+
     import attrs
 
-    return attrs.evolve(desired, source=source)
+    return attrs.evolve(desired, source=source, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _sort_key(problem):
@@ -391,6 +393,9 @@ def _check(parts):
     for name, spec in (("graph", target.graph), ("entra_connect", target.entra_connect)):
         if spec is not None and not 0 < spec.poll_seconds <= 3600:
             yield f"target.{name}.poll_seconds", "must be above 0 and at most 3600"
+        for key in CREDENTIAL_VARIABLES:
+            if spec is not None and hasattr(spec, key) and (problem := credential_variable_problem(key, getattr(spec, key))):
+                yield f"target.{name}.{key}", problem
     if target.kind is TargetKind.LAB and (target.graph or target.entra_connect):
         yield "target.kind", "a lab target takes no [target.graph] or [target.entra_connect]; set kind = \"remote\""
     if target.kind is TargetKind.REMOTE:

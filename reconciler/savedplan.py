@@ -1,23 +1,35 @@
-"""Saved plans: ``plan -out FILE``, ``show FILE``, ``apply FILE``.
+"""Saved plans: ``plan -out FILE``, ``show FILE``, ``apply FILE --desired DESIRED``.
 
 A saved plan is the JSON plan plus what binds it to the world it was made in:
 
-* ``desired_sha256`` of the desired-state file, and its path;
+* ``desired_sha256``: SHA-256 of the desired-state file's bytes (``desired_path`` is
+  for people only: apply never reads a path written in the plan);
+* ``target_key``: the environment it was made for (required);
+* ``created``: when it was made (UTC), so that an old plan is refused;
 * ``fingerprints``: a short hash of every observed resource the plan depends on
   (the scheduler, each rule, each connector, each SKU, each user in scope, the
   recycle bin);
-* ``checksum``: SHA-256 of everything else, so an edited file is refused.
+* the scripts each server step will run, in the steps;
+* ``checksum``: SHA-256 of everything else, so an edited file is refused;
+* ``signature`` (optional): HMAC-SHA256 of everything else with a key held by the
+  trusted job (``SYNCPREP_PLAN_SIGNING_KEY``); anyone can recompute a checksum, only
+  the key holder a signature.
 
-``apply FILE`` observes again and refuses a stale plan ("plan is stale"),
-naming what changed, before it changes anything. When nothing changed, planning
-again gives the same steps (the planner is a pure function), and those are what
-runs: exactly the reviewed plan.
+``apply FILE`` checks all of that before it reads anything else or connects
+(:func:`load_verified`, :func:`bind`), then observes again and refuses a stale plan
+("plan is stale"), naming what changed, before it changes anything. When nothing
+changed, planning again gives the same steps and scripts (the planner is a pure
+function), and those are what runs: exactly the reviewed plan.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import hmac
 import json
+import os
+import re
 from pathlib import Path
 
 from reconciler import __version__
@@ -27,6 +39,13 @@ from reconciler.serialize import plan_to_dict, unstructure
 
 SAVED_FORMAT = "syncprep-plan"
 MAX_SAVED_BYTES = 256 * 1024 * 1024
+#: The environment variable holding the key plans are signed and checked with.
+SIGNING_KEY_ENV = "SYNCPREP_PLAN_SIGNING_KEY"
+MIN_KEY_LENGTH = 32
+#: A plan older than this is refused unless apply is given another ``--max-plan-age``.
+DEFAULT_MAX_AGE = dt.timedelta(hours=72)
+#: Clocks differ a little between the machine that planned and the one that applies.
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class StalePlan(ReconcilerError):
@@ -57,29 +76,69 @@ def fingerprints(observed, selection):
     return prints
 
 
-def _desired_hash(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def desired_hash(data):
+    """SHA-256 of a desired-state file's bytes: what binds a plan to the file it was made from."""
+    return hashlib.sha256(data).hexdigest()
 
 
-def make_saved(plan, desired, observed, scripts=None, target_key=""):
+def make_saved(plan, desired, observed, scripts=None, target_key="", now=None, signing_key=None):
+    if not target_key:
+        raise ReconcilerError("a saved plan needs the identity of its target")
     data = plan_to_dict(plan, scripts)
     data["format"] = SAVED_FORMAT
-    # Absolute, so the plan applies from any working directory; the target it was made
-    # for, so it cannot be applied to another environment that merely looks the same.
+    # For people (show, the pull-request comment); apply is given the file and never reads this path.
     data["desired_path"] = str(Path(desired.source).resolve())
     data["target_key"] = target_key
-    data["desired_sha256"] = _desired_hash(desired.source)
+    data["desired_sha256"] = desired.sha256
+    data["created"] = _iso(now or dt.datetime.now(dt.timezone.utc))
     data["fingerprints"] = fingerprints(observed, selection_for(desired, observed.server))
     data["checksum"] = _checksum(data)
+    if signing_key:
+        data["signature"] = _signature(data, signing_key)
     return data
 
 
+def _iso(moment):
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _canonical(data, leave_out):
+    return json.dumps({k: v for k, v in data.items() if k not in leave_out}, sort_keys=True, default=str).encode()
+
+
 def _checksum(data):
-    return hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "checksum"}, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_canonical(data, ("checksum", "signature"))).hexdigest()
 
 
-def write(data, path):
-    Path(path).write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+def _signature(data, key):
+    return "hmac-sha256:" + hmac.new(key.encode(), _canonical(data, ("signature",)), hashlib.sha256).hexdigest()
+
+
+def signing_key(environ=None):
+    """The signing key from the environment, or None; a key too short to be one is an error."""
+    environ = os.environ if environ is None else environ
+    key = environ.get(SIGNING_KEY_ENV, "")
+    if not key:
+        return None
+    if len(key) < MIN_KEY_LENGTH:
+        raise ReconcilerError(f"{SIGNING_KEY_ENV} is shorter than {MIN_KEY_LENGTH} characters: use a random key (e.g. 'openssl rand -hex 32')")
+    return key
+
+
+def parse_age(text):
+    """``90m``, ``72h``, ``7d`` (or plain hours) as a timedelta."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd]?)\s*", text or "")
+    if not match:
+        raise ReconcilerError(f"--max-plan-age {text!r}: give a duration such as 90m, 72h or 7d")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "": "hours"}[match.group(2)]
+    return dt.timedelta(**{unit: float(match.group(1))})
+
+
+def write(data, path, inputs=None):
+    """Atomically, 0600, never through a symlink nor over one of ``inputs`` (see :mod:`reconciler.files`)."""
+    from reconciler.files import write_private
+
+    write_private(path, json.dumps(data, separators=(",", ":")) + "\n", inputs)
 
 
 def is_saved_plan(path):
@@ -92,6 +151,7 @@ def is_saved_plan(path):
 
 
 def load(path):
+    """The saved plan at ``path``, its checksum checked (``show``); see :func:`load_verified` for apply."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -113,18 +173,65 @@ def load(path):
 
     try:
         plan_from_dict(data)
-        for key in ("desired_path", "desired_sha256", "fingerprints"):
+        for key in ("desired_sha256", "fingerprints"):
             data[key]  # noqa: B018 - present, or the plan cannot be checked for staleness
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ReconcilerError(f"{path}: not a saved plan this syncprep can read ({type(exc).__name__}: {exc})") from None
     return data
 
 
-def check_fresh(data, desired, observed, target_key=""):
+def load_verified(path, key=None, now=None, max_age=DEFAULT_MAX_AGE):
+    """The saved plan for ``apply``: checksum, signature (when a key is configured), the
+    target it names and its age, all checked before anything else is read or connected."""
+    data = load(path)
+    nothing = "; nothing was read or changed"
+    if key is not None:
+        given = data.get("signature")
+        if not isinstance(given, str) or not given:
+            raise ReconcilerError(f"{path}: the plan is not signed, and {SIGNING_KEY_ENV} is set: only signed plans are applied{nothing}")
+        if not hmac.compare_digest(given, _signature(data, key)):
+            raise ReconcilerError(f"{path}: the plan's signature does not match {SIGNING_KEY_ENV}: not made by the trusted job, or edited{nothing}")
+    if not isinstance(data.get("target_key"), str) or not data["target_key"]:
+        raise ReconcilerError(f"{path}: the plan names no target; make a new plan{nothing}")
+    if not isinstance(data.get("desired_sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", data["desired_sha256"]):
+        raise ReconcilerError(f"{path}: the plan names no desired-state file hash; make a new plan{nothing}")
+    _check_age(path, data, now or dt.datetime.now(dt.timezone.utc), max_age)
+    return data
+
+
+def _check_age(path, data, now, max_age):
+    try:
+        created = dt.datetime.strptime(str(data.get("created")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise ReconcilerError(f"{path}: the plan has no creation time (made by an older syncprep?); make a new plan; nothing was read or changed") from None
+    age = now - created
+    if age < -CLOCK_SKEW:
+        raise ReconcilerError(f"{path}: the plan was made in the future ({data['created']}); check the clocks; nothing was read or changed")
+    if age > max_age:
+        raise StalePlan(
+            f"{path}: the plan is {_hours(age)} old, over the maximum of {_hours(max_age)} (--max-plan-age); make a new plan; nothing was read or changed"
+        )
+
+
+def _hours(delta):
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} h" if hours >= 1 else f"{delta.total_seconds() / 60:.0f} min"
+
+
+def bind(data, desired, planfile):
+    """The desired-state file the operator gave must be the one the plan was made from, by content."""
+    if desired.sha256 != data["desired_sha256"]:
+        raise StalePlan(
+            f"{planfile}: the plan was not made from {desired.source} as it is now (its SHA-256 differs); "
+            "plan again from this file; nothing was changed"
+        )
+
+
+def check_fresh(data, desired, observed, target_key):
     """Raise :class:`StalePlan` naming what changed since the plan was made."""
-    if data.get("target_key", target_key) != target_key:
+    if data.get("target_key") != target_key:
         raise StalePlan(f"this plan was made for {data.get('target')}, not for this target; nothing was changed")
-    if _desired_hash(desired.source) != data["desired_sha256"]:
+    if desired.sha256 != data["desired_sha256"]:
         raise StalePlan(f"plan is stale: the desired-state file {desired.source} changed since the plan was made; nothing was changed")
     now = fingerprints(observed, selection_for(desired, observed.server))
     before = data["fingerprints"]

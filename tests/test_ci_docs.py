@@ -241,7 +241,7 @@ def test_the_commands_are_the_documented_ones():
     assert ["plan", "desired-state/example.toml", "-out", "plan.json", "--detailed-exitcode"] in plan
     assert ["show", "plan.json", "--markdown"] in plan and ["show", "plan.json", "--markdown", "--mask-users"] in plan
     apply = all_commands("apply.yml")
-    assert ["apply", "plan.json", "--auto-approve", "--approve-irreversible", "--approve-threshold-raise", "--force"] in apply
+    assert ["apply", "plan.json", "--desired", "desired-state/example.toml", "--auto-approve", "--approve-irreversible", "--approve-threshold-raise", "--force"] in apply
     assert all_commands("drift.yml") == [["drift", "desired-state/example.toml", "--markdown"]]
 
 

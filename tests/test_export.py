@@ -203,6 +203,6 @@ def test_a_remote_target_with_its_own_variable_names_round_trips():
     remote = TargetSpec(
         kind=TargetKind.REMOTE,
         graph=GraphTargetSpec(),
-        entra_connect=EntraConnectTargetSpec(host="aadc01.contoso.com", password_env="AADC_WINRM_PASSWORD"),
+        entra_connect=EntraConnectTargetSpec(host="aadc01.contoso.com", password_env="SYNCPREP_WINRM_PASSWORD_AADC01"),
     )
     assert loads_desired(export_desired(observed, target=remote)).target == remote

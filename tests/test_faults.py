@@ -275,7 +275,7 @@ def test_no_secret_from_the_environment_reaches_any_output_or_file(tmp_path, cli
         ("plan", EXAMPLE, "--json"),
         ("plan", EXAMPLE, "-out", "plan.json"),
         ("show", "plan.json"),
-        ("apply", "plan.json", "--auto-approve"),
+        ("apply", "plan.json", "--desired", EXAMPLE, "--auto-approve"),
         ("drift", EXAMPLE, "--json"),
         ("apply", REBUILD, "--auto-approve", *REBUILD_FLAGS),
         ("lab", "show", "--json"),

@@ -20,7 +20,7 @@ def test_a_saved_plan_applies_exactly(cli):
     saved = json.loads(Path("plan.json").read_text())
     assert saved["format"] == "syncprep-plan" and saved["format_version"] == "1.0"
     assert saved["desired_sha256"] and "scheduler" in saved["fingerprints"] and saved["checksum"]
-    code, out, err = cli("apply", "plan.json", "--auto-approve")
+    code, out, err = cli("apply", "plan.json", "--desired", EXAMPLE, "--auto-approve")
     assert code == 0, err
     assert "Apply complete: 14 step(s) done." in out
     assert cli("plan", EXAMPLE, "--detailed-exitcode")[0] == 0
@@ -30,7 +30,7 @@ def test_a_stale_plan_is_refused_naming_what_changed_and_nothing_changes(cli):
     cli("plan", EXAMPLE, "-out", "plan.json")
     cli("lab", "scheduler", "pause")
     before = LAB.read_bytes()
-    code, _out, err = cli("apply", "plan.json", "--auto-approve")
+    code, _out, err = cli("apply", "plan.json", "--desired", EXAMPLE, "--auto-approve")
     assert code == 1
     assert "plan is stale: changed since the plan was made: scheduler; nothing was changed" in err
     assert LAB.read_bytes() == before
@@ -41,8 +41,8 @@ def test_a_changed_desired_state_file_makes_the_plan_stale(cli, tmp_path):
     desired.write_text(EXAMPLE.read_text())
     cli("plan", desired, "-out", "plan.json")
     desired.write_text(EXAMPLE.read_text().replace("relicense_without_mailbox = true", "relicense_without_mailbox = false"))
-    code, _out, err = cli("apply", "plan.json", "--auto-approve")
-    assert code == 1 and "the desired-state file" in err and "changed" in err
+    code, _out, err = cli("apply", "plan.json", "--desired", desired, "--auto-approve")
+    assert code == 1 and f"the plan was not made from {desired} as it is now" in err and "nothing was changed" in err
 
 
 def test_an_edited_plan_file_is_refused(cli):
@@ -50,7 +50,7 @@ def test_an_edited_plan_file_is_refused(cli):
     data = json.loads(Path("plan.json").read_text())
     data["steps"][0]["summary"] = "something else"
     Path("plan.json").write_text(json.dumps(data))
-    code, _out, err = cli("apply", "plan.json", "--auto-approve")
+    code, _out, err = cli("apply", "plan.json", "--desired", EXAMPLE, "--auto-approve")
     assert code == 1 and "modified after it was written" in err
 
 
@@ -134,10 +134,10 @@ def test_a_saved_plan_is_bound_to_its_target_and_applies_from_anywhere(cli, tmp_
     cli("lab", "init", "--lab", "a.json")
     cli("lab", "init", "--lab", "b.json")
     cli("plan", EXAMPLE, "--lab", "a.json", "-out", "plan.json")
-    code, _out, err = cli("apply", "plan.json", "--auto-approve", "--lab", "b.json")
+    code, _out, err = cli("apply", "plan.json", "--desired", EXAMPLE, "--auto-approve", "--lab", "b.json")
     assert code == 1 and "not for this target" in err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, out, err = cli("apply", tmp_path / "plan.json", "--auto-approve", "--lab", tmp_path / "a.json")
+    code, out, err = cli("apply", tmp_path / "plan.json", "--desired", EXAMPLE, "--auto-approve", "--lab", tmp_path / "a.json")
     assert code == 0, err

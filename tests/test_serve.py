@@ -46,6 +46,10 @@ def served(tmp_path):
     text = "".join(lines)
     graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
     port = int(re.search(r"port = (\d+)", text).group(1))
+    # The endpoints are the operator's to allow: lab serve prints the line that does it.
+    allowed = re.search(r"^export SYNCPREP_ALLOW_ENDPOINTS=(\S+)$", text, re.M).group(1)
+    assert allowed == f"{graph},http://127.0.0.1:{port}"
+    env = {**env, "SYNCPREP_ALLOW_ENDPOINTS": allowed}
     yield tmp_path, env, graph, port, text
     # SIGTERM, not SIGINT: a test run started in the background ignores SIGINT.
     server.terminate()
@@ -138,3 +142,25 @@ def test_a_killed_apply_through_the_real_providers_resumes_to_the_desired_state(
                 assigned[(entry["op"], upn)] = assigned.get((entry["op"], upn), 0) + 1
     assert max(assigned.values()) == 1, "no licence change made twice"
     FIGURES["runs converged"] += 1
+
+
+def test_a_saved_plan_binds_the_scripts_it_will_run(served):
+    """An edited script in a saved plan (checksum recomputed) is refused; the unedited plan applies."""
+    from reconciler import savedplan
+
+    tmp_path, env, graph, port, _text = served
+    desired = remote_file(tmp_path, graph, port)
+    made = run(env, tmp_path, "plan", desired, "-out", "plan.json")
+    assert made.returncode == 0, made.stderr
+    data = json.loads((tmp_path / "plan.json").read_text())
+    scripted = [s for s in data["steps"] if s.get("script")]
+    assert scripted and all("ADSync" in s["script"] for s in scripted)
+    scripted[0]["script"] += "\nGet-ADSyncRule | Remove-ADSyncRule"
+    data["checksum"] = savedplan._checksum(data)
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    refused = run(env, tmp_path, "apply", "edited.json", "--desired", desired, "--auto-approve")
+    assert refused.returncode == 1 and "planning again gives other steps or scripts; nothing was changed" in refused.stderr
+    assert "Apply complete" not in refused.stdout
+    applied = run(env, tmp_path, "apply", "plan.json", "--desired", desired, "--auto-approve")
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
+    assert run(env, tmp_path, "plan", desired, "--detailed-exitcode").returncode == 0

@@ -60,14 +60,15 @@ def _certificate(spec, environ):
     return {"certificate_pem": cert, "certificate_key_pem": key}
 
 
-def open_server(spec, environ=None, interactive=None, **options):
+def open_server(spec, environ=None, interactive=None, ca_bundle=None, **options):
     """A :class:`PsrpServer` for ``spec``; connects on first use.
 
     Credentials come from the environment variables the spec names, or from a
     prompt when a terminal is attached; never from the desired-state file.
     Certificate auth uses the spec's ``certificate_pem`` and ``certificate_key_pem``
     (paths), falling back to the variables above. ``aad_username`` goes to the
-    server for the export deletion threshold cmdlets. ``options`` go to
+    server for the export deletion threshold cmdlets. ``ca_bundle`` (a PEM file)
+    checks the server's certificate against that CA instead of the system's. ``options`` go to
     :class:`PsrpServer` (``poll_interval``, ``cycle_timeout``).
     """
     environ = os.environ if environ is None else environ
@@ -79,7 +80,7 @@ def open_server(spec, environ=None, interactive=None, **options):
         port=spec.port,
         ssl=spec.ssl,
         auth=spec.auth,
-        cert_validation=spec.cert_validation,
+        cert_validation=(ca_bundle or True) if spec.cert_validation else False,
         username=username,
         password=password,
         **auth_kwargs,

@@ -92,8 +92,9 @@ class PsrpSession:
         from pypsrp.powershell import RunspacePool
         from pypsrp.wsman import WSMan
 
-        # Message encryption over http exists only for the SPNEGO/CredSSP family (C2).
-        encryption = "never" if (not self.ssl and self.auth == "basic") else "auto"
+        # Message encryption over http exists only for the SPNEGO/CredSSP family (C2): required
+        # there over http (basic over http is refused above except on loopback).
+        encryption = "auto" if self.ssl else ("never" if self.auth == "basic" else "always")
         self._wsman = WSMan(
             self.host,
             port=self.port,

@@ -85,7 +85,7 @@ AUTH_HINTS = {
 }
 
 
-def open_tenant(spec, **tuning):
+def open_tenant(spec, ca_bundle=None, **tuning):
     """A :class:`GraphTenant` for a :class:`~reconciler.desired.GraphTargetSpec`.
 
     Checks the endpoint and that credentials are configured; signs in on the first
@@ -99,6 +99,7 @@ def open_tenant(spec, **tuning):
         lambda: build_auth_provider(spec, endpoint),
         auth_hint=hint,
         mailbox_pending_minutes=spec.mailbox_pending_minutes,
+        **({"ca_bundle": ca_bundle} if ca_bundle else {}),
         **tuning,
     )
 
@@ -129,6 +130,7 @@ class GraphTenant(TenantProvider):
         max_retry_after=300.0,
         timeout=100.0,
         reread_delay=2.0,
+        ca_bundle=None,
     ):
         self.base_url = base_url
         self._make_auth = make_auth
@@ -136,7 +138,7 @@ class GraphTenant(TenantProvider):
         self.mailbox_pending_minutes = mailbox_pending_minutes
         self.poll_interval = poll_interval
         self.verify_timeout = verify_timeout if verify_timeout is not None else mailbox_pending_minutes * 60.0
-        self._tuning = dict(concurrency=concurrency, max_attempts=max_attempts, backoff=backoff, max_retry_after=max_retry_after, timeout=timeout, reread_delay=reread_delay)
+        self._tuning = dict(concurrency=concurrency, max_attempts=max_attempts, backoff=backoff, max_retry_after=max_retry_after, timeout=timeout, reread_delay=reread_delay, ca_bundle=ca_bundle)
         self._transport = None
         self._loop = None
         self._thread = None

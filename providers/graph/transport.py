@@ -183,6 +183,15 @@ class Pacer:
         return start - now
 
 
+def _verify(ca_bundle):
+    """httpx's ``verify``: the system's CAs, or those of a PEM bundle the operator named."""
+    if not ca_bundle:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
 def user_path(key):
     return quote(key, safe="@")
 
@@ -202,6 +211,7 @@ class GraphTransport:
         max_retry_after=300.0,
         timeout=100.0,
         reread_delay=2.0,
+        ca_bundle=None,
     ):
         from msgraph import GraphRequestAdapter, GraphServiceClient
         from msgraph_core import GraphClientFactory
@@ -216,7 +226,9 @@ class GraphTransport:
         no_retry = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)}
         limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
         self._http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=30.0), limits=limits, http2=True), options=no_retry
+            client=httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=30.0), limits=limits, http2=True, verify=_verify(ca_bundle)
+            ), options=no_retry
         )
         self.adapter = GraphRequestAdapter(auth_provider, client=self._http)
         # The constructor argument is ignored; the property is what counts (domain-facts D3).
