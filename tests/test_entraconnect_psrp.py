@@ -127,7 +127,7 @@ def test_basic_auth_over_plain_http_is_refused_off_loopback():
 
 def test_a_terminating_error_fails_the_pipeline(served):
     _lab, _endpoint, server = served()
-    script = "$ErrorActionPreference = 'Stop'\nGet-ADSyncRule -Identifier '11111111-2222-3333-4444-555555555555'"
+    script = "$ErrorActionPreference = 'Stop'\nImport-Module ADSync\nGet-ADSyncRule -Identifier '11111111-2222-3333-4444-555555555555'"
     with pytest.raises(ProviderError) as err:
         server.session.invoke(script, "probe")
     assert str(err.value) == "entra-connect: probe: failed: Get-ADSyncRule: no synchronization rule with identifier 11111111-2222-3333-4444-555555555555 exists."
@@ -162,7 +162,7 @@ def test_powershell_outside_the_subset_is_an_error(served):
         ("Remove-ADSyncRule -Identifier 'unterminated", "does not parse"),
     ):
         with pytest.raises(ProviderError) as err:
-            server.session.invoke(script, "probe")
+            server.session.invoke("Import-Module ADSync\n" + script, "probe")
         assert expected in str(err.value)
 
 
@@ -188,12 +188,13 @@ def test_solution1_through_psrp_leaves_the_lab_as_in_process(served):
         assert snapshot(lab) == snapshot(reference), op
     assert server.observe() == LabServer(reference).observe()
     # Each change ran the script shown for it, after a read of the scheduler and the rule ids
-    # (and of the rule itself before an update).
+    # (and of the rule itself before an update), and then read back what it changed.
     prechecks = [scripts.precheck_rule(op.rule.identifier) if isinstance(op, UpdateRule) else scripts.PRECHECK for op in operations]
-    expected = [script for check, text in zip(prechecks, shown) for script in (check, text)]
+    read_backs = [scripts.READ_SCHEDULER if isinstance(op, SetScheduler) else scripts.read_rule(getattr(op, "identifier", None) or op.rule.identifier) for op in operations]
+    expected = [script for check, text, back in zip(prechecks, shown, read_backs) for script in (check, text, back)]
     assert endpoint.scripts == [server.observe_script] + expected + [server.observe_script]
     # The last step only moves the copy: its rule is read, its precedence set, and written back.
-    assert shown[-2].splitlines()[1:] == [
+    assert shown[-2].splitlines()[2:] == [
         f"$syncRule = Get-ADSyncRule -Identifier '{operations[-2].rule.identifier}'",
         "$syncRule.Precedence = 108",
         "Add-ADSyncRule -SynchronizationRule $syncRule",
@@ -453,7 +454,7 @@ def test_join_conditions_outside_the_export_form_are_refused(served):
         with pytest.raises(ProviderError, match=expected):
             server.session.invoke(script, "probe", json_output=False)
     rule_id = next(r for r in server.observe().rules).identifier
-    script = f"$r = Get-ADSyncRule -Identifier '{rule_id}'\nAdd-ADSyncJoinConditionGroup -SynchronizationRule $r -JoinConditions @('mail')"
+    script = f"Import-Module ADSync\n$r = Get-ADSyncRule -Identifier '{rule_id}'\nAdd-ADSyncJoinConditionGroup -SynchronizationRule $r -JoinConditions @('mail')"
     with pytest.raises(ProviderError, match="-JoinConditions takes JoinCondition objects"):
         server.session.invoke(script, "probe", json_output=False)
 
@@ -477,20 +478,21 @@ def test_a_precedence_or_state_change_edits_the_rule_in_place(served):
         shown = server.scripts_for(UpdateRule(wanted))
         assert shown.splitlines() == [
             "$ErrorActionPreference = 'Stop'",
+            "Import-Module ADSync",
             f"$syncRule = Get-ADSyncRule -Identifier '{rule.identifier}'",
             *assignments,
             "Add-ADSyncRule -SynchronizationRule $syncRule",
         ]
         server.apply(UpdateRule(wanted))
         LabServer(reference).apply(UpdateRule(wanted))
-        assert endpoint.scripts[-1] == shown
+        assert endpoint.scripts[-2] == shown
         assert snapshot(lab) == snapshot(reference)
     # Anything else rebuilds the rule.
     renamed = evolve(rule, precedence=63, description="another description")
     shown = server.scripts_for(UpdateRule(renamed))
     assert "New-ADSyncRule" in shown and "Add-ADSyncJoinConditionGroup" in shown
     server.apply(UpdateRule(renamed))
-    assert endpoint.scripts[-1] == shown
+    assert endpoint.scripts[-2] == shown
     assert server.observe().rule_by_id(rule.identifier) == renamed
 
 
@@ -506,8 +508,8 @@ def test_an_update_decides_on_the_rule_as_read_just_before(served):
     index = next(i for i, r in enumerate(lab.server.rules) if r.identifier == rule.identifier)
     lab.server.rules[index] = evolve(rule, description="edited by hand")
     server.apply(UpdateRule(moved))
-    assert endpoint.scripts[-2] == scripts.precheck_rule(rule.identifier)
-    assert endpoint.scripts[-1].splitlines()[1] == "New-ADSyncRule `"
+    assert endpoint.scripts[-3] == scripts.precheck_rule(rule.identifier)
+    assert endpoint.scripts[-2].splitlines()[2] == "New-ADSyncRule `"
     assert lab.server.rules[index] == moved
 
 
@@ -521,7 +523,7 @@ def test_rule_properties_take_only_their_own_type(served):
         ("$r.Disabled = 1", 'Cannot convert value "1" to type "System.Boolean"'),
         ("$r.Identifier = '00000000-0000-0000-0000-000000000001'", "does not set the rule property 'Identifier'"),
     ):
-        script = f"$ErrorActionPreference = 'Stop'\n$r = Get-ADSyncRule -Identifier '{rule_id}'\n{assignment}\nAdd-ADSyncRule -SynchronizationRule $r"
+        script = f"$ErrorActionPreference = 'Stop'\nImport-Module ADSync\n$r = Get-ADSyncRule -Identifier '{rule_id}'\n{assignment}\nAdd-ADSyncRule -SynchronizationRule $r"
         with pytest.raises(ProviderError, match=re.escape(expected)):
             server.session.invoke(script, "probe", json_output=False)
     assert snapshot(lab) == before
@@ -552,14 +554,14 @@ def test_the_threshold_cmdlets_name_the_aad_user(served):
     lab, endpoint, server = served()
     assert server.observe().deletion_threshold == 500
     server.apply(SetDeletionThreshold(1500))
-    assert endpoint.scripts[-1].endswith(f"Enable-ADSyncExportDeletionThreshold -DeletionThreshold 1500 -AADUserName '{AAD_USER}'")
+    assert endpoint.scripts[-2].endswith(f"Enable-ADSyncExportDeletionThreshold -DeletionThreshold 1500 -AADUserName '{AAD_USER}'")
     assert lab.server.deletion_threshold == 1500
     server.apply(SetDeletionThreshold(None))
-    assert endpoint.scripts[-1].endswith(f"Disable-ADSyncExportDeletionThreshold -AADUserName '{AAD_USER}'")
+    assert endpoint.scripts[-2].endswith(f"Disable-ADSyncExportDeletionThreshold -AADUserName '{AAD_USER}'")
     assert lab.server.deletion_threshold is None
     # The lab's cmdlets, like the documented ones, need the account.
     with pytest.raises(ProviderError, match="missing mandatory parameters: AADUserName"):
-        server.session.invoke("$ErrorActionPreference = 'Stop'\nDisable-ADSyncExportDeletionThreshold", "probe", json_output=False)
+        server.session.invoke("$ErrorActionPreference = 'Stop'\nImport-Module ADSync\nDisable-ADSyncExportDeletionThreshold", "probe", json_output=False)
 
 
 def test_certificate_auth_takes_the_paths_from_the_spec(tmp_path):

@@ -8,6 +8,7 @@ a real PowerShell grammar without an ERROR node.
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_golden_scripts_of_solution1(lab, server, index, name):
 def test_the_copy_script_is_the_editor_export_form(lab, server):
     copy = solution1_operations(LabServer(lab).observe())[2]
     text = server.scripts_for(copy)
-    assert text.startswith("$ErrorActionPreference = 'Stop'\nNew-ADSyncRule `\n")
+    assert text.startswith("$ErrorActionPreference = 'Stop'\nImport-Module ADSync\nNew-ADSyncRule `\n")
     assert "-OutVariable syncRule" in text and "-SynchronizationRule $syncRule[0]" in text
     null_flow = (
         "Add-ADSyncAttributeFlowMapping `\n    -SynchronizationRule $syncRule[0] `\n    -Destination 'msExchMailboxGuid' `\n"
@@ -194,7 +195,7 @@ def test_every_script_parses_with_a_powershell_grammar(lab, server):
     assert len(texts) > 20
     for text in texts:
         parse_powershell(text)  # raises on an ERROR node
-        assert text.startswith("$ErrorActionPreference = 'Stop'\n")
+        assert text.startswith("$ErrorActionPreference = 'Stop'\nImport-Module ADSync\n")
         assert "&&" not in text and "??" not in text and "EnumsAsStrings" not in text
 
 
@@ -383,7 +384,13 @@ class _Observed:
             answer = {"SyncCycleInProgress": False, "StagingModeEnabled": False, "RuleIdentifiers": [r["Identifier"] for r in rules]}
             answer["Rule"] = [r for r in rules if r["Identifier"] in script]
             return answer
+        if "Rule = @(foreach ($rule in @(Get-ADSyncRule))" in script:  # a read-back
+            return {"Rule": [r for r in self.document["Rules"] if f"-eq '{r['Identifier']}'" in script]}
         self.changes.append(script)
+        edited = re.search(r"Get-ADSyncRule -Identifier '([^']+)'\n\$syncRule.Precedence = (\d+)", script)
+        if edited:  # a targeted edit: the fake server takes it
+            rule = next(r for r in self.document["Rules"] if r["Identifier"] == edited.group(1))
+            rule["Precedence"] = int(edited.group(2))
         return None
 
     def close(self):

@@ -147,6 +147,16 @@ def parse_datetime(value, where="date"):
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+def text(value, where, what):
+    """A property that must come as text (``[string]`` casts and ``.TagValue`` in the
+    scripts): an object here would be written back as its Python form, so refuse it."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        _fail(where, f"{what} came as {type(value).__name__}, not text: {str(value)[:60]}")
+    return value
+
+
 def _condition_groups(raw, where, make):
     """Scope or join filter groups: a list of {Conditions: [...]}, each condition built by ``make``."""
     groups = []
@@ -196,11 +206,11 @@ def rule(data, index):
     if not isinstance(precedence, int) or isinstance(precedence, bool):
         _fail(where, f"precedence {precedence!r} is not a number")
     return SyncRule(
-        identifier=str(data.get("Identifier") or ""),
+        identifier=text(data.get("Identifier"), where, "Identifier"),
         name=data.get("Name") or "",
         direction=_enum_member(Direction, data.get("Direction"), where),
         precedence=precedence,
-        connector=str(data.get("Connector") or ""),
+        connector=text(data.get("Connector"), where, "Connector"),
         source_object_type=data.get("SourceObjectType") or "",
         target_object_type=data.get("TargetObjectType") or "",
         link_type=_enum_member(LinkType, data.get("LinkType"), where),
@@ -209,7 +219,7 @@ def rule(data, index):
         join=tuple(join),
         disabled=_bool(data.get("Disabled"), where),
         is_standard=_bool(data.get("IsStandardRule"), where),
-        immutable_tag=data.get("ImmutableTag") or "",
+        immutable_tag=text(data.get("ImmutableTag"), where, "ImmutableTag"),
         description=data.get("Description") or "",
     )
 

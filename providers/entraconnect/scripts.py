@@ -25,7 +25,8 @@ from reconciler.model import FlowType
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ScopeCondition"
 JOIN_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition"
-PREAMBLE = "$ErrorActionPreference = 'Stop'"
+# Every script loads the module it uses (a remote session may not autoload it).
+PREAMBLE = "$ErrorActionPreference = 'Stop'\nImport-Module ADSync"
 JSON_DEPTH = 8  # the observation nests to depth 6 (rules > rule > scope or join groups > conditions)
 RUN_RESULTS_PER_CONNECTOR = 20
 
@@ -87,18 +88,18 @@ def _indent(text, spaces):
 # Enums are cast to [string] so that 5.1 writes their names, not their integer
 # values (E8), whose numbering this tool would otherwise have to assume.
 RULE_PROJECTION = """[pscustomobject]@{
-    Identifier = $rule.Identifier
+    Identifier = [string]$rule.Identifier
     Name = $rule.Name
     Description = $rule.Description
     Direction = [string]$rule.Direction
     Precedence = $rule.Precedence
-    Connector = $rule.Connector
+    Connector = [string]$rule.Connector
     SourceObjectType = $rule.SourceObjectType
     TargetObjectType = $rule.TargetObjectType
     LinkType = [string]$rule.LinkType
     Disabled = $rule.Disabled
     IsStandardRule = $rule.IsStandardRule
-    ImmutableTag = $rule.ImmutableTag
+    ImmutableTag = $rule.ImmutableTag.TagValue
     Flows = @(foreach ($mapping in $rule.AttributeFlowMappings) {
         [pscustomobject]@{
             Source = @($mapping.Source)
@@ -129,6 +130,24 @@ RULE_PROJECTION = """[pscustomobject]@{
                     CaseSensitive = $condition.CaseSensitive
                 }
             })
+        }
+    })
+}"""
+
+
+# One connector as the provider reads it: the OU filter of each partition, and the
+# attribute inclusion list (domain-facts A8, A9).
+CONNECTOR_PROJECTION = """[pscustomobject]@{
+    Identifier = [string]$connector.Identifier
+    Name = $connector.Name
+    Type = $connector.ConnectorTypeName
+    AttributeInclusions = @($connector.AttributeInclusionList)
+    Partitions = @(foreach ($partition in $connector.Partitions) {
+        [pscustomobject]@{
+            DN = $partition.DN
+            Selected = $partition.Selected
+            Included = @($partition.ConnectorPartitionScope.ContainerInclusionList)
+            Excluded = @($partition.ConnectorPartitionScope.ContainerExclusionList)
         }
     })
 }"""
@@ -170,20 +189,7 @@ $scheduler = Get-ADSyncScheduler
 {_indent(RULE_PROJECTION, 8)}
     }})
     Connectors = @(foreach ($connector in $connectors) {{
-        [pscustomobject]@{{
-            Identifier = $connector.Identifier
-            Name = $connector.Name
-            Type = $connector.ConnectorTypeName
-            AttributeInclusions = @($connector.AttributeInclusionList)
-            Partitions = @(foreach ($partition in $connector.Partitions) {{
-                [pscustomobject]@{{
-                    DN = $partition.DN
-                    Selected = $partition.Selected
-                    Included = @($partition.ConnectorPartitionScope.ContainerInclusionList)
-                    Excluded = @($partition.ConnectorPartitionScope.ContainerExclusionList)
-                }}
-            }})
-        }}
+{_indent(CONNECTOR_PROJECTION, 8)}
     }})
     DeletionThreshold = $threshold
     Runs = @(foreach ($connector in $connectors) {{
@@ -206,7 +212,7 @@ $scheduler = Get-ADSyncScheduler
 [pscustomobject]@{{
     SyncCycleInProgress = $scheduler.SyncCycleInProgress
     StagingModeEnabled = $scheduler.StagingModeEnabled
-    RuleIdentifiers = @(foreach ($rule in Get-ADSyncRule) {{ $rule.Identifier }})
+    RuleIdentifiers = @(foreach ($rule in Get-ADSyncRule) {{ [string]$rule.Identifier }})
 }} | ConvertTo-Json -Compress"""
 
 def precheck_rule(identifier):
@@ -218,7 +224,7 @@ $rules = @(Get-ADSyncRule)
 [pscustomobject]@{{
     SyncCycleInProgress = $scheduler.SyncCycleInProgress
     StagingModeEnabled = $scheduler.StagingModeEnabled
-    RuleIdentifiers = @(foreach ($rule in $rules) {{ $rule.Identifier }})
+    RuleIdentifiers = @(foreach ($rule in $rules) {{ [string]$rule.Identifier }})
     Rule = @(foreach ($rule in $rules) {{
         if ($rule.Identifier -eq {quote(identifier)}) {{
 {_indent(RULE_PROJECTION, 12)}
@@ -441,14 +447,24 @@ def set_container_scope(connector_id, included, excluded):
 
 
 def set_excluded_attributes(connector_id, attributes):
-    """Attribute filtering on the Entra ID connector (A9, UNCONFIRMED): drop the excluded, restore the rest."""
+    """Attribute filtering on the Entra ID connector (A9, UNCONFIRMED): drop the excluded, restore the rest.
+
+    ``AttributeInclusionList`` is a .NET ``List<string>``: its ``Remove`` and ``Contains``
+    compare case-sensitively, and ``Remove`` of a name spelt otherwise removes nothing
+    and says so only by returning False. So each entry is matched against the
+    excluded names with ``-contains`` (case-insensitive) and removed by the list's own
+    spelling; the step then reads the list back (:func:`read_connector`).
+    """
     wanted = {a.lower() for a in attributes}
     kept = [a for a in AAD_EXPORT_ATTRIBUTES if a.lower() not in wanted]
     lines = [PREAMBLE, f"$connector = Get-ADSyncConnector -Identifier {quote(connector_id)}"]
     if attributes:
         lines += [
-            f"foreach ($attribute in @({', '.join(quote(a) for a in attributes)})) {{",
-            "    $null = $connector.AttributeInclusionList.Remove($attribute)",
+            f"$excluded = @({', '.join(quote(a) for a in attributes)})",
+            "foreach ($attribute in @($connector.AttributeInclusionList)) {",
+            "    if ($excluded -contains $attribute) {",
+            "        $null = $connector.AttributeInclusionList.Remove($attribute)",
+            "    }",
             "}",
         ]
     if kept:
@@ -471,3 +487,45 @@ def set_deletion_threshold(threshold, aad_username):
     if threshold is None:
         return f"{PREAMBLE}\nDisable-ADSyncExportDeletionThreshold {account}"
     return f"{PREAMBLE}\nEnable-ADSyncExportDeletionThreshold -DeletionThreshold {int(threshold)} {account}"
+
+
+
+# ---------------------------------------------------------------------- reading back
+# After each change the step reads back what it changed, with a fresh Get-, so
+# that a change is reported done only when the server shows it (the "seen done" promise).
+
+READ_SCHEDULER = f"""{PREAMBLE}
+$scheduler = Get-ADSyncScheduler
+[pscustomobject]@{{
+    SyncCycleEnabled = $scheduler.SyncCycleEnabled
+}} | ConvertTo-Json -Compress"""
+
+
+def read_rule(identifier):
+    """The rule of ``identifier`` as the observation reads it (``Rule``: empty when it is gone)."""
+    return f"""{PREAMBLE}
+[pscustomobject]@{{
+    Rule = @(foreach ($rule in @(Get-ADSyncRule)) {{
+        if ($rule.Identifier -eq {quote(identifier)}) {{
+{_indent(RULE_PROJECTION, 12)}
+        }}
+    }})
+}} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
+
+
+def read_connector(identifier):
+    """One connector as the observation reads it."""
+    return f"""{PREAMBLE}
+$connector = Get-ADSyncConnector -Identifier {quote(identifier)}
+[pscustomobject]@{{
+    Connector = {_indent(CONNECTOR_PROJECTION, 4).lstrip()}
+}} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
+
+
+def read_threshold(aad_username):
+    """The export deletion threshold as the observation reads it."""
+    return f"""{PREAMBLE}
+{_read_threshold(aad_username)}
+[pscustomobject]@{{
+    DeletionThreshold = $threshold
+}} | ConvertTo-Json -Depth 3 -Compress"""

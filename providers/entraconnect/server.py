@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 
-from attrs import evolve
+from attrs import evolve, fields
 
 from reconciler.errors import ProviderError, RefusedError
 from reconciler.operations import (
@@ -41,7 +41,7 @@ from reconciler.operations import (
     SetScheduler,
     UpdateRule,
 )
-from reconciler.model import SyncPolicy
+from reconciler.model import SyncPolicy, SyncRule
 from reconciler.provider import ServerProvider
 from providers.entraconnect import parse, scripts
 
@@ -233,9 +233,94 @@ class PsrpServer(ServerProvider):
                 rules[current.identifier.lower()] = current
             _predict(rules, operation)
             self._remember(rules.values())
-        if isinstance(operation, SetScheduler):
-            return Outcome(f"SyncCycleEnabled = {operation.enabled}")
-        return Outcome()
+        return Outcome(self._read_back(operation, resource))
+
+    # ------------------------------------------------------------------ reading back
+
+    def _read_back(self, operation, resource):
+        """Read back, with a fresh read, what ``operation`` changed: the line the journal
+        keeps for the step, or ProviderError naming what the server did not take."""
+        match operation:
+            case SetScheduler(enabled):
+                got = parse.obj_of(self.session.invoke(scripts.READ_SCHEDULER, resource), resource).get("SyncCycleEnabled")
+                if got is not enabled:
+                    self._not_taken(resource, f"SyncCycleEnabled reads {got}, not {enabled}")
+                return f"read back: SyncCycleEnabled = {got}"
+            case SetRuleDisabled(identifier=identifier, disabled=disabled):
+                rule = self._read_rule(identifier, resource)
+                if rule is None:
+                    self._not_taken(resource, "the rule is gone")
+                if rule.disabled != disabled:
+                    self._not_taken(resource, f"Disabled reads {rule.disabled}, not {disabled}")
+                return f"read back: Disabled = {rule.disabled}"
+            case CreateRule(rule) | UpdateRule(rule):
+                got = self._read_rule(rule.identifier, resource)
+                if got is None:
+                    self._not_taken(resource, "the rule is not there")
+                differ = rule_differences(got, rule)
+                if differ:
+                    self._not_taken(resource, f"{', '.join(differ)} not as written")
+                state = "disabled" if got.disabled else "enabled"
+                return f"read back: precedence {got.precedence}, {state}, {len(got.flows)} flow(s), {len(got.scope)} scope group(s), {len(got.join)} join group(s)"
+            case RemoveRule(identifier=identifier):
+                if self._read_rule(identifier, resource) is not None:
+                    self._not_taken(resource, "the rule is still there")
+                return "read back: the rule is gone"
+            case SetContainerScope(included, excluded):
+                return self._read_back_scope(resource, included, excluded)
+            case SetExcludedAttributes(attributes):
+                return self._read_back_attributes(resource, attributes)
+            case SetDeletionThreshold(threshold):
+                document = parse.obj_of(self.session.invoke(scripts.read_threshold(self.aad_username), resource), resource)
+                got = parse.deletion_threshold(document.get("DeletionThreshold"))
+                if got != threshold:
+                    self._not_taken(resource, f"the threshold reads {got if got is not None else 'disabled or unreadable'}, not {threshold if threshold is not None else 'disabled'}")
+                return f"read back: {'threshold ' + str(got) if got is not None else 'disabled'}"
+        return ""
+
+    def _not_taken(self, resource, what):
+        raise ProviderError(self.name, resource, f"the server did not take the change: {what} (read back after the change; the step is not done)")
+
+    def _read_rule(self, identifier, resource):
+        document = parse.obj_of(self.session.invoke(scripts.read_rule(identifier), resource), resource)
+        found = parse.list_of(document.get("Rule"), resource)
+        if len(found) > 1:
+            raise ProviderError(self.name, resource, f"{len(found)} rules read back with identifier {identifier}")
+        return parse.rule(found[0], 0) if found else None
+
+    def _read_connector(self, kind, resource):
+        identifier = self._connector_id(kind, resource)
+        document = parse.obj_of(self.session.invoke(scripts.read_connector(identifier), resource), resource)
+        return parse.obj_of(document.get("Connector"), resource)
+
+    def _read_back_scope(self, resource, included, excluded):
+        raw = self._read_connector("AD", resource)
+        partitions = {}
+        for partition in parse.list_of(raw.get("Partitions"), resource):
+            partition = parse.obj_of(partition, resource)
+            partitions[str(partition.get("DN") or "").lower()] = partition
+        for kind, key, containers in (("inclusion", "Included", included), ("exclusion", "Excluded", excluded)):
+            by_partition = {}
+            for container in containers:
+                by_partition.setdefault(scripts.partition_of(container).lower(), []).append(container)
+            for dn, wanted in by_partition.items():
+                partition = partitions.get(dn)
+                got = parse.list_of(partition.get(key), resource) if partition is not None else []
+                if {str(c).lower() for c in got} != {c.lower() for c in wanted}:
+                    self._not_taken(resource, f"the {kind} list of partition {dn} reads {sorted(got)}, not {sorted(wanted)}")
+        return f"read back: {len(included)} container(s) included, {len(excluded)} excluded"
+
+    def _read_back_attributes(self, resource, attributes):
+        raw = self._read_connector("AAD", resource)
+        inclusions = {str(a).lower() for a in parse.list_of(raw.get("AttributeInclusions"), resource)}
+        still = [a for a in attributes if a.lower() in inclusions]
+        if still:
+            self._not_taken(resource, f"AttributeInclusionList still holds {', '.join(still)}")
+        wanted = {a.lower() for a in attributes}
+        missing = [a for a in scripts.AAD_EXPORT_ATTRIBUTES if a.lower() not in wanted and a.lower() not in inclusions]
+        if missing:
+            self._not_taken(resource, f"AttributeInclusionList lacks {', '.join(missing)}")
+        return f"read back: AttributeInclusionList without {', '.join(attributes) or '(nothing excluded)'}"
 
     def _precheck(self, resource, rule_identifier=None):
         script = scripts.PRECHECK if rule_identifier is None else scripts.precheck_rule(rule_identifier)
@@ -317,6 +402,16 @@ class PsrpServer(ServerProvider):
                 waiting.append(f"{name} ({last_step})")
             runs += mine
         return sorted(runs, key=lambda r: (r.started, r.ended)), waiting
+
+
+def rule_differences(got, wanted):
+    """The properties in which the rule read back differs from the rule written."""
+    def norm(rule):
+        scope = tuple(tuple(evolve(c, operator=c.operator.upper()) for c in group) for group in rule.scope)
+        return evolve(rule, identifier=rule.identifier.lower(), connector=rule.connector.lower(), scope=scope, is_standard=False)
+
+    got, wanted = norm(got), norm(wanted)
+    return [f.name for f in fields(SyncRule) if getattr(got, f.name) != getattr(wanted, f.name)]
 
 
 def _predict(rules, operation):

@@ -191,12 +191,31 @@ def rule_object(rule):
         LinkType=PSEnum("LinkType", rule.link_type.value),
         EnablePasswordSync=False,
         SoftDeleteExpiryInterval=0,
-        ImmutableTag=rule.immutable_tag,
+        ImmutableTag=_immutable_tag(rule.immutable_tag),
         IsStandardRule=rule.is_standard,
         IsLegacyCustomRule=False,
         ScopeFilter=[PSObj("ScopeConditionGroup", ScopeConditionList=[_condition_object(c) for c in group]) for group in rule.scope],
         JoinFilter=[PSObj("JoinConditionGroup", JoinConditionList=[_join_condition_object(c) for c in group]) for group in rule.join],
         AttributeFlowMappings=[_mapping_object(f) for f in rule.flows],
+    )
+
+
+IMMUTABLE_TAG_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.ImmutableTag"
+
+
+def _immutable_tag(tag):
+    """ImmutableTag is an object, not a string (its TagValue holds the text);
+    ConvertTo-Json writes it as an object. Lab assumption: an empty tag is $null."""
+    if not tag:
+        return None
+    agnostic, _dot, version = tag.rpartition(".")
+    return PSObj(
+        IMMUTABLE_TAG_TYPE,
+        TagValue=tag,
+        VersionAgnosticTag=agnostic if version.isdigit() else tag,
+        TagVersion=int(version) if version.isdigit() else 0,
+        IsStandardTag=tag.startswith("Microsoft."),
+        IsLegacyCustomTag=False,
     )
 
 
@@ -269,7 +288,7 @@ def rule_from_object(obj):
         join=join,
         disabled=bool(obj["Disabled"]),
         is_standard=bool(obj["IsStandardRule"]),
-        immutable_tag=obj["ImmutableTag"] or "",
+        immutable_tag=_member(obj["ImmutableTag"], "TagValue") or "",
         description=obj["Description"] or "",
     )
 
@@ -371,6 +390,7 @@ class Interpreter:
         self.sink = sink
         self.lab = None
         self.variables = {"erroractionpreference": "Continue"}
+        self.imported = set()
 
     # ------------------------------------------------------------------ entry
 
@@ -592,9 +612,12 @@ class Interpreter:
         if name == "add" and len(args) == 1:
             target.append(args[0])
             return None
+        # .NET List<string>: Remove and Contains compare with the default (ordinal,
+        # case-sensitive) equality, unlike PowerShell's -eq and -contains; Remove of a
+        # name spelt otherwise removes nothing and returns False.
         if name == "remove" and len(args) == 1:
             for index, item in enumerate(target):
-                if _equal(item, args[0]):
+                if _net_equal(item, args[0]):
                     del target[index]
                     return True
             return False
@@ -602,7 +625,7 @@ class Interpreter:
             target.clear()
             return None
         if name == "contains" and len(args) == 1:
-            return any(_equal(item, args[0]) for item in target)
+            return any(_net_equal(item, args[0]) for item in target)
         raise _unsupported(node, f"the method '{name}'")
 
     def compare(self, node):
@@ -653,6 +676,10 @@ class Interpreter:
         name_node = next(c for c in node.named_children if c.type == "command_name")
         name = name_node.text.decode()
         cmdlet = CMDLETS.get(name.lower())
+        if cmdlet is not None and "-adsync" in name.lower() and "adsync" not in self.imported:
+            # Lab assumption: a remote session does not autoload ADSync (its folder need
+            # not be on PSModulePath), so a script must Import-Module ADSync first.
+            cmdlet = None
         if cmdlet is None:
             raise ScriptError(
                 f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.",
@@ -810,6 +837,13 @@ def _equal(left, right):
     return left == right
 
 
+def _net_equal(left, right):
+    """.NET's default equality: strings compare ordinally (case-sensitive)."""
+    if isinstance(left, PSEnum) or isinstance(right, PSEnum):
+        return left == right
+    return type(left) is type(right) and left == right
+
+
 def _truthy(value):
     if isinstance(value, list):
         return len(value) > 1 or (len(value) == 1 and _truthy(value[0]))
@@ -950,7 +984,7 @@ def _new_rule(it, named, positional, _input):
         LinkType=PSEnum("LinkType", _only("New-ADSyncRule", named["linktype"], str)),
         EnablePasswordSync=bool(named.get("enablepasswordsync", False)),
         SoftDeleteExpiryInterval=_only("New-ADSyncRule", named.get("softdeleteexpiryinterval", 0), int),
-        ImmutableTag=_only("New-ADSyncRule", named.get("immutabletag", ""), str),
+        ImmutableTag=_immutable_tag(_only("New-ADSyncRule", named.get("immutabletag", ""), str)),
         IsStandardRule=False,
         IsLegacyCustomRule=False,
         ScopeFilter=[],
@@ -1238,6 +1272,18 @@ def _get_date(it, named, positional, _input):
     return [moment.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00")]
 
 
+def _import_module(it, named, positional, _input):
+    name = named.get("name")
+    if name is None and positional:
+        name = positional.pop(0)
+    _no_positional("Import-Module", positional)
+    name = _only("Import-Module", name, str)
+    if name.lower() != "adsync":
+        raise ScriptError(f"Import-Module : The specified module '{name}' was not loaded because no valid module file was found in any module directory.", "Modules_ModuleNotFound")
+    it.imported.add("adsync")
+    return []
+
+
 def _write_error(it, named, positional, _input):
     message = named.get("message")
     if message is None and positional:
@@ -1288,6 +1334,7 @@ CMDLETS = {
         Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where),
         Cmdlet("Get-Date", ("Format",), run=_get_date),
         Cmdlet("Write-Error", ("Message",), run=_write_error),
+        Cmdlet("Import-Module", ("Name",), run=_import_module),
     )
 }
 

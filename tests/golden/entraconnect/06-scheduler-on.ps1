@@ -1,2 +1,3 @@
 $ErrorActionPreference = 'Stop'
+Import-Module ADSync
 Set-ADSyncScheduler -SyncCycleEnabled $true

@@ -1,4 +1,5 @@
 $ErrorActionPreference = 'Stop'
+Import-Module ADSync
 $started = Get-Date -Format o
 $watermarks = @(foreach ($connector in Get-ADSyncConnector) {
     $last = @(Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 1)
@@ -15,6 +16,7 @@ $null = Start-ADSyncSyncCycle -PolicyType Initial
 
 # Then, every 10 s until every connector has reported a run of this cycle:
 $ErrorActionPreference = 'Stop'
+Import-Module ADSync
 $connectors = @(Get-ADSyncConnector)
 [pscustomobject]@{
     SyncCycleInProgress = (Get-ADSyncScheduler).SyncCycleInProgress

@@ -1,0 +1,125 @@
+"""Every server change proves itself: the step reads back what it changed, over real PSRP.
+
+The provider talks WS-Man to the lab's loopback WinRM endpoint (what `lab serve`
+runs); the lab's interpreter behaves like .NET where it matters (``List<string>.Remove``
+is case-sensitive and returns False). A change the server does not take is made to
+happen by making the lab drop it.
+"""
+
+import itertools
+import json
+
+import pytest
+
+from conftest import EXAMPLE, end_state
+from providers.entraconnect import PsrpServer, PsrpSession
+from providers.lab import scenario
+from providers.lab.host import LabHost
+from providers.lab.provider import LabTarget, LabTenant
+from providers.lab.winrm_endpoint import WinRMEndpoint
+from reconciler.apply import Status, apply_plan, observe
+from reconciler.errors import ProviderError
+from reconciler.journal import Journal
+from reconciler.loader import load_desired
+from reconciler.operations import CreateRule, SetExcludedAttributes
+from reconciler.plan import build_plan
+from reconciler.provider import Target
+
+USER, PASSWORD = "CONTOSO\\syncadmin", "readback-Pa55word!"
+AAD_USER = "sync-admin@contoso.onmicrosoft.com"
+
+
+@pytest.fixture
+def served():
+    """(lab, endpoint, server) for a lab behind a running endpoint; one lab minute per script."""
+    made = []
+
+    def make(lab=None):
+        lab = lab or scenario.build("default", users=8)
+        steps = itertools.count()
+        endpoint = WinRMEndpoint(LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps))), USER, PASSWORD)
+        address, port = endpoint.start()
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0, aad_username=AAD_USER)
+        made.append((endpoint, server))
+        return lab, endpoint, server
+
+    yield make
+    for endpoint, server in made:
+        server.close()
+        endpoint.stop()
+
+
+def test_an_attribute_spelt_in_another_case_is_excluded_and_read_back(served):
+    # validate accepts "msexchmailboxguid"; the connector's list spells it msExchMailboxGuid,
+    # and List<string>.Remove("msexchmailboxguid") removes nothing.
+    lab, _endpoint, server = served()
+    outcome = server.apply(SetExcludedAttributes(("msexchmailboxguid",)))
+    assert [a.lower() for a in lab.aad_connector().excluded_attributes] == ["msexchmailboxguid"]
+    assert outcome.detail == "read back: AttributeInclusionList without msexchmailboxguid"
+    assert server.observe().connectors_of_kind("AAD")[0].excluded_attributes == ("msExchMailboxGuid",)
+
+
+def test_an_exclusion_the_server_did_not_take_fails_with_the_read_back(served, monkeypatch):
+    lab, _endpoint, server = served()
+    monkeypatch.setattr(type(lab), "set_excluded_attributes", lambda self, attributes: None)
+    with pytest.raises(ProviderError) as err:
+        server.apply(SetExcludedAttributes(("msExchMailboxGuid",)))
+    assert str(err.value) == (
+        "entra-connect: export attribute filter: the server did not take the change: AttributeInclusionList still holds "
+        "msExchMailboxGuid (read back after the change; the step is not done)"
+    )
+
+
+def test_a_rule_the_server_did_not_take_stops_the_apply_and_resume_finishes_it(served, tmp_path, monkeypatch):
+    desired = load_desired(EXAMPLE)
+    reference = scenario.build("default", users=8)
+    plan = build_plan(desired, observe(LabTarget(reference), desired), "lab")
+    apply_plan(plan, desired, LabTarget(reference), approvals=frozenset(plan.approvals_needed), force=True)
+
+    lab, _endpoint, server = served()
+    real_put_rule = type(lab).put_rule
+    dropped = []
+
+    def put_rule_once_dropped(self, rule):
+        if not dropped and not rule.is_standard:
+            dropped.append(rule.name)  # the server answers, but the copy is not there
+            return
+        real_put_rule(self, rule)
+
+    monkeypatch.setattr(type(lab), "put_rule", put_rule_once_dropped)
+    target = Target(server, LabTenant(lab))
+    journal = Journal(tmp_path / "journal.jsonl")
+    plan = build_plan(desired, observe(target, desired), "served lab")
+    report = apply_plan(plan, desired, target, approvals=frozenset(plan.approvals_needed), force=True, journal=journal)
+
+    failed = [r for r in report.results if r.status is Status.FAILED]
+    assert len(failed) == 1 and isinstance(next(s for s in plan.steps if s.id == failed[0].step_id).operation, CreateRule)
+    assert failed[0].detail.startswith(f"entra-connect: rule {dropped[0]!r}: the server did not take the change: the rule is not there")
+    assert lab.server.sync_cycle_enabled, "the scheduler is back on"
+    records = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    done = [r for r in records if r.get("event") == "step-end" and r["status"] == "done" and r["step"] != "scheduler.restore"]
+    assert done and all(r["detail"].startswith("read back: ") for r in done)
+
+    # apply --resume: observe again, plan what is left, finish the job.
+    resumed_plan = build_plan(desired, observe(target, desired), "served lab")
+    resumed = apply_plan(resumed_plan, desired, target, approvals=frozenset(resumed_plan.approvals_needed), force=True, journal=journal)
+    assert resumed.ok, resumed.results
+    assert end_state(lab) == end_state(reference)
+
+
+def test_immutable_tags_are_read_as_the_text_they_hold(served):
+    # ImmutableTag is an object (its TagValue holds the text): read as an object, a
+    # rewrite would send its Python form.
+    lab, _endpoint, server = served()
+    observed = server.observe()
+    stock = observed.rules_named("In from AD - User Exchange")[0]
+    assert stock.immutable_tag == "Microsoft.InfromADUserExchange.004"
+    assert {r.name: r.immutable_tag for r in observed.rules} == {r.name: r.immutable_tag for r in lab.server.rules}
+
+
+def test_every_script_imports_the_module_it_uses(served):
+    _lab, _endpoint, server = served()
+    with pytest.raises(ProviderError, match="The term 'Get-ADSyncScheduler' is not recognized"):
+        server.session.invoke("$ErrorActionPreference = 'Stop'\nGet-ADSyncScheduler | ConvertTo-Json -Compress", "probe")
+    assert server.observe_script.splitlines()[:2] == ["$ErrorActionPreference = 'Stop'", "Import-Module ADSync"]
