@@ -22,6 +22,7 @@ from reconciler.errors import ConfigError, ReconcilerError
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
 CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
+LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +36,13 @@ class _Parser(argparse.ArgumentParser):
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=argparse.SUPPRESS,
+        type=str.upper,
+        help=f"diagnostics on stderr, scrubbed of credentials (also {LOG_LEVEL_ENV})",
+    )
     lab_option = argparse.ArgumentParser(add_help=False)
     lab_option.add_argument("--lab", metavar="FILE", help="the lab file (default .syncprep/lab.json; created on first use)")
     # Where credentials may go is the operator's say, never the desired-state file's.
@@ -135,6 +143,7 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    _configure_logging(getattr(args, "log_level", None) or os.environ.get(LOG_LEVEL_ENV))
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
     out = make_console(no_color)
     err = make_console(no_color, stderr=True)
@@ -152,19 +161,61 @@ def main(argv=None):
         return handler(args, out, err)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {_escape(problem)}")
+            err.print(f"[red]error:[/red] {_escape(scrub(problem))}")
         return EXIT_ERROR
     except ReconcilerError as exc:
-        err.print(f"[red]error:[/red] {_escape(str(exc))}")
+        err.print(f"[red]error:[/red] {_escape(scrub(str(exc)))}")
         return EXIT_ERROR
     except OSError as exc:
         # A path given on the command line that cannot be read or written.
         where = exc.filename if exc.filename is not None else "file"
-        err.print(f"[red]error:[/red] {_escape(str(where))}: {_escape(exc.strerror or str(exc))}")
+        err.print(f"[red]error:[/red] {_escape(str(where))}: {_escape(scrub(exc.strerror or str(exc)))}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         return EXIT_INTERRUPTED
+
+
+def _configure_logging(level):
+    """``--log-level``: records of every library on stderr, each one scrubbed of credentials."""
+    if not level:
+        return
+    import logging
+
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SystemExit(f"syncprep: error: {LOG_LEVEL_ENV}={level!r}: choose DEBUG, INFO, WARNING or ERROR")
+    class _Stderr(logging.StreamHandler):
+        # Whatever sys.stderr is when a record comes (tests and wrappers replace it).
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    handler = _Stderr()
+    handler.addFilter(_ScrubRecords())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+class _ScrubRecords:
+    """A logging filter that rewrites each record's text (traceback included) without credentials."""
+
+    def filter(self, record):
+        import logging
+
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+def scrub(text):
+    from reconciler.redact import scrub as _scrub
+
+    return _scrub(text)
 
 
 def make_console(no_color=False, stderr=False):

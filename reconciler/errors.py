@@ -20,14 +20,18 @@ class LabError(ReconcilerError):
 class ProviderError(ReconcilerError):
     """A provider could not read or change its system.
 
-    ``provider`` names the system, ``resource`` the thing it was acting on.
+    ``provider`` names the system, ``resource`` the thing it was acting on. The message
+    often quotes the system's own error text, which may echo the request: it is scrubbed
+    of credentials (:func:`reconciler.redact.scrub`).
     """
 
     def __init__(self, provider, resource, message):
+        from reconciler.redact import scrub
+
         self.provider = provider
         self.resource = resource
-        self.message = message
-        super().__init__(f"{provider}: {resource}: {message}")
+        self.message = scrub(message)
+        super().__init__(f"{provider}: {resource}: {self.message}")
 
 
 class TransientError(ProviderError):

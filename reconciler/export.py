@@ -33,6 +33,7 @@ syncprep does not manage) are not exported.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 import attrs
@@ -87,6 +88,9 @@ def _toml_value(value):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        # repr is the shortest text that reads back the same; TOML spells the others inf and nan.
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, (list, tuple)):

@@ -206,3 +206,14 @@ def test_a_remote_target_with_its_own_variable_names_round_trips():
         entra_connect=EntraConnectTargetSpec(host="aadc01.contoso.com", password_env="SYNCPREP_WINRM_PASSWORD_AADC01"),
     )
     assert loads_desired(export_desired(observed, target=remote)).target == remote
+
+
+def test_a_remote_target_with_fractional_seconds_round_trips():
+    """export --from a remote target crashed with "no TOML for float" (issue 15)."""
+    observed = observe_for_export(LabTarget(scenario.build()))
+    remote = TargetSpec(
+        kind=TargetKind.REMOTE,
+        graph=GraphTargetSpec(poll_seconds=0.5),
+        entra_connect=EntraConnectTargetSpec(host="aadc01.contoso.com", poll_seconds=2.5, script_timeout_seconds=1e5),
+    )
+    assert loads_desired(export_desired(observed, target=remote)).target == remote

@@ -164,3 +164,36 @@ def test_a_saved_plan_binds_the_scripts_it_will_run(served):
     applied = run(env, tmp_path, "apply", "plan.json", "--desired", desired, "--auto-approve")
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
     assert run(env, tmp_path, "plan", desired, "--detailed-exitcode").returncode == 0
+
+
+def test_every_command_at_debug_leaks_no_secret_to_any_output_or_file(served):
+    """Every command that reaches the served lab, at DEBUG: no credential in stdout, stderr or
+    any file, in clear, in base64 (Basic auth) or as the Authorization header."""
+    import base64
+
+    tmp_path, env, graph, port, _text = served
+    env = {**env, "SYNCPREP_LOG_LEVEL": "DEBUG"}
+    desired = remote_file(tmp_path, graph, port)
+    outputs = []
+    for args in (
+        ("validate", desired),
+        ("plan", desired, "--show-scripts"),
+        ("plan", desired, "--json"),
+        ("plan", desired, "-out", "plan.json"),
+        ("show", "plan.json"),
+        ("show", "plan.json", "--markdown"),
+        ("drift", desired, "--json"),
+        ("apply", "plan.json", "--desired", desired, "--auto-approve"),
+        ("drift", desired, "--markdown"),
+        ("export", "--from", desired, "-o", "current.toml"),
+    ):
+        result = run(env, tmp_path, *args)
+        assert result.returncode in (0, 2), (args, result.stderr[-2000:])
+        outputs += [result.stdout, result.stderr]
+    assert sum("DEBUG " in text for text in outputs) >= 5, "the commands ran at DEBUG"
+    user, password, token = SECRETS["SYNCPREP_WINRM_USERNAME"], SECRETS["SYNCPREP_WINRM_PASSWORD"], SECRETS["SYNCPREP_GRAPH_TOKEN"]
+    secrets = [password, token, base64.b64encode(f"{user}:{password}".encode()).decode(), base64.b64encode(token.encode()).decode()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for secret in secrets:
+        assert not any(secret in text for text in outputs), secret
+        assert not any(secret.encode() in p.read_bytes() for p in files), secret

@@ -44,6 +44,18 @@ from reconciler.errors import ProviderError
 
 log = logging.getLogger("syncprep.graph")
 
+
+class _NoHeaderBlocks(logging.Filter):
+    """hpack logs HTTP/2 header blocks at DEBUG, encoded (the bearer token decodes from them,
+    so they cannot be scrubbed) and decoded: those records never leave, at any log level."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
+
+
+for _name in ("hpack", "hpack.hpack", "hpack.table", "h2", "h2.connection"):
+    logging.getLogger(_name).addFilter(_NoHeaderBlocks())
+
 MAX_BATCH = 20
 PAGE_SIZE = 999
 UNKNOWN_OUTCOME = frozenset({500, 502, 503, 504})
@@ -71,9 +83,12 @@ class Response:
 
     @property
     def message(self):
+        """Graph's error text, scrubbed: a server (or a proxy) may echo the Authorization header."""
+        from reconciler.redact import scrub
+
         if isinstance(self.data, dict) and isinstance(self.data.get("error"), dict):
-            return self.data["error"].get("message", "")
-        return self.detail
+            return scrub(self.data["error"].get("message", ""))
+        return scrub(self.detail)
 
     @property
     def unsent(self):
