@@ -14,7 +14,14 @@ It prints:
    requests sent against the minimum, wall time and peak memory for 10,000 and
    100,000 users, and 10,000 licence changes under a token-bucket limit: the
    achieved rate as a fraction of the limit (goal at least 0.9), with the changes
-   lost or made twice and the Retry-Afters not honoured, as the emulator counts them.
+   lost or made twice and the Retry-Afters not honoured, as the emulator counts them;
+4. the lab at 100,000 users (issue 19), each figure next to the same one for a
+   baseline revision (``--baseline``, by default the commit before issue 19),
+   extracted with ``git archive`` and run from the same interpreter: apply of
+   Solution 1, plan's peak memory above ``python -c pass`` per user, plan against a
+   plain ``json.load`` of the lab file, plan on the default lab against
+   ``python -c pass``, and with ``--suite`` the test suite's wall time. Each ratio
+   is printed next to its goal.
 
 Every figure comes from a child process, so one measurement cannot warm another.
 """
@@ -23,15 +30,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "desired-state" / "example.toml"
+#: The last commit before issue 19's work: what "today's" figures are measured on.
+BASELINE = "a09ebef"
 
 
 # A fresh wrapper per run: RUSAGE_CHILDREN's peak then belongs to that one command alone.
@@ -44,12 +55,21 @@ _WRAPPER = (
 )
 
 
-def timed(command, cwd=None, repeat=1):
-    """(median wall seconds, peak RSS MiB) of ``command`` over ``repeat`` runs."""
+def timed(command, cwd=None, repeat=1, env=None, before=None):
+    """(median wall seconds, peak RSS MiB) of ``command`` over ``repeat`` runs.
+
+    ``before`` is called (untimed) before each run, e.g. to put a fresh lab file in place.
+    """
     walls, peaks = [], []
     for _ in range(repeat):
+        if before is not None:
+            before()
         result = subprocess.run(
-            [sys.executable, "-c", _WRAPPER, *map(str, command)], cwd=cwd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
+            [sys.executable, "-c", _WRAPPER, *map(str, command)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
         )
         code, wall, peak = result.stdout.split()
         if int(code) not in (0, 2):
@@ -99,17 +119,126 @@ def graph(quick):
     subprocess.run(command, check=True)
 
 
+class Code:
+    """One revision of syncprep, run as ``python -m reconciler.cli`` from its own tree."""
+
+    def __init__(self, name, tree):
+        self.name, self.tree = name, tree
+        # PYTHONPATH comes before the editable install's finder, so the tree's modules win.
+        self.env = {"PYTHONPATH": str(tree)}
+
+    def syncprep(self, *args):
+        return [sys.executable, "-m", "reconciler.cli", *map(str, args)]
+
+    def run(self, *args, cwd=None):
+        subprocess.run(self.syncprep(*args), check=True, capture_output=True, cwd=cwd, env={**os.environ, **self.env})
+
+
+def baseline_tree(revision, into):
+    """The files of ``revision`` under ``into`` (git archive), compiled like the working tree."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "reconciler"), str(into / "providers")], check=True)
+    return into
+
+
+def lab_at_scale(codes, users, tmp):
+    """Issue 19's figures for each code: apply and plan at ``users``, plan on the default lab."""
+    print(f"4. The lab at {users:,} users (issue 19): {' against '.join(c.name for c in codes)}")
+    base_wall, base_peak = timed([sys.executable, "-c", "pass"], repeat=7)
+    figures = {}
+    for code in codes:
+        work = tmp / code.name
+        work.mkdir()
+        lab, pristine = work / "lab.json", work / "pristine.json"
+        code.run("lab", "init", "--users", users, "--lab", pristine, cwd=work)
+        size = pristine.stat().st_size
+        fresh = lambda: (shutil.copyfile(pristine, lab), [p.unlink() for p in work.glob("*.journal")])
+        apply_s, apply_peak = timed(code.syncprep("apply", EXAMPLE, "--auto-approve", "--lab", lab), cwd=work, env=code.env, before=fresh)
+        fresh()
+        plan_s, plan_peak = timed(code.syncprep("plan", EXAMPLE, "--lab", lab), cwd=work, env=code.env, repeat=3)
+        load_s, load_peak = timed([sys.executable, "-c", f"import json; json.load(open({str(lab)!r}, 'rb'))"], repeat=3)
+        small = work / "small.json"
+        code.run("lab", "init", "--lab", small, cwd=work)
+        small_s, _ = timed(code.syncprep("plan", EXAMPLE, "--lab", small), cwd=work, env=code.env, repeat=7)
+        figures[code.name] = f = {
+            "apply": apply_s,
+            "plan": plan_s,
+            "per_user": (plan_peak - base_peak) * 2**20 / users,
+            "plan/load": plan_s / load_s,
+            "small/pass": small_s / base_wall,
+        }
+        print(
+            f"   {code.name:9} lab file {size / 2**20:5.1f} MiB   apply {apply_s:6.2f} s (peak {apply_peak:4.0f} MiB)   "
+            f"plan {plan_s:5.2f} s (peak {plan_peak:4.0f} MiB, {f['per_user']:6.0f} B/user above python -c pass {base_peak:.0f} MiB)   "
+            f"json.load {load_s:5.2f} s (peak {load_peak:4.0f} MiB)   plan on the default lab {small_s * 1000:4.0f} ms"
+        )
+    return figures
+
+
+def suite(codes, tmp):
+    """The full test suite's wall time for each code, as the README runs it."""
+    print("5. The test suite (python -m compileall + pytest), wall time")
+    walls = {}
+    for code in codes:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            cwd=code.tree,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **code.env},
+        )
+        walls[code.name] = time.perf_counter() - start
+        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+        print(f"   {code.name:9} {walls[code.name]:6.1f} s   {last}")
+    return walls
+
+
+def goals(figures, walls, users):
+    before, now = figures.get("baseline"), figures["this tree"]
+    at = f"at {users:,} users"
+    print("Issue 19's goals (ratios from this one run)")
+    rows = []
+    if before:
+        rows.append((f"apply of Solution 1 {at}, now / baseline", now["apply"] / before["apply"], 0.3, f"{before['apply']:.1f} s -> {now['apply']:.1f} s"))
+    rows += [
+        (f"plan {at}: KB a user above the interpreter", now["per_user"] / 1000, 2.0, f"baseline {before['per_user'] / 1000:.1f}" if before else ""),
+        (f"plan {at} / json.load of the lab file", now["plan/load"], 3.0, f"baseline {before['plan/load']:.1f}" if before else ""),
+        ("plan on the default lab / python -c pass", now["small/pass"], 8.0, f"baseline {before['small/pass']:.1f}" if before else ""),
+    ]
+    if walls and "baseline" in walls:
+        rows.append(("test suite wall time, now / baseline", walls["this tree"] / walls["baseline"], 0.7, f"{walls['baseline']:.0f} s -> {walls['this tree']:.0f} s"))
+    for name, ratio, goal, note in rows:
+        print(f"   {name:56} {ratio:6.2f}   goal <= {goal:<4}  {'met' if ratio <= goal else 'NOT MET':7}  {note}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 users only")
     parser.add_argument("--skip-graph", action="store_true")
+    parser.add_argument("--only-lab", action="store_true", help="only part 4 (and 5 with --suite)")
+    parser.add_argument("--baseline", default=BASELINE, help=f"the revision to compare with (default {BASELINE}); 'none' for no baseline")
+    parser.add_argument("--suite", action="store_true", help="also time the test suite, here and at the baseline (about 5 minutes)")
+    parser.add_argument("--lab-users", type=int, default=100_000)
     args = parser.parse_args(argv)
     # Steady state: an editable install under PYTHONDONTWRITEBYTECODE would recompile every run.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler"), str(ROOT / "providers")], check=True)
-    startup()
-    plan_scaling([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
-    if not args.skip_graph:
-        graph(args.quick)
+    if not args.only_lab:
+        startup()
+        plan_scaling([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
+        if not args.skip_graph:
+            graph(args.quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        codes = [Code("this tree", ROOT)]
+        if args.baseline != "none":
+            codes.insert(0, Code("baseline", baseline_tree(args.baseline, tmp / "baseline-tree")))
+        users = 10_000 if args.quick else args.lab_users
+        figures = lab_at_scale(codes, users, tmp)
+        walls = suite(codes, tmp) if args.suite else {}
+        goals(figures, walls, users)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class WinRMEndpoint:
 
         self._server = http.server.ThreadingHTTPServer(self._bind, Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="winrm-endpoint", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="winrm-endpoint", daemon=True)
         self._thread.start()
         return self._server.server_address[:2]
 
