@@ -21,17 +21,14 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from reconciler.desired import CREDENTIAL_VARIABLES, DesiredState, RuleKind, TargetKind, credential_variable_problem
 from reconciler.errors import ConfigError
-from reconciler.model import FlowType
+from reconciler.model import COMPARISON_OPERATORS, FlowType
 
 MAX_FILE_BYTES = 1024 * 1024
 PRECEDENCE_MAX = 2**31 - 1
 UPN = re.compile(r"^[^@\s\"'<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 DN = re.compile(r"^(?:(?:OU|CN|DC)=[^,=]+)(?:,(?:OU|CN|DC)=[^,=]+)*$", re.IGNORECASE)
-# The scope-filter operators of the Synchronization Rules Editor.
-SCOPE_OPERATORS = frozenset(
-    "EQUAL NOTEQUAL LESSTHAN LESSTHAN_OR_EQUAL GREATERTHAN GREATERTHAN_OR_EQUAL CONTAINS NOTCONTAINS STARTSWITH NOTSTARTSWITH "
-    "ENDSWITH NOTENDSWITH ISNULL ISNOTNULL ISIN ISNOTIN ISBITSET ISNOTBITSET ISMEMBEROF ISNOTMEMBEROF".split()
-)
+# The scope-filter operators: ADSync's own ComparisonOperator values (model.COMPARISON_OPERATORS).
+SCOPE_OPERATORS = frozenset(COMPARISON_OPERATORS)
 SECRET_WORDS = ("password", "secret", "token_value", "client_secret", "private_key", "bearer")
 
 # Keys each rule kind accepts: a stock rule can only be enabled or disabled (domain-facts A3).
@@ -336,7 +333,7 @@ def _check(parts):
         for group_index, group in enumerate(rule.scope):
             for condition_index, condition in enumerate(group):
                 if condition.operator.upper() not in SCOPE_OPERATORS:
-                    yield f"{here}.scope[{group_index}][{condition_index}].operator", f"must be one of {', '.join(sorted(SCOPE_OPERATORS))} (got {condition.operator!r})"
+                    yield f"{here}.scope[{group_index}][{condition_index}].operator", f"must be one of {', '.join(COMPARISON_OPERATORS)} (got {condition.operator!r})"
         for flow_index, flow in enumerate(rule.flows):
             where = f"{here}.flows[{flow_index}]"
             if not flow.destination.strip():

@@ -85,10 +85,18 @@ class AttributeFlow:
 
     destination: str
     flow_type: FlowType
+    # The first source (Direct, Expression); a Constant flow's constant is its expression.
     source: Optional[str] = field(default=None, converter=_empty_is_none)
     expression: Optional[str] = field(default=None, converter=_canonical_expression)
     execute_once: bool = False
     merge_type: MergeType = MergeType.UPDATE
+    # Sources after the first (an Expression flow may read several attributes): a
+    # rewrite of the rule writes them all.
+    other_sources: tuple[str, ...] = field(default=(), converter=tuple)
+
+    @property
+    def sources(self):
+        return ((self.source,) if self.source else ()) + self.other_sources
 
     def describe(self):
         """Short text as the Synchronization Rules Editor would show it."""
@@ -107,8 +115,17 @@ class AttributeFlow:
 @frozen
 class ScopeCondition:
     attribute: str
-    operator: str  # ISNOTNULL, ISNULL, EQUAL, NOTEQUAL
+    operator: str  # one of COMPARISON_OPERATORS
     value: str = ""
+
+
+# ADSync's ComparisonOperator, in declaration order (adsync-signatures.json, build 2.2.8.0):
+# Windows PowerShell 5.1 writes an enum as its ordinal.
+COMPARISON_OPERATORS = (
+    "EQUAL", "NOTEQUAL", "LESSTHAN", "LESSTHAN_OR_EQUAL", "CONTAINS", "NOTCONTAINS", "STARTSWITH", "NOTSTARTSWITH",
+    "ENDSWITH", "NOTENDSWITH", "GREATERTHAN", "GREATERTHAN_OR_EQUAL", "ISNULL", "ISNOTNULL", "ISIN", "ISNOTIN",
+    "ISBITSET", "ISBITNOTSET", "ISMEMBEROF", "ISNOTMEMBEROF",
+)
 
 
 @frozen
@@ -139,6 +156,8 @@ class SyncRule:
     join: tuple[tuple[JoinCondition, ...], ...] = ()
     disabled: bool = False
     is_standard: bool = False
+    # EnablePasswordSync: the rule carries password hash sync; a copy without it stops it.
+    password_sync: bool = False
     # Empty and missing are the same thing here (PowerShell gives $null or "").
     immutable_tag: str = field(default="", converter=_none_is_empty)
     description: str = field(default="", converter=_none_is_empty)

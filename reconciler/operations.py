@@ -9,6 +9,8 @@ identifier) and Remove-ADSyncRule.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from attrs import frozen
 
 from reconciler.model import SyncPolicy, SyncRule, UserRef
@@ -35,9 +37,14 @@ class SetRuleDisabled:
 
 @frozen
 class CreateRule:
-    """Add a new custom rule (New-ADSyncRule ... Add-ADSyncRule)."""
+    """Add a new custom rule (New-ADSyncRule ... Add-ADSyncRule).
+
+    ``copy_of``: the identifier of the rule this one copies (a replacement's stock
+    rule); what the model does not carry (SoftDeleteExpiryInterval, ...) is taken
+    from that rule as the server holds it."""
 
     rule: SyncRule
+    copy_of: Optional[str] = None
 
 
 @frozen

@@ -188,9 +188,11 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             join=stock.join,
             disabled=not spec.enabled,
             is_standard=False,
+            password_sync=stock.password_sync,
             immutable_tag="",
             description=stock.description,
         )
+        refuse_losing_password_sync(stock, new_rule)
         builder.rules[new_rule.identifier] = new_rule
         why = (
             f"at temporary precedence {temporary}, the first free value from {TEMPORARY_PRECEDENCE_START}"
@@ -204,7 +206,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
                 resource=resource,
                 action=Action.CREATE,
                 summary=f"Copy the stock rule {why}, with the flows set",
-                operation=CreateRule(new_rule),
+                operation=CreateRule(new_rule, copy_of=stock.identifier),
                 before=None,
                 after=rule_view(new_rule),
                 depends_on=(previous,) if previous else (),
@@ -261,6 +263,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         )
         ids.append(remove_id)
     wanted = evolve(copy, precedence=spec.precedence, flows=_desired_flows(copy.flows, spec.flows), disabled=not spec.enabled)
+    refuse_losing_password_sync(copy, wanted)
     if wanted != copy:
         _claim(builder, spec.precedence, name, exempt={copy.identifier})
         builder.rules[copy.identifier] = wanted
@@ -279,6 +282,16 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             )
         )
     return ids
+
+
+def refuse_losing_password_sync(source, rule):
+    """PlanError when ``rule``, written from ``source``, would drop its password hash sync:
+    a copy without EnablePasswordSync stops password hash sync for every user it covers."""
+    if source.password_sync and not rule.password_sync:
+        raise PlanError(
+            f"rule {rule.name!r}: {source.name!r} carries password hash sync (EnablePasswordSync); "
+            "a rewrite without it would stop password hash sync for every user it covers; refusing"
+        )
 
 
 def _holder_name(server, precedence):
@@ -301,8 +314,9 @@ def _plan_custom(spec, existing, server, builder):
         link_type=spec.link_type,
         flows=tuple(f.to_flow() for f in spec.flows),
         scope=tuple(tuple(ScopeCondition(c.attribute, c.operator.upper(), c.value) for c in group) for group in spec.scope),
-        # The desired state does not manage join conditions: an existing rule keeps its own.
+        # The desired state does not manage join conditions or password sync: an existing rule keeps its own.
         join=existing.join if existing else (),
+        password_sync=existing.password_sync if existing else False,
         disabled=not spec.enabled,
         description=spec.description,
     )

@@ -509,7 +509,7 @@ def test_an_update_decides_on_the_rule_as_read_just_before(served):
     lab.server.rules[index] = evolve(rule, description="edited by hand")
     server.apply(UpdateRule(moved))
     assert endpoint.scripts[-3] == scripts.precheck_rule(rule.identifier)
-    assert endpoint.scripts[-2].splitlines()[2] == "New-ADSyncRule `"
+    assert endpoint.scripts[-2].splitlines()[2:4] == [f"$source = Get-ADSyncRule -Identifier '{rule.identifier}'", "New-ADSyncRule `"]
     assert lab.server.rules[index] == moved
 
 

@@ -400,30 +400,20 @@ class _Observed:
 def _with_two_sources():
     document = _observed_json(AAD_USER)
     stock = next(r for r in document["Rules"] if r["Name"] == STOCK)
-    flow = next(f for f in stock["Flows"] if f["Destination"] == GUID_ATTRIBUTE)
-    flow["Source"] = [GUID_ATTRIBUTE, "msExchArchiveGuid"]
+    flow = next(f for f in stock["Flows"] if f["Destination"] == "usageLocation")
+    flow.update(Source=["msExchUsageLocation", "c"], FlowType="Expression", Expression='IIF(IsPresent([msExchUsageLocation]),[msExchUsageLocation],[c])')
     return document
 
 
-def test_a_rule_with_a_multi_source_flow_is_never_rewritten_from_the_model():
-    session = _Observed(_with_two_sources())
-    provider = PsrpServer(session, aad_username=AAD_USER)
+def test_a_flow_with_several_sources_keeps_them_all_in_a_rewrite():
+    # The model carries every source of a flow: the copy of the stock rule writes them all,
+    # where it used to be refused mid-apply, after the stock rule was disabled.
+    provider = PsrpServer(_Observed(_with_two_sources()), aad_username=AAD_USER)
     observed = provider.observe()
-    stock = observed.rules_named(STOCK)[0]
-    expected = f"entra-connect: rule '{STOCK}': flow to {GUID_ATTRIBUTE} has 2 sources; syncprep cannot rewrite it without losing them"
-    create, _remove, update = [op for op in solution1_operations(observed) if isinstance(op, (CreateRule, RemoveRule, UpdateRule))]
-    # The copy (a new identifier, the same name) and a rebuild of the rule itself are refused...
-    for operation in (create, UpdateRule(evolve(stock, description="changed"))):
-        with pytest.raises(ProviderError) as err:
-            provider.scripts_for(operation)
-        assert str(err.value) == expected
-        with pytest.raises(ProviderError) as err:
-            provider.apply(operation)
-        assert str(err.value) == expected
-    assert session.changes == []
-    # ...a targeted edit (precedence, state) keeps the flow as it is, so it goes ahead.
-    provider.apply(UpdateRule(evolve(stock, precedence=stock.precedence + 1)))
-    assert len(session.changes) == 1 and "$syncRule.Precedence = " in session.changes[0]
+    flow = observed.rules_named(STOCK)[0].flows_to("usageLocation")[0]
+    assert flow.sources == ("msExchUsageLocation", "c")
+    create = next(op for op in solution1_operations(observed) if isinstance(op, CreateRule))
+    assert "    -Source @('msExchUsageLocation', 'c') `\n    -Destination 'usageLocation' `" in provider.scripts_for(create)
 
 
 def test_rules_with_single_source_flows_are_rewritten_as_before():

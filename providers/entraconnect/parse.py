@@ -19,6 +19,7 @@ import re
 
 from reconciler.errors import ProviderError
 from reconciler.model import (
+    COMPARISON_OPERATORS,
     AttributeFlow,
     Connector,
     Direction,
@@ -37,9 +38,8 @@ from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES
 
 PROVIDER = "entra-connect"
 
-# Declaration order of the ADSync enums: 5.1 writes the ordinal. The names are
-# domain-facts A13's; that the ordinals follow this order is an assumption shared
-# with AADConnectDsc's copies of the enums, so names are preferred when present.
+# Declaration order of the ADSync enums: 5.1 writes the ordinal. Names and ordinals
+# are the module's own (adsync-signatures.json, build 2.2.8.0); names are preferred when present.
 ENUM_MEMBERS = {
     Direction: ("Inbound", "Outbound"),
     LinkType: ("Provision", "StickyJoin", "Join", "JoinNoFlow"),
@@ -47,11 +47,6 @@ ENUM_MEMBERS = {
     MergeType: ("Update", "Replace", "MergeCaseInsensitive", "Merge"),
     SyncPolicy: ("Unspecified", "Delta", "Initial"),
 }
-COMPARISON_OPERATORS = (
-    "EQUAL", "NOTEQUAL", "LESSTHAN", "LESSTHAN_OR_EQUAL", "CONTAINS", "NOTCONTAINS", "STARTSWITH", "NOTSTARTSWITH",
-    "ENDSWITH", "NOTENDSWITH", "GREATERTHAN", "GREATERTHAN_OR_EQUAL", "ISNULL", "ISNOTNULL", "ISIN", "ISNOTIN",
-    "ISBITSET", "ISBITNOTSET", "ISMEMBEROF", "ISNOTMEMBEROF",
-)
 _MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
 
@@ -174,14 +169,20 @@ def rule(data, index):
     for flow in list_of(data.get("Flows"), where):
         flow = obj_of(flow, where)
         sources = _strings(flow.get("Source"), where)
+        flow_type = _enum_member(FlowType, flow.get("FlowType"), where)
+        expression = flow.get("Expression")
+        if flow_type is FlowType.CONSTANT:
+            # The editor writes a Constant flow with the constant as its source.
+            expression, sources = (sources[0] if sources else None), sources[1:]
         flows.append(
             AttributeFlow(
                 destination=flow.get("Destination") or "",
-                flow_type=_enum_member(FlowType, flow.get("FlowType"), where),
+                flow_type=flow_type,
                 source=sources[0] if sources else None,
-                expression=flow.get("Expression"),
+                expression=expression,
                 execute_once=_bool(flow.get("ExecuteOnce"), where),
                 merge_type=_enum_member(MergeType, flow.get("ValueMergeType", 0), where),
+                other_sources=tuple(sources[1:]),
             )
         )
     scope = _condition_groups(
@@ -219,24 +220,10 @@ def rule(data, index):
         join=tuple(join),
         disabled=_bool(data.get("Disabled"), where),
         is_standard=_bool(data.get("IsStandardRule"), where),
+        password_sync=_bool(data.get("EnablePasswordSync"), where),
         immutable_tag=text(data.get("ImmutableTag"), where, "ImmutableTag"),
         description=data.get("Description") or "",
     )
-
-
-def multi_source_flows(rules):
-    """The rules (raw, as the scripts emit them) that have a flow with more than one
-    source, which the model's single ``source`` cannot carry: ``{lower identifier:
-    (name, destination, number of sources)}``, for the first such flow of each."""
-    found = {}
-    for index, data in enumerate(list_of(rules, "rules")):
-        data = obj_of(data, f"rule #{index}")
-        for flow in list_of(data.get("Flows"), "rules"):
-            sources = list_of(obj_of(flow, "rules").get("Source"), "rules")
-            if len(sources) > 1:
-                found[str(data.get("Identifier") or "").lower()] = (data.get("Name") or "", flow.get("Destination") or "", len(sources))
-                break
-    return found
 
 
 def connector(data, index):

@@ -99,6 +99,7 @@ RULE_PROJECTION = """[pscustomobject]@{
     LinkType = [string]$rule.LinkType
     Disabled = $rule.Disabled
     IsStandardRule = $rule.IsStandardRule
+    EnablePasswordSync = $rule.EnablePasswordSync
     ImmutableTag = $rule.ImmutableTag.TagValue
     Flows = @(foreach ($mapping in $rule.AttributeFlowMappings) {
         [pscustomobject]@{
@@ -291,35 +292,50 @@ def remove_rule(identifier):
     return f"{PREAMBLE}\nRemove-ADSyncRule -Identifier {quote(identifier)}"
 
 
-def put_rule(rule):
-    """The whole rule, as the editor exports it; Add-ADSyncRule creates or overwrites by Identifier."""
+def put_rule(rule, source=None, keep_links=False):
+    """The whole rule, as the editor exports it; Add-ADSyncRule creates or overwrites by Identifier.
+
+    ``source`` names the rule, as the server holds it, that this one is written from
+    (a replacement's stock rule, or the rule itself when it is rewritten): what the
+    model does not carry comes from it (SoftDeleteExpiryInterval; with ``keep_links``,
+    a rewrite at the same precedence, PrecedenceAfter and PrecedenceBefore).
+    EnablePasswordSync is in the model: a copy keeps password hash sync.
+    """
+    parts = [PREAMBLE]
+    if source:
+        parts.append(f"$source = Get-ADSyncRule -Identifier {quote(source)}")
+    links = ("$source.PrecedenceAfter", "$source.PrecedenceBefore") if source and keep_links else (quote(EMPTY_GUID), quote(EMPTY_GUID))
     new_rule = [
         f"-Name {quote(rule.name)}",
         f"-Identifier {quote(rule.identifier)}",
         f"-Description {quote(rule.description)}",
         f"-Direction {quote(rule.direction.value)}",
         f"-Precedence {int(rule.precedence)}",
-        f"-PrecedenceAfter {quote(EMPTY_GUID)}",
-        f"-PrecedenceBefore {quote(EMPTY_GUID)}",
+        f"-PrecedenceAfter {links[0]}",
+        f"-PrecedenceBefore {links[1]}",
         f"-SourceObjectType {quote(rule.source_object_type)}",
         f"-TargetObjectType {quote(rule.target_object_type)}",
         f"-Connector {quote(rule.connector)}",
         f"-LinkType {quote(rule.link_type.value)}",
-        "-SoftDeleteExpiryInterval 0",
+        f"-SoftDeleteExpiryInterval {'$source.SoftDeleteExpiryInterval' if source else '0'}",
         f"-ImmutableTag {quote(rule.immutable_tag)}",
     ]
+    if rule.password_sync:
+        new_rule.append("-EnablePasswordSync")
     if rule.disabled:
         new_rule.append("-Disabled")
     new_rule.append("-OutVariable syncRule")
-    parts = [PREAMBLE, _command("New-ADSyncRule", new_rule)]
+    parts.append(_command("New-ADSyncRule", new_rule))
     for flow in rule.flows:
         mapping = ["-SynchronizationRule $syncRule[0]"]
-        if flow.source:
-            mapping.append(f"-Source @({quote(flow.source)})")
+        # A Constant flow carries its constant as its source, as Export writes it (A3).
+        sources = (flow.expression or "",) if flow.flow_type is FlowType.CONSTANT else flow.sources
+        if sources:
+            mapping.append(f"-Source @({', '.join(quote(s) for s in sources)})")
         mapping += [f"-Destination {quote(flow.destination)}", f"-FlowType {quote(flow.flow_type.value)}", f"-ValueMergeType {quote(flow.merge_type.value)}"]
         if flow.execute_once:
             mapping.append("-ExecuteOnce")
-        if flow.flow_type is not FlowType.DIRECT:
+        if flow.flow_type is FlowType.EXPRESSION:
             mapping.append(f"-Expression {quote(flow.expression or '')}")
         mapping.append("-OutVariable syncRule")
         parts.append(_command("Add-ADSyncAttributeFlowMapping", mapping))
@@ -380,7 +396,7 @@ def update_rule(current, wanted):
     """
     fields = edited_fields(current, wanted)
     if fields is None:
-        return put_rule(wanted)
+        return put_rule(wanted, source=wanted.identifier, keep_links=current is not None and current.precedence == wanted.precedence)
     values = {"precedence": str(int(wanted.precedence)), "disabled": _bool(wanted.disabled)}
     return "\n".join(
         (

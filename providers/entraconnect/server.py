@@ -79,8 +79,6 @@ class PsrpServer(ServerProvider):
         # rule operations scripted since, in order (see _rule_before).
         self._rules = None
         self._scripted = []
-        # {lower identifier: (name, destination, sources)}: rules, as last observed, with a multi-source flow.
-        self._multi_source = {}
 
     def describe(self):
         where = self._label or getattr(self.session, "where", "remote server")
@@ -98,9 +96,6 @@ class PsrpServer(ServerProvider):
     def observe(self):
         document = self.session.invoke(self.observe_script, "observe")
         state = parse.server_state(document)
-        # Flows with several sources lose all but the first in the model: a rule that
-        # has one (or a copy of it, found by name) must not be rewritten from the model.
-        self._multi_source = parse.multi_source_flows(document.get("Rules"))
         self._connectors = state.connectors
         self._remember(state.rules)
         return state
@@ -139,16 +134,12 @@ class PsrpServer(ServerProvider):
             case SetRuleDisabled(identifier, _name, disabled):
                 self._note(operation)
                 return scripts.set_rule_disabled(identifier, disabled)
-            case CreateRule(rule):
-                self._refuse_multi_source(rule, by_name=True)
+            case CreateRule(rule, copy_of):
                 self._note(operation)
-                return scripts.put_rule(rule)
+                return scripts.put_rule(rule, source=copy_of)
             case UpdateRule(rule):
                 # Without a reading of the rule (no observation yet) the whole rule is shown.
-                current = self._rule_before(operation)
-                if scripts.edited_fields(current, rule) is None:
-                    self._refuse_multi_source(rule)
-                return scripts.update_rule(current, rule)
+                return scripts.update_rule(self._rule_before(operation), rule)
             case RemoveRule(identifier, _name):
                 self._note(operation)
                 return scripts.remove_rule(identifier)
@@ -165,18 +156,6 @@ class PsrpServer(ServerProvider):
             case SetDeletionThreshold(threshold):
                 return scripts.set_deletion_threshold(threshold, self._aad_username("export deletion threshold"))
         raise TypeError(f"unsupported operation {operation!r}")
-
-    def _refuse_multi_source(self, rule, by_name=False, found=None):
-        """ProviderError when ``rule`` (or, ``by_name``, a rule of its name) has a flow
-        with several sources as last observed: rebuilding it from the model, which
-        keeps one source per flow, would drop the others."""
-        found = self._multi_source if found is None else found
-        hit = found.get(rule.identifier.lower())
-        if hit is None and by_name:
-            hit = next((v for v in found.values() if v[0] == rule.name), None)
-        if hit is not None:
-            name, destination, count = hit
-            raise ProviderError(self.name, f"rule {name!r}", f"flow to {destination} has {count} sources; syncprep cannot rewrite it without losing them")
 
     def _note(self, operation):
         if self._rules is not None and operation not in self._scripted:
@@ -210,6 +189,8 @@ class PsrpServer(ServerProvider):
         match operation:
             case CreateRule(rule) if rule.identifier.lower() in identifiers:
                 raise ProviderError(self.name, resource, "a rule with this identifier exists already")
+            case CreateRule(copy_of=copy_of) if copy_of and copy_of.lower() not in identifiers:
+                raise ProviderError(self.name, resource, "the rule to copy is not on the server")
             case UpdateRule(rule) if rule.identifier.lower() not in identifiers:
                 raise ProviderError(self.name, resource, "no rule with this identifier to update")
             case SetRuleDisabled(identifier=identifier) | RemoveRule(identifier=identifier) if identifier.lower() not in identifiers:
@@ -220,9 +201,6 @@ class PsrpServer(ServerProvider):
             if len(found) != 1:
                 raise ProviderError(self.name, resource, f"expected the rule to update in the pre-check's answer, found {len(found)}")
             current = parse.rule(found[0], 0)
-            if scripts.edited_fields(current, operation.rule) is None:
-                self._refuse_multi_source(operation.rule, found=parse.multi_source_flows(found))
-                self._refuse_multi_source(operation.rule)
             script = scripts.update_rule(current, operation.rule)
         else:
             script = self.scripts_for(operation)
@@ -253,7 +231,7 @@ class PsrpServer(ServerProvider):
                 if rule.disabled != disabled:
                     self._not_taken(resource, f"Disabled reads {rule.disabled}, not {disabled}")
                 return f"read back: Disabled = {rule.disabled}"
-            case CreateRule(rule) | UpdateRule(rule):
+            case CreateRule(rule=rule) | UpdateRule(rule=rule):
                 got = self._read_rule(rule.identifier, resource)
                 if got is None:
                     self._not_taken(resource, "the rule is not there")
@@ -417,7 +395,7 @@ def rule_differences(got, wanted):
 def _predict(rules, operation):
     """Change ``rules`` ({lower identifier: SyncRule}) as ``operation`` will change the server's."""
     match operation:
-        case CreateRule(rule) | UpdateRule(rule):
+        case CreateRule(rule=rule) | UpdateRule(rule=rule):
             rules[rule.identifier.lower()] = rule
         case RemoveRule(identifier=identifier):
             rules.pop(identifier.lower(), None)
@@ -431,7 +409,7 @@ def _resource(operation):
             return "scheduler"
         case SetRuleDisabled(name=name) | RemoveRule(name=name):
             return f"rule {name!r}"
-        case CreateRule(rule) | UpdateRule(rule):
+        case CreateRule(rule=rule) | UpdateRule(rule=rule):
             return f"rule {rule.name!r}"
         case RunSyncCycle():
             return "sync cycle"

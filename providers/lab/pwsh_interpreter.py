@@ -41,6 +41,7 @@ from attrs import evolve
 
 from reconciler.errors import ProviderError
 from reconciler.model import (
+    COMPARISON_OPERATORS,
     AttributeFlow,
     Direction,
     FlowType,
@@ -57,20 +58,15 @@ SCOPE_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.Scop
 JOIN_CONDITION_TYPE = "Microsoft.IdentityManagement.PowerShell.ObjectModel.JoinCondition"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 
-# Enum members in declaration order: 5.1's ConvertTo-Json writes the ordinal.
-# Lab assumption: the ADSync object model declares them in the order that
-# domain-facts A13 and AADConnectDsc's enums list them.
+# Enum members in declaration order: 5.1's ConvertTo-Json writes the ordinal. The
+# values and their ordinals are the module's own (adsync-signatures.json, build 2.2.8.0).
 ENUMS = {
     "Direction": ("Inbound", "Outbound"),
     "LinkType": ("Provision", "StickyJoin", "Join", "JoinNoFlow"),
     "FlowType": ("Direct", "Constant", "Expression"),
     "ValueMergeType": ("Update", "Replace", "MergeCaseInsensitive", "Merge"),
     "PolicyType": ("Unspecified", "Delta", "Initial"),
-    "ComparisonOperator": (
-        "EQUAL", "NOTEQUAL", "LESSTHAN", "LESSTHAN_OR_EQUAL", "CONTAINS", "NOTCONTAINS", "STARTSWITH",
-        "NOTSTARTSWITH", "ENDSWITH", "NOTENDSWITH", "GREATERTHAN", "GREATERTHAN_OR_EQUAL", "ISNULL",
-        "ISNOTNULL", "ISIN", "ISNOTIN", "ISBITSET", "ISBITNOTSET", "ISMEMBEROF", "ISNOTMEMBEROF",
-    ),
+    "ComparisonOperator": COMPARISON_OPERATORS,
 }
 
 # The Entra ID connector's attribute inclusion list as the lab's server shows it:
@@ -189,7 +185,7 @@ def rule_object(rule):
         SourceObjectType=rule.source_object_type,
         TargetObjectType=rule.target_object_type,
         LinkType=PSEnum("LinkType", rule.link_type.value),
-        EnablePasswordSync=False,
+        EnablePasswordSync=rule.password_sync,
         SoftDeleteExpiryInterval=0,
         ImmutableTag=_immutable_tag(rule.immutable_tag),
         IsStandardRule=rule.is_standard,
@@ -238,15 +234,18 @@ def _join_condition_object(condition):
 
 
 def _mapping_object(flow):
+    # A Constant flow holds its constant as its source; its Expression is empty (A3).
+    constant = flow.flow_type is FlowType.CONSTANT
+    sources = [flow.expression] if constant and flow.expression is not None else list(flow.sources)
     return PSObj(
         "Microsoft.IdentityManagement.PowerShell.ObjectModel.AttributeFlowMapping",
-        Source=[flow.source] if flow.source else [],
+        Source=sources,
         Destination=flow.destination,
         FlowType=PSEnum("FlowType", flow.flow_type.value),
         ExecuteOnce=flow.execute_once,
         ValueMergeType=PSEnum("ValueMergeType", flow.merge_type.value),
-        Expression=flow.expression,
-        MappingSourceAsString=flow.source or flow.expression or "",
+        Expression=None if constant else flow.expression,
+        MappingSourceAsString=",".join(sources) or flow.expression or "",
     )
 
 
@@ -255,15 +254,21 @@ def rule_from_object(obj):
         raise ScriptError("Cannot bind parameter 'SynchronizationRule': the value is not a SynchronizationRule.", "ParameterBindingException")
     flows = []
     for m in obj["AttributeFlowMappings"] or []:
-        source = m["Source"] or []
+        sources = list(m["Source"] or [])
+        flow_type = FlowType(m["FlowType"].name)
+        expression = m["Expression"]
+        if flow_type is FlowType.CONSTANT:
+            # The constant is the flow's source; an -Expression on a Constant flow gives it no value.
+            expression, sources = (sources[0] if sources else None), sources[1:]
         flows.append(
             AttributeFlow(
                 destination=m["Destination"],
-                flow_type=FlowType(m["FlowType"].name),
-                source=source[0] if source else None,
-                expression=m["Expression"],
+                flow_type=flow_type,
+                source=sources[0] if sources else None,
+                expression=expression,
                 execute_once=bool(m["ExecuteOnce"]),
                 merge_type=MergeType(m["ValueMergeType"].name),
+                other_sources=tuple(sources[1:]),
             )
         )
     scope = tuple(
@@ -288,6 +293,7 @@ def rule_from_object(obj):
         join=join,
         disabled=bool(obj["Disabled"]),
         is_standard=bool(obj["IsStandardRule"]),
+        password_sync=bool(obj["EnablePasswordSync"]),
         immutable_tag=_member(obj["ImmutableTag"], "TagValue") or "",
         description=obj["Description"] or "",
     )
@@ -1010,8 +1016,8 @@ def _add_mapping(it, named, positional, _input):
     expression = named.get("expression")
     if flow_type.name == "Direct" and len(sources) != 1:
         raise ScriptError("Add-ADSyncAttributeFlowMapping: a Direct flow needs exactly one -Source.", "InvalidArgument")
-    if flow_type.name != "Direct" and expression is None:
-        raise ScriptError(f"Add-ADSyncAttributeFlowMapping: a {flow_type.name} flow needs -Expression.", "InvalidArgument")
+    if flow_type.name == "Expression" and not expression:
+        raise ScriptError("Add-ADSyncAttributeFlowMapping: an Expression flow needs -Expression.", "InvalidArgument")
     rule["AttributeFlowMappings"].append(
         PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.AttributeFlowMapping",
@@ -1021,7 +1027,7 @@ def _add_mapping(it, named, positional, _input):
             ExecuteOnce=bool(named.get("executeonce", False)),
             ValueMergeType=PSEnum("ValueMergeType", _only("Add-ADSyncAttributeFlowMapping", named.get("valuemergetype", "Update"), str)),
             Expression=None if expression is None else _only("Add-ADSyncAttributeFlowMapping", expression, str),
-            MappingSourceAsString=sources[0] if sources else expression,
+            MappingSourceAsString=",".join(sources) or expression,
         )
     )
     return [rule]
