@@ -477,6 +477,11 @@ def _check_saved(data, desired, observed, plan, target):
 def _export(args, out, err):
     from reconciler.export import export_desired, observe_for_export
 
+    if args.output:
+        from reconciler.files import refuse_inputs, refuse_symlink
+
+        refuse_symlink(args.output)
+        refuse_inputs(args.output, {"the desired-state file": args.source, "the lab file": args.lab})
     if args.source:
         from reconciler.loader import load_desired
 
@@ -495,7 +500,10 @@ def _export(args, out, err):
         target.close()
     text = export_desired(observed, target_kind=spec.kind.value if spec else "lab", target=spec, description=target.description)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from reconciler.files import write_private
+
+        inputs = {"the desired-state file": args.source, "the lab file": getattr(target, "path", None)}
+        write_private(args.output, text, inputs)
         err.print(f"Wrote {_escape(args.output)}; 'syncprep plan {_escape(args.output)}' shows no changes.")
     else:
         out.file.write(text)

@@ -25,6 +25,7 @@ from pathlib import Path
 from attrs import frozen
 
 from reconciler.errors import ReconcilerError
+from reconciler.files import PRIVATE, make_private_dir, open_append_private
 
 
 class LockedError(ReconcilerError):
@@ -40,8 +41,8 @@ def target_slug(key):
 
 
 def _fsync_append(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    # 0600 (it names the steps' users), and never through a symlink.
+    with open_append_private(path) as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -101,6 +102,8 @@ def last_interrupted(path):
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line torn by a crash mid-write
+        if not isinstance(record, dict):
+            continue  # valid JSON, but not one of ours
         run = record.get("run")
         if run not in runs:
             runs[run] = {"started": record.get("time"), "step": None, "paused": False, "ended": False, "command": record.get("command", "")}
@@ -132,10 +135,10 @@ class TargetLock:
         self.taken_over = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE)
         except FileExistsError:
             held = read_lock(self.path)
             if held is None:
@@ -144,7 +147,7 @@ class TargetLock:
                 # Only one taker can rename the dead lock away; the loser sees it gone and fails below.
                 try:
                     os.rename(self.path, self.path.with_name(f"{self.path.name}.dead-{held.get('id')}"))
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE)
                     self.taken_over = held
                 except (FileNotFoundError, FileExistsError):
                     raise LockedError("another apply is taking over the same stale lock") from None
