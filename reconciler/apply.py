@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from attrs import frozen
 
+from reconciler import dn
 from reconciler.errors import ApplyError, ProviderError, TransientError
 from reconciler.model import Observed, UserRef
 from reconciler.operations import (
@@ -347,7 +348,7 @@ def remaining(operation, observed):
             return None if server.rule_by_id(identifier) is None else operation
         case SetContainerScope(included, excluded):
             ad = server.connectors_of_kind("AD")
-            done = ad and same_names(ad[0].included_containers, included) and same_names(ad[0].excluded_containers, excluded)
+            done = ad and dn.same_set(ad[0].included_containers, included) and dn.same_set(ad[0].excluded_containers, excluded)
             return None if done else operation
         case SetExcludedAttributes(attributes):
             aad = server.connectors_of_kind("AAD")

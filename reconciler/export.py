@@ -40,7 +40,8 @@ import attrs
 
 from reconciler import __version__
 from reconciler.desired import TargetKind, TargetSpec
-from reconciler.loader import DN, UPN
+from reconciler.dn import is_container
+from reconciler.loader import UPN
 from reconciler.model import FlowType, Observed, SyncPolicy
 from reconciler.provider import UserSelection
 
@@ -246,7 +247,7 @@ def _scope_lines(observed, skipped):
     if not ad.included_containers:
         skipped.append("[scope]: the AD connector includes no container (a desired state cannot say so)")
         return []
-    bad = [dn for dn in (*ad.included_containers, *ad.excluded_containers) if not DN.match(dn)]
+    bad = [dn for dn in (*ad.included_containers, *ad.excluded_containers) if not is_container(dn)]
     if bad:
         skipped.append(f"[scope]: {', '.join(bad)} cannot be written as a distinguished name the loader accepts")
         return []

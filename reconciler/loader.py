@@ -20,13 +20,13 @@ import tomli
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from reconciler.desired import CREDENTIAL_VARIABLES, DesiredState, RuleKind, TargetKind, credential_variable_problem
+from reconciler.dn import is_container
 from reconciler.errors import ConfigError
 from reconciler.model import COMPARISON_OPERATORS, FlowType
 
 MAX_FILE_BYTES = 1024 * 1024
 PRECEDENCE_MAX = 2**31 - 1
 UPN = re.compile(r"^[^@\s\"'<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
-DN = re.compile(r"^(?:(?:OU|CN|DC)=[^,=]+)(?:,(?:OU|CN|DC)=[^,=]+)*$", re.IGNORECASE)
 # The scope-filter operators: ADSync's own ComparisonOperator values (model.COMPARISON_OPERATORS).
 SCOPE_OPERATORS = frozenset(COMPARISON_OPERATORS)
 SECRET_WORDS = ("password", "secret", "token_value", "client_secret", "private_key", "bearer")
@@ -361,14 +361,14 @@ def _check(parts):
             if not UPN.match(upn):
                 yield f"{here}.users[{user_index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
         for ou_index, ou in enumerate(spec.ous):
-            if not DN.match(ou):
+            if not is_container(ou):
                 yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
     for section, spec in (("scope", parts.scope), ("purge", parts.purge)):
         if spec is None:
             continue
         for field_name in ("included", "excluded", "ous"):
             for index, dn in enumerate(getattr(spec, field_name, ())):
-                if not DN.match(dn):
+                if not is_container(dn):
                     yield f"{section}.{field_name}[{index}]", f"{dn!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
     if parts.scope is not None and not parts.scope.included:
         yield "scope.included", "an empty inclusion list takes every object out of sync"

@@ -11,6 +11,8 @@ from typing import Optional
 
 from attrs import field, frozen
 
+from reconciler import dn
+
 GUID_ATTRIBUTE = "msExchMailboxGuid"
 
 
@@ -291,9 +293,8 @@ class CloudUser:
         return None
 
     def in_ou(self, ou_dn):
-        if not self.on_prem_dn:
-            return False
-        return self.on_prem_dn.lower().endswith("," + ou_dn.lower())
+        """Whether the user's on-premises object is below ``ou_dn`` (RFC 4514, not a text suffix)."""
+        return bool(self.on_prem_dn) and dn.below(self.on_prem_dn, ou_dn)
 
 
 @frozen

@@ -13,6 +13,7 @@ from typing import Optional
 
 from attrs import frozen
 
+from reconciler import dn
 from reconciler.errors import PlanError
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes
@@ -45,26 +46,25 @@ class _Rebuild:
 
 
 def _norm(dns):
-    return tuple(sorted({dn.strip() for dn in dns}, key=str.lower))
+    """Containers once each (by RFC 4514 equality), in a stable order."""
+    kept = []
+    for name in sorted((d.strip() for d in dns), key=str.lower):
+        if not any(dn.same(name, k) for k in kept):
+            kept.append(name)
+    return tuple(kept)
 
 
 def named_for_purge(deleted_user, purge):
     """Whether a user in the recycle bin is one the ``[purge]`` section names (by UPN or OU)."""
-    dn = (deleted_user.on_prem_dn or "").lower()
-    return deleted_user.upn.lower() in {u.lower() for u in purge.users} or any(dn.endswith("," + ou.lower()) for ou in purge.ous)
+    on_prem = deleted_user.on_prem_dn or ""
+    return deleted_user.upn.lower() in {u.lower() for u in purge.users} or any(on_prem and dn.below(on_prem, ou) for ou in purge.ous)
 
 
 def same_names(a, b):
     return {x.lower() for x in a} == {x.lower() for x in b}
 
 
-def _in_scope(dn, included, excluded):
-    def under(container):
-        return dn.lower() == container.lower() or dn.lower().endswith("," + container.lower())
-
-    best_in = max((len(c) for c in included if under(c)), default=-1)
-    best_out = max((len(c) for c in excluded if under(c)), default=-1)
-    return best_in >= 0 and best_in >= best_out
+_in_scope = dn.in_scope
 
 
 def purge_selection(purge):
@@ -338,7 +338,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     wanted = (
         (_norm(desired.scope.included), _norm(desired.scope.excluded)) if desired.scope is not None else (ad.included_containers, ad.excluded_containers)
     )
-    if same_names(current[0], wanted[0]) and same_names(current[1], wanted[1]):
+    if dn.same_set(current[0], wanted[0]) and dn.same_set(current[1], wanted[1]):
         return []
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
     if leaving:

@@ -433,7 +433,12 @@ $null = Start-ADSyncSyncCycle -PolicyType {policy.value}
 
 def partition_of(container):
     """The domain partition a container DN lives in: its DC= components."""
-    parts = [p.strip() for p in container.split(",")]
+    from reconciler import dn
+
+    try:
+        parts = dn.rdn_texts(container)
+    except dn.DnError as exc:
+        raise ValueError(f"{container!r} is not a distinguished name: {exc}") from None
     index = next((i for i, p in enumerate(parts) if p.lower().startswith("dc=")), None)
     if index is None:
         raise ValueError(f"{container!r} is not a distinguished name under a domain (no DC= part)")

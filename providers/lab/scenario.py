@@ -20,6 +20,7 @@ from reconciler.model import (
     SyncPolicy,
     SyncRule,
 )
+from reconciler import dn
 from providers.lab.world import AdUser, Lab, LabCloudUser, LabSku, Server, lab_guid
 
 HYBRID_OU = "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
@@ -29,7 +30,7 @@ EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin")
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn")
 
 
 def _direct(source, destination):
@@ -152,6 +153,8 @@ def build(scenario="default", users=20):
     ad_users[6 if users > 6 else users - 1].usage_location = None  # user07 has no msExchUsageLocation
     ad_users.append(_ad_user(1, 2, HYBRID_OU, object_class="inetOrgPerson", prefix="contractor"))
     ad_users += [_ad_user(i, 2, SERVICE_OU, mailbox=False, prefix="svc") for i in (1, 2)]
+    if scenario == "escaped-comma-dn":
+        ad_users += _comma_names()
     lab.ad_users = ad_users
 
     # The tenant: one cloud-only admin with a mailbox, and a SKU one unit short.
@@ -178,6 +181,19 @@ def build(scenario="default", users=20):
     elif scenario == "duplicate-upn-in-bin":
         _old_object_in_bin(lab, ad_users[4 if users > 4 else 0])
     return lab
+
+
+def _comma_names():
+    """Two users whose names hold a comma (escaped in the DN, RFC 4514).
+
+    "Smith, John" is in HybridUsers. "Doe,OU=HybridUsers" is directly in Corp, *outside*
+    HybridUsers, although the text of its DN ends with ",OU=HybridUsers,OU=Corp,...".
+    """
+    smith = _ad_user(1, 2, HYBRID_OU, prefix="smith")
+    smith.dn = "CN=Smith\\, John," + HYBRID_OU
+    doe = _ad_user(1, 2, "OU=Corp,DC=contoso,DC=com", prefix="doe")
+    doe.dn = "CN=Doe\\," + HYBRID_OU
+    return [smith, doe]
 
 
 def _old_object_in_bin(lab, ad):
@@ -221,7 +237,7 @@ def _prepare(lab):
     lab.run_cycle(SyncPolicy.INITIAL)
     sku = ENTERPRISEPACK_ID
     for user in sorted(lab.active_cloud_users(), key=lambda u: u.upn):
-        if not user.synced or not (user.on_prem_dn or "").endswith(HYBRID_OU):
+        if not user.synced or not dn.below(user.on_prem_dn or "", HYBRID_OU):
             continue
         if user.license(sku) is not None:
             lab.remove_license(user.id, sku)

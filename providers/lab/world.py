@@ -24,6 +24,7 @@ from typing import Optional
 
 from attrs import define, evolve, field
 
+from reconciler import dn
 from reconciler.errors import ProviderError, RefusedError
 from reconciler.model import (
     AUTHORITATIVE_NULL,
@@ -434,10 +435,9 @@ class Lab:
     def _in_scope(self, user):
         inclusions = self.ad_connector().included_containers
         exclusions = self.ad_connector().excluded_containers
-        # The longest matching container wins; an exclusion wins only if it is longer (A8).
-        best_in = max((len(c) for c in inclusions if _dn_under(user.dn, c)), default=-1)
-        best_out = max((len(c) for c in exclusions if _dn_under(user.dn, c)), default=-1)
-        return best_in >= 0 and best_in >= best_out
+        # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
+        # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
+        return dn.in_scope(user.dn, inclusions, exclusions)
 
     def _finish_cycle(self):
         server = self.server
@@ -590,11 +590,6 @@ class Lab:
         limit = self.clock - 30 * 24 * 60
         if any(u.deleted_at is not None and u.deleted_at <= limit for u in self.cloud_users):
             self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
-
-
-def _dn_under(dn, container):
-    dn, container = dn.lower(), container.lower()
-    return dn == container or dn.endswith("," + container)
 
 
 def _next_build(build):

@@ -1,0 +1,190 @@
+"""Distinguished names as RFC 4514 reads them: one definition for every DN comparison.
+
+A DN is a sequence of RDNs separated by unescaped commas, the first the object's
+own name, the last the top of the tree. Each RDN is one or more ``type=value``
+pairs joined by unescaped ``+``. A value escapes a special character with a
+backslash (``\\,``, ``\\+``, ``\\\\``, ``\\"``, ...) or a byte with two hex digits
+(``\\2C``, UTF-8). Attribute types are case-insensitive; Active Directory compares
+values case-insensitively too. Spaces around separators and around ``=`` are not
+part of the name (RFC 4514 section 4; RFC 2253 writers put them there), while an
+escaped space (``\\ ``) is.
+
+So ``CN=Smith\\, John,OU=HybridUsers,DC=contoso,DC=com`` is the user "Smith, John"
+*inside* HybridUsers, and ``CN=Doe\\,OU=HybridUsers,OU=Corp,DC=contoso,DC=com`` is the
+user "Doe,OU=HybridUsers" directly in Corp, *not* in HybridUsers, although its text
+ends like that OU's. Comparing text suffixes gets both wrong in some spelling.
+"""
+
+from __future__ import annotations
+
+import functools
+
+_SPECIAL = frozenset(' "#+,;<=>\\')
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class DnError(ValueError):
+    """Not a distinguished name; the message says where."""
+
+
+@functools.lru_cache(maxsize=65536)
+def parse(text):
+    """The DN as a tuple of RDNs, each a sorted tuple of ``(type, value)``, both case-folded.
+
+    Raises :class:`DnError` for text that is not a DN.
+    """
+    if text is None or not text.strip():
+        raise DnError("an empty distinguished name")
+    rdns, avas = [], []
+    i, n = 0, len(text)
+    while True:
+        kind, i = _type(text, i)
+        value, i = _value(text, i)
+        avas.append((kind, value))
+        if i >= n:
+            rdns.append(tuple(sorted(avas)))
+            return tuple(rdns)
+        separator = text[i]
+        i += 1
+        if separator == ",":
+            rdns.append(tuple(sorted(avas)))
+            avas = []
+        elif separator != "+":  # pragma: no cover - _value stops only at , + or the end
+            raise DnError(f"unexpected {separator!r} at position {i}")
+
+
+def _type(text, i):
+    n = len(text)
+    while i < n and text[i] == " ":
+        i += 1
+    start = i
+    while i < n and text[i] not in "=,+":
+        i += 1
+    kind = text[start:i].strip()
+    if i >= n or text[i] != "=":
+        raise DnError(f"no '=' after {kind or 'nothing'!r} at position {start}")
+    if not kind or not (kind.replace("-", "").isalnum() or _is_oid(kind)):
+        raise DnError(f"{kind!r} at position {start} is not an attribute type")
+    return kind.casefold(), i + 1
+
+
+def _is_oid(kind):
+    parts = kind.split(".")
+    return len(parts) > 1 and all(p.isdigit() for p in parts)
+
+
+def _value(text, i):
+    """Read one value from ``i`` up to an unescaped , or + (or the end)."""
+    n = len(text)
+    while i < n and text[i] == " ":
+        i += 1
+    out = bytearray()
+    significant = 0  # length of ``out`` up to its last escaped or non-space character
+    while i < n:
+        ch = text[i]
+        if ch in ",+":
+            break
+        if ch == "\\":
+            if i + 1 >= n:
+                raise DnError(f"a backslash at the end (position {i})")
+            nxt = text[i + 1]
+            if nxt in _HEX and i + 2 < n and text[i + 2] in _HEX:
+                out.append(int(text[i + 1 : i + 3], 16))
+                i += 3
+            elif nxt in _SPECIAL:
+                out += nxt.encode()
+                i += 2
+            else:
+                raise DnError(f"'\\{nxt}' at position {i} is not an escape")
+            significant = len(out)
+            continue
+        if ch in '"<>;':
+            raise DnError(f"{ch!r} at position {i} must be escaped")
+        out += ch.encode()
+        if ch != " ":
+            significant = len(out)
+        i += 1
+    try:
+        value = bytes(out[:significant]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DnError("an escaped byte sequence that is not UTF-8") from None
+    return value.casefold(), i
+
+
+def is_dn(text):
+    try:
+        parse(text)
+    except DnError:
+        return False
+    return True
+
+
+def _key(text):
+    """The parsed DN, or the case-folded text when it does not parse (then only equal text matches)."""
+    try:
+        return parse(text)
+    except DnError:
+        return (("", (text or "").strip().casefold()),)
+
+
+def same(a, b):
+    """Whether two DNs name the same object."""
+    return _key(a) == _key(b)
+
+
+def depth(text):
+    return len(_key(text))
+
+
+def under(dn, container):
+    """Whether ``dn`` is ``container`` or anywhere below it."""
+    if not dn or not container:
+        return False
+    inner, outer = _key(dn), _key(container)
+    return len(inner) >= len(outer) and inner[len(inner) - len(outer) :] == outer
+
+
+def below(dn, container):
+    """Whether ``dn`` is strictly below ``container``."""
+    return under(dn, container) and depth(dn) > depth(container)
+
+
+def same_set(a, b):
+    """Whether two lists of DNs name the same containers (order and spelling aside)."""
+    return {_key(x) for x in a} == {_key(x) for x in b}
+
+
+def in_scope(dn, included, excluded):
+    """The AD connector's OU filtering: the deepest matching container decides, an
+    exclusion only when it is deeper than the deepest inclusion (domain-facts A8)."""
+    best_in = max((depth(c) for c in included if under(dn, c)), default=-1)
+    best_out = max((depth(c) for c in excluded if under(dn, c)), default=-1)
+    return best_in >= 0 and best_in >= best_out
+
+
+def rdn_texts(text):
+    """The RDNs of ``text`` as written (escapes kept, outer spaces trimmed), split at unescaped commas."""
+    parse(text)  # raises DnError for what is not a DN
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == ",":
+            parts.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+_CONTAINER_TYPES = frozenset({"ou", "cn", "dc", "o"})
+
+
+def is_container(text):
+    """A DN a desired state may name as an OU or container: OU/CN/DC/O parts, none empty."""
+    try:
+        rdns = parse(text)
+    except DnError:
+        return False
+    return all(kind in _CONTAINER_TYPES and value for rdn in rdns for kind, value in rdn)
