@@ -27,7 +27,7 @@ def open_target(spec, lab_path=None, source="desired state", allowance=None):
     from providers.lab import open_lab_target
 
     if spec.kind is TargetKind.LAB:
-        return open_lab_target(lab_path or spec.lab)
+        return open_lab_target(lab_path or spec.lab, allow_staging=spec.allow_staging)
     if spec.entra_connect is None or spec.graph is None:
         raise ConfigError([f"{source}: target: a remote target needs both [target.entra_connect] and [target.graph]"])
     allowance = allowance if allowance is not None else Allowance()

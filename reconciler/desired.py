@@ -191,6 +191,8 @@ class TargetSpec:
     kind: TargetKind = TargetKind.LAB
     #: The lab file (lab targets); relative paths are relative to the working directory.
     lab: Optional[str] = None
+    #: Lab only (a remote target says it in [target.entra_connect]): change a server in staging mode.
+    allow_staging: bool = False
     graph: Optional[GraphTargetSpec] = None
     entra_connect: Optional[EntraConnectTargetSpec] = None
 

@@ -398,6 +398,8 @@ def _check(parts):
     if target.kind is TargetKind.REMOTE:
         if target.lab is not None:
             yield "target.lab", "only a lab target has a lab file"
+        if target.allow_staging:
+            yield "target.allow_staging", "a remote target says it in [target.entra_connect]"
         if target.graph is None:
             yield "target", "a remote target needs [target.graph]"
         if target.entra_connect is None:

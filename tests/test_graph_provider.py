@@ -596,3 +596,17 @@ def test_an_unreachable_endpoint_is_one_line(monkeypatch):
     finally:
         tenant.close()
     assert "cannot connect" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_resource_not_found_and_error_item_not_found_mean_no_mailbox(lab, emulator, connect):
+    # Real Graph answers some users without a mailbox with these codes instead of
+    # MailboxNotEnabledForRESTAPI: no mailbox (absent, or pending while recent), never unknown.
+    emulator.no_mailbox_codes["user01@contoso.com"] = "ResourceNotFound"
+    emulator.no_mailbox_codes["user04@contoso.com"] = "ErrorItemNotFound"
+    mailboxes = {u.upn: u.mailbox for u in connect(emulator).observe(HYBRID).users}
+    assert mailboxes["user01@contoso.com"] is MailboxState.ABSENT
+    assert mailboxes["user04@contoso.com"] is MailboxState.PENDING
+    # A user that is gone is still told apart (Request_ResourceNotFound): not "no mailbox".
+    ref = UserRef("00000000-0000-0000-0000-00000000dead", "gone@contoso.com")
+    outcome = connect(emulator).apply(VerifyMailboxes((ref,)))
+    assert outcome.failures == (("gone@contoso.com", "no Exchange Online mailbox (missing user)"),)

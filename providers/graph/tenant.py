@@ -10,7 +10,9 @@ What it reads (domain-facts B):
   Exchange" when one of its service plans is an Exchange Online mailbox plan,
   whose ids it keeps); each licence's ``disabledPlans``;
 * mailboxes of licensed users in the selection, by ``mailboxSettings`` probes in
-  ``$batch``es: 404 ``MailboxNotEnabledForRESTAPI`` is ABSENT, or PENDING while a
+  ``$batch``es: 404 ``MailboxNotEnabledForRESTAPI`` (or ``ResourceNotFound``,
+  ``ErrorItemNotFound``, which Graph also answers for an existing user without a
+  mailbox) is ABSENT, or PENDING while a
   licence with Exchange is younger than ``mailbox_pending_minutes`` by the
   server's clock (its Date header); a read that failed is UNKNOWN, never ABSENT;
 * deleted users from ``/directory/deletedItems/microsoft.graph.user``.
@@ -67,6 +69,11 @@ DELETED_FIELDS = ("id", "userPrincipalName", "deletedDateTime", "onPremisesSyncE
 EXCHANGE_MAILBOX_PLANS = ("EXCHANGE_S_",)
 NOT_A_MAILBOX_PLAN = frozenset({"EXCHANGE_S_FOUNDATION"})
 # assignLicense's refusal to remove a licence the user does not have (domain-facts B8).
+#: A mailboxSettings probe's 404 codes that mean "this user has no mailbox" (not unknown):
+#: Graph answers ResourceNotFound ("Resource could not be discovered.") or ErrorItemNotFound
+#: for some users without one, MailboxNotEnabledForRESTAPI for others. A missing *user* is
+#: Request_ResourceNotFound, which is not in this set.
+NO_MAILBOX_CODES = frozenset({"MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorItemNotFound"})
 NO_SUCH_LICENCE = "User does not have a corresponding license."
 
 PERMISSIONS = {
@@ -349,7 +356,7 @@ class GraphTenant(TenantProvider):
                 result[uid] = MailboxState.PRESENT
             elif mailbox.status in (401, 403):
                 raise t.error(mailbox, "mailboxSettings", PERMISSIONS["mailboxes"])
-            elif mailbox.status == 404 and mailbox.code == "MailboxNotEnabledForRESTAPI" and (user is None or user.ok):
+            elif mailbox.status == 404 and mailbox.code in NO_MAILBOX_CODES and (user is None or user.ok):
                 licences = states[uid] if states is not None else (user.data or {}).get("licenseAssignmentStates") or []
                 # "Recently" by the server's clock when it answered this probe (not ours, not later).
                 now = mailbox.date or t.server_now or dt.datetime.now(dt.timezone.utc)

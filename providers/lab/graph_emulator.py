@@ -108,6 +108,13 @@ def _error(status, code, message, headers=None):
     return _Reply(status, {"error": {"code": code, "message": message, "innerError": inner}}, headers)
 
 
+NO_MAILBOX_MESSAGES = {
+    "MailboxNotEnabledForRESTAPI": "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+    "ResourceNotFound": "Resource could not be discovered.",
+    "ErrorItemNotFound": "The specified object was not found in the store.",
+}
+
+
 def _not_found(key):
     return _error(
         404,
@@ -186,6 +193,11 @@ class GraphEmulator:
         # {(user id, sku id): (the LabLicense, [plan ids])}. Keeping the licence object
         # makes an entry lapse when the lab removes and re-adds the licence by itself.
         self._disabled = {}
+        #: UPN (lower case) -> the 404 code a mailboxSettings probe answers while the user has
+        #: no mailbox. Real Graph gives MailboxNotEnabledForRESTAPI for some such users and
+        #: ResourceNotFound or ErrorItemNotFound for others; which one when is not documented,
+        #: so the lab says MailboxNotEnabledForRESTAPI unless a test or demo sets another.
+        self.no_mailbox_codes = {}
         # Replica lag (see lag_reads): {object id: [reads left, the object before the write]}.
         self._lag_next = 0
         self._stale = {}
@@ -630,8 +642,10 @@ class GraphEmulator:
             if user is None:
                 return _not_found(params["id"])
             state = lab.mailbox_state(user)
+            upn = user.upn
         if state != "present":
-            return _error(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            code = self.no_mailbox_codes.get(upn.lower(), "MailboxNotEnabledForRESTAPI")
+            return _error(404, code, NO_MAILBOX_MESSAGES[code])
         return _Reply(
             200,
             {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from reconciler.errors import ProviderError
+from reconciler.errors import ProviderError, RefusedError
 from reconciler.model import (
     CloudUser,
     DeletedUser,
@@ -48,8 +48,11 @@ MAILBOX_WAIT_MINUTES = 60
 class LabServer(ServerProvider):
     SUPPORTS = SERVER_OPERATIONS
 
-    def __init__(self, lab):
+    def __init__(self, lab, allow_staging=False):
         self.lab = lab
+        #: Like the real target (``allow_staging`` in [target.entra_connect]): a server in
+        #: staging mode is refused every change unless the desired state allows it.
+        self.allow_staging = allow_staging
 
     def describe(self):
         return f"lab Entra Connect server (build {self.lab.server.build})"
@@ -71,6 +74,12 @@ class LabServer(ServerProvider):
 
     def apply(self, operation):
         lab = self.lab
+        if lab.server.staging_mode and not self.allow_staging:
+            raise RefusedError(
+                self.name,
+                type(operation).__name__,
+                "the server is in staging mode; refusing to change it (set allow_staging = true in [target] to allow it; nothing was changed)",
+            )
         match operation:
             case SetScheduler(enabled):
                 lab.set_scheduler(enabled)
@@ -217,10 +226,10 @@ class LabTarget(Target):
     """The lab as a target; persists the lab file at every checkpoint (after each
     apply step). Closing writes nothing: reading the lab never rewrites its file."""
 
-    def __init__(self, lab, path=None):
+    def __init__(self, lab, path=None, allow_staging=False):
         self.lab = lab
         self.path = Path(path) if path else None
-        super().__init__(LabServer(lab), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
+        super().__init__(LabServer(lab, allow_staging), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
 
     @property
     def key(self):
@@ -247,14 +256,14 @@ class LabTarget(Target):
         if self.path is not None and self.path.exists():
             self.lab = self.server.lab = self.tenant.lab = store.load(self.path)
 
-def open_lab_target(path=None, create=True):
+def open_lab_target(path=None, create=True, allow_staging=False):
     """The lab at ``path`` (default ``.syncprep/lab.json``), created on first use."""
     path = Path(path) if path else store.DEFAULT_PATH
     if create:
         lab, _created = store.load_or_create(path)
     else:
         lab = store.load(path)
-    return LabTarget(lab, path)
+    return LabTarget(lab, path, allow_staging)
 
 
 __all__ = ["LabServer", "LabTenant", "LabTarget", "open_lab_target"]
