@@ -47,9 +47,9 @@ from reconciler.operations import (
     VerifyMailboxes,
 )
 from reconciler.licences import license_steps
+from reconciler.outcome import conditions, predict
 from reconciler.plan import last_full_sync_end, selection_for
 from reconciler.rebuild import named_for_purge, same_names
-from reconciler.rules import guid_report
 from reconciler.steps import Impact
 
 
@@ -84,6 +84,8 @@ class ApplyReport:
     scheduler_restored: bool = False
     #: Stopped before a step that could not finish before ``--until``: resumable.
     stopped_for_window: bool = False
+    #: The per-user outcomes as finally decided (after the sync where one ran).
+    outcomes: tuple = ()
 
     @property
     def ok(self):
@@ -151,6 +153,7 @@ def apply_plan(
     last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
     last_sync_id = steps[last_sync].id if last_sync is not None else None
     last_sync_done = False
+    outcomes = plan.outcomes
     try:
         while True:
             if index >= len(steps):
@@ -158,10 +161,10 @@ def apply_plan(
                     # The plan predicted no licence change, but who needs one is only
                     # known now: decide from a fresh observation all the same.
                     replanned = True
-                    fresh, fresh_notices = _decide_after_sync(desired, target, (last_sync_id,))
+                    fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, (last_sync_id,))
                     steps.extend(fresh)
                     notices.extend(fresh_notices)
-                    if fresh:
+                    if fresh or fresh_notices:
                         on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
                     continue
                 break
@@ -173,7 +176,7 @@ def apply_plan(
                 steps[index] = step
             if step.decided_after_sync and isinstance(step.operation, _LICENCE_OPERATIONS) and not replanned:
                 replanned = True
-                fresh, fresh_notices = _decide_after_sync(desired, target, step.depends_on)
+                fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, step.depends_on)
                 steps[index:] = [s for s in steps[index:] if not (s.decided_after_sync and isinstance(s.operation, _LICENCE_OPERATIONS))] + fresh
                 notices.extend(fresh_notices)
                 on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
@@ -273,7 +276,7 @@ def apply_plan(
         if journal is not None:
             report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
             journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
-    return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window)
+    return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window, tuple(outcomes))
 
 
 IDLE_WAIT_SECONDS = 3 * 3600
@@ -421,17 +424,14 @@ def _confirm_purge(step, desired, target):
     return step, None
 
 
-def _decide_after_sync(desired, target, depends_on):
+def _decide_after_sync(plan, desired, target, depends_on):
+    """The licence steps again from a fresh observation after the sync, held to the
+    reviewed plan: fewer users (each with the reason), never others."""
     observed = observe(target, desired)
-    rules = observed.server.rules
-    excluded = tuple(a for c in observed.server.connectors_of_kind("AAD") for a in c.excluded_attributes)
-    flows = guid_report(rules, rules, excluded, excluded)
-    steps, notices = license_steps(
-        desired,
-        observed.tenant,
-        guid_flows_after=flows,
-        sync_planned=False,
-        depends_on=depends_on,
-        cleared_since=last_full_sync_end(observed.server),
-    )
-    return steps, notices
+    server = observed.server
+    excluded = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
+    purged = frozenset(r.upn.lower() for s in plan.steps if isinstance(s.operation, PurgeDeletedUsers) for r in s.operation.users)
+    cond = conditions(server, server.rules, excluded, sync_planned=False, cleared_since=last_full_sync_end(server), recreated=purged)
+    outcomes, notices = predict(desired, observed.tenant, cond, reviewed=plan.outcomes)
+    steps = license_steps(desired, observed.tenant, outcomes, depends_on=depends_on)
+    return steps, notices, outcomes

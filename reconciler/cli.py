@@ -1,7 +1,8 @@
 """The ``syncprep`` command.
 
 Exit codes: 0 success (for ``plan --detailed-exitcode``: no changes), 1 error,
-2 changes present (``plan --detailed-exitcode``), 130 interrupted.
+2 changes present (``plan --detailed-exitcode``), 4 ``apply`` done but a targeted
+user did not end as desired (no licence, or no mailbox), 130 interrupted.
 Known errors are one line each on stderr, never a traceback.
 
 Heavy imports (the planner's deepdiff, the real providers' SDKs) happen inside
@@ -19,7 +20,7 @@ from pathlib import Path
 from reconciler import __version__
 from reconciler.errors import ConfigError, ReconcilerError
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USERS, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
 CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
 LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"
@@ -76,6 +77,7 @@ def _parser():
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
     plan.add_argument("--show-scripts", action="store_true", help="show the PowerShell each server step will run")
     plan.add_argument("-out", "--out", dest="out", metavar="PLANFILE", help="save the plan (JSON) for review; apply it with 'syncprep apply PLANFILE'")
+    plan.add_argument("--report", metavar="FILE", help="write the per-user outcome, every user, as CSV or JSON (by the extension)")
 
     show = commands.add_parser("show", parents=[common], help="render a saved plan")
     show.add_argument("planfile", metavar="PLANFILE")
@@ -106,6 +108,7 @@ def _parser():
     apply.add_argument("--force", action="store_true", help="apply a plan over the safety thresholds (too many deletes)")
     apply.add_argument("--resume", action="store_true", help="finish an apply that was cut short (observes again; done steps are not repeated)")
     apply.add_argument("--until", metavar="TIME", help="start no step that cannot finish before TIME (HH:MM UTC or ISO); stop safe and resumable")
+    apply.add_argument("--report", metavar="FILE", help="write the per-user outcome as read back after the apply, as CSV or JSON (by the extension)")
 
     unlock = commands.add_parser("force-unlock", parents=[common, lab_option, target_options], help="release the lock of an apply that is gone")
     unlock.add_argument("lock_id", metavar="LOCK_ID")
@@ -304,6 +307,10 @@ def _plan(args, out, err):
 
         refuse_symlink(args.out)
         refuse_inputs(args.out, {"the desired-state file": args.file})
+    if args.report:
+        from reconciler import report as report_file
+
+        report_file.check_path(args.report)
     target = _open(desired, args, err)
     try:
         observed = observe(target, desired)
@@ -320,6 +327,9 @@ def _plan(args, out, err):
         err.print(
             f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)} --desired {_escape(args.file)}"
         )
+    if args.report:
+        report_file.write(report_file.plan_rows(plan), args.report)
+        err.print(f"Wrote the per-user outcome of {len(plan.outcomes)} user(s) to {_escape(args.report)}")
     if args.json:
         from reconciler.serialize import plan_to_dict
 
@@ -341,6 +351,10 @@ def _apply(args, out, err):
     from reconciler.plan import build_plan
     from reconciler.render import ApplyRenderer, PlanRenderer
 
+    if args.report:
+        from reconciler import report as report_file
+
+        report_file.check_path(args.report)
     saved, desired = _saved_and_desired(args) if savedplan.is_saved_plan(args.file) else (None, None)
     if saved is None:
         if args.desired or args.max_plan_age:
@@ -392,7 +406,10 @@ def _apply(args, out, err):
             renderer.report(report)
             if report.stopped_for_window:
                 out.print("[yellow]Stopped before the window closes; the environment is safe. Finish with 'syncprep apply --resume'.[/yellow]")
-            return EXIT_OK if report.ok else EXIT_ERROR
+            left = _read_back(report, desired, target, args, out)
+            if not report.ok:
+                return EXIT_ERROR
+            return EXIT_USERS if left else EXIT_OK
     finally:
         target.close()
 
@@ -413,6 +430,31 @@ def _saved_and_desired(args):
     desired = load_desired(args.desired)
     savedplan.bind(saved, desired, args.file)
     return saved, desired
+
+
+def _read_back(report, desired, target, args, out):
+    """The targeted users as read back from the tenant after the apply (seen, not assumed):
+    writes ``--report``, names those who did not end as desired, and returns them."""
+    if not report.outcomes:
+        return []
+    from reconciler.apply import observe
+    from reconciler.outcome import ended
+
+    rows = ended(report.outcomes, observe(target, desired).tenant)
+    if args.report:
+        from reconciler import report as report_file
+
+        report_file.write(rows, args.report)
+        out.print(f"Wrote the per-user outcome of {len(rows)} user(s) to {_escape(args.report)}")
+    left = [r for r in rows if not r["as_desired"]]
+    if left:
+        out.print(f"[yellow]{len(left)} targeted user(s) did not end with a licence and a mailbox:[/yellow]")
+        for row in left[:20]:
+            why = row["reason"] or f"licence {row['licence_actual']}, mailbox {row['mailbox_actual']}"
+            out.print(f"  [yellow]{_escape(row['upn'])}: {_escape(why)}[/yellow]")
+        if len(left) > 20:
+            out.print(f"  [yellow]and {len(left) - 20} more (--report FILE lists every user)[/yellow]")
+    return left
 
 
 def _state_file(target, kind):

@@ -278,6 +278,9 @@ class CloudUser:
     usage_location: Optional[str] = None
     licenses: tuple[LicenseAssignment, ...] = ()
     mailbox: MailboxState = MailboxState.UNKNOWN
+    #: The on-premises AD object class (user, inetOrgPerson) where the target can tell;
+    #: None when it cannot (Graph does not say): then only a GUID cleared for every type helps.
+    object_type: Optional[str] = None
 
     @property
     def ref(self):

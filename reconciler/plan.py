@@ -23,6 +23,7 @@ from reconciler.model import SyncPolicy
 from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
 from reconciler.licences import coming_back, license_steps
+from reconciler.outcome import conditions, flow_notices, predict
 from reconciler.rebuild import plan_export, plan_purge, plan_scope, purge_selection
 from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
@@ -168,19 +169,26 @@ def build_plan(desired, observed, target_description="lab"):
     guid_flows = guid_report(server.rules, predicted_rules, excluded_now, excluded_after)
     notices += server_notices(desired, server, predicted_rules, guid_flows, builder)
 
-    licence_steps, licence_notices = license_steps(
-        desired,
-        observed.tenant,
-        guid_flows_after=guid_flows,
+    cond = conditions(
+        server,
+        predicted_rules,
+        excluded_after,
         sync_planned=sync_id is not None,
         cleared_since=last_full_sync_end(server),
-        depends_on=(sync_id,) if sync_id else tuple(dict.fromkeys((*last, *after_purge))),
         recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
-        coming_back=coming_back(observed.tenant, rebuild),
+    )
+    notices += flow_notices(cond)
+    outcomes, outcome_notices = predict(desired, observed.tenant, cond, coming_back(observed.tenant, rebuild))
+    licence_steps = license_steps(
+        desired,
+        observed.tenant,
+        outcomes,
+        sync_planned=sync_id is not None,
+        depends_on=(sync_id,) if sync_id else tuple(dict.fromkeys((*last, *after_purge))),
     )
     for step in licence_steps:
         builder.add(step)
-    notices += licence_notices
+    notices += outcome_notices
 
     return Plan(
         source=desired.source,
@@ -191,6 +199,7 @@ def build_plan(desired, observed, target_description="lab"):
         unsafe=tuple(unsafe),
         purge_kept=kept,
         purge_losses=losses,
+        outcomes=outcomes,
     )
 
 

@@ -154,9 +154,9 @@ class PlanRenderer:
         out.print("[bold]Notices[/bold]")
         for notice in notices:
             if notice.level is Level.WARNING:
-                out.print(f"  [yellow]! {escape(notice.message)}[/yellow]")
+                out.print(f"  [yellow]! {escape(notice.short())}[/yellow]")
             else:
-                out.print(f"  [dim]i[/dim] {escape(notice.message)}")
+                out.print(f"  [dim]i[/dim] {escape(notice.short())}")
 
 
 class ApplyRenderer:
@@ -185,7 +185,7 @@ class ApplyRenderer:
             out.print(f"[dim]{escape(event.message)}[/dim]")
             for notice in notices:
                 if notice.level is Level.WARNING:
-                    out.print(f"      [yellow]! {escape(notice.message)}[/yellow]")
+                    out.print(f"      [yellow]! {escape(notice.short())}[/yellow]")
         elif event.kind == "note":
             out.print(f"[yellow]{escape(event.message)}[/yellow]")
 

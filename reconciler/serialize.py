@@ -52,7 +52,8 @@ def plan_to_dict(plan, scripts=None):
             }
             for s in plan.steps
         ],
-        "notices": [{"level": n.level.value, "code": n.code, "message": n.message} for n in plan.notices],
+        "notices": [{"level": n.level.value, "code": n.code, "message": n.message, **({"users": list(n.users)} if n.users else {})} for n in plan.notices],
+        "outcomes": [o.to_dict() for o in plan.outcomes],
         "unsafe": list(plan.unsafe),
         "approvals_needed": list(plan.approvals_needed),
         "purge_kept": [{"user": upn, "why": why} for upn, why in plan.purge_kept],
@@ -90,7 +91,7 @@ def plan_from_dict(data):
         source=data["source"],
         target=data["target"],
         steps=tuple(steps),
-        notices=tuple(Notice(Level(n["level"]), n["code"], n["message"]) for n in data["notices"]),
+        notices=tuple(Notice(Level(n["level"]), n["code"], n["message"], tuple(n.get("users", ()))) for n in data["notices"]),
         guid_flows=tuple(_converter.structure(g, GuidFlow) for g in data["guid_flows"]),
         unsafe=tuple(data.get("unsafe", ())),
         purge_kept=tuple((k["user"], k["why"]) for k in data.get("purge_kept", ())),

@@ -42,7 +42,17 @@ class Level(enum.Enum):
 class Notice:
     level: Level
     code: str
+    #: The whole text; a list of users in it is never shortened (``--json``, reports).
     message: str
+    #: The users the message names, when it names some: a renderer may shorten them.
+    users: tuple[str, ...] = ()
+
+    def short(self, limit=10):
+        """The message with its list of users shortened to ``limit`` names."""
+        listed = ", ".join(self.users)
+        if len(self.users) <= limit or not self.message.endswith(listed):
+            return self.message
+        return self.message[: len(self.message) - len(listed)] + name_list(self.users, limit)
 
 
 @frozen
@@ -110,6 +120,8 @@ class Plan:
     purge_kept: tuple[tuple[str, str], ...] = ()
     #: (upn, what is lost) of acknowledged users whose purge destroys a mailbox or gains nothing.
     purge_losses: tuple[tuple[str, str], ...] = ()
+    #: One :class:`~reconciler.outcome.UserOutcome` per user and licence set: what the plan predicts.
+    outcomes: tuple = ()
 
     @property
     def approvals_needed(self):

@@ -95,10 +95,14 @@ def test_relicensing_stops_when_the_clearing_sync_has_left_the_history(lab, targ
     useronly = loads_desired(EXAMPLE.read_text().split('[[rules]]\nname = "In from AD - InetOrgPerson Exchange"')[0]
                              + '[[licenses]]\nsku = "ENTERPRISEPACK"\nous = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]\n', "useronly.toml")
     plan_and_apply(useronly, target)
+    # The inetOrgPerson user still gets the GUID: never licensed, so no mailbox is owed it.
+    assert not lab.cloud_user("contractor01@contoso.com").licenses
+    lab.cloud_user("user05@contoso.com").mailbox_ready_at = None  # a mailbox that never came
     lab.advance(600)  # scheduled Delta cycles push the full sync out of the observed history
     plan = plan_for(useronly, target)
     assert plan.steps == ()
-    assert any(n.code == "no-mailbox-unknown-clear" and "contractor01" in n.message for n in plan.notices)
+    assert any(n.code == "no-mailbox-unknown-clear" and "user05" in n.message for n in plan.notices)
+    assert any(n.code == "guid-stays" and "contractor01" in n.message for n in plan.notices)
 
 
 def test_two_licence_entries_for_one_sku_are_an_error():

@@ -86,6 +86,8 @@ def lab_view(lab, selection):
     with the mailbox of unlicensed users unknown (they are not probed)."""
     state = LabTenant(lab).observe(selection)
     users = [u if u.licenses else evolve(u, mailbox=MailboxState.UNKNOWN) for u in state.users if selection.matches(u)]
+    # Graph does not say a user's on-premises object class; the lab does.
+    users = [evolve(u, object_type=None) for u in users]
     # Graph also names the Exchange plans of a SKU (the emulator's are the real EXCHANGE_S_ENTERPRISE).
     skus = tuple(evolve(s, exchange_plan_ids=(EXCHANGE_PLAN[1],)) if s.includes_exchange else s for s in state.skus)
     return evolve(state, users=tuple(users), skus=skus)

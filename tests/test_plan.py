@@ -127,9 +127,11 @@ def test_users_who_cannot_be_licensed_are_reported_not_planned(target):
     assign = next(s.operation for s in plan.steps if isinstance(s.operation, AssignLicense))
     upns = {u.upn for u in assign.users}
     assert "user07@contoso.com" not in upns and "user20@contoso.com" not in upns
-    messages = " ".join(n.message for n in plan.notices)
-    assert "user07@contoso.com cannot be licensed: no usage location" in messages
-    assert "17 licence(s) needed, 16 available; not licensed: user20@contoso.com" in messages
+    by_code = {n.code: n for n in plan.notices}
+    assert by_code["no-usage-location"].users == ("user07@contoso.com",)
+    assert "no usage location" in by_code["no-usage-location"].message
+    assert by_code["license-shortage"].users == ("user20@contoso.com",)
+    assert "17 needed, 16 available" in by_code["license-shortage"].message
 
 
 def test_a_full_sync_owed_since_a_hand_made_rule_change_is_planned(lab, target):

@@ -150,6 +150,8 @@ class LabTenant(TenantProvider):
         consumed = lab.consumed_units()
         skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange, s.exchange_plan_ids) for s in lab.skus)
         users = []
+        # The lab knows each synced user's AD object; Graph does not (its provider leaves it None).
+        classes = {u.object_guid: u.object_class for u in lab.ad_users}
         for user in lab.cloud_users:
             if user.deleted_at is not None:
                 continue
@@ -162,6 +164,7 @@ class LabTenant(TenantProvider):
                     usage_location=user.usage_location,
                     licenses=_licences(user),
                     mailbox=MailboxState(lab.mailbox_state(user)),
+                    object_type=classes.get(user.immutable_id) if user.synced else None,
                 )
             )
         deleted = tuple(

@@ -1,0 +1,404 @@
+"""Per-user outcomes: what a plan leaves each licensed-for user with, and why.
+
+One view that the planner, apply, drift and the report read. A licence is
+assigned, or removed and assigned again, only where a user's outcome says a
+mailbox will come of it; everyone else gets a reason, takes no unit, and is left
+alone (the promise "no licence where no mailbox can come").
+
+:func:`conditions` says what the server leaves behind after a plan (staging mode,
+whether msExchMailboxGuid stays in the cloud per AD object type, which attributes
+stop flowing); :func:`predict` turns it and the tenant into one
+:class:`UserOutcome` per user and SKU.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+from attrs import field, frozen
+
+from reconciler.errors import PlanError
+from reconciler.model import GUID_ATTRIBUTE, Direction, MailboxState, UserRef
+from reconciler.provider import UserSelection
+from reconciler.steps import Level, Notice
+
+USAGE_LOCATION = "usageLocation"
+
+
+class Verdict(enum.Enum):
+    HAS_MAILBOX = "has mailbox"
+    ASSIGN = "assign"
+    RELICENSE = "remove and assign again"
+    PENDING = "mailbox provisioning"
+    NOT_OWED = "no mailbox owed"
+    BLOCKED = "not licensed"
+    UNKNOWN = "unknown"
+
+
+#: Verdicts that spend or move a licence.
+ACTS = (Verdict.ASSIGN, Verdict.RELICENSE)
+
+
+@frozen
+class UserOutcome:
+    """One user under one licence set: before, the verdict, and the reason."""
+
+    upn: str
+    sku: str
+    verdict: Verdict
+    #: A notice code for the reason (``no-usage-location``, ``guid-stays``, ...); "" when none.
+    code: str = ""
+    reason: str = ""
+    user_id: str = field(default="", eq=False)
+    object_type: Optional[str] = None
+    #: "none", "direct" or "group".
+    licence_before: str = "none"
+    mailbox_before: str = MailboxState.UNKNOWN.value
+    #: Service plans an admin switched off: kept when the licence is assigned again.
+    disabled_plans: tuple[str, ...] = ()
+
+    @property
+    def ref(self):
+        return UserRef(self.user_id, self.upn)
+
+    @property
+    def licence_after(self):
+        if self.verdict is Verdict.RELICENSE:
+            return "assigned again"
+        if self.verdict is Verdict.ASSIGN:
+            return "assigned"
+        return self.licence_before
+
+    @property
+    def mailbox_after(self):
+        if self.verdict is Verdict.HAS_MAILBOX or (self.verdict in ACTS and self.mailbox_before == "present"):
+            return "present"
+        if self.verdict in ACTS:
+            return "expected"
+        if self.verdict is Verdict.PENDING:
+            return "pending"
+        if self.verdict is Verdict.UNKNOWN:
+            return "unknown"
+        return "none"
+
+    @property
+    def as_desired(self):
+        """Whether the user ends as the licence set wants: with a mailbox (or none owed)."""
+        return self.verdict in (Verdict.HAS_MAILBOX, Verdict.NOT_OWED, *ACTS)
+
+    def to_dict(self):
+        return {
+            "upn": self.upn,
+            "sku": self.sku,
+            "object_type": self.object_type or "",
+            "licence_before": self.licence_before,
+            "licence_after": self.licence_after,
+            "mailbox_before": self.mailbox_before,
+            "mailbox_after": self.mailbox_after,
+            "outcome": self.verdict.value,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+
+@frozen
+class Conditions:
+    """What the server leaves behind once the plan is done, as the outcomes need it."""
+
+    staging: bool = False
+    #: AD object type -> why msExchMailboxGuid stays in the cloud for it ("" or missing: it does not).
+    guid_stays: dict = field(factory=dict)
+    #: AD object type -> the attributes that stop flowing for it, and the rules that carried them.
+    lost_flows: dict = field(factory=dict)
+    #: A full sync runs before the licences: what the plan predicts is what the cloud will hold.
+    sync_planned: bool = False
+    #: When the last full sync with the current rules ended (ISO), or None.
+    cleared_since: Optional[str] = None
+    #: UPNs (lower case) purged and re-created by the plan: new objects, never had the GUID.
+    recreated: frozenset = frozenset()
+
+    def guid_reason(self, object_type):
+        """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
+        stays = {t: why for t, why in self.guid_stays.items() if why}
+        if not stays:
+            return None
+        if object_type is None:
+            types = ", ".join(sorted(stays))
+            return f"msExchMailboxGuid stays in the cloud for {types} objects, and this target cannot tell which object type this user is"
+        for t, why in stays.items():
+            if t.lower() == object_type.lower():
+                return why
+        return None
+
+    def usage_location_lost(self, object_type):
+        """The rules whose disabling stops usageLocation for ``object_type`` ("" if it keeps flowing)."""
+        for t, (attributes, rules) in self.lost_flows.items():
+            if USAGE_LOCATION in attributes and (object_type is None or t.lower() == object_type.lower()):
+                return rules
+        return ""
+
+
+def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset()):
+    """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
+    from reconciler.rules import guid_flow, object_types
+
+    excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
+    guid_excluded_now = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_now}
+    guid_excluded_after = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_after}
+    stays = {}
+    for object_type in object_types(tuple(server.rules) + tuple(predicted_rules)):
+        now_text, now_flows = guid_flow(server.rules, object_type)
+        after_text, after_flows = guid_flow(predicted_rules, object_type)
+        if server.scheduler.staging_mode:
+            stays[object_type] = "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
+        elif after_flows and not guid_excluded_after:
+            stays[object_type] = f"msExchMailboxGuid still flows for {object_type} objects: {after_text}"
+        elif guid_excluded_after and now_flows:
+            # The sync engine stops managing an excluded attribute: the value already in
+            # Entra ID stays (domain-facts A9). Only re-created objects come without it.
+            how = "is excluded from export" if guid_excluded_now else "is excluded from export by this plan"
+            stays[object_type] = (
+                f"msExchMailboxGuid {how}, and the value already in Entra ID stays ({object_type} rules: {now_text}); "
+                "only users purged and re-created lose it ([purge], Solution 2)"
+            )
+    return Conditions(
+        staging=server.scheduler.staging_mode,
+        guid_stays=stays,
+        lost_flows=lost_flows(server.rules, predicted_rules) if sync_planned else {},
+        sync_planned=sync_planned,
+        cleared_since=cleared_since,
+        recreated=frozenset(recreated),
+    )
+
+
+def lost_flows(rules_now, rules_after):
+    """Per AD object type: the attributes no enabled inbound rule carries any more after the
+    plan (msExchMailboxGuid aside: stopping it is the point), with the rules that did."""
+    lost = {}
+    for object_type in sorted({r.source_object_type for r in rules_now if r.direction is Direction.INBOUND}):
+        before = _destinations(rules_now, object_type)
+        after = _destinations(rules_after, object_type)
+        gone = sorted(a for a in set(before) - set(after) if a != GUID_ATTRIBUTE)
+        if gone:
+            carriers = sorted({name for a in gone for name in before[a]})
+            lost[object_type] = (tuple(gone), ", ".join(f"'{n}'" for n in carriers))
+    return lost
+
+
+def _destinations(rules, object_type):
+    found = {}
+    for rule in rules:
+        if rule.disabled or rule.direction is not Direction.INBOUND or rule.source_object_type != object_type:
+            continue
+        for flow in rule.flows:
+            found.setdefault(flow.destination, []).append(rule.name)
+    return found
+
+
+def targeted(spec, tenant, coming_back=()):
+    """The users a licence set names, sorted by UPN."""
+    selection = UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous))
+    return sorted((u for u in (*tenant.users, *coming_back) if selection.matches(u)), key=lambda u: u.upn.lower())
+
+
+def predict(desired, tenant, cond, coming_back=(), reviewed=None):
+    """One :class:`UserOutcome` per user and licence set, and the notices that go with them.
+
+    Units are counted once per SKU over the whole plan: a user who cannot get a
+    mailbox takes none, and those left without a unit are named. ``reviewed``
+    (apply, after the sync) holds the outcomes of the plan that was reviewed: a user
+    it did not license is not licensed now either, and takes no unit.
+    """
+    outcomes, notices = [], []
+    for spec in desired.licenses:
+        sku = tenant.sku_by_part_number(spec.sku)
+        if sku is None:
+            known = ", ".join(s.part_number for s in tenant.skus) or "none"
+            raise PlanError(f"licenses: SKU {spec.sku!r} is not subscribed in the tenant (subscribed: {known})")
+        users = targeted(spec, tenant, coming_back)
+        found = {u.upn.lower() for u in users}
+        missing = [upn for upn in spec.users if upn.lower() not in found]
+        if missing:
+            notices.append(_named(Level.WARNING, "user-not-found", "no such user in the tenant; not licensed", missing))
+        if not users:
+            notices.append(Notice(Level.WARNING, "no-users", f"{spec.sku}: the selection matches no user in the tenant"))
+        decided = [_outcome(spec, sku, user, cond) for user in users]
+        if reviewed is not None:
+            decided = [narrow(o, reviewed) for o in decided]
+        freed = sum(1 for u in users if u.upn.lower() in cond.recreated and u.has_license(sku.sku_id))
+        outcomes += _ration(spec, sku, decided, freed)
+    return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
+
+
+def _outcome(spec, sku, user, cond):
+    assignment = user.license(sku.sku_id)
+    recreated = user.upn.lower() in cond.recreated
+    if recreated:
+        assignment = None  # purged and re-created: a new object, with no licence yet
+    base = dict(
+        upn=user.upn,
+        sku=spec.sku,
+        user_id=user.id,
+        object_type=user.object_type,
+        licence_before="none" if assignment is None else ("group" if assignment.by_group else "direct"),
+        mailbox_before=user.mailbox.value,
+        disabled_plans=assignment.disabled_plans if assignment is not None else (),
+    )
+
+    def out(verdict, code="", reason=""):
+        return UserOutcome(verdict=verdict, code=code, reason=reason, **base)
+
+    if user.mailbox is MailboxState.PRESENT and assignment is not None:
+        return out(Verdict.HAS_MAILBOX)
+    if assignment is not None and not sku.includes_exchange:
+        return out(Verdict.NOT_OWED, "no-exchange", f"{spec.sku} includes no Exchange Online plan")
+    if assignment is not None and set(assignment.disabled_plans) & set(sku.exchange_plan_ids):
+        return out(Verdict.NOT_OWED, "exchange-disabled", f"Exchange Online is disabled in the {spec.sku} licence, so no mailbox will come; nothing is relicensed")
+    if user.mailbox is MailboxState.PENDING:
+        return out(Verdict.PENDING, "mailbox-pending", "the mailbox is still provisioning")
+    if user.mailbox is MailboxState.UNKNOWN and assignment is not None:
+        return out(Verdict.UNKNOWN, "mailbox-unknown", "the mailbox state could not be read; nothing is decided")
+    why = _why_no_mailbox(user, cond, recreated)
+    if why is not None and user.mailbox is not MailboxState.PRESENT:
+        return out(Verdict.BLOCKED, *why)
+    if assignment is None:
+        return out(Verdict.ASSIGN)
+    return _relicense(spec, user, assignment, cond, out)
+
+
+def _why_no_mailbox(user, cond, recreated):
+    """(code, reason) when a licence for ``user`` cannot create a mailbox or be assigned, else None."""
+    if cond.staging:
+        return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
+    guid = None if recreated else cond.guid_reason(user.object_type)
+    if guid:
+        return "guid-stays", guid
+    if not user.usage_location:
+        return "no-usage-location", "no usage location (msExchUsageLocation is empty on-premises)"
+    lost = cond.usage_location_lost(user.object_type)
+    if lost:
+        return "usage-location-lost", f"no usage location after the sync: the plan disables {lost}, which carry msExchUsageLocation -> usageLocation"
+    return None
+
+
+def _relicense(spec, user, assignment, cond, out):
+    if not spec.relicense_without_mailbox:
+        return out(Verdict.BLOCKED, "no-mailbox", "licensed without a mailbox; relicense_without_mailbox is off")
+    if assignment.by_group:
+        return out(Verdict.BLOCKED, "group-license", f"the {spec.sku} licence comes from a group and cannot be removed for one user; remove it from the group and add it back")
+    if cond.sync_planned or (cond.cleared_since is not None and (assignment.assigned_at or "") < cond.cleared_since):
+        return out(Verdict.RELICENSE)
+    if cond.cleared_since is None:
+        return out(
+            Verdict.BLOCKED,
+            "no-mailbox-unknown-clear",
+            "licensed without a mailbox, and the run history no longer shows when msExchMailboxGuid was cleared: run a full (Initial) sync and plan again to have it relicensed",
+        )
+    return out(
+        Verdict.BLOCKED,
+        "no-mailbox-after-clear",
+        "licensed after msExchMailboxGuid stopped flowing and still without a mailbox: check that no rule flows the GUID for its object type",
+    )
+
+
+def _ration(spec, sku, decided, freed):
+    """New assignments up to the units free (``freed``: units a purge gives back); a
+    relicensed user takes back its own unit, so it needs none."""
+    available = sku.available + freed
+    needed = sum(1 for o in decided if o.verdict is Verdict.ASSIGN)
+    result = []
+    for o in decided:
+        if o.verdict is Verdict.ASSIGN:
+            if available <= 0:
+                reason = f"no {spec.sku} unit left ({needed} needed, {sku.available + freed} available)"
+                o = UserOutcome(**{**_fields(o), "verdict": Verdict.BLOCKED, "code": "license-shortage", "reason": reason})
+            else:
+                available -= 1
+        result.append(o)
+    return result
+
+
+def _fields(outcome):
+    return {
+        "upn": outcome.upn,
+        "sku": outcome.sku,
+        "verdict": outcome.verdict,
+        "code": outcome.code,
+        "reason": outcome.reason,
+        "user_id": outcome.user_id,
+        "object_type": outcome.object_type,
+        "licence_before": outcome.licence_before,
+        "mailbox_before": outcome.mailbox_before,
+        "disabled_plans": outcome.disabled_plans,
+    }
+
+
+def outcome_notices(outcomes):
+    """One notice per reason, naming every user it holds for (never shortened here)."""
+    groups = {}
+    for o in outcomes:
+        if o.verdict in (Verdict.BLOCKED, Verdict.NOT_OWED, Verdict.PENDING, Verdict.UNKNOWN) and o.code:
+            groups.setdefault((o.code, o.reason, o.verdict), []).append(o.upn)
+    notices = []
+    for (code, reason, verdict), upns in groups.items():
+        level = Level.INFO if verdict is Verdict.PENDING else Level.WARNING
+        head = {
+            Verdict.BLOCKED: "not licensed, no unit taken",
+            Verdict.NOT_OWED: "no mailbox owed",
+            Verdict.PENDING: "mailbox still provisioning",
+            Verdict.UNKNOWN: "nothing decided",
+        }[verdict]
+        text = reason if verdict is not Verdict.PENDING else "still provisioning"
+        notices.append(_named(level, code, f"{len(upns)} user(s) {head}: {text}" if verdict is not Verdict.PENDING else f"{len(upns)} mailbox(es) {text}", upns))
+    return tuple(notices)
+
+
+def _named(level, code, text, upns):
+    return Notice(level, code, f"{text}: {', '.join(upns)}", tuple(upns))
+
+
+def flow_notices(cond):
+    """What stops flowing besides the GUID when the plan disables rules."""
+    notices = []
+    for object_type, (attributes, rules) in sorted(cond.lost_flows.items()):
+        unlicensable = " (users without it cannot be licensed)" if USAGE_LOCATION in attributes else ""
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "flows-stop",
+                f"the plan disables {rules}: {', '.join(attributes)} stop flowing for {object_type} objects{unlicensable}",
+            )
+        )
+    return tuple(notices)
+
+
+def narrow(outcome, reviewed):
+    """``outcome`` (decided now) held to the reviewed plan: it may do less, never more."""
+    planned = {(o.sku, o.upn.lower()): o.verdict for o in reviewed if o.verdict in ACTS}.get((outcome.sku, outcome.upn.lower()))
+    if outcome.verdict not in ACTS or outcome.verdict is planned:
+        return outcome
+    if planned is Verdict.RELICENSE and outcome.verdict is Verdict.ASSIGN:
+        return outcome  # the licence went meanwhile: assigning alone is less than the plan
+    if planned is None:
+        code, reason = "not-in-plan", "not licensed by the reviewed plan: waits for the next plan"
+    else:
+        code, reason = "not-in-plan", "holds a licence now that the reviewed plan did not remove: left as it is"
+    return UserOutcome(**{**_fields(outcome), "verdict": Verdict.BLOCKED, "code": code, "reason": reason})
+
+
+def ended(outcomes, tenant):
+    """The outcomes as read back from ``tenant`` after an apply: one dict per user with
+    the actual licence and mailbox, and whether the user ended as desired."""
+    by_upn = {u.upn.lower(): u for u in tenant.users}
+    skus = {s.part_number.lower(): s for s in tenant.skus}
+    rows = []
+    for o in outcomes:
+        user = by_upn.get(o.upn.lower())
+        sku = skus.get(o.sku.lower())
+        assignment = user.license(sku.sku_id) if user is not None and sku is not None else None
+        mailbox = user.mailbox.value if user is not None else "missing user"
+        licence = "none" if assignment is None else ("group" if assignment.by_group else "direct")
+        ok = o.verdict is Verdict.NOT_OWED or (assignment is not None and mailbox == MailboxState.PRESENT.value)
+        rows.append({**o.to_dict(), "licence_actual": licence, "mailbox_actual": mailbox, "as_desired": ok})
+    return rows
