@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from reconciler.model import MailboxState, Observed, SyncPolicy
+from reconciler.model import GUID_ATTRIBUTE, MailboxState, Observed, SyncPolicy
 from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, RunSyncCycle, SetScheduler, UpdateRule
 from reconciler.plan import build_plan, selection_for
 
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
-_DRIFT_NOTICES = {"no-mailbox-after-clear": "mailbox gone"}
+_DRIFT_NOTICES = {"no-mailbox-after-clear": "licensed without a mailbox"}
 
 
 @frozen
@@ -73,9 +73,13 @@ def detect(desired, observed, target_description=""):
     if scheduler.sync_cycle_enabled != desired.scheduler.sync_cycle_enabled:
         state = "on" if scheduler.sync_cycle_enabled else "off (left paused?)"
         items.append(DriftItem("scheduler", f"scheduler {'on' if scheduler.sync_cycle_enabled else 'off'}", f"the sync scheduler is {state}"))
-    # A full sync owed is drift of its own only when no configuration change explains it.
+    items.extend(_guid_items(desired, observed, plan))
+    # A full sync owed is drift of its own only when no configuration change explains it,
+    # and when it matters: nothing will run it (scheduler off), or licences wait for it.
+    # An upgrade marks the next cycle Initial with no rule changed: that alone is no drift.
     changes_config = any(s.provider == "entra-connect" and not isinstance(s.operation, (SetScheduler, RunSyncCycle)) for s in plan.steps)
-    owed = observed.server.scheduler.next_policy is SyncPolicy.INITIAL and not changes_config
+    licences_wait = any(isinstance(s.operation, (AssignLicense, RemoveLicense)) for s in plan.steps)
+    owed = scheduler.next_policy is SyncPolicy.INITIAL and not changes_config and (licences_wait or not scheduler.sync_cycle_enabled)
     for step in plan.steps:
         items.extend(_describe(step, owed))
     for notice in plan.notices:
@@ -94,12 +98,13 @@ def _describe(step, full_sync_owed):
     if isinstance(op, UpdateRule):
         return [DriftItem(step.resource, "rule changed", changes or step.summary)]
     if isinstance(op, RemoveLicense):
-        return [DriftItem(step.resource, "mailbox gone", f"{len(op.users)} licensed user(s) without a mailbox: {', '.join(u.upn for u in op.users[:10])}")]
+        # "Without", not "gone": before the first apply these mailboxes never existed.
+        return [DriftItem(step.resource, "licensed without a mailbox", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users)}")]
     if isinstance(op, AssignLicense):
-        return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users[:10])}")]
+        return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users)}")]
     if step.id == "sync.initial":
         if full_sync_owed:
-            return [DriftItem("sync cycle", "full sync owed", "the rules changed and only Delta cycles ran since")]
+            return [DriftItem("sync cycle", "full sync owed", "the next cycle must be a full (Initial) sync, and only Delta cycles ran since it was owed")]
         return []
     if step.id.startswith("mailboxes["):
         return []
@@ -108,12 +113,37 @@ def _describe(step, full_sync_owed):
     return [DriftItem(step.resource, step.action.value, changes or step.summary)]
 
 
+def _manages_guid(desired):
+    """Whether the desired state means to keep msExchMailboxGuid out of the cloud."""
+    if desired.export is not None and GUID_ATTRIBUTE.lower() in {a.lower() for a in desired.export.excluded_attributes}:
+        return True
+    return any(f.destination == GUID_ATTRIBUTE for spec in desired.rules for f in spec.flows)
+
+
+def _guid_items(desired, observed, plan):
+    """Per object type in scope: the GUID flowing (the plan's rule-winner view of the rules as
+    they are now), and the licensed-for users whose cloud GUID it brought back, or will."""
+    if not _manages_guid(desired):
+        return []
+    items = []
+    owed = observed.server.scheduler.next_policy is SyncPolicy.INITIAL
+    for flow in plan.guid_flows:
+        if not flow.flows_now:
+            continue
+        items.append(DriftItem(f"guid/{flow.object_type}", "GUID flows", f"msExchMailboxGuid reaches the cloud for {flow.object_type} objects: {flow.now}"))
+        users = sorted({o.upn for o in plan.outcomes if o.object_type is None or o.object_type.lower() == flow.object_type.lower()})
+        if users:
+            when = "will be back in the cloud after the next full sync" if owed else "is in the cloud"
+            items.append(DriftItem(f"guid/{flow.object_type}", "GUID in the cloud", f"msExchMailboxGuid {when} for {len(users)} user(s): {', '.join(users)}"))
+    return items
+
+
 def _unknowns(desired, observed):
     unknown = []
     selection = selection_for(desired)
     blind = [u.upn for u in observed.tenant.users if u.mailbox is MailboxState.UNKNOWN and u.licenses and selection.matches(u)]
     if blind:
-        unknown.append(f"mailbox state of {len(blind)} user(s) could not be read: {', '.join(blind[:10])}")
+        unknown.append(f"mailbox state of {len(blind)} user(s) could not be read: {', '.join(blind)}")
     if desired.purge is not None and observed.tenant.deleted_users is None:
         unknown.append("the recycle bin could not be read")
     return tuple(unknown)

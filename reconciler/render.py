@@ -260,7 +260,8 @@ def render_drift(console, report):
     out = console
     out.print(f"[bold]Drift[/bold] of {escape(report.target)} from {escape(report.source)}")
     for item in report.items:
-        out.print(f"  [yellow]~ {escape(item.resource)}[/yellow]: [bold]{escape(item.what)}[/bold] — {escape(item.detail)}")
+        detail = item.detail if len(item.detail) <= 400 else item.detail[:400] + "… (--json has the whole list)"
+        out.print(f"  [yellow]~ {escape(item.resource)}[/yellow]: [bold]{escape(item.what)}[/bold] — {escape(detail)}")
     for unknown in report.unknown:
         out.print(f"  [magenta]? {escape(unknown)}[/magenta]")
     if not report.items and not report.unknown:

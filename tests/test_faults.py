@@ -206,10 +206,12 @@ def test_two_applies_started_together_do_not_both_run(tmp_path):
     second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = [(p.wait(timeout=120), p.stderr.read()) for p in (first, second)]
     FIGURES["concurrent applies"] += 2
-    codes = sorted(code for code, _err in results)
-    assert codes[0] == 0
+    codes = [code for code, _err in results]
+    # One applies (4: user07 and user20 end without a licence); the other is refused the
+    # lock, or comes after it and finds nothing to do (0).
+    assert 4 in codes
     for code, err in results:
-        assert code == 0 or "another apply holds the lock" in err
+        assert code in (0, 4) or "another apply holds the lock" in err
     assert_converged(tmp_path, EXAMPLE)
 
 

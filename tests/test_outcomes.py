@@ -248,3 +248,50 @@ def test_json_lists_are_never_shortened(cli):
     # The text view shortens a long list (--report has them all).
     _code, out, _err = cli("plan", "exclude.toml")
     assert "and 30 more" in out
+
+
+# ---------------------------------------------------------------------------- drift
+
+
+def drift_of(desired, target):
+    from reconciler.drift import detect, observe_read_only
+
+    if not hasattr(desired, "rules"):
+        desired = load_desired(desired)
+    return detect(desired, observe_read_only(target.server, target.tenant, desired))
+
+
+def test_drift_sees_a_custom_rule_that_makes_the_guid_flow_again_and_the_users_it_reached(lab, target):
+    from reconciler.model import GUID_ATTRIBUTE, AttributeFlow, Direction, FlowType, LinkType, SyncRule
+    from reconciler.model import SyncPolicy
+
+    plan_and_apply(EXAMPLE, target)
+    assert drift_of(EXAMPLE, target).exit_code == 0
+    lab.put_rule(
+        SyncRule(
+            "11111111-2222-3333-4444-555555555555", "Someone's GUID rule", Direction.INBOUND, 50, lab.ad_connector().identifier, "user", "person",
+            LinkType.JOIN, flows=(AttributeFlow(GUID_ATTRIBUTE, FlowType.DIRECT, source=GUID_ATTRIBUTE),),
+        )
+    )
+    lab.run_cycle(SyncPolicy.INITIAL)
+    report = drift_of(EXAMPLE, target)
+    assert report.exit_code == 2
+    by_what = {i.what: i for i in report.items}
+    assert "Someone's GUID rule" in by_what["GUID flows"].detail and by_what["GUID flows"].resource == "guid/user"
+    back = by_what["GUID in the cloud"].detail
+    assert "20 user(s)" in back and "user01@contoso.com" in back and "contractor01" not in back
+
+
+def test_drift_before_the_first_apply_says_nothing_of_mailboxes_gone(target):
+    report = drift_of(EXAMPLE, target)
+    whats = {i.what for i in report.items}
+    assert "mailbox gone" not in whats
+    assert "licensed without a mailbox" in whats and "GUID flows" in whats
+
+
+def test_drift_after_an_upgrade_with_the_upgrade_safe_rules_is_in_sync(lab, target):
+    plan_and_apply(UPGRADE_SAFE, target)
+    assert drift_of(UPGRADE_SAFE, target).exit_code == 0
+    lab.upgrade()
+    report = drift_of(UPGRADE_SAFE, target)
+    assert report.items == () and report.exit_code == 0

@@ -72,7 +72,13 @@ def test_drift_after_an_upgrade_reports_the_stock_rule_and_clears_after_apply(cl
     assert {(d["resource"], d["what"]) for d in report["drift"]} == {
         ("rule/In from AD - User Exchange", "stock rule back"),
         ("rule/In from AD - InetOrgPerson Exchange", "stock rule back"),
+        # What the returned rules mean: the GUID flows again, and the next full sync brings it back.
+        ("guid/user", "GUID flows"),
+        ("guid/user", "GUID in the cloud"),
+        ("guid/inetOrgPerson", "GUID flows"),
+        ("guid/inetOrgPerson", "GUID in the cloud"),
     }
+    assert any("after the next full sync" in d["detail"] for d in report["drift"] if d["what"] == "GUID in the cloud")
     cli("apply", EXAMPLE, "--auto-approve")
     assert cli("drift", EXAMPLE)[0] == EXIT_IN_SYNC
 
