@@ -50,6 +50,7 @@ from reconciler.licences import license_steps
 from reconciler.outcome import conditions, predict
 from reconciler.plan import last_full_sync_end, selection_for
 from reconciler.rebuild import named_for_purge, same_names
+from reconciler.serialize import plan_checksum
 from reconciler.steps import Impact
 
 
@@ -149,7 +150,7 @@ def apply_plan(
     history = None
     index = 0
     if journal is not None:
-        journal.start(plan.checksum(), "apply", [s.id for s in steps])
+        journal.start(plan_checksum(plan), "apply", [s.id for s in steps])
     last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
     last_sync_id = steps[last_sync].id if last_sync is not None else None
     last_sync_done = False

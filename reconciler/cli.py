@@ -385,7 +385,9 @@ def _apply(args, out, err):
             if not plan.has_changes:
                 if interrupted is not None:
                     # Nothing was left to do: the interrupted run is finished now.
-                    journal.start(plan.checksum(), "apply (nothing left)", [])
+                    from reconciler.serialize import plan_checksum
+
+                    journal.start(plan_checksum(plan), "apply (nothing left)", [])
                     journal.end("done")
                 return EXIT_OK
             if plan.unsafe and not args.force:

@@ -21,6 +21,7 @@ from attrs import field, frozen
 from reconciler.errors import PlanError
 from reconciler.model import GUID_ATTRIBUTE, Direction, MailboxState, UserRef
 from reconciler.provider import UserSelection
+from reconciler.rules import guid_flow, object_types
 from reconciler.steps import Level, Notice
 
 USAGE_LOCATION = "usageLocation"
@@ -141,8 +142,6 @@ class Conditions:
 
 def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset()):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
-    from reconciler.rules import guid_flow, object_types
-
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     guid_excluded_now = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_now}
     guid_excluded_after = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_after}

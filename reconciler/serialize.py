@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 
 import cattrs
 
-from reconciler import __version__
+from reconciler import __version__, operations
+from reconciler.steps import PLAN_FORMAT_VERSION, Action, FieldChange, GuidFlow, Impact, Level, Notice, Plan, Step
 
 _converter = cattrs.Converter()
 _converter.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda e: e.value)
@@ -22,8 +25,6 @@ def operation_to_dict(operation):
 
 def plan_to_dict(plan, scripts=None):
     """The plan as versioned JSON. ``scripts`` maps step ids to the text a provider will run."""
-    from reconciler.plan import PLAN_FORMAT_VERSION
-
     scripts = scripts or {}
     return {
         "format_version": PLAN_FORMAT_VERSION,
@@ -63,9 +64,6 @@ def plan_to_dict(plan, scripts=None):
 
 def plan_from_dict(data):
     """A :class:`~reconciler.plan.Plan` back from :func:`plan_to_dict` (for ``show``)."""
-    from reconciler import operations
-    from reconciler.plan import Action, FieldChange, GuidFlow, Impact, Level, Notice, Plan, Step
-
     steps = []
     for item in data["steps"]:
         operation = dict(item["operation"])
@@ -97,3 +95,9 @@ def plan_from_dict(data):
         purge_kept=tuple((k["user"], k["why"]) for k in data.get("purge_kept", ())),
         purge_losses=tuple((k["user"], k["why"]) for k in data.get("purge_losses", ())),
     )
+
+
+def plan_checksum(plan):
+    """SHA-256 of the plan's steps as JSON: what the journal records a run against."""
+    data = json.dumps(plan_to_dict(plan)["steps"], sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()

@@ -6,8 +6,6 @@ All frozen; :mod:`reconciler.serialize` turns them into the versioned JSON.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from typing import Any, Optional
 
 from attrs import field, frozen
@@ -140,14 +138,6 @@ class Plan:
         counts["kept_from_purge"] = len(self.purge_kept)
         return counts
 
-    def to_dict(self):
-        from reconciler.serialize import plan_to_dict
-
-        return plan_to_dict(self)
-
-    def checksum(self):
-        data = json.dumps(self.to_dict()["steps"], sort_keys=True, default=str).encode()
-        return hashlib.sha256(data).hexdigest()
 
 
 def server_step(**fields):

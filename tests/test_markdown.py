@@ -11,7 +11,7 @@ from providers.lab import scenario
 from providers.lab.provider import LabTarget
 from reconciler.loader import loads_desired
 from reconciler.markdown import GITHUB_COMMENT_LIMIT, MARKER, comment_length, esc, pseudonym, render_markdown
-from reconciler.serialize import plan_to_dict
+from reconciler.serialize import plan_checksum, plan_to_dict
 
 REBUILD = ROOT / "desired-state" / "rebuild.toml"
 
@@ -19,7 +19,7 @@ REBUILD = ROOT / "desired-state" / "rebuild.toml"
 def saved(plan, scripts=None):
     """What a saved plan looks like: plan_to_dict plus the keys ``plan -out`` adds."""
     data = plan_to_dict(plan, scripts)
-    data |= {"checksum": plan.checksum(), "unsafe": list(plan.unsafe), "approvals_needed": list(plan.approvals_needed), "fingerprints": {"x": "y"}}
+    data |= {"checksum": plan_checksum(plan), "unsafe": list(plan.unsafe), "approvals_needed": list(plan.approvals_needed), "fingerprints": {"x": "y"}}
     return data
 
 

@@ -295,3 +295,24 @@ def test_drift_after_an_upgrade_with_the_upgrade_safe_rules_is_in_sync(lab, targ
     lab.upgrade()
     report = drift_of(UPGRADE_SAFE, target)
     assert report.items == () and report.exit_code == 0
+
+
+def test_the_core_has_no_import_circle_not_even_through_function_level_imports():
+    import ast
+    import graphlib
+
+    from conftest import ROOT
+
+    graph = {}
+    for path in (ROOT / "reconciler").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "reconciler":
+                deps |= {f"reconciler.{a.name}" for a in node.names if (ROOT / "reconciler" / f"{a.name}.py").exists()}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reconciler."):
+                deps.add(node.module)
+        graph[f"reconciler.{path.stem}"] = deps
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
