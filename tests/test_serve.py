@@ -162,7 +162,7 @@ def test_a_saved_plan_binds_the_scripts_it_will_run(served):
     assert refused.returncode == 1 and "planning again gives other steps or scripts; nothing was changed" in refused.stderr
     assert "Apply complete" not in refused.stdout
     applied = run(env, tmp_path, "apply", "plan.json", "--desired", desired, "--auto-approve")
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-2000:]
+    assert applied.returncode == 4, applied.stdout[-3000:] + applied.stderr[-2000:]
     assert run(env, tmp_path, "plan", desired, "--detailed-exitcode").returncode == 0
 
 
