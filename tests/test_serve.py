@@ -188,7 +188,7 @@ def test_every_command_at_debug_leaks_no_secret_to_any_output_or_file(served):
         ("export", "--from", desired, "-o", "current.toml"),
     ):
         result = run(env, tmp_path, *args)
-        assert result.returncode in (0, 2), (args, result.stderr[-2000:])
+        assert result.returncode in (0, 2, 4), (args, result.stderr[-2000:])
         outputs += [result.stdout, result.stderr]
     assert sum("DEBUG " in text for text in outputs) >= 5, "the commands ran at DEBUG"
     user, password, token = SECRETS["SYNCPREP_WINRM_USERNAME"], SECRETS["SYNCPREP_WINRM_PASSWORD"], SECRETS["SYNCPREP_GRAPH_TOKEN"]
