@@ -253,6 +253,8 @@ def apply_plan(
             on_event(Event("finished", step, outcome.detail, result))
             if step.id == last_sync_id:
                 last_sync_done = True
+            if isinstance(step.operation, AssignLicense) and outcome.failures:
+                _no_wait_for(steps, index + 1, outcome.failures, on_event)
             index += 1
     finally:
         if raised_threshold is not None:
@@ -281,6 +283,23 @@ def apply_plan(
 
 
 IDLE_WAIT_SECONDS = 3 * 3600
+
+
+def _no_wait_for(steps, start, failures, on_event):
+    """Users whose licence was not assigned get no mailbox: the verify steps after
+    ``start`` do not wait for them, and say so at once."""
+    from attrs import evolve
+
+    failed = {upn.lower(): reason for upn, reason in failures}
+    for i in range(start, len(steps)):
+        operation = steps[i].operation
+        if not isinstance(operation, VerifyMailboxes):
+            continue
+        dropped = [r.upn for r in operation.users if r.upn.lower() in failed]
+        if dropped:
+            kept = tuple(r for r in operation.users if r.upn.lower() not in failed)
+            steps[i] = evolve(steps[i], operation=VerifyMailboxes(kept))
+            on_event(Event("note", message=f"no mailbox will come for {len(dropped)} user(s) whose licence was not assigned; not waited for: {', '.join(dropped)}"))
 
 
 def _is_pause(step):

@@ -386,7 +386,8 @@ def server_notices(desired, server, predicted_rules, guid_flows, builder):
     notices = []
     scheduler = server.scheduler
     if scheduler.staging_mode:
-        notices.append(Notice(Level.WARNING, "staging-mode", "the server is in staging mode: it exports nothing, so no cloud object will lose its GUID from this server"))
+        notices.append(Notice(Level.WARNING, "staging-mode", "the server is in staging mode: it exports nothing, so no cloud object will lose its GUID from this server and no licence is planned; "
+                "apply refuses to change it unless the target sets allow_staging = true"))
     if scheduler.cycle_in_progress:
         notices.append(Notice(Level.WARNING, "cycle-running", "a sync cycle is running now: configuration changes are refused until it ends; apply waits for it"))
     if not scheduler.sync_cycle_enabled and desired.scheduler.sync_cycle_enabled:

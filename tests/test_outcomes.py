@@ -316,3 +316,32 @@ def test_the_core_has_no_import_circle_not_even_through_function_level_imports()
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+def test_verify_does_not_wait_for_a_user_whose_licence_was_not_assigned(lab):
+    from providers.lab.provider import LabTenant
+    from reconciler.operations import Outcome
+    from reconciler.provider import Target
+
+    verified = []
+
+    class Refuses(LabTenant):
+        def apply(self, operation):
+            if isinstance(operation, AssignLicense):
+                others = tuple(r for r in operation.users if r.upn != "user05@contoso.com")
+                done = super().apply(AssignLicense(operation.sku_id, operation.part_number, others, operation.disabled_plans))
+                return Outcome(done.detail, (*done.failures, ("user05@contoso.com", "Subscription does not have any available licenses.")))
+            if isinstance(operation, VerifyMailboxes):
+                verified.append({r.upn for r in operation.users})
+            return super().apply(operation)
+
+    target = Target(LabTarget(lab).server, Refuses(lab))
+    desired = load_desired(EXAMPLE)
+    events = []
+    report = apply_plan(plan_for(desired, target), desired, target, on_event=events.append)
+    assert verified and "user05@contoso.com" not in verified[0] and "user04@contoso.com" in verified[0]
+    assert any(e.kind == "note" and "not waited for: user05@contoso.com" in e.message for e in events)
+    assert ("user05@contoso.com", "Subscription does not have any available licenses.", "license[ENTERPRISEPACK].assign") in report.user_failures
