@@ -90,7 +90,8 @@ def _parser():
     drift.add_argument("file", metavar="FILE")
     drift_format = drift.add_mutually_exclusive_group()
     drift_format.add_argument("--json", action="store_true")
-    drift_format.add_argument("--markdown", action="store_true")
+    drift_format.add_argument("--markdown", action="store_true", help="for an issue: no @mentions; --mask-users hides UPNs")
+    drift.add_argument("--mask-users", action="store_true", help="with --markdown: hide user principal names")
 
     apply = commands.add_parser("apply", parents=[common, lab_option, target_options], help="plan, confirm, and carry it out (or apply a saved plan)")
     apply.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
@@ -679,6 +680,8 @@ def _drift(args, out, err):
     from reconciler.loader import load_desired
     from reconciler.render import print_json, render_drift
 
+    if args.mask_users and not args.markdown:
+        raise ReconcilerError("--mask-users goes with --markdown")
     desired = load_desired(args.file)
     target = _open(desired, args, err)
     try:
@@ -694,16 +697,12 @@ def _drift(args, out, err):
     if args.json:
         print_json(out, report.to_dict())
     elif args.markdown:
-        out.file.write(render_drift_markdown(report))
+        from reconciler.markdown import drift_markdown
+
+        out.file.write(drift_markdown(report, mask_users=args.mask_users))
     else:
         render_drift(out, report)
     return report.exit_code
-
-
-def render_drift_markdown(report):
-    from reconciler.render import drift_markdown
-
-    return drift_markdown(report)
 
 
 def _raise_interrupt(_signum, _frame):

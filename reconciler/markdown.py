@@ -446,3 +446,25 @@ def _hard_cut(text, limit):
     while comment_length(result) > limit:
         result = result[:-1]
     return result
+
+
+# ---------------------------------------------------------------------------- drift
+
+
+def drift_markdown(report, mask_users=False):
+    """A drift report for an issue (the nightly job), marker first so the job updates it.
+
+    Every text from the environment is made inert (an ``@team`` in a rule's description
+    pings nobody), and with ``mask_users`` every UPN is a pseudonym, as in a plan comment.
+    """
+    text = mask_text if mask_users else str
+    lines = ["<!-- syncprep:drift -->", f"## syncprep drift: {_code(text(report.source))}", ""]
+    if report.interrupted:
+        lines += [f"> **warning:** {esc(text(report.interrupted))}", ""]
+    if not report.items and not report.unknown:
+        lines.append("In sync: nothing drifted.")
+    for item in report.items:
+        lines.append(f"- **{esc(text(item.what))}** {_code(text(item.resource))}: {esc(text(item.detail))}")
+    for unknown in report.unknown:
+        lines.append(f"- **unknown**: {esc(text(unknown))}")
+    return "\n".join(lines) + "\n"

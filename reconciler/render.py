@@ -270,23 +270,3 @@ def render_drift(console, report):
         out.print("[magenta]Observation incomplete:[/magenta] what could not be read is unknown, not absent.")
     else:
         out.print(f"[yellow]{len(report.items)} drifted item(s).[/yellow] Run 'syncprep plan' to see the fix.")
-
-
-def drift_markdown(report):
-    """A drift report for an issue or a comment; marker first so a job can update it."""
-    lines = ["<!-- syncprep:drift -->", f"## syncprep drift: `{report.source}`", ""]
-    if not report.items and not report.unknown:
-        lines.append("In sync: nothing drifted.")
-    for item in report.items:
-        lines.append(f"- **{_md(item.what)}** `{_code(item.resource)}`: {_md(item.detail)}")
-    for unknown in report.unknown:
-        lines.append(f"- **unknown**: {_md(unknown)}")
-    return "\n".join(lines) + "\n"
-
-
-def _code(text):
-    return str(text).replace("`", "'")
-
-
-def _md(text):
-    return "".join("\\" + ch if ch in "\\`*_[]<>|" else ch for ch in str(text))

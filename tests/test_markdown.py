@@ -255,3 +255,23 @@ def test_esc_neutralises_line_starts_and_entities():
     assert esc("x@contoso.com") == "x@contoso.com"
     assert esc("hi @team") == "hi @&#8203;team"
     assert esc("a\nb\tc") == "a b c"
+
+
+def test_the_drift_issue_masks_upns_and_mentions_nobody(cli):
+    """The nightly drift issue showed UPNs and let @team mentions through (issue 15)."""
+    import re
+
+    from reconciler.drift import DriftItem, DriftReport
+    from reconciler.markdown import drift_markdown
+
+    detail = "alice@contoso.com lost ENTERPRISEPACK; rule description says: ping @security-team and @org/admins"
+    report = DriftReport("desired-state/p.toml", "t", (DriftItem("user/alice@contoso.com", "licence removed", detail),), ("mailbox of bob@contoso.com",))
+    masked = drift_markdown(report, mask_users=True)
+    assert masked.startswith("<!-- syncprep:drift -->")
+    assert "alice@contoso.com" not in masked and "bob@contoso.com" not in masked and "user-" in masked
+    assert not re.search(r"(?<![\w.+-])@[A-Za-z0-9]", masked), "no @mention GitHub would ping"
+    assert "alice@contoso.com" in drift_markdown(report) and "@security-team" not in drift_markdown(report)
+    cli("lab", "init")
+    code, out, _err = cli("drift", EXAMPLE, "--markdown", "--mask-users")
+    assert code == 2 and out.startswith("<!-- syncprep:drift -->")
+    assert cli("drift", EXAMPLE, "--mask-users")[0] == 1
