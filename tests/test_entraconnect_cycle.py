@@ -45,7 +45,7 @@ class ScriptedSession:
 
     def invoke(self, script, resource="script", json_output=True):
         if "Start-ADSyncSyncCycle" in script:
-            return {"Started": "2026-09-21T10:00:00.0000000+02:00", "Watermarks": [{"Connector": AD, "RunNumber": 5}, {"Connector": AAD, "RunNumber": 7}]}
+            return {"Started": "2026-09-21T10:00:00.0000000+02:00", "Watermarks": [{"Connector": AD, "RunNumber": 5}, {"Connector": AAD, "RunNumber": 7}], "Result": "Success", "Refused": None}
         if "Get-ADSyncConnectorRunStatus" in script:
             self.polled += 1
             if not self.polls:

@@ -123,3 +123,40 @@ def test_every_script_imports_the_module_it_uses(served):
     with pytest.raises(ProviderError, match="The term 'Get-ADSyncScheduler' is not recognized"):
         server.session.invoke("$ErrorActionPreference = 'Stop'\nGet-ADSyncScheduler | ConvertTo-Json -Compress", "probe")
     assert server.observe_script.splitlines()[:2] == ["$ErrorActionPreference = 'Stop'", "Import-Module ADSync"]
+
+
+def test_a_start_that_loses_the_race_with_the_scheduler_waits_and_starts_again(served, monkeypatch):
+    from reconciler.model import SyncPolicy
+    from reconciler.operations import RunSyncCycle
+
+    lab, _endpoint, server = served()
+    real_start = type(lab).start_cycle
+    raced = []
+
+    def scheduler_first(self, policy):
+        if not raced:
+            # The scheduler, just resumed, starts its Delta a moment before our start.
+            raced.append(real_start(self, SyncPolicy.DELTA))
+        return real_start(self, policy)
+
+    monkeypatch.setattr(type(lab), "start_cycle", scheduler_first)
+    outcome = server.apply(RunSyncCycle(SyncPolicy.INITIAL))
+    assert raced and outcome.detail.startswith("Initial cycle ") and outcome.detail.endswith("all runs succeeded")
+    profiles = [r.profile for r in lab.server.run_history if r.connector == lab.ad_connector().name]
+    assert profiles[-4:] == ["Delta Import", "Delta Synchronization", "Full Import", "Full Synchronization"]
+
+
+def test_a_start_the_server_refuses_otherwise_is_one_line(served, monkeypatch):
+    from reconciler.errors import RefusedError as Refused
+    from reconciler.model import SyncPolicy
+    from reconciler.operations import RunSyncCycle
+
+    lab, _endpoint, server = served()
+
+    def refuse(self, policy):
+        raise Refused("entra-connect", "sync cycle", "The sync engine is not running")
+
+    monkeypatch.setattr(type(lab), "start_cycle", refuse)
+    with pytest.raises(ProviderError) as err:
+        server.apply(RunSyncCycle(SyncPolicy.INITIAL))
+    assert str(err.value) == "entra-connect: sync cycle: Start-ADSyncSyncCycle failed: The sync engine is not running"

@@ -236,9 +236,15 @@ $rules = @(Get-ADSyncRule)
 
 # While a cycle runs (A7): the scheduler's flag (as it is: a missing flag must not read
 # as idle), the connectors' run status (empty when idle, but idle between run steps
-# too), and every connector's latest runs with their run numbers, which the wait
-# compares with the watermarks the start script recorded.
-POLL_CYCLE = f"""{PREAMBLE}
+# too), and every connector's latest ``count`` runs with their run numbers, which the
+# wait compares with the watermarks the start script recorded. When scheduled cycles
+# follow quickly, the cycle's runs may be further back than ``count``: the wait asks
+# again for more until it reaches the watermark (:meth:`PsrpServer._poll`).
+POLL_RUNS = 5
+
+
+def poll_cycle(count=POLL_RUNS):
+    return f"""{PREAMBLE}
 $connectors = @(Get-ADSyncConnector)
 [pscustomobject]@{{
     SyncCycleInProgress = (Get-ADSyncScheduler).SyncCycleInProgress
@@ -255,7 +261,7 @@ $connectors = @(Get-ADSyncConnector)
         }}
     }})
     Runs = @(foreach ($connector in $connectors) {{
-        foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested 5) {{
+        foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested {int(count)}) {{
             [pscustomobject]@{{
                 Connector = $run.ConnectorName
                 RunNumber = $run.RunNumber
@@ -267,6 +273,9 @@ $connectors = @(Get-ADSyncConnector)
         }}
     }})
 }} | ConvertTo-Json -Depth 4 -Compress"""
+
+
+POLL_CYCLE = poll_cycle()
 
 
 # ---------------------------------------------------------------------- changing
@@ -424,10 +433,20 @@ $watermarks = @(foreach ($connector in Get-ADSyncConnector) {{
         RunNumber = $last[0].RunNumber
     }}
 }})
-$null = Start-ADSyncSyncCycle -PolicyType {policy.value}
+# A cycle the scheduler started meanwhile makes the start fail ("Connector: X is busy"):
+# the answer says so, and the provider waits for that cycle and starts again.
+$result = $null
+$refused = $null
+try {{
+    $result = Start-ADSyncSyncCycle -PolicyType {policy.value}
+}} catch {{
+    $refused = $_.Exception.Message
+}}
 [pscustomobject]@{{
     Started = $started
     Watermarks = $watermarks
+    Result = [string]$result.Result
+    Refused = $refused
 }} | ConvertTo-Json -Depth 4 -Compress"""
 
 

@@ -183,7 +183,9 @@ class PsrpServer(ServerProvider):
         state = self._precheck(resource, operation.rule.identifier if isinstance(operation, UpdateRule) else None)
         if isinstance(operation, RunSyncCycle):
             return self._run_cycle(operation.policy, state)
-        if state["SyncCycleInProgress"]:
+        # The scheduler switch is allowed during a cycle (pausing does not stop the running
+        # cycle; apply waits for it before the first configuration change).
+        if state["SyncCycleInProgress"] and not isinstance(operation, SetScheduler):
             raise RefusedError(self.name, resource, "a sync cycle is in progress; configuration changes are refused until it finishes (nothing was changed)")
         identifiers = {str(i).lower() for i in parse.list_of(state.get("RuleIdentifiers"), "rules")}
         match operation:
@@ -323,7 +325,7 @@ class PsrpServer(ServerProvider):
                 raise ProviderError(self.name, resource, f"a sync cycle was still running after {self.cycle_timeout:g} s; not starting another")
             self._sleep(self.poll_interval)
             state = self._precheck(resource)
-        answer = parse.obj_of(self.session.invoke(scripts.start_cycle(policy), resource), resource)
+        answer = self._start_cycle(policy, deadline, resource)
         watermarks = {}
         for mark in parse.list_of(answer.get("Watermarks"), resource):
             mark = parse.obj_of(mark, resource)
@@ -331,7 +333,7 @@ class PsrpServer(ServerProvider):
         idle_polls = 0
         while True:
             self._sleep(self.poll_interval)
-            poll = parse.obj_of(self.session.invoke(scripts.POLL_CYCLE, resource), resource)
+            poll = self._poll(watermarks, resource)
             # The run status goes empty between run steps (A7): idle only counts twice running.
             busy = parse.list_of(poll.get("RunStatus"), resource)
             idle_polls = 0 if busy else idle_polls + 1
@@ -350,6 +352,37 @@ class PsrpServer(ServerProvider):
         ended = max((r.ended or r.started for r in runs), default=None)
         until = f" to {ended}" if ended else ""
         return Outcome(f"{policy.value} cycle {parse.timestamp(answer.get('Started'), resource)}{until}: all runs succeeded")
+
+    def _start_cycle(self, policy, deadline, resource):
+        """Start the cycle and check the start's answer. A cycle the scheduler started
+        meanwhile (the race after a resume) makes the start answer busy: wait for that
+        cycle, then start again."""
+        while True:
+            answer = parse.obj_of(self.session.invoke(scripts.start_cycle(policy), resource), resource)
+            refused = answer.get("Refused")
+            if not refused:
+                result = answer.get("Result")
+                if result != "Success":
+                    raise ProviderError(self.name, resource, f"Start-ADSyncSyncCycle answered {result!r}, not 'Success'; no cycle of ours was seen starting")
+                return answer
+            if "busy" not in str(refused).lower():
+                raise ProviderError(self.name, resource, f"Start-ADSyncSyncCycle failed: {refused}")
+            while True:
+                if self._clock() >= deadline:
+                    raise ProviderError(self.name, resource, f"a sync cycle was still running after {self.cycle_timeout:g} s; not starting another ({refused})")
+                self._sleep(self.poll_interval)
+                if not self._precheck(resource)["SyncCycleInProgress"]:
+                    break
+
+    def _poll(self, watermarks, resource):
+        """One poll of the cycle, with enough of each connector's run history to reach its
+        watermark, however many runs (of scheduled cycles) came after the cycle's own."""
+        count = scripts.POLL_RUNS
+        while True:
+            poll = parse.obj_of(self.session.invoke(scripts.poll_cycle(count), resource), resource)
+            if count >= MAX_RUNS_READ or not _window_short(poll, watermarks, count, resource):
+                return poll
+            count *= 4
 
     @staticmethod
     def _cycle_runs(poll, policy, watermarks, resource):
@@ -380,6 +413,25 @@ class PsrpServer(ServerProvider):
                 waiting.append(f"{name} ({last_step})")
             runs += mine
         return sorted(runs, key=lambda r: (r.started, r.ended)), waiting
+
+
+MAX_RUNS_READ = 5 * 4**6  # far beyond a week of run history (the server purges after 7 days)
+
+
+def _window_short(poll, watermarks, count, resource):
+    """Whether some connector's ``count`` newest runs are all above its watermark: runs
+    of the cycle may lie further back."""
+    numbers = {}
+    for item in parse.list_of(poll.get("Runs"), resource):
+        item = parse.obj_of(item, resource)
+        number = parse.run_number(item, resource)
+        if number is not None:
+            numbers.setdefault(str(item.get("Connector") or ""), []).append(number)
+    for name, mark in watermarks.items():
+        seen = numbers.get(name, [])
+        if mark is not None and len(seen) >= count and min(seen) > mark + 1:
+            return True
+    return False
 
 
 def rule_differences(got, wanted):

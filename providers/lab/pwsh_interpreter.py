@@ -477,9 +477,14 @@ class Interpreter:
             raise _unsupported(node, "typed or several catch clauses")
         try:
             return self.block(body)
-        except ScriptError:
-            return self.block(next(c for c in catches[0].named_children if c.type == "statement_block"))
-        except ProviderError:
+        except (ScriptError, ProviderError) as exc:
+            # In a catch block $_ is the ErrorRecord; its Exception carries the message.
+            message = exc.message if isinstance(exc, ProviderError) else str(exc)
+            self.variables["_"] = PSObj(
+                "System.Management.Automation.ErrorRecord",
+                Exception=PSObj("System.InvalidOperationException", Message=message),
+                FullyQualifiedErrorId=getattr(exc, "error_id", "InvalidOperationException"),
+            )
             return self.block(next(c for c in catches[0].named_children if c.type == "statement_block"))
 
     # ------------------------------------------------------------------ pipelines

@@ -8,10 +8,20 @@ $watermarks = @(foreach ($connector in Get-ADSyncConnector) {
         RunNumber = $last[0].RunNumber
     }
 })
-$null = Start-ADSyncSyncCycle -PolicyType Initial
+# A cycle the scheduler started meanwhile makes the start fail ("Connector: X is busy"):
+# the answer says so, and the provider waits for that cycle and starts again.
+$result = $null
+$refused = $null
+try {
+    $result = Start-ADSyncSyncCycle -PolicyType Initial
+} catch {
+    $refused = $_.Exception.Message
+}
 [pscustomobject]@{
     Started = $started
     Watermarks = $watermarks
+    Result = [string]$result.Result
+    Refused = $refused
 } | ConvertTo-Json -Depth 4 -Compress
 
 # Then, every 10 s until every connector has reported a run of this cycle:
