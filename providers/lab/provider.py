@@ -229,9 +229,11 @@ class LabTarget(Target):
     """The lab as a target; persists the lab file at every checkpoint (after each
     apply step). Closing writes nothing: reading the lab never rewrites its file."""
 
-    def __init__(self, lab, path=None, allow_staging=False):
+    def __init__(self, lab, path=None, allow_staging=False, loaded_from=None):
         self.lab = lab
         self.path = Path(path) if path else None
+        # The identity of the file version the lab was read from (store.identity), if known.
+        self._loaded_from = loaded_from
         super().__init__(LabServer(lab, allow_staging), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
 
     @property
@@ -252,21 +254,27 @@ class LabTarget(Target):
 
     def checkpoint(self):
         if self.path is not None:
-            store.save(self.lab, self.path)
+            self._loaded_from = store.save(self.lab, self.path)
 
     def refresh(self):
-        """Read the lab file again: what was loaded before the lock was taken may be stale."""
+        """Read the lab file again: what was loaded before the lock was taken may be stale.
+
+        Unless it is the very file version the lab came from or was last saved to
+        (a 100,000-user lab takes a second to read)."""
         if self.path is not None and self.path.exists():
-            self.lab = self.server.lab = self.tenant.lab = store.load(self.path)
+            if self._loaded_from is not None and store.identity(self.path) == self._loaded_from:
+                return
+            lab, self._loaded_from = store.load_with_identity(self.path)
+            self.lab = self.server.lab = self.tenant.lab = lab
 
 def open_lab_target(path=None, create=True, allow_staging=False):
     """The lab at ``path`` (default ``.syncprep/lab.json``), created on first use."""
     path = Path(path) if path else store.DEFAULT_PATH
-    if create:
+    if create and not path.exists():
         lab, _created = store.load_or_create(path)
-    else:
-        lab = store.load(path)
-    return LabTarget(lab, path, allow_staging)
+        return LabTarget(lab, path, allow_staging)
+    lab, loaded_from = store.load_with_identity(path)
+    return LabTarget(lab, path, allow_staging, loaded_from)
 
 
 __all__ = ["LabServer", "LabTenant", "LabTarget", "open_lab_target"]

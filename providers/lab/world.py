@@ -418,7 +418,8 @@ class Lab:
         if server.cycle is not None:
             raise RefusedError("entra-connect", "sync cycle", f"Connector: {self.ad_connector().name} is busy")
         # Lab assumption (A7 UNCONFIRMED): a manual cycle runs even with the scheduler off.
-        in_scope = sum(1 for u in self.ad_users if self._in_scope(u))
+        in_scope = self._scope_test()
+        in_scope = sum(1 for u in self.ad_users if in_scope(u))
         if policy is SyncPolicy.INITIAL:
             duration = 5 + math.ceil(in_scope / 500)
         else:
@@ -433,11 +434,19 @@ class Lab:
         return [r for r in self.server.run_history if iso_to_minute(r.started) >= cycle.started_at]
 
     def _in_scope(self, user):
+        return self._scope_test()(user)
+
+    def _scope_test(self):
+        """Whether an AD user is in the connector's scope, the connector looked up once for a whole pass."""
         inclusions = self.ad_connector().included_containers
         exclusions = self.ad_connector().excluded_containers
-        # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
-        # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
-        return dn.in_scope(user.dn, inclusions, exclusions)
+
+        def in_scope(user):
+            # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
+            # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
+            return dn.in_scope(user.dn, inclusions, exclusions)
+
+        return in_scope
 
     def _finish_cycle(self):
         server = self.server
@@ -451,15 +460,16 @@ class Lab:
         by_anchor = self._cloud_by_anchor()
         updates, deletes = [], []
         seen = set()
+        in_scope = self._scope_test()
         for user in self.ad_users:
-            if not self._in_scope(user):
+            if not in_scope(user):
                 continue
             seen.add(user.object_guid)
             synced_at = server.connector_space.get(user.object_guid)
             if not full and synced_at is not None and user.changed_at < synced_at:
                 continue  # a Delta leaves unchanged objects as they were
             rules = rules_by_type.get(user.object_class, ())
-            if not any(r.link_type is LinkType.PROVISION for r in rules):
+            if not any(r.link_type is LinkType.PROVISION for r, _flows in rules):
                 continue
             # A soft-deleted object that sync brings back is not new: Apply once stays idle.
             values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor)
@@ -515,14 +525,17 @@ class Lab:
         if cloud is None:
             cloud = LabCloudUser(id=lab_guid("cloud", ad_user.object_guid, self.clock), upn=ad_user.upn, synced=True)
             self.cloud_users.append(cloud)
+            _UserChanges.seen += 1  # as many purged before as created now: the length alone would not tell
             by_anchor[ad_user.object_guid] = cloud
-        cloud.on_prem_dn = ad_user.dn
+        if cloud.on_prem_dn != ad_user.dn:
+            cloud.on_prem_dn = ad_user.dn
         for attribute, cloud_field in EXPORTED_ATTRIBUTES.items():
             value = values[attribute]
             # An excluded attribute is no longer managed: the cloud keeps its value (A9).
             if attribute in excluded or value is _KEEP:
                 continue
-            setattr(cloud, cloud_field, value)
+            if getattr(cloud, cloud_field) != value:  # setting runs the change hooks; most values stay
+                setattr(cloud, cloud_field, value)
         self.server.connector_space[ad_user.object_guid] = self.clock
 
     def _export_delete(self, anchor, by_anchor):
@@ -584,6 +597,7 @@ class Lab:
         if user is None:
             raise ProviderError("tenant", object_id, f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.")
         self.cloud_users.remove(user)
+        _UserChanges.seen += 1
 
     def purge_expired(self):
         """Deleted items stay restorable for 30 days, then go for good (B4)."""
@@ -599,11 +613,15 @@ def _next_build(build):
 
 
 def _inbound_rules_by_type(rules):
+    """Enabled inbound rules per source object type, by precedence, each with its flows by destination."""
     by_type = {}
     for rule in sorted(rules, key=lambda r: r.precedence):
         if rule.disabled or rule.direction is not Direction.INBOUND:
             continue
-        by_type.setdefault(rule.source_object_type, []).append(rule)
+        flows = {}
+        for flow in rule.flows:
+            flows.setdefault(flow.destination, []).append(flow)
+        by_type.setdefault(rule.source_object_type, []).append((rule, flows))
     return by_type
 
 
@@ -642,12 +660,14 @@ def _evaluate(user, rules, is_new):
     and stops lower rules; ``IgnoreThisFlow`` keeps what is there; an Apply-once
     flow acts only when the object is created. No contribution removes the value.
     """
-    applicable = [r for r in rules if _scope_passes(r, user)]
+    applicable = [(r, flows) for r, flows in rules if _scope_passes(r, user)]
     values = {}
     for attribute in EXPORTED_ATTRIBUTES:
         values[attribute] = None
-        for rule in applicable:
-            outcome = _contribution(rule, attribute, user, is_new)
+        for rule, flows in applicable:
+            if attribute not in flows:
+                continue
+            outcome = _contribution(rule, flows[attribute], user, is_new)
             if outcome is None:
                 continue
             values[attribute] = outcome[0]
@@ -655,9 +675,9 @@ def _evaluate(user, rules, is_new):
     return values
 
 
-def _contribution(rule, attribute, user, is_new):
-    """``None`` if the rule contributes nothing, else a 1-tuple with the value."""
-    for flow in rule.flows_to(attribute):
+def _contribution(rule, flows, user, is_new):
+    """``None`` if the rule's flows to one attribute contribute nothing, else a 1-tuple with the value."""
+    for flow in flows:
         if flow.execute_once and not is_new:
             return None
         if flow.flow_type is FlowType.DIRECT:
