@@ -25,7 +25,7 @@ from pathlib import Path
 from attrs import frozen
 
 from reconciler.errors import ReconcilerError
-from reconciler.files import PRIVATE, make_private_dir, open_append_private
+from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
 
 
 class LockedError(ReconcilerError):
@@ -137,34 +137,57 @@ class TargetLock:
     def __enter__(self):
         make_private_dir(self.path.parent)
         info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
+        staged = self._stage(info)
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE)
-        except FileExistsError:
+            try:
+                # The lock appears whole or not at all: a reader never sees it half-written.
+                os.link(staged, self.path)
+                return self
+            except FileExistsError:
+                pass
             held = read_lock(self.path)
             if held is None:
-                raise LockedError(f"the target is locked ({self.path} exists but cannot be read); remove it if no apply runs") from None
+                raise LockedError(f"the target is locked ({self.path} exists but cannot be read); remove it if no apply runs")
             if self.take_over_dead and not _alive(held):
-                # Only one taker can rename the dead lock away; the loser sees it gone and fails below.
-                try:
-                    os.rename(self.path, self.path.with_name(f"{self.path.name}.dead-{held.get('id')}"))
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE)
-                    self.taken_over = held
-                except (FileNotFoundError, FileExistsError):
-                    raise LockedError("another apply is taking over the same stale lock") from None
-                return self._write(fd, info)
+                self.taken_over = self._take_over(held, staged)
+                return self
             gone = "" if _alive(held) else " (that process is gone)"
             raise LockedError(
                 f"another apply holds the lock: id {held.get('id')}, {held.get('user')}@{held.get('host')} pid {held.get('pid')}{gone}, "
                 f"since {held.get('since')}; if it is no longer running, release it with 'syncprep force-unlock {held.get('id')}'"
-            ) from None
-        return self._write(fd, info)
+            )
+        finally:
+            staged.unlink(missing_ok=True)
 
-    def _write(self, fd, info):
+    def _stage(self, info):
+        """The lock's content, written and fsynced to a private file next to it."""
+        staged = self.path.with_name(f".{self.path.name}.{self.id}.new")
+        fd = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
         with os.fdopen(fd, "w") as fh:
             json.dump(info, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        return self
+        return staged
+
+    def _take_over(self, dead, staged):
+        """Replace the lock of a dead holder by ours: one taker at a time, each checking
+        under the guard that the lock is still that dead holder's, so of several
+        ``--resume`` runs started together exactly one holds the lock."""
+        import fcntl
+
+        guard_path = self.path.with_name(self.path.name + ".takeover")
+        fd = os.open(guard_path, os.O_CREAT | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now = read_lock(self.path)
+            if now is None or now.get("id") != dead.get("id") or _alive(now):
+                raise LockedError("another apply took over the same stale lock first; nothing was changed")
+            keep = self.path.with_name(f"{self.path.name}.dead-{dead.get('id')}")
+            write_private(keep, json.dumps(dead))
+            os.replace(staged, self.path)
+            return dead
+        finally:
+            os.close(fd)  # releases the guard
 
     def __exit__(self, *exc):
         held = read_lock(self.path)
