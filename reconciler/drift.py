@@ -61,13 +61,8 @@ def observe_read_only(server, tenant, desired):
 
 
 def detect(desired, observed, target_description=""):
-    planned = desired
-    if desired.purge is not None and observed.tenant.deleted_users is None:
-        # The purge cannot be judged without the recycle bin: leave it out, say it is unknown.
-        from attrs import evolve
-
-        planned = evolve(desired, purge=None)
-    plan = build_plan(planned, observed, target_description)
+    # An unknown recycle bin plans no step of Solution 2 (the plan says so); it is unknown.
+    plan = build_plan(desired, observed, target_description)
     items = []
     scheduler = observed.server.scheduler
     if scheduler.sync_cycle_enabled != desired.scheduler.sync_cycle_enabled:

@@ -112,6 +112,7 @@ def build_plan(desired, observed, target_description="lab"):
 
     rebuild = plan_purge(desired, observed, builder, notices, unsafe)
     kept, losses = (rebuild.kept, rebuild.losses) if rebuild is not None else ((), ())
+    blocked = rebuild is not None and rebuild.blocked
     if rebuild is not None and rebuild.purge_id is None:
         rebuild = None  # everyone named is kept out: nothing to purge
     after_purge = ()
@@ -136,8 +137,9 @@ def build_plan(desired, observed, target_description="lab"):
     for spec in desired.rules:
         config_ids += plan_rule(spec, server, builder, notices)
     check_unique_precedences(tuple(builder.rules.values()))
-    config_ids += plan_export(desired, server, builder, notices)
-    config_ids += plan_scope(desired, observed, builder, notices, rebuild, unsafe)
+    if not blocked:
+        config_ids += plan_export(desired, server, builder, notices)
+        config_ids += plan_scope(desired, observed, builder, notices, rebuild, unsafe)
     if rebuild is not None and rebuild.threshold_restore is not None:
         config_ids.append(builder.add(rebuild.threshold_restore))
     for step_id in config_ids:

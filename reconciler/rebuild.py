@@ -43,6 +43,8 @@ class _Rebuild:
     kept: tuple = ()
     #: (upn, what is lost) of the acknowledged users whose purge destroys something.
     losses: tuple = ()
+    #: The recycle bin is unknown: no step of Solution 2 may be planned.
+    blocked: bool = False
 
 
 def _norm(dns):
@@ -78,7 +80,17 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         return None
     tenant, server = observed.tenant, observed.server
     if tenant.deleted_users is None:
-        raise PlanError("purge: the recycle bin could not be read (unknown, not empty): no destructive step is planned; plan again")
+        # Unknown, never empty: nothing that decides what is in the recycle bin or takes
+        # from it is planned (the purge, the OU's scope, the export filter that goes with
+        # them); the rest of the plan (rules, licences) is planned as usual.
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "recycle-bin-unknown",
+                "the recycle bin could not be read (unknown, not empty): no purge, scope or export-filter step is planned; plan again when it can be read",
+            )
+        )
+        return _Rebuild((), None, (), blocked=True)
     selection = purge_selection(purge)
     excluding_now = bool(desired.export) and bool(
         {a.lower() for a in desired.export.excluded_attributes} - {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}

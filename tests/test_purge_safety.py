@@ -96,3 +96,60 @@ def test_duplicate_upns_in_the_recycle_bin_are_each_purged_by_id():
     assert lab.cloud_user("user05@contoso.com").mailbox_guid is None
     assert not any(u.deleted_at is not None for u in lab.cloud_users)
     assert plan_for(desired, target).steps == ()
+
+
+# ---------------------------------------------------------------------------- an unreadable recycle bin
+
+DELETED_ROUTE = "GET /directory/deletedItems/graph.user"
+
+
+def _graph_target(monkeypatch, lab, emulator):
+    from providers.graph import open_tenant
+    from providers.lab.provider import LabServer
+    from reconciler.desired import GraphTargetSpec
+    from reconciler.provider import Target
+
+    monkeypatch.setenv("SYNCPREP_TEST_GRAPH_TOKEN", "t")
+    spec = GraphTargetSpec(endpoint=emulator.base_url, auth="token-env", token_env="SYNCPREP_TEST_GRAPH_TOKEN", mailbox_pending_minutes=lab.provisioning_minutes)
+    return Target(LabServer(lab), open_tenant(spec, backoff=0.001, reread_delay=0.01, poll_interval=0.02))
+
+
+def test_an_unreadable_recycle_bin_is_unknown_solution_1_still_plans_and_drift_exits_3(monkeypatch):
+    from conftest import EXAMPLE
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from reconciler import drift
+
+    lab = scenario.build()
+    with GraphEmulator(LabHost(lab), token="t", retry_after=0.001, unavailable={DELETED_ROUTE}) as emulator:
+        target = _graph_target(monkeypatch, lab, emulator)
+        try:
+            example = load_desired(EXAMPLE)
+            assert plan_for(example, target).steps, "Solution 1 plans as before: it never purges"
+            desired = rebuild()
+            observed = drift.observe_read_only(target.server, target.tenant, desired)
+            assert observed.tenant.deleted_users is None
+            report = drift.detect(desired, observed, "graph")
+            assert report.exit_code == drift.EXIT_INCOMPLETE and "the recycle bin could not be read" in report.unknown
+            plan = plan_for(desired, target)
+            assert not any(s.id in ("purge", "rebuild.scope.exclude", "scope.containers", "export.attributes") for s in plan.steps)
+        finally:
+            target.close()
+
+
+def test_deleted_users_are_read_with_usage_location_and_licences(monkeypatch):
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from reconciler.provider import UserSelection
+
+    lab = scenario.build()
+    user = lab.cloud_user("user02@contoso.com")  # licensed, usage location US
+    user.deleted_at = lab.clock - 5
+    with GraphEmulator(LabHost(lab), token="t", retry_after=0.001) as emulator:
+        target = _graph_target(monkeypatch, lab, emulator)
+        try:
+            (got,) = [d for d in target.tenant.observe(UserSelection()).deleted_users if d.upn == "user02@contoso.com"]
+        finally:
+            target.close()
+    assert got.usage_location == "US"
+    assert [a.sku_id for a in got.licenses] == [scenario.ENTERPRISEPACK_ID]

@@ -63,7 +63,18 @@ USER_FIELDS = (
     "licenseAssignmentStates",
 )
 SKU_FIELDS = ("skuId", "skuPartNumber", "prepaidUnits", "consumedUnits", "servicePlans", "appliesTo")
-DELETED_FIELDS = ("id", "userPrincipalName", "deletedDateTime", "onPremisesSyncEnabled", "onPremisesDistinguishedName")
+DELETED_FIELDS = (
+    "id",
+    "userPrincipalName",
+    "deletedDateTime",
+    "onPremisesSyncEnabled",
+    "onPremisesDistinguishedName",
+    # A purged user comes back as a new object: the plan needs its usage location and
+    # how it was licensed to license it again exactly so.
+    "usageLocation",
+    "assignedLicenses",
+    "licenseAssignmentStates",
+)
 # Service plans that give a user an Exchange Online mailbox. EXCHANGE_S_FOUNDATION,
 # which comes with many non-mail SKUs, does not.
 EXCHANGE_MAILBOX_PLANS = ("EXCHANGE_S_",)
@@ -224,7 +235,9 @@ class GraphTenant(TenantProvider):
         licensed = [u for u in users if u.licenses]
         mailboxes = await self._mailboxes(t, [u.id for u in licensed], {u.id: states[u.id] for u in licensed})
         users = tuple(evolve(u, mailbox=mailboxes[u.id]) if u.id in mailboxes else u for u in users)
-        log.info("observe: provider=graph users=%d skus=%d deleted=%d mailbox_probes=%d", len(users), len(skus), len(deleted), len(licensed))
+        log.info(
+            "observe: provider=graph users=%d skus=%d deleted=%s mailbox_probes=%d", len(users), len(skus), "unknown" if deleted is None else len(deleted), len(licensed)
+        )
         return TenantState(users=users, skus=skus, deleted_users=deleted)
 
     async def _skus(self, t):
@@ -296,6 +309,15 @@ class GraphTenant(TenantProvider):
         return users, states
 
     async def _deleted(self, t):
+        """The deleted users, or None when the recycle bin cannot be read: unknown, never
+        empty. It blocks only the purge; a plan of Solution 1 does not need it."""
+        try:
+            return await self._read_deleted(t)
+        except ProviderError as exc:
+            log.warning("observe: the recycle bin could not be read (unknown): %s", exc)
+            return None
+
+    async def _read_deleted(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
 
         GraphUserRequestBuilder = _sdk(
@@ -317,6 +339,7 @@ class GraphTenant(TenantProvider):
                 prefix = object_id.replace("-", "")
                 if upn.lower().startswith(prefix.lower()):
                     upn = upn[len(prefix) :]
+                seen = _cloud_user(raw)
                 deleted.append(
                     DeletedUser(
                         id=object_id,
@@ -324,6 +347,8 @@ class GraphTenant(TenantProvider):
                         deleted_at=_iso(raw.get("deletedDateTime")),
                         synced=raw.get("onPremisesSyncEnabled"),
                         on_prem_dn=raw.get("onPremisesDistinguishedName"),
+                        usage_location=seen.usage_location,
+                        licenses=seen.licenses,
                     )
                 )
         return tuple(deleted)

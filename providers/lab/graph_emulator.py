@@ -156,6 +156,7 @@ class GraphEmulator:
     ``fault_rate``: the share of requests (and of batch items) that fail with 503/504 or a
     dropped connection; a failing write is applied first half of the time.
     ``denied``: permission names the app "lacks" (403 on the routes that need them).
+    ``unavailable``: routes ("GET /directory/deletedItems/graph.user") that answer 503 every time.
     """
 
     def __init__(
@@ -171,8 +172,10 @@ class GraphEmulator:
         seed=0,
         denied=(),
         shuffle_batch=True,
+        unavailable=(),
     ):
         self.host = host
+        self.unavailable = frozenset(unavailable)
         self.token = token
         self.port = port
         self.bucket = TokenBucket(rate, burst) if rate else None
@@ -504,6 +507,8 @@ class GraphEmulator:
 
     def _dispatch(self, method, route, params, query, body):
         route = f"{method} {route}"
+        if route in self.unavailable:
+            return _error(503, "serviceNotAvailable", "The service is temporarily unavailable.")
         permission = ROUTE_PERMISSIONS.get(route)
         if permission in self.denied:
             if route.endswith("mailboxSettings"):
