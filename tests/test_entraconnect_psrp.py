@@ -83,8 +83,9 @@ def test_observe_through_psrp_equals_the_lab(served):
     assert [(r.connector, r.profile, r.result, r.started) for r in observed.run_history] == [
         (r.connector, r.profile, r.result, r.started) for r in LabServer(lab).observe().run_history
     ]
-    # One round trip: one script for the whole observation.
-    assert endpoint.scripts == [scripts.observe(AAD_USER)] == [server.observe_script]
+    # One script for the whole observation, and the threshold on its own (time-boxed).
+    assert endpoint.scripts == [scripts.observe(AAD_USER), scripts.read_threshold(AAD_USER)]
+    assert scripts.observe(AAD_USER) == server.observe_script
 
 
 def test_observe_after_changes_still_equals_the_lab(served):
@@ -192,7 +193,8 @@ def test_solution1_through_psrp_leaves_the_lab_as_in_process(served):
     prechecks = [scripts.precheck_rule(op.rule.identifier) if isinstance(op, UpdateRule) else scripts.PRECHECK for op in operations]
     read_backs = [scripts.READ_SCHEDULER if isinstance(op, SetScheduler) else scripts.read_rule(getattr(op, "identifier", None) or op.rule.identifier) for op in operations]
     expected = [script for check, text, back in zip(prechecks, shown, read_backs) for script in (check, text, back)]
-    assert endpoint.scripts == [server.observe_script] + expected + [server.observe_script]
+    observation = [server.observe_script, scripts.read_threshold(AAD_USER)]
+    assert endpoint.scripts == observation + expected + observation
     # The last step only moves the copy: its rule is read, its precedence set, and written back.
     assert shown[-2].splitlines()[2:] == [
         f"$syncRule = Get-ADSyncRule -Identifier '{operations[-2].rule.identifier}'",
@@ -234,7 +236,7 @@ def test_each_configuration_operation_leaves_the_lab_as_in_process(served, opera
 def test_a_missing_partition_fails_before_anything_changes(served):
     lab, _endpoint, server = served()
     before = snapshot(lab)
-    with pytest.raises(ProviderError, match="null-valued expression"):
+    with pytest.raises(ProviderError, match="the AD connector has no partition DC=fabrikam,DC=com \\(nothing was changed\\)"):
         server.apply(SetContainerScope(("OU=Corp,DC=fabrikam,DC=com",), ()))
     assert snapshot(lab) == before
 

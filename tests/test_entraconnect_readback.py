@@ -160,3 +160,41 @@ def test_a_start_the_server_refuses_otherwise_is_one_line(served, monkeypatch):
     with pytest.raises(ProviderError) as err:
         server.apply(RunSyncCycle(SyncPolicy.INITIAL))
     assert str(err.value) == "entra-connect: sync cycle: Start-ADSyncSyncCycle failed: The sync engine is not running"
+
+
+def test_an_ou_scope_change_touches_only_the_partitions_it_names(served):
+    from reconciler.operations import SetContainerScope
+
+    lab = scenario.build("default", users=8)
+    other_domain = "OU=Users,DC=fabrikam,DC=com"
+    lab.set_container_scope(["OU=Corp,DC=contoso,DC=com", other_domain], [])
+    lab, _endpoint, server = served(lab)
+    outcome = server.apply(SetContainerScope(("OU=Corp,DC=contoso,DC=com",), ("OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com",)))
+    assert outcome.detail == "read back: 1 container(s) included, 1 excluded"
+    ad = lab.ad_connector()
+    assert other_domain in ad.included_containers, "the fabrikam.com partition keeps its inclusion list"
+    assert set(ad.included_containers) == {"OU=Corp,DC=contoso,DC=com", other_domain}
+    assert ad.excluded_containers == ("OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com",)
+
+
+def test_a_disabled_threshold_reads_as_disabled_though_it_keeps_a_count(served):
+    lab = scenario.build("default", users=8)
+    lab.set_deletion_threshold(None)
+    lab, endpoint, server = served(lab)
+    assert server.observe().deletion_threshold is None
+    # The threshold is read on its own, and only with the parameter the module offers.
+    assert "Get-Command -Name 'Get-ADSyncExportDeletionThreshold'" in endpoint.scripts[-1]
+
+
+def test_a_build_that_takes_aadcredential_is_never_prompted(served):
+    from reconciler.operations import SetDeletionThreshold
+
+    lab = scenario.build("default", users=8)
+    lab.server.build = "2.2.8.0"
+    lab, _endpoint, server = served(lab)
+    observed = server.observe()  # does not call the cmdlet (it would prompt): unknown
+    assert observed.deletion_threshold is None and lab.server.deletion_threshold == 500
+    with pytest.raises(ProviderError) as err:
+        server.apply(SetDeletionThreshold(1500))
+    assert "takes -AADCredential, not -AADUserName (build 2.2.8.0): syncprep sends no Entra ID password" in str(err.value)
+    assert lab.server.deletion_threshold == 500

@@ -377,7 +377,7 @@ class _Observed:
         self.changes = []
 
     def invoke(self, script, resource="script", json_output=True):
-        if "DeletionThreshold = $threshold" in script:
+        if "DeletionThreshold = $threshold" in script or ("Connectors = @(" in script and "Rules = @(" in script):
             return self.document
         if "Get-ADSyncScheduler" in script and "RuleIdentifiers" in script:
             rules = self.document["Rules"]

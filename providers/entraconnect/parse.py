@@ -289,10 +289,13 @@ def run_results(value, where="run history"):
 
 
 def deletion_threshold(value):
-    """``None`` when disabled (a count of 0) or unreadable."""
+    """``None`` when disabled or unreadable. DeletionPrevention 0 is disabled whatever
+    count it still holds (a restore must never enable a threshold that was off)."""
     if value is None:
         return None
     data = obj_of(value, "export deletion threshold")
+    if "DeletionPrevention" in data and data.get("DeletionPrevention") in (0, False, "0", "Disabled"):
+        return None
     count = data.get("ThresholdCount")
     if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         return None
@@ -319,6 +322,7 @@ def server_state(document, history=20):
         scheduler=state,
         rules=rules,
         connectors=connectors,
+        # The observation script leaves it out: PsrpServer.observe reads it on its own, time-boxed.
         deletion_threshold=deletion_threshold(document.get("DeletionThreshold")),
         run_history=tuple(runs[-history:]),
     )

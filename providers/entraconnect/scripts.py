@@ -154,23 +154,10 @@ CONNECTOR_PROJECTION = """[pscustomobject]@{
 }"""
 
 
-def _read_threshold(aad_username):
-    """Reading the export deletion threshold (A10, A13): the cmdlet names an Entra ID
-    account with -AADUserName; without one the threshold is not read (unknown), and a
-    build that wants -AADCredential instead fails the read, which also leaves it unknown."""
-    if not aad_username:
-        return "# No aad_username for this target: the export deletion threshold is not read (unknown).\n$threshold = $null"
-    return "\n".join(
-        (
-            "# A build whose cmdlet wants -AADCredential instead fails here: the threshold is then unknown.",
-            "$threshold = $null",
-            "try {",
-            f"    $threshold = Get-ADSyncExportDeletionThreshold -AADUserName {quote(aad_username)}",
-            "} catch {",
-            "    $threshold = $null",
-            "}",
-        )
-    )
+def _module_offers(cmdlet, parameter):
+    """PowerShell that is true when the server's ADSync module gives ``cmdlet`` ``parameter``
+    (build 2.2.8.0 has -AADCredential on the threshold cmdlets, newer builds -AADUserName)."""
+    return f"@((Get-Command -Name {quote(cmdlet)}).Parameters.Keys) -contains {quote(parameter)}"
 
 
 def observe(aad_username=None):
@@ -178,7 +165,6 @@ def observe(aad_username=None):
     return f"""{PREAMBLE}
 $connectors = @(Get-ADSyncConnector)
 $scheduler = Get-ADSyncScheduler
-{_read_threshold(aad_username)}
 [pscustomobject]@{{
     Scheduler = [pscustomobject]@{{
         SyncCycleEnabled = $scheduler.SyncCycleEnabled
@@ -192,7 +178,6 @@ $scheduler = Get-ADSyncScheduler
     Connectors = @(foreach ($connector in $connectors) {{
 {_indent(CONNECTOR_PROJECTION, 8)}
     }})
-    DeletionThreshold = $threshold
     Runs = @(foreach ($connector in $connectors) {{
         foreach ($run in Get-ADSyncRunProfileResult -ConnectorId $connector.Identifier -NumberRequested {RUN_RESULTS_PER_CONNECTOR}) {{
             [pscustomobject]@{{
@@ -465,21 +450,26 @@ def partition_of(container):
 
 
 def set_container_scope(connector_id, included, excluded):
-    """OU filtering of the AD connector (A8: the edit-and-write-back pattern, UNCONFIRMED for scope)."""
-    lines = [
-        PREAMBLE,
-        f"$connector = Get-ADSyncConnector -Identifier {quote(connector_id)}",
-        "foreach ($partition in $connector.Partitions) {",
-        "    $partition.ConnectorPartitionScope.ContainerInclusionList.Clear()",
-        "    $partition.ConnectorPartitionScope.ContainerExclusionList.Clear()",
-        "}",
-    ]
+    """OU filtering of the AD connector (A8: the edit-and-write-back pattern, UNCONFIRMED for scope).
+
+    Only the partitions the containers live in change: each is cleared and given its
+    containers; every other partition (another domain, which the desired state does not
+    name) keeps its lists as they are.
+    """
+    lines = [PREAMBLE, f"$connector = Get-ADSyncConnector -Identifier {quote(connector_id)}"]
     by_partition = {}
     for kind, containers in (("Inclusion", included), ("Exclusion", excluded)):
         for container in containers:
             by_partition.setdefault(partition_of(container), []).append((kind, container))
     for dn, entries in by_partition.items():
-        lines.append(f"$partition = $connector.Partitions | Where-Object -Property DN -EQ -Value {quote(dn)}")
+        lines += [
+            f"$partition = $connector.Partitions | Where-Object -Property DN -EQ -Value {quote(dn)}",
+            "if (-not $partition) {",
+            f"    Write-Error -Message {quote(f'the AD connector has no partition {dn} (nothing was changed)')}",
+            "}",
+            "$partition.ConnectorPartitionScope.ContainerInclusionList.Clear()",
+            "$partition.ConnectorPartitionScope.ContainerExclusionList.Clear()",
+        ]
         for kind, container in entries:
             lines.append(f"$null = $partition.ConnectorPartitionScope.Container{kind}List.Add({quote(container)})")
     lines.append("Add-ADSyncConnector -Connector $connector")
@@ -520,14 +510,25 @@ def set_excluded_attributes(connector_id, attributes):
 
 
 def set_deletion_threshold(threshold, aad_username):
-    """Enable (with a count) or disable the export deletion threshold, naming the Entra ID account (A10)."""
+    """Enable (with a count) or disable the export deletion threshold, naming the Entra ID account (A10).
+
+    Only with -AADUserName, and only when the server's module offers it: build 2.2.8.0
+    takes -AADCredential, and a call without a credential would prompt, which hangs a
+    remote session. There the script stops before any change, with the reason.
+    """
     if not aad_username:
         raise ValueError("the export deletion threshold cmdlets need an Entra ID account: set aad_username in [target.entra_connect]")
-    account = f"-AADUserName {quote(aad_username)}"
-    if threshold is None:
-        return f"{PREAMBLE}\nDisable-ADSyncExportDeletionThreshold {account}"
-    return f"{PREAMBLE}\nEnable-ADSyncExportDeletionThreshold -DeletionThreshold {int(threshold)} {account}"
-
+    cmdlet = "Disable-ADSyncExportDeletionThreshold" if threshold is None else "Enable-ADSyncExportDeletionThreshold"
+    call = f"{cmdlet} -AADUserName {quote(aad_username)}" if threshold is None else f"{cmdlet} -DeletionThreshold {int(threshold)} -AADUserName {quote(aad_username)}"
+    return "\n".join(
+        (
+            PREAMBLE,
+            f"if (-not ({_module_offers(cmdlet, 'AADUserName')})) {{",
+            f"    Write-Error -Message {quote(f'{cmdlet} on this server takes -AADCredential, not -AADUserName (build 2.2.8.0): syncprep sends no Entra ID password; change the threshold by hand (nothing was changed)')}",
+            "}",
+            call,
+        )
+    )
 
 
 # ---------------------------------------------------------------------- reading back
@@ -563,9 +564,20 @@ $connector = Get-ADSyncConnector -Identifier {quote(identifier)}
 
 
 def read_threshold(aad_username):
-    """The export deletion threshold as the observation reads it."""
+    """The export deletion threshold (A10), read on its own so that it can be time-boxed.
+
+    Called only with -AADUserName and only when the module offers it (never a prompt);
+    ``Parameter`` says which form the module has. DeletionPrevention says whether the
+    threshold is on: a disabled threshold still holds its count.
+    """
     return f"""{PREAMBLE}
-{_read_threshold(aad_username)}
+$threshold = $null
+$parameter = 'AADCredential'
+if ({_module_offers('Get-ADSyncExportDeletionThreshold', 'AADUserName')}) {{
+    $parameter = 'AADUserName'
+    $threshold = Get-ADSyncExportDeletionThreshold -AADUserName {quote(aad_username)}
+}}
 [pscustomobject]@{{
+    Parameter = $parameter
     DeletionThreshold = $threshold
 }} | ConvertTo-Json -Depth 3 -Compress"""

@@ -98,7 +98,26 @@ class PsrpServer(ServerProvider):
         state = parse.server_state(document)
         self._connectors = state.connectors
         self._remember(state.rules)
+        if self.aad_username:
+            state = evolve(state, deletion_threshold=self._read_threshold("export deletion threshold", unknown_on_failure=True))
         return state
+
+    def _read_threshold(self, resource, unknown_on_failure=False):
+        """The threshold (``None``: disabled or unknown), in a script of its own with a short
+        time box: a cmdlet that prompts or hangs must not hang the whole observation."""
+        saved = getattr(self.session, "script_timeout", None)
+        if saved is not None:
+            self.session.script_timeout = min(saved, THRESHOLD_TIMEOUT)
+        try:
+            document = parse.obj_of(self.session.invoke(scripts.read_threshold(self.aad_username), resource), resource)
+        except ProviderError:
+            if unknown_on_failure:
+                return None  # unknown: the planner never raises or restores it
+            raise
+        finally:
+            if saved is not None:
+                self.session.script_timeout = saved
+        return parse.deletion_threshold(document.get("DeletionThreshold"))
 
     def _remember(self, rules):
         """Take ``rules`` as the server's rules now; forget the operations scripted before."""
@@ -251,8 +270,7 @@ class PsrpServer(ServerProvider):
             case SetExcludedAttributes(attributes):
                 return self._read_back_attributes(resource, attributes)
             case SetDeletionThreshold(threshold):
-                document = parse.obj_of(self.session.invoke(scripts.read_threshold(self.aad_username), resource), resource)
-                got = parse.deletion_threshold(document.get("DeletionThreshold"))
+                got = self._read_threshold(resource)
                 if got != threshold:
                     self._not_taken(resource, f"the threshold reads {got if got is not None else 'disabled or unreadable'}, not {threshold if threshold is not None else 'disabled'}")
                 return f"read back: {'threshold ' + str(got) if got is not None else 'disabled'}"
@@ -415,6 +433,7 @@ class PsrpServer(ServerProvider):
         return sorted(runs, key=lambda r: (r.started, r.ended)), waiting
 
 
+THRESHOLD_TIMEOUT = 60.0  # seconds for the threshold's own read
 MAX_RUNS_READ = 5 * 4**6  # far beyond a week of run history (the server purges after 7 days)
 
 

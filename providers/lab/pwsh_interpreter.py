@@ -71,7 +71,7 @@ ENUMS = {
 
 # The Entra ID connector's attribute inclusion list as the lab's server shows it:
 # these attributes, less the ones excluded (domain-facts A9, UNCONFIRMED there).
-from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES  # noqa: E402 - one catalogue for both ends
+from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES, partition_of  # noqa: E402 - one catalogue for both ends
 
 AD_ATTRIBUTES = ("displayName", "mailNickname", "msExchMailboxGuid", "msExchUsageLocation", "objectGUID", "sAMAccountName", "userPrincipalName")
 
@@ -305,24 +305,38 @@ def _partition_dn(domain):
 
 def connector_object(lab, connector):
     if connector.kind == "AD":
-        partition = PSObj(
-            "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartition",
-            Name=lab.domain,
-            DN=_partition_dn(lab.domain),
-            Identifier=str(uuid.uuid5(uuid.UUID(connector.identifier), "partition")),
-            Selected=True,
-            ConnectorPartitionScope=PSObj(
-                "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartitionScope",
-                ContainerInclusionList=list(connector.included_containers),
-                ContainerExclusionList=list(connector.excluded_containers),
-            ),
-        )
+        # One partition per domain: the lab's own, and any other domain a container names.
+        dns = [_partition_dn(lab.domain)]
+        for container in (*connector.included_containers, *connector.excluded_containers):
+            dn = partition_of(container)
+            if dn.lower() not in {d.lower() for d in dns}:
+                dns.append(dn)
+
+        def mine(containers, dn):
+            return [c for c in containers if partition_of(c).lower() == dn.lower()]
+
+        partitions = [
+            PSObj(
+                "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartition",
+                Name=dn,
+                DN=dn,
+                Identifier=str(uuid.uuid5(uuid.UUID(connector.identifier), "partition" if index == 0 else dn.lower())),
+                Selected=True,
+                ConnectorPartitionScope=PSObj(
+                    "Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorPartitionScope",
+                    ContainerInclusionList=mine(connector.included_containers, dn),
+                    ContainerExclusionList=mine(connector.excluded_containers, dn),
+                ),
+            )
+            for index, dn in enumerate(dns)
+        ]
+        partitions[0]["Name"] = lab.domain
         return PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.Connector",
             Name=connector.name,
             Identifier=connector.identifier,
             ConnectorTypeName="AD",
-            Partitions=[partition],
+            Partitions=partitions,
             AttributeInclusionList=list(AD_ATTRIBUTES),
         )
     excluded = {a.lower() for a in connector.excluded_attributes}
@@ -656,6 +670,9 @@ class Interpreter:
         raise _unsupported(node, f"the operator '{op}'")
 
     def cast(self, node):
+        operator = node.children[0] if node.children else None
+        if operator is not None and not operator.is_named and operator.text.decode().lower() in ("-not", "!"):
+            return not _truthy(self.expression(_named(node)[-1]))
         kids = _named(node)
         if len(kids) == 1 and kids[0].type == "cast_expression":
             kids = _named(kids[0])
@@ -1211,32 +1228,77 @@ def _run_status(it, named, positional, _input):
     return [PSObj("System.Management.Automation.PSCustomObject", ConnectorName=it.lab.ad_connector().name, RunState="Busy")]
 
 
+def _threshold_parameter(lab):
+    """The account parameter of the threshold cmdlets in the lab server's build: build
+    2.2.8.0 has -AADCredential (adsync-signatures.json), newer builds -AADUserName
+    (Lab assumption: from 2.3 on)."""
+    return "AADCredential" if lab.server.build.startswith(("1.", "2.0.", "2.1.", "2.2.")) else "AADUserName"
+
+
+def _threshold_account(it, cmdlet, named):
+    offered = _threshold_parameter(it.lab)
+    for given in ("aadusername", "aadcredential"):
+        if given in named and given != offered.lower():
+            raise ScriptError(f"A parameter cannot be found that matches parameter name '{'AADUserName' if given == 'aadusername' else 'AADCredential'}'.", "NamedParameterNotFound")
+    if offered == "AADUserName":
+        if "aadusername" not in named:
+            raise ScriptError(f"{cmdlet}: cannot process command because of one or more missing mandatory parameters: AADUserName.", "MissingMandatoryParameter")
+        _only(cmdlet, named["aadusername"], str)
+    elif "aadcredential" not in named:
+        # Lab assumption: without a credential the cmdlet prompts for one; with no
+        # interactive host a remote session cannot answer (the real one may hang).
+        raise ScriptError(f"{cmdlet}: a command that prompts the user failed because the host program does not support user interaction.", "HostException")
+
+
 def _get_threshold(it, named, positional, _input):
     _no_positional("Get-ADSyncExportDeletionThreshold", positional)
-    _only("Get-ADSyncExportDeletionThreshold", named["aadusername"], str)
+    _threshold_account(it, "Get-ADSyncExportDeletionThreshold", named)
     threshold = it.lab.server.deletion_threshold
-    # Lab assumption: a disabled threshold reads as a count of 0 (the real shape is UNCONFIRMED).
+    # Lab assumption: a disabled threshold answers DeletionPrevention 0 and still holds
+    # its count (the default 500); the real shape when disabled is UNCONFIRMED.
     return [
         PSObj(
-            "System.Management.Automation.PSCustomObject",
-            ThresholdCount=threshold or 0,
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.DeletionThresholdConfiguration",
+            DeletionPrevention=1 if threshold is not None else 0,
             ThresholdPercentage=0,
+            ThresholdCount=threshold if threshold is not None else 500,
         )
     ]
 
 
 def _enable_threshold(it, named, positional, _input):
     _no_positional("Enable-ADSyncExportDeletionThreshold", positional)
-    _only("Enable-ADSyncExportDeletionThreshold", named["aadusername"], str)
+    _threshold_account(it, "Enable-ADSyncExportDeletionThreshold", named)
     it.lab.set_deletion_threshold(_only("Enable-ADSyncExportDeletionThreshold", named["deletionthreshold"], int))
     return []
 
 
 def _disable_threshold(it, named, positional, _input):
     _no_positional("Disable-ADSyncExportDeletionThreshold", positional)
-    _only("Disable-ADSyncExportDeletionThreshold", named["aadusername"], str)
+    _threshold_account(it, "Disable-ADSyncExportDeletionThreshold", named)
     it.lab.set_deletion_threshold(None)
     return []
+
+
+def _get_command(it, named, positional, _input):
+    name = named.get("name")
+    if name is None and positional:
+        name = positional.pop(0)
+    _no_positional("Get-Command", positional)
+    name = _only("Get-Command", name, str)
+    cmdlet = CMDLETS.get(name.lower())
+    if cmdlet is None or ("-adsync" in name.lower() and "adsync" not in it.imported):
+        raise ScriptError(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.", "CommandNotFoundException")
+    parameters = [p for key, p in cmdlet.names.items() if key not in ("aadusername", "aadcredential")]
+    if "threshold" in name.lower():
+        parameters.append(_threshold_parameter(it.lab))
+    return [
+        PSObj(
+            "System.Management.Automation.CmdletInfo",
+            Name=cmdlet.name,
+            Parameters=PSObj("System.Collections.Generic.Dictionary[string,ParameterMetadata]", Keys=parameters),
+        )
+    ]
 
 
 def _convert_to_json(it, named, positional, pipeline_input):
@@ -1337,10 +1399,11 @@ CMDLETS = {
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
         Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
         Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status),
-        # -AADUserName as in the 2025 documentation (domain-facts A10, A13; build 2.2.8.0 took -AADCredential).
-        Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName",), (), ("AADUserName",), _get_threshold),
-        Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold", "AADUserName"), (), ("DeletionThreshold", "AADUserName"), _enable_threshold),
-        Cmdlet("Disable-ADSyncExportDeletionThreshold", ("AADUserName",), (), ("AADUserName",), _disable_threshold),
+        # -AADUserName (2025 documentation) or -AADCredential (build 2.2.8.0), by the lab server's build.
+        Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName", "AADCredential"), run=_get_threshold),
+        Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold", "AADUserName", "AADCredential"), (), ("DeletionThreshold",), _enable_threshold),
+        Cmdlet("Disable-ADSyncExportDeletionThreshold", ("AADUserName", "AADCredential"), run=_disable_threshold),
+        Cmdlet("Get-Command", ("Name",), run=_get_command),
         Cmdlet("ConvertTo-Json", ("InputObject", "Depth"), ("Compress",), run=_convert_to_json),
         Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where),
         Cmdlet("Get-Date", ("Format",), run=_get_date),
