@@ -210,6 +210,7 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
     it did not license is not licensed now either, and takes no unit.
     """
     outcomes, notices = [], []
+    planned = None if reviewed is None else {(o.sku, o.upn.lower()): o.verdict for o in reviewed if o.verdict in ACTS}
     for spec in desired.licenses:
         sku = tenant.sku_by_part_number(spec.sku)
         if sku is None:
@@ -223,8 +224,8 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
         if not users:
             notices.append(Notice(Level.WARNING, "no-users", f"{spec.sku}: the selection matches no user in the tenant"))
         decided = [_outcome(spec, sku, user, cond) for user in users]
-        if reviewed is not None:
-            decided = [narrow(o, reviewed) for o in decided]
+        if planned is not None:
+            decided = [narrow(o, planned) for o in decided]
         freed = sum(1 for u in users if u.upn.lower() in cond.recreated and u.has_license(sku.sku_id))
         outcomes += _ration(spec, sku, decided, freed)
     return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
@@ -373,8 +374,9 @@ def flow_notices(cond):
 
 
 def narrow(outcome, reviewed):
-    """``outcome`` (decided now) held to the reviewed plan: it may do less, never more."""
-    planned = {(o.sku, o.upn.lower()): o.verdict for o in reviewed if o.verdict in ACTS}.get((outcome.sku, outcome.upn.lower()))
+    """``outcome`` (decided now) held to the reviewed plan, ``{(sku, upn): verdict}`` of the
+    users it licensed: it may do less, never more."""
+    planned = reviewed.get((outcome.sku, outcome.upn.lower()))
     if outcome.verdict not in ACTS or outcome.verdict is planned:
         return outcome
     if planned is Verdict.RELICENSE and outcome.verdict is Verdict.ASSIGN:

@@ -69,7 +69,10 @@ class PlanRenderer:
                 if flow.after != flow.now:
                     out.print(f"    after: [{style_after}]{escape(flow.after)}[/{style_after}]")
             out.print()
-        if not plan.steps:
+        left = [o for o in plan.outcomes if not o.as_desired]
+        if not plan.steps and left:
+            out.print(f"[green]No changes.[/green] [yellow]Nothing this plan can do helps the {len(left)} user(s) named in the notices.[/yellow]")
+        elif not plan.steps:
             out.print("[green]No changes.[/green] The environment matches the desired state.")
         else:
             out.print("[bold]Steps, in order[/bold]")
@@ -79,6 +82,9 @@ class PlanRenderer:
         self._notices(plan.notices)
         for reason in plan.unsafe:
             out.print(f"  [bold red]! {escape(reason)}[/bold red]")
+        if plan.outcomes:
+            out.print()
+            out.print(users_line(plan.outcomes))
         if plan.steps:
             out.print()
             out.print(self.summary(plan))
@@ -270,3 +276,12 @@ def render_drift(console, report):
         out.print("[magenta]Observation incomplete:[/magenta] what could not be read is unknown, not absent.")
     else:
         out.print(f"[yellow]{len(report.items)} drifted item(s).[/yellow] Run 'syncprep plan' to see the fix.")
+
+
+def users_line(outcomes):
+    """One line of per-user outcome counts, in the order a reader cares about."""
+    counts = {}
+    for o in outcomes:
+        counts[o.verdict.value] = counts.get(o.verdict.value, 0) + 1
+    parts = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    return f"[bold]Users:[/bold] {len(outcomes)} targeted by licences: {escape(parts)} (--report FILE lists every user with the reason)"

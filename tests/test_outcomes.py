@@ -345,3 +345,14 @@ def test_verify_does_not_wait_for_a_user_whose_licence_was_not_assigned(lab):
     assert verified and "user05@contoso.com" not in verified[0] and "user04@contoso.com" in verified[0]
     assert any(e.kind == "note" and "not waited for: user05@contoso.com" in e.message for e in events)
     assert ("user05@contoso.com", "Subscription does not have any available licenses.", "license[ENTERPRISEPACK].assign") in report.user_failures
+
+
+def test_a_plan_with_nothing_to_do_for_users_it_cannot_help_says_so(cli):
+    from pathlib import Path
+
+    Path("exclude.toml").write_text('[export]\nexcluded_attributes = ["msExchMailboxGuid"]\n' + LICENCES)
+    cli("apply", "exclude.toml", "--auto-approve")
+    _code, out, _err = cli("plan", "exclude.toml", "--no-color")
+    assert "No changes." in out and "Nothing this plan can do helps the 21 user(s)" in out
+    assert "The environment matches the desired state" not in out
+    assert "msExchMailboxGuid is excluded from export, and the value already in Entra ID stays" in out
