@@ -153,7 +153,8 @@ def test_a_non_terminating_error_is_caught_from_the_error_stream(served):
 def test_powershell_outside_the_subset_is_an_error(served):
     _lab, _endpoint, server = served()
     for script, expected in (
-        ("Get-Process", "The term 'Get-Process' is not recognized"),
+        ("Get-Process", "does not simulate 'Get-Process' (a real command)"),
+        ("Set-ADSyncRule -Identifier 'x'", "The term 'Set-ADSyncRule' is not recognized"),
         ('Set-ADSyncScheduler -SyncCycleEnabled "yes"', "does not support a string other than a single-quoted one"),
         ("Set-ADSyncScheduler -SyncCycleEnabled 'yes'", "Boolean parameters accept only Boolean values"),
         ("Set-ADSyncScheduler -Enabled $true", "A parameter cannot be found that matches parameter name 'Enabled'"),

@@ -39,6 +39,7 @@ import uuid
 
 from attrs import evolve
 
+from providers.lab import signatures
 from reconciler.errors import ProviderError
 from reconciler.model import (
     COMPARISON_OPERATORS,
@@ -556,8 +557,16 @@ class Interpreter:
             name = self.member_name(target)
             if not isinstance(obj, PSObj):
                 raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
-            if not obj.has(name):
+            try:
+                real = signatures.property_of(obj.type_name, name)
+            except KeyError:
+                real, obj_has = None, False
+            else:
+                obj_has = obj.has(name)
+            if not obj_has:
                 raise ScriptError(f"The property '{name}' cannot be found on this object. Verify that the property exists and can be set.", "PropertyNotFound")
+            if real is not None and not real[2]:
+                raise ScriptError(f"'{real[0]}' is a ReadOnly property.", "PropertyAssignmentException")
             obj[name] = _typed_property(obj, name, value)
         else:
             raise _unsupported(target, "this assignment target")
@@ -708,6 +717,8 @@ class Interpreter:
             # Lab assumption: a remote session does not autoload ADSync (its folder need
             # not be on PSModulePath), so a script must Import-Module ADSync first.
             cmdlet = None
+        if cmdlet is None and (signatures.cmdlet(name) or signatures.known_elsewhere(name)) and ("-adsync" not in name.lower() or "adsync" in self.imported):
+            raise ScriptError(f"The lab's PowerShell does not simulate '{name}' (a real command).", "NotSupported")
         if cmdlet is None:
             raise ScriptError(
                 f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.",
@@ -715,6 +726,8 @@ class Interpreter:
             )
         elements = next((c for c in node.named_children if c.type == "command_elements"), None)
         named, positional = self.bind(cmdlet, elements)
+        # As the real module binds it: sets, mandatory parameters, enum values.
+        signatures.check_call(cmdlet.name, named, len(positional), pipeline_input is not None, ScriptError)
         out_variable = named.pop("outvariable", None)
         action = named.pop("erroraction", None)
         saved = self.variables["erroractionpreference"]
@@ -836,6 +849,12 @@ def _member(value, name):
             out.extend(got if isinstance(got, list) else [got])
         return out
     if isinstance(value, PSObj):
+        try:
+            signatures.property_of(value.type_name, name)
+        except KeyError:
+            # Lab assumption: as under Set-StrictMode, reading a property the type does not
+            # have is an error (Windows PowerShell would give $null, silently).
+            raise ScriptError(f"The property '{name}' cannot be found on this object of type {value.type_name}.", "PropertyNotFound") from None
         return value[name]
     if value is None:
         return None
@@ -902,6 +921,8 @@ class Cmdlet:
         key = given.lower()
         if key in self.names:
             return key
+        if key in {p.lower() for p in signatures.parameter_names(self.name)}:
+            raise ScriptError(f"The lab's PowerShell does not simulate -{given} of {self.name} (a real parameter).", "NotSupported")
         raise ScriptError(f"A parameter cannot be found that matches parameter name '{given}'.", "NamedParameterNotFound")
 
     def run(self, interpreter, named, positional, pipeline_input):
