@@ -59,11 +59,11 @@ class Entry:
         if not text:
             return None
         if "://" in text:
-            parts = urlsplit(text)
+            parts = _split(text)
             if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
                 raise ConfigError([f"{ALLOW_ENV} / --allow-endpoint: {text!r} is not an http(s) URL or a host"])
             return cls(_norm(parts.hostname), parts.scheme, _port(parts, text) or DEFAULT_PORTS[parts.scheme])
-        parts = urlsplit(f"//{text}")
+        parts = _split(f"//{text}", text)
         if not parts.hostname or parts.path or parts.username:
             raise ConfigError([f"{ALLOW_ENV} / --allow-endpoint: {text!r} is not an http(s) URL or a host"])
         return cls(_norm(parts.hostname), None, _port(parts, text))
@@ -74,6 +74,14 @@ class Entry:
             and (self.scheme is None or self.scheme == endpoint.scheme)
             and (self.port is None or self.port == endpoint.port)
         )
+
+
+def _split(url, text=None):
+    """``urlsplit``, with a malformed URL (``http://[::1``) as one line instead of a traceback."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise ConfigError([f"{ALLOW_ENV} / --allow-endpoint: {text or url!r} is not an http(s) URL or a host"]) from None
 
 
 def _norm(host):

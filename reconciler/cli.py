@@ -311,7 +311,7 @@ def _plan(args, out, err):
     if args.report:
         from reconciler import report as report_file
 
-        report_file.check_path(args.report)
+        report_file.check_path(args.report, _report_inputs(args))
     target = _open(desired, args, err)
     try:
         observed = observe(target, desired)
@@ -329,7 +329,7 @@ def _plan(args, out, err):
             f"Saved the plan to {_escape(args.out)}; apply exactly this plan with: syncprep apply {_escape(args.out)} --desired {_escape(args.file)}"
         )
     if args.report:
-        report_file.write(report_file.plan_rows(plan), args.report)
+        report_file.write(report_file.plan_rows(plan), args.report, _report_inputs(args, target))
         err.print(f"Wrote the per-user outcome of {len(plan.outcomes)} user(s) to {_escape(args.report)}")
     if args.json:
         from reconciler.serialize import plan_to_dict
@@ -344,6 +344,16 @@ def _plan(args, out, err):
     return EXIT_OK
 
 
+def _report_inputs(args, target=None):
+    """The files a ``--report`` must never replace: the command's inputs and outputs."""
+    return {
+        "the desired-state file": getattr(args, "desired", None) or args.file,
+        "the plan file": args.file,
+        "the plan written by -out": getattr(args, "out", None),
+        "the lab file": getattr(target, "path", None) or getattr(args, "lab", None),
+    }
+
+
 def _apply(args, out, err):
     from reconciler import savedplan
     from reconciler.apply import apply_plan, observe
@@ -355,7 +365,7 @@ def _apply(args, out, err):
     if args.report:
         from reconciler import report as report_file
 
-        report_file.check_path(args.report)
+        report_file.check_path(args.report, _report_inputs(args))
     saved, desired = _saved_and_desired(args) if savedplan.is_saved_plan(args.file) else (None, None)
     if saved is None:
         if args.desired or args.max_plan_age:
@@ -447,7 +457,7 @@ def _read_back(report, desired, target, args, out):
     if args.report:
         from reconciler import report as report_file
 
-        report_file.write(rows, args.report)
+        report_file.write(rows, args.report, _report_inputs(args, target))
         out.print(f"Wrote the per-user outcome of {len(rows)} user(s) to {_escape(args.report)}")
     left = [r for r in rows if not r["as_desired"]]
     if left:

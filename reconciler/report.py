@@ -31,18 +31,26 @@ COLUMNS = (
 )
 
 
-def check_path(path):
-    """Refuse an extension this writer does not know before anything is done."""
+def check_path(path, inputs=None):
+    """Refuse, before anything is done, an extension this writer does not know, a symbolic
+    link, or one of the command's own inputs (``inputs`` maps a description to a path)."""
+    from reconciler.files import refuse_inputs, refuse_symlink
+
     if Path(path).suffix.lower() not in (".csv", ".json"):
         raise ReconcilerError(f"--report {path}: the file name must end in .csv or .json")
+    refuse_symlink(path)
+    refuse_inputs(path, inputs or {})
 
 
 def plan_rows(plan):
     return [o.to_dict() for o in plan.outcomes]
 
 
-def write(rows, path):
-    check_path(path)
+def write(rows, path, inputs=None):
+    """Write the rows (they name users: 0600, atomic, never through a symlink nor over ``inputs``)."""
+    from reconciler.files import write_private
+
+    check_path(path, inputs)
     path = Path(path)
     if path.suffix.lower() == ".json":
         text = json.dumps({"users": rows}, indent=2) + "\n"
@@ -53,4 +61,4 @@ def write(rows, path):
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in COLUMNS})
         text = buffer.getvalue()
-    path.write_text(text, encoding="utf-8")
+    write_private(path, text, inputs)

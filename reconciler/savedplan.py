@@ -44,6 +44,8 @@ SIGNING_KEY_ENV = "SYNCPREP_PLAN_SIGNING_KEY"
 MIN_KEY_LENGTH = 32
 #: A plan older than this is refused unless apply is given another ``--max-plan-age``.
 DEFAULT_MAX_AGE = dt.timedelta(hours=72)
+#: The longest --max-plan-age accepted.
+MAX_MAX_AGE = dt.timedelta(days=365)
 #: Clocks differ a little between the machine that planned and the one that applies.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
@@ -131,7 +133,13 @@ def parse_age(text):
     if not match:
         raise ReconcilerError(f"--max-plan-age {text!r}: give a duration such as 90m, 72h or 7d")
     unit = {"m": "minutes", "h": "hours", "d": "days", "": "hours"}[match.group(2)]
-    return dt.timedelta(**{unit: float(match.group(1))})
+    try:
+        age = dt.timedelta(**{unit: float(match.group(1))})
+    except OverflowError:
+        age = dt.timedelta.max
+    if age > MAX_MAX_AGE:
+        raise ReconcilerError(f"--max-plan-age {text!r}: at most {MAX_MAX_AGE.days} days; a reviewed plan older than that describes another world")
+    return age
 
 
 def write(data, path, inputs=None):

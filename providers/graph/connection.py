@@ -57,8 +57,11 @@ def resolve_endpoint(spec):
         raise ConfigError([f"target.graph.auth: unknown auth {spec.auth!r}; choose one of {', '.join(AUTH_MODES)}"])
     if not spec.endpoint:
         return Endpoint(f"https://{cloud.graph_host}/v1.0", cloud.graph_host, cloud)
-    parts = urlsplit(spec.endpoint)
-    host = parts.hostname
+    try:
+        parts = urlsplit(spec.endpoint)
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError([f"target.graph.endpoint: {spec.endpoint!r} is not a valid URL"]) from None
     if parts.scheme not in ("http", "https") or not host:
         raise ConfigError([f"target.graph.endpoint: {spec.endpoint!r} is not an http(s) URL"])
     if parts.username or parts.password or parts.query or parts.fragment:
