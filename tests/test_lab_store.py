@@ -32,10 +32,31 @@ def test_the_file_is_the_same_document_as_before_and_reads_back_equal(lab):
     assert store.loads(store.dumps(lab).encode()) == lab
 
 
-def corrupt(lab, change):
+def line_layout(document):
+    """The document laid out as store writes it: one user a line."""
+    body = dict(document["lab"])
+    ad, cloud = body.pop("ad_users"), body.pop("cloud_users")
+    head = json.dumps({**{k: v for k, v in document.items() if k != "lab"}, "lab": body}, separators=(",", ":"))
+    users = lambda items: ",\n".join(json.dumps(u) for u in items) + "\n"
+    return head[:-2] + ',"ad_users":[\n' + users(ad) + '],"cloud_users":[\n' + users(cloud) + "]}}\n"
+
+
+LAYOUTS = {"one-user-a-line": line_layout, "indented": lambda document: json.dumps(document, indent=1)}
+
+
+def corrupt(lab, change, layout):
     document = reference_document(lab)
     change(document)
-    return json.dumps(document, indent=1)
+    return LAYOUTS[layout](document)
+
+
+def test_the_file_has_one_user_a_line(lab):
+    text = store.dumps(lab)
+    assert json.loads(text) == reference_document(lab)
+    lines = text.splitlines()
+    assert len(lines) == 3 + len(lab.ad_users) + len(lab.cloud_users)
+    assert json.loads(lines[1].rstrip(",")) == REFERENCE.unstructure(lab.ad_users[0])
+    assert json.loads(lines[-2]) == REFERENCE.unstructure(lab.cloud_users[-1])
 
 
 @pytest.mark.parametrize(
@@ -54,23 +75,83 @@ def corrupt(lab, change):
     ],
     ids=["cloud-user-key", "ad-user-key", "licence-key", "lab-key", "top-key", "rule-key", "enum", "type", "missing", "connector-space"],
 )
-def test_a_key_or_value_the_lab_does_not_know_is_refused_in_one_line(lab, tmp_path, change, fragment):
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_key_or_value_the_lab_does_not_know_is_refused_in_one_line(lab, tmp_path, change, fragment, layout):
     path = tmp_path / "lab.json"
-    path.write_text(corrupt(lab, change))
+    path.write_text(corrupt(lab, change, layout))
     with pytest.raises(LabError) as caught:
         store.load(path)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{path}: corrupt lab file: ") and fragment in message, message
 
 
-@pytest.mark.parametrize("cut", [1, 100, 5000, -1])
+@pytest.mark.parametrize("cut", [1, 100, 5000, "line", -2])
 def test_a_truncated_file_is_refused_in_one_line(lab, tmp_path, cut):
     text = store.dumps(lab)
+    if cut == "line":  # cut at the end of a user's line: every line read is whole
+        cut = text.index("\n", len(text) // 2) + 1
     path = tmp_path / "lab.json"
     path.write_text(text[:cut])
-    with pytest.raises(LabError, match="invalid JSON at line 1, column") as caught:
+    with pytest.raises(LabError, match=r"invalid JSON at line \d+, column \d+ \(cut short\)") as caught:
         store.load(path)
     assert "\n" not in str(caught.value)
+
+
+def test_a_broken_user_line_is_refused_with_its_line_number(lab, tmp_path):
+    lines = store.dumps(lab).splitlines(keepends=True)
+    lines[3] = lines[3].replace('"sam":', '"sam" ', 1)
+    path = tmp_path / "lab.json"
+    path.write_text("".join(lines))
+    with pytest.raises(LabError, match=r"invalid JSON at line 4, column \d+"):
+        store.load(path)
+
+
+def test_planning_does_not_build_the_ad_users(lab, tmp_path):
+    from conftest import EXAMPLE, plan_for
+
+    path = tmp_path / "lab.json"
+    store.save(lab, path)
+    target = open_lab_target(path)
+    assert plan_for(EXAMPLE, target).steps
+    assert target.lab.ad_users.pending, "half of a 100,000-user lab is AD users that plan does not need built"
+
+
+def test_ad_users_are_checked_at_load_but_built_only_when_used(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    store.save(lab, path)
+    written = path.read_bytes()
+    loaded = store.load(path)
+    assert type(loaded.ad_users).__name__ == "_LazyList" and loaded.ad_users.pending
+    assert store.dumps(loaded).encode() == written, "saved back from the lines they were read from"
+    assert store.ad_object_classes(loaded) == {u.object_guid: u.object_class for u in lab.ad_users}
+    assert loaded.ad_users.pending
+    assert len(loaded.ad_users) == len(lab.ad_users) and not loaded.ad_users.pending
+    assert loaded == lab and store.dumps(loaded).encode() == written
+    again, other = store.load(path), store.load(path)
+    assert again.ad_users == other.ad_users and other.ad_users == again.ad_users, "two unfilled lists, either way round"
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda users: list(users),
+        lambda users: [u.sam for u in users],
+        lambda users: users[3].sam,
+        lambda users: users == users[:],
+        lambda users: bool(users),
+        lambda users: users.append(users[0]) or len(users),
+        lambda users: sorted(users, key=lambda u: u.upn)[0].upn,
+        lambda users: repr(users)[:20],
+        lambda users: users.index(users[2]),
+        lambda users: len(users + []),
+        lambda users: [] == users,
+    ],
+)
+def test_lazy_ad_users_behave_as_a_list(lab, tmp_path, use):
+    path = tmp_path / "lab.json"
+    store.save(lab, path)
+    expected = use(list(lab.ad_users))
+    assert use(store.load(path).ad_users) == expected
 
 
 def test_invalid_json_says_where(tmp_path):

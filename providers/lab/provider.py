@@ -151,7 +151,7 @@ class LabTenant(TenantProvider):
         skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange, s.exchange_plan_ids) for s in lab.skus)
         users = []
         # The lab knows each synced user's AD object; Graph does not (its provider leaves it None).
-        classes = {u.object_guid: u.object_class for u in lab.ad_users}
+        classes = store.ad_object_classes(lab)
         for user in lab.cloud_users:
             if user.deleted_at is not None:
                 continue

@@ -16,13 +16,24 @@ checked) and encoded straight from the lab's attrs objects; the few small parts
 (the server's rules, connectors, SKUs...) still go through cattrs, whose converters
 canonicalise them. A save that would write the bytes the file already holds
 (a checkpoint after a step that changed nothing in the lab) writes nothing.
+
+The file is written with one user per line (still one JSON document), so that it
+can be read a line at a time: the whole file is never in memory, and the AD users,
+which ``plan`` never reads, are checked but kept as their lines until something
+uses them (a ``list`` that fills itself on first use; a save writes the lines back
+as they were). A file in any other layout (written by hand, or by an older
+syncprep) is read whole, with the same checks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
+import sys
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -142,8 +153,10 @@ def _json_error(data, exc):
     return f"invalid JSON at line {line}, column {column} ({reason})"
 
 
-def loads(data, source="lab file"):
-    """The Lab in ``data`` (bytes or text), or LabError with one line."""
+def loads(data, source="lab file", head_only=False):
+    """The Lab in ``data`` (bytes or text), or LabError with one line.
+
+    ``head_only``: check the format and the version, nothing more."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
@@ -157,6 +170,8 @@ def loads(data, source="lab file"):
     version = _value(document.get("version"))
     if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise LabError(f"{source}: lab format version {version!r} is newer than this syncprep reads ({VERSION}); upgrade syncprep or run 'syncprep lab init --force'")
+    if head_only:
+        return None
     extra = sorted(set(document) - {"format", "version", "lab"})
     if extra or "lab" not in document:
         detail = f"unknown key {extra[0]!r}" if extra else "no \"lab\""
@@ -193,12 +208,219 @@ def load_with_identity(path):
     try:
         with open(path, "rb") as fh:
             stat = os.fstat(fh.fileno())
-            data = fh.read()
+            lab = _read_lines(fh, str(path))
+            if lab is None:  # another layout: read it whole
+                fh.seek(0)
+                data = fh.read()
     except FileNotFoundError:
         raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
     except OSError as exc:
         raise LabError(f"{path}: cannot read the lab file: {exc.strerror}") from None
-    return loads(data, str(path)), _identity(stat)
+    if lab is None:
+        lab = loads(data, str(path))
+    return lab, _identity(stat)
+
+
+class _Layout(Exception):
+    """Not the one-user-a-line layout this module writes: read the file whole instead."""
+
+
+def _read_lines(fh, source):
+    """The lab from a file in the layout :func:`dumps_bytes` writes, or None for another layout."""
+    first = fh.readline()
+    if not first.endswith(b',"ad_users":[\n'):
+        return None
+    # The first line, closed, is a whole document: its format and version are checked first.
+    try:
+        loads(first[: -len(b',"ad_users":[\n')] + b"}}", source, head_only=True)
+    except LabError:
+        return None  # let the whole-file reading give its own message
+    skeleton = [first[:-1]]
+    ad = _AdSink(source)
+    cloud = _CloudSink(source)
+    number = 1
+    for sink, closing in ((ad, b'],"cloud_users":[\n'), (cloud, b"]}}\n")):
+        number = _stream_array(fh, number, closing, sink)
+        if number is None:
+            return None
+        skeleton.append(closing[:-1])
+    if fh.read(1):
+        return None
+    lab = loads(b"".join(skeleton), source)
+    lab.cloud_users = cloud.done()
+    lab.ad_users = ad.done()
+    return lab
+
+
+def _stream_array(fh, number, closing, sink):
+    """Feeds ``sink`` the elements of one array laid out one a line, up to the line ``closing``.
+
+    Returns the number of the last line read, or None if the array is not laid out so.
+    """
+    previous = None
+    for line in fh:
+        number += 1
+        if line == closing:
+            if previous is not None:
+                if previous.endswith(b","):
+                    return None
+                sink.add(previous, number - 1)
+            return number
+        if not line.endswith(b"\n") or line.startswith(b"]"):
+            return None
+        if previous is not None:
+            if not previous.endswith(b","):
+                return None
+            sink.add(previous[:-1], number - 1)
+        previous = line[:-1]
+    return None
+
+
+_USER_TYPES = {"ad_users": AdUser, "cloud_users": LabCloudUser}
+_LINE_DECODERS = {name: msgspec.json.Decoder(_MIRRORS[cls].struct) for name, cls in _USER_TYPES.items()}
+
+
+def _decode_user(decode, line, number, index, name, source):
+    try:
+        return decode(line)
+    except msgspec.ValidationError as exc:
+        where = f"$.lab.{name}[{index}]"
+        detail = str(exc).replace("`$", f"`{where}", 1) if " - at `$" in str(exc) else f"{exc} - at `{where}`"
+        raise LabError(f"{source}: corrupt lab file: {detail}") from None
+    except msgspec.DecodeError as exc:
+        detail = _json_error(line, exc).replace("at line 1,", f"at line {number},", 1)
+        raise LabError(f"{source}: not a lab file: {detail}") from None
+
+
+class _CloudSink:
+    """Cloud users, decoded (strictly) and built as their lines are read."""
+
+    def __init__(self, source):
+        self.source, self.users, self.batch = source, [], []
+        self.decode = _LINE_DECODERS["cloud_users"].decode
+
+    def add(self, line, number):
+        self.batch.append(_decode_user(self.decode, line, number, len(self.users) + len(self.batch), "cloud_users", self.source))
+        if len(self.batch) == 4096:
+            self._flush()
+
+    def _flush(self):
+        with _no_collection():
+            self.users += msgspec.convert(self.batch, list[LabCloudUser], from_attributes=True)
+        self.batch = []
+
+    def done(self):
+        self._flush()
+        return self.users
+
+
+class _AdSink:
+    """AD users, checked as their lines are read and kept as those lines, compressed, until used."""
+
+    def __init__(self, source):
+        self.source, self.count = source, 0
+        self.decode = _LINE_DECODERS["ad_users"].decode
+        self.compressor = zlib.compressobj(1)
+        self.chunks = []
+        self.classes = {}  # objectGUID -> object class, which the lab tenant reports for synced users
+
+    def add(self, line, number):
+        user = _decode_user(self.decode, line, number, self.count, "ad_users", self.source)
+        self.classes[user.object_guid] = sys.intern(user.object_class)
+        self.chunks.append(self.compressor.compress(line + b"\n"))
+        self.count += 1
+
+    def done(self):
+        self.chunks.append(self.compressor.flush())
+        users = _LazyList(b"".join(self.chunks), self.count, _unpack_ad_users)
+        users.object_classes = self.classes
+        self.chunks = self.classes = None
+        return users
+
+
+def _ad_lines(packed, count):
+    return zlib.decompress(packed).split(b"\n")[:count] if count else []
+
+
+def _unpack_ad_users(packed, count):
+    lines, users, decode = _ad_lines(packed, count), [], _LINE_DECODERS["ad_users"].decode
+    with _no_collection():
+        for start in range(0, len(lines), 4096):
+            users += msgspec.convert([decode(line) for line in lines[start : start + 4096]], list[AdUser], from_attributes=True)
+    return users
+
+
+@contextlib.contextmanager
+def _no_collection():
+    """A hundred thousand new objects and no cycles among them: the collector would only cost time."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class _LazyList(list):
+    """A list that fills itself with ``fill(packed, count)`` the first time it is used in any way.
+
+    The AD users of a lab read from its file: checked at load, built only if read.
+    Until then :func:`dumps_bytes` writes back the lines they were read from.
+    One thing it cannot see: ``plain_list + it`` (list's C code reads the right operand's
+    items directly); nothing here concatenates the AD users that way.
+    """
+
+    __slots__ = ("_fill", "_packed", "_count", "object_classes")
+
+    def __init__(self, packed, count, fill):
+        super().__init__()
+        self._packed, self._count, self._fill = packed, count, fill
+
+    def _load(self):
+        fill, self._fill = self._fill, None
+        if fill is not None:
+            packed, self._packed = self._packed, None
+            list.extend(self, fill(packed, self._count))
+
+    @property
+    def pending(self):
+        return self._fill is not None
+
+    def raw_lines(self):
+        """The JSON lines it will be filled from (while pending)."""
+        return _ad_lines(self._packed, self._count)
+
+
+def ad_object_classes(lab):
+    """AD objectGUID -> object class for every AD user, without building AD users not built yet."""
+    users = lab.ad_users
+    if isinstance(users, _LazyList) and users.pending:
+        return users.object_classes
+    return {u.object_guid: u.object_class for u in users}
+
+
+def _filled_first(name):
+    method = getattr(list, name)
+
+    def wrapper(self, *args, **kwargs):
+        self._load()
+        for other in args:  # list's C code reads another list's items directly: fill it too
+            if isinstance(other, _LazyList):
+                other._load()
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = name
+    return wrapper
+
+
+for _name in (
+    "__len__", "__iter__", "__reversed__", "__getitem__", "__setitem__", "__delitem__", "__contains__",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__add__", "__iadd__", "__mul__", "__rmul__",
+    "__imul__", "__repr__", "__reduce_ex__", "append", "extend", "insert", "pop", "remove", "clear", "copy",
+    "count", "index", "reverse", "sort",
+):
+    setattr(_LazyList, _name, _filled_first(_name))
 
 
 def identity(path):
@@ -216,14 +438,24 @@ _BIG = {"ad_users", "cloud_users"}
 
 
 def dumps_bytes(lab):
-    body = {}
-    for f in attrs.fields(Lab):
-        if not f.init:
-            continue
-        value = getattr(lab, f.name)
-        # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
-        body[f.name] = value if f.name in _BIG else _converter.unstructure(value, f.type)
-    return _encoder.encode({"format": FORMAT, "version": VERSION, "lab": body})
+    """The file: the small parts on the first line, then one user a line (see the module's docstring)."""
+    body = {f.name: _converter.unstructure(getattr(lab, f.name), f.type) for f in attrs.fields(Lab) if f.init and f.name not in _BIG}
+    head = _encoder.encode({"format": FORMAT, "version": VERSION, "lab": body})
+    parts = [head[:-2], b',"ad_users":[\n']
+    _user_lines(lab.ad_users, parts)
+    parts.append(b'],"cloud_users":[\n')
+    _user_lines(lab.cloud_users, parts)
+    parts.append(b"]}}\n")
+    return b"".join(parts)
+
+
+def _user_lines(users, parts):
+    encode = _encoder.encode
+    # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
+    lines = users.raw_lines() if isinstance(users, _LazyList) and users.pending else [encode(u) for u in users]
+    if lines:
+        parts.append(b",\n".join(lines))
+        parts.append(b"\n")
 
 
 def dumps(lab):
