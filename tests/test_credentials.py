@@ -208,3 +208,19 @@ def test_ntlm_over_http_requires_message_encryption():
     finally:
         pypsrp.wsman.WSMan = original
     assert seen["encryption"] == "always"
+
+
+def test_a_ca_bundle_checks_both_ends_against_the_operator_s_ca(cli, env, tmp_path):
+    from providers.endpoints import Allowance
+    from providers.factory import open_target
+    from reconciler.loader import load_desired
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    desired = load_desired(remote_file(tmp_path / "x.toml", "https://graph.microsoft.com", 5986, host="aadc01.contoso.com", ssl="true"))
+    allowance = Allowance.from_operator(["aadc01.contoso.com"], environ={}, ca_bundle=str(bundle))
+    target = open_target(desired.target, source="x.toml", allowance=allowance)
+    assert target.server.session.cert_validation == str(bundle)
+    assert target.tenant._tuning["ca_bundle"] == str(bundle)
+    code, _out, err = cli("plan", tmp_path / "x.toml", "--ca-bundle", tmp_path / "missing.pem")
+    assert code == 1 and one_line(err) and "missing.pem is not a file" in err
