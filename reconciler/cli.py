@@ -142,6 +142,9 @@ def _parser():
     serve.add_argument("--graph-port", type=int, default=0, help="default: any free port")
     serve.add_argument("--winrm-port", type=int, default=0, help="default: any free port")
     serve.add_argument("--speed", type=float, default=60.0, help="lab minutes per real second while serving (default 60)")
+    serve.add_argument(
+        "--tls", action="store_true", help="serve Graph over HTTPS (HTTP/2 to clients that offer it) with a self-signed certificate it prints the CA bundle of"
+    )
     return parser
 
 
@@ -578,8 +581,16 @@ def _serve(args, out, path):
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
         raise ReconcilerError(f"lab serve: set {', '.join(missing)} in the environment first (the clients read the same variables)")
+    tls_folder = tls = None
+    if args.tls:
+        import tempfile
+
+        from providers.lab.tls import make_certificate
+
+        tls_folder = tempfile.mkdtemp(prefix="syncprep-serve-")
+        tls = make_certificate(tls_folder)
     host = LabHost.open(path, speed=args.speed)
-    graph = GraphEmulator(host, token=os.environ["SYNCPREP_GRAPH_TOKEN"], port=args.graph_port)
+    graph = GraphEmulator(host, token=os.environ["SYNCPREP_GRAPH_TOKEN"], port=args.graph_port, tls=tls)
     winrm = WinRMEndpoint(host, os.environ["SYNCPREP_WINRM_USERNAME"], os.environ["SYNCPREP_WINRM_PASSWORD"], port=args.winrm_port)
     graph_url = graph.start()
     winrm_host, winrm_port = winrm.start()
@@ -589,6 +600,8 @@ def _serve(args, out, path):
         out.print(f"  WinRM (HTTP, Basic): {winrm_host}:{winrm_port}")
         out.print("Allow its endpoints where syncprep runs (credentials go only where you allow):")
         out.print(_escape(f"export {ALLOW_ENV}={graph_url},http://{winrm_host}:{winrm_port}"))
+        if tls:
+            out.print(_escape(f"export {CA_BUNDLE_ENV}={tls[0]}"))
         out.print("Put this target in a desired-state file:")
         out.print(
             _escape(
@@ -615,6 +628,10 @@ def _serve(args, out, path):
     finally:
         graph.stop()
         winrm.stop()
+        if tls_folder:
+            import shutil
+
+            shutil.rmtree(tls_folder, ignore_errors=True)
     return EXIT_OK
 
 

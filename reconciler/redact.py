@@ -9,6 +9,7 @@ values of the credential variables set in the environment.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 
@@ -51,3 +52,20 @@ def scrub(text, environ=None):
     for value in secret_values(environ):
         text = text.replace(value, MASK)
     return text
+
+
+class _NoHeaderBlocks(logging.Filter):
+    """hpack logs HTTP/2 header blocks at DEBUG, encoded (a bearer token decodes from them,
+    so they cannot be scrubbed) and decoded: those records never leave, at any log level."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
+
+
+def quiet_header_blocks():
+    """Filter the HTTP/2 libraries' loggers at the source (a filter on a logger sees only its
+    own records, hence each module's logger); called by every module that speaks HTTP/2."""
+    for name in ("hpack", "hpack.hpack", "hpack.table", "h2", "h2.connection"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoHeaderBlocks) for f in logger.filters):
+            logger.addFilter(_NoHeaderBlocks())

@@ -16,8 +16,8 @@ from providers.lab import store
 SECRETS = {"SYNCPREP_GRAPH_TOKEN": "lab-token-5e1f", "SYNCPREP_WINRM_USERNAME": "lab-admin", "SYNCPREP_WINRM_PASSWORD": "lab-pass-77a1"}
 
 
-@pytest.fixture
-def served(tmp_path):
+def _serve(tmp_path, *options):
+    """Run `lab serve` on a fresh lab; yield (tmp_path, env, graph URL, WinRM port, printed text)."""
     from providers.lab import scenario
 
     # Lab time runs fast while served: keep the scheduler's own cycles out of the way,
@@ -29,35 +29,51 @@ def served(tmp_path):
     env = {**os.environ, **SECRETS, "NO_COLOR": "1"}
     script = Path(sys.executable).parent / "syncprep"
     server = subprocess.Popen(
-        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json"), "--speed", "600"],
+        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json"), "--speed", "600", *options],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        lines.append(line)
-        if line.strip().startswith("aad_username"):
-            break
-    text = "".join(lines)
-    graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
-    port = int(re.search(r"port = (\d+)", text).group(1))
-    # The endpoints are the operator's to allow: lab serve prints the line that does it.
-    allowed = re.search(r"^export SYNCPREP_ALLOW_ENDPOINTS=(\S+)$", text, re.M).group(1)
-    assert allowed == f"{graph},http://127.0.0.1:{port}"
-    env = {**env, "SYNCPREP_ALLOW_ENDPOINTS": allowed}
-    yield tmp_path, env, graph, port, text
-    # SIGTERM, not SIGINT: a test run started in the background ignores SIGINT.
-    server.terminate()
     try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = server.stdout.readline()
+            lines.append(line)
+            if line.strip().startswith("aad_username"):
+                break
+        text = "".join(lines)
+        graph = re.search(r'endpoint = "(https?://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
+        port = int(re.search(r"port = (\d+)", text).group(1))
+        # The endpoints are the operator's to allow: lab serve prints the line that does it.
+        allowed = re.search(r"^export SYNCPREP_ALLOW_ENDPOINTS=(\S+)$", text, re.M).group(1)
+        assert allowed == f"{graph},http://127.0.0.1:{port}"
+        env = {**env, "SYNCPREP_ALLOW_ENDPOINTS": allowed}
+        bundle = re.search(r"^export SYNCPREP_CA_BUNDLE=(\S+)$", text, re.M)
+        if bundle:
+            env["SYNCPREP_CA_BUNDLE"] = bundle.group(1)
+        yield tmp_path, env, graph, port, text
+    finally:
+        # SIGTERM, not SIGINT: a test run started in the background ignores SIGINT.
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@pytest.fixture
+def served(tmp_path):
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def served_h2(tmp_path):
+    """Graph over HTTPS with the certificate lab serve made: httpx and the lab agree on HTTP/2."""
+    yield from _serve(tmp_path, "--tls")
 
 
 def remote_file(tmp_path, graph, port):
@@ -166,12 +182,14 @@ def test_a_saved_plan_binds_the_scripts_it_will_run(served):
     assert run(env, tmp_path, "plan", desired, "--detailed-exitcode").returncode == 0
 
 
-def test_every_command_at_debug_leaks_no_secret_to_any_output_or_file(served):
-    """Every command that reaches the served lab, at DEBUG: no credential in stdout, stderr or
-    any file, in clear, in base64 (Basic auth) or as the Authorization header."""
+def test_every_command_at_debug_over_http2_leaks_no_secret_to_any_output_or_file(served_h2):
+    """Every command that reaches the served lab, at DEBUG, Graph over HTTP/2: no credential in
+    stdout, stderr or any file, in clear, in base64 (Basic auth) or as the Authorization header
+    (hpack's header blocks, from which the token decodes, are never logged)."""
     import base64
 
-    tmp_path, env, graph, port, _text = served
+    tmp_path, env, graph, port, _text = served_h2
+    assert graph.startswith("https://")
     env = {**env, "SYNCPREP_LOG_LEVEL": "DEBUG"}
     desired = remote_file(tmp_path, graph, port)
     outputs = []
@@ -191,6 +209,8 @@ def test_every_command_at_debug_leaks_no_secret_to_any_output_or_file(served):
         assert result.returncode in (0, 2, 4), (args, result.stderr[-2000:])
         outputs += [result.stdout, result.stderr]
     assert sum("DEBUG " in text for text in outputs) >= 5, "the commands ran at DEBUG"
+    assert any('"HTTP/2 200 OK"' in text for text in outputs), "Graph answered over HTTP/2"
+    assert not any("hpack" in text for text in outputs)
     user, password, token = SECRETS["SYNCPREP_WINRM_USERNAME"], SECRETS["SYNCPREP_WINRM_PASSWORD"], SECRETS["SYNCPREP_GRAPH_TOKEN"]
     secrets = [password, token, base64.b64encode(f"{user}:{password}".encode()).decode(), base64.b64encode(token.encode()).decode()]
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -41,20 +41,13 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 
 from reconciler.errors import ProviderError
+from reconciler.redact import quiet_header_blocks
 
 log = logging.getLogger("syncprep.graph")
 
 
-class _NoHeaderBlocks(logging.Filter):
-    """hpack logs HTTP/2 header blocks at DEBUG, encoded (the bearer token decodes from them,
-    so they cannot be scrubbed) and decoded: those records never leave, at any log level."""
-
-    def filter(self, record):
-        return record.levelno >= logging.WARNING
-
-
-for _name in ("hpack", "hpack.hpack", "hpack.table", "h2", "h2.connection"):
-    logging.getLogger(_name).addFilter(_NoHeaderBlocks())
+# hpack logs HTTP/2 header blocks at DEBUG: never let them out (reconciler.redact).
+quiet_header_blocks()
 
 MAX_BATCH = 20
 PAGE_SIZE = 999

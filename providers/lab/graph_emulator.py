@@ -173,9 +173,12 @@ class GraphEmulator:
         denied=(),
         shuffle_batch=True,
         unavailable=(),
+        tls=None,
     ):
         self.host = host
         self.unavailable = frozenset(unavailable)
+        #: (certificate file, key file): serve HTTPS, HTTP/2 to clients that offer it (providers.lab.tls).
+        self.tls = tls
         self.token = token
         self.port = port
         self.bucket = TokenBucket(rate, burst) if rate else None
@@ -217,10 +220,17 @@ class GraphEmulator:
         """Start serving; returns the base URL, e.g. ``http://127.0.0.1:PORT/v1.0``."""
         if self._server is not None:
             return self.base_url
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        if self.tls:
+            from providers.lab.tls import server_context
+
+            server = _TLSServer(("127.0.0.1", self.port), _Handler)
+            server.context = server_context(*self.tls)
+        else:
+            server = _Server(("127.0.0.1", self.port), _Handler)
         server.emulator = self
         self._server = server
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}{API_PREFIX}"
+        scheme = "https" if self.tls else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{server.server_address[1]}{API_PREFIX}"
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="graph-emulator", daemon=True)
         self._thread.start()
         return self.base_url
@@ -843,6 +853,27 @@ class _Server(ThreadingHTTPServer):
 
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+
+class _TLSServer(_Server):
+    """HTTPS; HTTP/2 when the client offers it (ALPN), else HTTP/1.1 by the same handler."""
+
+    def finish_request(self, request, client_address):
+        import ssl
+
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # a client that does not trust the certificate, or hung up
+        try:
+            if tls.selected_alpn_protocol() == "h2":
+                from providers.lab.tls import serve_h2
+
+                serve_h2(tls, self.emulator)
+            else:
+                self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
