@@ -143,14 +143,17 @@ def apply_plan(
     # The bracket owes the scheduler back when the desired state wants it on: also when it
     # is off already at the start (left paused by a run that was killed, or by hand).
     paused_by_us = scheduler is not None and not scheduler.sync_cycle_enabled and desired.scheduler.sync_cycle_enabled
-    raised_threshold = None  # the threshold to put back if the apply stops after raising it
+    # The threshold to put back when the apply ends: raised by this run, or by an
+    # interrupted one whose journal still owes it (a kill between raise and restore).
+    previous = journal.last_interrupted() if journal is not None else None
+    raised_threshold = previous.threshold_owed if previous is not None else None
     restored = False
     replanned = False
     stopped_for_window = False
     history = None
     index = 0
     if journal is not None:
-        journal.start(plan_checksum(plan), "apply", [s.id for s in steps])
+        journal.start(plan_checksum(plan), "apply", [s.id for s in steps], threshold_owed=raised_threshold)
     last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
     last_sync_id = steps[last_sync].id if last_sync is not None else None
     last_sync_done = False
@@ -245,9 +248,13 @@ def apply_plan(
                 elif step.operation.enabled:
                     paused_by_us = False
             if isinstance(step.operation, SetDeletionThreshold) and step.approval == "threshold-raise":
-                raised_threshold = None if raised_threshold is not None else step.before.get("threshold")
+                if step.id.endswith("threshold.raise"):
+                    # Owed back: the value before the first raise, whoever raised it.
+                    raised_threshold = raised_threshold if raised_threshold is not None else step.before.get("threshold")
+                else:
+                    raised_threshold = None
             if journal is not None:
-                journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us)
+                journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us, threshold_owed=raised_threshold)
             result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
             results.append(result)
             on_event(Event("finished", step, outcome.detail, result))
@@ -262,6 +269,8 @@ def apply_plan(
             try:
                 target.server.apply(SetDeletionThreshold(raised_threshold))
                 target.checkpoint()
+                if journal is not None:
+                    journal.step_ended("threshold.restore-owed", "done", threshold_owed=None)
                 on_event(Event("note", message=f"the export deletion threshold was put back to {raised_threshold}"))
             except ProviderError as exc:
                 on_event(Event("note", message=f"could not put the export deletion threshold back to {raised_threshold}: {exc}"))

@@ -396,6 +396,13 @@ def _apply(args, out, err):
             if saved is not None:
                 _check_saved(saved, desired, observed, plan, target)
             PlanRenderer(out).render(plan)
+            owed = interrupted.threshold_owed if interrupted is not None else None
+            if not plan.has_changes and owed is not None:
+                # Nothing else is left, but the interrupted run raised the export deletion
+                # threshold: this apply (of no steps) puts it back, journaled.
+                apply_plan(plan, desired, target, journal=journal)
+                out.print(f"The export deletion threshold the interrupted apply raised is put back to {owed}.")
+                return EXIT_OK if observe(target, desired).server.deletion_threshold == owed else EXIT_ERROR
             if not plan.has_changes:
                 if interrupted is not None:
                     # Nothing was left to do: the interrupted run is finished now.
@@ -489,7 +496,8 @@ def _interrupted_text(run):
     paused = "; it had paused the sync scheduler, which is still off" if run.scheduler_paused else ""
     where = f" in step '{run.step}'" if run.step else ""
     how = "was interrupted" if run.killed else "stopped before the end of its plan"
-    return f"the last apply (run {run.run}, started {run.started}) {how}{where}{paused}"
+    owed = f"; it had raised the export deletion threshold, which it owes back to {run.threshold_owed}" if run.threshold_owed is not None else ""
+    return f"the last apply (run {run.run}, started {run.started}) {how}{where}{paused}{owed}"
 
 
 def _warn_interrupted(target, observed, err):

@@ -119,6 +119,9 @@ class ScopeSpec:
 class ExportSpec:
     #: Attributes the Entra ID connector must not export (the wizard's attribute filter).
     excluded_attributes: tuple[str, ...] = ()
+    #: The export deletion threshold (domain-facts A10). Unset: the server's default, 500,
+    #: is what plan and drift compare with (they report another value; they do not change it).
+    deletion_threshold: Optional[int] = None
 
 
 @frozen

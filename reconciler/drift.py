@@ -17,7 +17,8 @@ from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, RunS
 from reconciler.plan import build_plan, selection_for
 
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
-_DRIFT_NOTICES = {"no-mailbox-after-clear": "licensed without a mailbox"}
+_DRIFT_NOTICES = {"no-mailbox-after-clear": "licensed without a mailbox", "threshold-differs": "deletion threshold changed"}
+_NOTICE_RESOURCES = {"threshold-differs": "export deletion threshold"}
 
 
 @frozen
@@ -79,7 +80,7 @@ def detect(desired, observed, target_description=""):
         items.extend(_describe(step, owed))
     for notice in plan.notices:
         if notice.code in _DRIFT_NOTICES and not any(i.what == _DRIFT_NOTICES[notice.code] for i in items):
-            items.append(DriftItem("tenant", _DRIFT_NOTICES[notice.code], notice.message))
+            items.append(DriftItem(_NOTICE_RESOURCES.get(notice.code, "tenant"), _DRIFT_NOTICES[notice.code], notice.message))
     return DriftReport(desired.source, target_description, tuple(items), _unknowns(desired, observed))
 
 

@@ -59,6 +59,11 @@ class Interrupted:
     scheduler_paused: bool
     command: str
     killed: bool = True
+    #: The export deletion threshold the run raised and still owes back (None: nothing owed).
+    threshold_owed: int | None = None
+
+
+_UNCHANGED = object()
 
 
 class Journal:
@@ -66,24 +71,29 @@ class Journal:
         self.path = Path(path)
         self.run = None
         self._paused = False
+        self._threshold_owed = None
 
-    def start(self, plan_checksum, command, steps):
+    def start(self, plan_checksum, command, steps, threshold_owed=None):
+        """``threshold_owed``: a threshold an interrupted run raised and this one now owes back."""
         self.run = uuid.uuid4().hex[:12]
+        self._threshold_owed = threshold_owed
         self._write({"event": "run-start", "checksum": plan_checksum, "command": command, "steps": steps})
 
     def step_started(self, step_id):
         self._write({"event": "step-start", "step": step_id})
 
-    def step_ended(self, step_id, status, detail="", scheduler_paused=None):
+    def step_ended(self, step_id, status, detail="", scheduler_paused=None, threshold_owed=_UNCHANGED):
         if scheduler_paused is not None:
             self._paused = scheduler_paused
+        if threshold_owed is not _UNCHANGED:
+            self._threshold_owed = threshold_owed
         self._write({"event": "step-end", "step": step_id, "status": status, "detail": detail[:500]})
 
     def end(self, outcome):
         self._write({"event": "run-end", "outcome": outcome})
 
     def _write(self, record):
-        _fsync_append(self.path, {**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused})
+        _fsync_append(self.path, {**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused, "threshold_owed": self._threshold_owed})
 
     def last_interrupted(self):
         """The last run if it did not finish, else None (a torn last line is ignored)."""
@@ -110,6 +120,8 @@ def last_interrupted(path):
             order.append(run)
         state = runs[run]
         state["paused"] = bool(record.get("scheduler_paused"))
+        owed = record.get("threshold_owed")
+        state["threshold_owed"] = owed if isinstance(owed, int) and not isinstance(owed, bool) else None
         if record.get("event") == "step-start":
             state["step"] = record.get("step")
         elif record.get("event") == "run-end":
@@ -120,7 +132,9 @@ def last_interrupted(path):
     state = runs[order[-1]]
     if state["ended"] and state.get("outcome") == "done":
         return None
-    return Interrupted(order[-1], state["started"], state["step"], state["paused"], state["command"], killed=not state["ended"])
+    return Interrupted(
+        order[-1], state["started"], state["step"], state["paused"], state["command"], killed=not state["ended"], threshold_owed=state.get("threshold_owed")
+    )
 
 
 class TargetLock:

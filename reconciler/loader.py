@@ -268,12 +268,12 @@ def _kind_keys(raw):
 class _Parts:
     """What structured of a file, with each item's index in the file (for messages)."""
 
-    def __init__(self, rules, licenses, scope=None, purge=None, target=None):
-        self.rules, self.licenses, self.scope, self.purge, self.target = rules, licenses, scope, purge, target
+    def __init__(self, rules, licenses, scope=None, purge=None, target=None, export=None):
+        self.rules, self.licenses, self.scope, self.purge, self.target, self.export = rules, licenses, scope, purge, target, export
 
     @classmethod
     def of(cls, desired):
-        return cls(list(enumerate(desired.rules)), list(enumerate(desired.licenses)), desired.scope, desired.purge, desired.target)
+        return cls(list(enumerate(desired.rules)), list(enumerate(desired.licenses)), desired.scope, desired.purge, desired.target, desired.export)
 
     @classmethod
     def salvage(cls, raw):
@@ -372,6 +372,8 @@ def _check(parts):
                     yield f"{section}.{field_name}[{index}]", f"{dn!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
     if parts.scope is not None and not parts.scope.included:
         yield "scope.included", "an empty inclusion list takes every object out of sync"
+    if parts.export is not None and parts.export.deletion_threshold is not None and parts.export.deletion_threshold < 1:
+        yield "export.deletion_threshold", "must be at least 1"
     if parts.purge is not None:
         purge = parts.purge
         if not purge.users and not purge.ous:

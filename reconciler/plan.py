@@ -24,7 +24,7 @@ from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
 from reconciler.licences import coming_back, license_steps
 from reconciler.outcome import conditions, flow_notices, predict
-from reconciler.rebuild import plan_export, plan_purge, plan_scope, purge_selection
+from reconciler.rebuild import plan_export, plan_purge, plan_scope, plan_threshold, purge_selection
 from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
     PLAN_FORMAT_VERSION,
@@ -117,7 +117,7 @@ def build_plan(desired, observed, target_description="lab"):
         rebuild = None  # everyone named is kept out: nothing to purge
     after_purge = ()
     if rebuild is not None:
-        if rebuild.config_ids:
+        if rebuild.cycles:
             last, scheduler_on = _bracket(builder, rebuild.config_ids, "rebuild.", scheduler_on, wanted=scheduler_on)
             sync_id = builder.add(
                 server_step(
@@ -140,6 +140,7 @@ def build_plan(desired, observed, target_description="lab"):
     if not blocked:
         config_ids += plan_export(desired, server, builder, notices)
         config_ids += plan_scope(desired, observed, builder, notices, rebuild, unsafe)
+    config_ids += plan_threshold(desired, server, builder, notices, rebuild)
     if rebuild is not None and rebuild.threshold_restore is not None:
         config_ids.append(builder.add(rebuild.threshold_restore))
     for step_id in config_ids:
@@ -152,7 +153,7 @@ def build_plan(desired, observed, target_description="lab"):
     sync_id = None
     if config_ids or server.scheduler.next_policy is SyncPolicy.INITIAL:
         reason = "the configuration changed" if config_ids else "a full sync is owed since the last rule change"
-        if not config_ids and rebuild is not None and rebuild.config_ids:
+        if not config_ids and rebuild is not None and rebuild.cycles:
             reason = "the users come back"
         sync_id = builder.add(
             server_step(

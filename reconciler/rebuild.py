@@ -22,6 +22,9 @@ from reconciler.rules import guid_report
 from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, server_step
 
 
+#: Entra Connect's export deletion threshold out of the box (domain-facts A10).
+DEFAULT_DELETION_THRESHOLD = 500
+
 #: Without [purge] max_count, a plan never purges more users than this.
 DEFAULT_PURGE_CEILING = 50
 
@@ -45,6 +48,8 @@ class _Rebuild:
     losses: tuple = ()
     #: The recycle bin is unknown: no step of Solution 2 may be planned.
     blocked: bool = False
+    #: Active users go to the recycle bin by a sync before the purge.
+    cycles: bool = False
 
 
 def _norm(dns):
@@ -148,20 +153,27 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         included, excluded = ad.included_containers, ad.excluded_containers
         new_excluded = _norm((*excluded, *purge.ous))
         scope_out = (tuple(included), new_excluded)
-        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, included, excluded) and not _in_scope(u.on_prem_dn, included, new_excluded)]
-        config_ids.append(
-            builder.add(
-                server_step(
-                    id="rebuild.scope.exclude",
-                    resource=f"connector/{ad.name}/scope",
-                    action=Action.UPDATE,
-                    summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
-                    operation=SetContainerScope(tuple(included), new_excluded),
-                    before={"included": list(included), "excluded": list(excluded)},
-                    after={"included": list(included), "excluded": list(new_excluded)},
+        # Every synced user still in the cloud but outside the scope the sync will run with
+        # is deleted by it: also those whose OU was taken out by hand while the export
+        # stopped (at the deletion threshold, say), whose deletions are still pending.
+        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and not _in_scope(u.on_prem_dn, included, new_excluded)]
+        pending = [u for u in leaving if not _in_scope(u.on_prem_dn, included, excluded)]
+        if pending:
+            notices.append(_pending_notice(pending, server))
+        if not dn.same_set(excluded, new_excluded):
+            config_ids.append(
+                builder.add(
+                    server_step(
+                        id="rebuild.scope.exclude",
+                        resource=f"connector/{ad.name}/scope",
+                        action=Action.UPDATE,
+                        summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
+                        operation=SetContainerScope(tuple(included), new_excluded),
+                        before={"included": list(included), "excluded": list(excluded)},
+                        after={"included": list(included), "excluded": list(new_excluded)},
+                    )
                 )
             )
-        )
         threshold = server.deletion_threshold
         if threshold is None:
             notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
@@ -183,14 +195,15 @@ def plan_purge(desired, observed, builder, notices, unsafe):
                     )
                 )
             )
+            back = desired.export.deletion_threshold if desired.export is not None and desired.export.deletion_threshold is not None else threshold
             threshold_restore = server_step(
                 id="threshold.restore",
                 resource="export deletion threshold",
                 action=Action.UPDATE,
-                summary=f"Restore the export deletion threshold to {threshold}",
-                operation=SetDeletionThreshold(threshold),
+                summary=f"Restore the export deletion threshold to {back}",
+                operation=SetDeletionThreshold(back),
                 before={"threshold": raised},
-                after={"threshold": threshold},
+                after={"threshold": back},
                 approval="threshold-raise",
             )
         else:
@@ -214,7 +227,20 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             approval="irreversible",
         )
     )
-    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses)
+    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses, cycles=bool(cycled))
+
+
+def _pending_notice(pending, server):
+    """Users already out of scope (by hand) but still in the cloud: their deletion is pending."""
+    exports = sorted((r for r in server.run_history if r.profile == "Export"), key=lambda r: r.started)
+    stopped = exports[-1] if exports and not exports[-1].ok else None
+    why = f"; the last export ended '{stopped.result}'" + (f" ({stopped.detail})" if stopped.detail else "") if stopped else ""
+    return Notice(
+        Level.WARNING,
+        "scope-pending-deletes",
+        f"{len(pending)} synced user(s) are already out of the sync scope but still in the cloud: their deletion is pending{why}; "
+        f"the next sync deletes them: {name_list([u.upn for u in pending])}",
+    )
 
 
 def _hold_out(active, deleted, purge, tenant, server, notices):
@@ -377,6 +403,47 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
                 operation=SetContainerScope(*wanted),
                 before={"included": list(current[0]), "excluded": list(current[1])},
                 after={"included": list(wanted[0]), "excluded": list(wanted[1])},
+            )
+        )
+    ]
+
+
+def plan_threshold(desired, server, builder, notices, rebuild):
+    """The export deletion threshold as the desired state (or the server's default) wants it.
+
+    ``[export] deletion_threshold`` set: a step puts it there. Unset: a threshold other
+    than the default 500 is reported (a raise left behind by an apply that was cut
+    short looks like this), never changed. A raise planned for a purge is restored to
+    the wanted value.
+    """
+    observed = server.deletion_threshold
+    managed = desired.export.deletion_threshold if desired.export is not None else None
+    wanted = managed if managed is not None else DEFAULT_DELETION_THRESHOLD
+    if observed is None or (rebuild is not None and rebuild.threshold_restore is not None):
+        return []
+    if observed == wanted:
+        return []
+    if managed is None:
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "threshold-differs",
+                f"the export deletion threshold is {observed}, not the default {DEFAULT_DELETION_THRESHOLD}: left raised by an apply that was cut short? "
+                "Set [export] deletion_threshold to keep it, or 'apply --resume' puts back what an interrupted apply raised",
+            )
+        )
+        return []
+    return [
+        builder.add(
+            server_step(
+                id="threshold.set",
+                resource="export deletion threshold",
+                action=Action.UPDATE,
+                summary=f"Set the export deletion threshold to {wanted}, as the desired state says",
+                operation=SetDeletionThreshold(wanted),
+                before={"threshold": observed},
+                after={"threshold": wanted},
+                approval="threshold-raise" if wanted > observed else None,
             )
         )
     ]

@@ -153,3 +153,28 @@ def test_deleted_users_are_read_with_usage_location_and_licences(monkeypatch):
             target.close()
     assert got.usage_location == "US"
     assert [a.sku_id for a in got.licenses] == [scenario.ENTERPRISEPACK_ID]
+
+
+# ---------------------------------------------------------------------------- a half-done manual attempt
+
+
+def test_a_half_done_attempt_plans_the_threshold_raise_and_converges():
+    lab = scenario.build("half-done")
+    target = LabTarget(lab)
+    old = {u.upn: u.id for u in lab.active_cloud_users()}
+    desired = rebuild()
+    plan = plan_for(desired, target)
+    ids = [s.id for s in plan.steps]
+    assert "rebuild.scope.exclude" not in ids, "the OU is out of scope already"
+    raise_step = next(s for s in plan.steps if s.id == "rebuild.threshold.raise")
+    assert raise_step.before == {"threshold": 10} and raise_step.after["threshold"] > 21
+    assert ids.index("rebuild.threshold.raise") < ids.index("rebuild.sync") < ids.index("purge")
+    pending = next(n.message for n in plan.notices if n.code == "scope-pending-deletes")
+    assert pending.startswith("21 synced user(s) are already out of the sync scope") and "stopped-deletion-threshold-exceeded" in pending
+    report = apply_plan(plan, desired, target, approvals=APPROVED | {"threshold-raise"}, force=True)
+    assert report.ok, report.results
+    assert lab.server.deletion_threshold == 10, "restored"
+    for upn in HYBRID:
+        user = lab.cloud_user(upn)
+        assert user.id != old[upn] and user.mailbox_guid is None
+    assert plan_for(desired, target).steps == ()

@@ -30,7 +30,7 @@ EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn")
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done")
 
 
 def _direct(source, destination):
@@ -178,9 +178,26 @@ def build(scenario="default", users=20):
     lab.advance(lab.provisioning_minutes)
     if scenario == "already-prepared":
         _prepare(lab)
+    elif scenario == "half-done":
+        _half_done(lab, users)
     elif scenario == "duplicate-upn-in-bin":
         _old_object_in_bin(lab, ad_users[4 if users > 4 else 0])
     return lab
+
+
+def _half_done(lab, users):
+    """Solution 2 begun by hand and stuck: the OU taken out of scope in the wizard, whose
+    full sync then stopped at the export deletion threshold, deleting nothing.
+
+    The threshold is Entra Connect's default of 500 from 500 users on; a smaller lab
+    gets a threshold of 10 so that its OU is over it too.
+    """
+    if users < 500:
+        lab.set_deletion_threshold(10)
+    ad = lab.ad_connector()
+    lab.set_container_scope(ad.included_containers, (*ad.excluded_containers, HYBRID_OU))
+    lab.run_cycle(SyncPolicy.INITIAL)  # stopped-deletion-threshold-exceeded
+    lab.server.next_scheduled_at = lab.clock + lab.server.sync_interval
 
 
 def _comma_names():

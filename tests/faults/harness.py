@@ -61,8 +61,8 @@ for spec in os.environ.get("SYNCPREP_FAULT_CLASSES", "providers.lab.provider:Lab
 original_ended = journal.Journal.step_ended
 
 
-def step_ended(self, step_id, status, detail="", scheduler_paused=None):
-    original_ended(self, step_id, status, detail, scheduler_paused)
+def step_ended(self, step_id, status, detail="", *args, **kwargs):
+    original_ended(self, step_id, status, detail, *args, **kwargs)
     calls["boundary"] += 1
     if mode == "boundary" and calls["boundary"] == number:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,73 @@
+"""A raised export deletion threshold is always put back: the journal owes it across a
+kill, and plan and drift report a threshold other than the one wanted."""
+
+import json
+
+import pytest
+
+from conftest import ROOT, plan_for
+from providers.lab import scenario, store
+from providers.lab.provider import LabTarget
+from reconciler import drift
+from reconciler.journal import last_interrupted
+from test_faults import harness
+
+REBUILD = ROOT / "desired-state" / "rebuild.toml"
+FLAGS = ("--approve-irreversible", "--approve-threshold-raise", "--force")
+
+
+def low_threshold_lab(path):
+    lab = scenario.build(users=20)
+    lab.set_deletion_threshold(10)  # 21 soft-deletions are over it: the plan raises it to 31
+    store.save(lab, path)
+
+
+def journal_steps(case):
+    lines = next(case.glob("*.journal")).read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if json.loads(line)["event"] == "step-end"]
+
+
+@pytest.mark.parametrize("boundary", [3, 5, 6, 9])
+def test_a_kill_between_raise_and_restore_ends_with_the_threshold_back_after_resume(tmp_path, boundary):
+    low_threshold_lab(tmp_path / "lab.json")
+    killed = harness(tmp_path, f"boundary:{boundary}", "apply", REBUILD, "--auto-approve", *FLAGS)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    steps = journal_steps(tmp_path)
+    assert "rebuild.threshold.raise" in steps and "threshold.restore" not in steps, steps
+    assert store.load(tmp_path / "lab.json").server.deletion_threshold == 31
+    assert last_interrupted(next(tmp_path.glob("*.journal"))).threshold_owed == 10
+    resumed = harness(tmp_path, "none", "apply", REBUILD, "--resume", "--auto-approve", *FLAGS)
+    assert resumed.returncode in (0, 4), resumed.stderr[-2000:]
+    assert "Traceback" not in resumed.stderr
+    lab = store.load(tmp_path / "lab.json")
+    assert lab.server.deletion_threshold == 10, "put back"
+    assert plan_for(REBUILD, LabTarget(lab)).steps == ()
+    assert last_interrupted(next(tmp_path.glob("*.journal"))) is None
+
+
+def test_plan_and_drift_report_a_threshold_other_than_the_default(lab, target):
+    from reconciler.loader import load_desired
+
+    lab.set_deletion_threshold(573)  # left raised
+    desired = load_desired(ROOT / "desired-state" / "example.toml")
+    plan = plan_for(desired, target)
+    assert any(n.code == "threshold-differs" and "573, not the default 500" in n.message for n in plan.notices)
+    report = drift.detect(desired, drift.observe_read_only(target.server, target.tenant, desired), "lab")
+    assert any(i.what == "deletion threshold changed" for i in report.items) and report.exit_code == drift.EXIT_DRIFT
+
+
+def test_a_desired_threshold_is_planned_and_a_raise_is_restored_to_it(lab, target):
+    from attrs import evolve
+
+    from reconciler.apply import apply_plan
+    from reconciler.loader import load_desired
+
+    lab.set_deletion_threshold(573)
+    desired = load_desired(REBUILD)
+    desired = evolve(desired, export=evolve(desired.export, deletion_threshold=500))
+    plan = plan_for(desired, target)
+    step = next(s for s in plan.steps if s.id == "threshold.set")
+    assert step.before == {"threshold": 573} and step.after == {"threshold": 500} and step.approval is None
+    assert not any(n.code == "threshold-differs" for n in plan.notices)
+    assert apply_plan(plan, desired, target, approvals=frozenset({"irreversible"}), force=True).ok
+    assert lab.server.deletion_threshold == 500
