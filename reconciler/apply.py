@@ -212,6 +212,10 @@ def apply_plan(
                     results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in steps[index:])
                     on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
                     break
+            if step.id.startswith(_RESTORE_PREFIXES):
+                # Re-created users have new ids, known only now: look them up by UPN.
+                step = _resolve_recreated(step, desired, target)
+                steps[index] = step
             on_event(Event("started", step))
             if journal is not None:
                 journal.step_started(step.id)
@@ -451,6 +455,18 @@ def _confirm_purge(step, desired, target):
         )
         return step, f"the sync's soft-deletes differ from the plan's prediction ({detail}); nothing was purged"
     return step, None
+
+
+_RESTORE_PREFIXES = ("licences.restore[", "mailboxes.restored.")
+
+
+def _resolve_recreated(step, desired, target):
+    """The step with each user named by the id of the synced object now holding its UPN."""
+    from attrs import evolve
+
+    by_upn = {u.upn.lower(): u for u in observe(target, desired).tenant.users if u.synced}
+    users = tuple(UserRef(by_upn[r.upn.lower()].id, r.upn) if r.upn.lower() in by_upn else r for r in step.operation.users)
+    return evolve(step, operation=evolve(step.operation, users=users))
 
 
 def _decide_after_sync(plan, desired, target, depends_on):

@@ -118,6 +118,8 @@ class Conditions:
     cleared_since: Optional[str] = None
     #: UPNs (lower case) purged and re-created by the plan: new objects, never had the GUID.
     recreated: frozenset = frozenset()
+    #: UPN (lower case) -> the licences a purged user held before the purge (restored by rebuild).
+    before_purge: dict = field(factory=dict)
 
     def guid_reason(self, object_type):
         """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
@@ -140,7 +142,7 @@ class Conditions:
         return ""
 
 
-def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset()):
+def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     guid_excluded_now = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_now}
@@ -168,6 +170,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         sync_planned=sync_planned,
         cleared_since=cleared_since,
         recreated=frozenset(recreated),
+        before_purge=dict(before_purge or {}),
     )
 
 
@@ -226,7 +229,9 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
         decided = [_outcome(spec, sku, user, cond) for user in users]
         if planned is not None:
             decided = [narrow(o, planned) for o in decided]
+        # A purged active user's unit comes free; a licence restored after the purge takes one.
         freed = sum(1 for u in users if u.upn.lower() in cond.recreated and u.has_license(sku.sku_id))
+        freed -= sum(1 for held in cond.before_purge.values() if any(a.sku_id == sku.sku_id and not a.by_group for a in held))
         outcomes += _ration(spec, sku, decided, freed)
     return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
 
@@ -234,6 +239,7 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
 def _outcome(spec, sku, user, cond):
     assignment = user.license(sku.sku_id)
     recreated = user.upn.lower() in cond.recreated
+    prior = _held_before_purge(user, sku, cond) if recreated else None
     if recreated:
         assignment = None  # purged and re-created: a new object, with no licence yet
     base = dict(
@@ -249,6 +255,15 @@ def _outcome(spec, sku, user, cond):
     def out(verdict, code="", reason=""):
         return UserOutcome(verdict=verdict, code=code, reason=reason, **base)
 
+    if prior is not None and prior.by_group:
+        return out(
+            Verdict.BLOCKED,
+            "group-licence-recreated",
+            f"held {spec.sku} from a group before the purge: the new object gets it back only through the group (a group synced from AD "
+            "brings its membership back; a cloud group needs the user added again), so it is not assigned directly",
+        )
+    if prior is not None:
+        return out(Verdict.NOT_OWED, "licence-restored", f"its {spec.sku} licence from before the purge is assigned again exactly, disabled plans kept (licences.restore)")
     if user.mailbox is MailboxState.PRESENT and assignment is not None:
         return out(Verdict.HAS_MAILBOX)
     if assignment is not None and not sku.includes_exchange:
@@ -265,6 +280,13 @@ def _outcome(spec, sku, user, cond):
     if assignment is None:
         return out(Verdict.ASSIGN)
     return _relicense(spec, user, assignment, cond, out)
+
+
+def _held_before_purge(user, sku, cond):
+    for assignment in cond.before_purge.get(user.upn.lower(), ()):
+        if assignment.sku_id == sku.sku_id:
+            return assignment
+    return None
 
 
 def _why_no_mailbox(user, cond, recreated):
@@ -343,7 +365,7 @@ def outcome_notices(outcomes):
     notices = []
     for (code, reason, verdict), upns in groups.items():
         level = Level.INFO if verdict is Verdict.PENDING else Level.WARNING
-        head = {
+        head = "licensed as before the purge" if code == "licence-restored" else {
             Verdict.BLOCKED: "not licensed, no unit taken",
             Verdict.NOT_OWED: "no mailbox owed",
             Verdict.PENDING: "mailbox still provisioning",

@@ -24,7 +24,7 @@ from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
 from reconciler.licences import coming_back, license_steps
 from reconciler.outcome import conditions, flow_notices, predict
-from reconciler.rebuild import plan_export, plan_purge, plan_scope, plan_threshold, purge_selection
+from reconciler.rebuild import licence_record_notices, plan_export, plan_purge, plan_scope, plan_threshold, purge_selection, restore_steps
 from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
     PLAN_FORMAT_VERSION,
@@ -179,7 +179,12 @@ def build_plan(desired, observed, target_description="lab"):
         sync_planned=sync_id is not None,
         cleared_since=last_full_sync_end(server),
         recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
+        before_purge={upn.lower(): licences for upn, licences in rebuild.licences_before} if rebuild else {},
     )
+    if rebuild is not None and sync_id is not None:
+        for step in restore_steps(rebuild, observed.tenant, (sync_id,)):
+            builder.add(step)
+        notices += licence_record_notices(rebuild, observed.tenant)
     notices += flow_notices(cond)
     outcomes, outcome_notices = predict(desired, observed.tenant, cond, coming_back(observed.tenant, rebuild))
     licence_steps = license_steps(

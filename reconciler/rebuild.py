@@ -16,7 +16,7 @@ from attrs import frozen
 from reconciler import dn
 from reconciler.errors import PlanError
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
-from reconciler.operations import PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes
+from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
 from reconciler.rules import guid_report
 from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, server_step
@@ -50,6 +50,8 @@ class _Rebuild:
     blocked: bool = False
     #: Active users go to the recycle bin by a sync before the purge.
     cycles: bool = False
+    #: (upn, licences held before the purge) of every user purged: restored after re-creation.
+    licences_before: tuple = ()
 
 
 def _norm(dns):
@@ -227,7 +229,8 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             approval="irreversible",
         )
     )
-    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses, cycles=bool(cycled))
+    before = tuple((u.upn, u.licenses) for u in sorted((*cycled, *deleted), key=lambda u: (u.upn.lower(), u.id)) if u.licenses)
+    return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses, cycles=bool(cycled), licences_before=before)
 
 
 def _pending_notice(pending, server):
@@ -447,3 +450,70 @@ def plan_threshold(desired, server, builder, notices, rebuild):
             )
         )
     ]
+
+
+def restore_steps(rebuild, tenant, depends_on):
+    """After the re-creation: each purged user's direct licences assigned again exactly as
+    they were (every SKU, the service plans an admin had switched off), and their mailboxes
+    waited for. A licence that came from a group is not assigned directly (the plan says why).
+
+    The users are named by UPN: the re-created objects get new ids, which apply looks up
+    after the sync.
+    """
+    skus = {s.sku_id: s for s in tenant.skus}
+    per_sku, mailboxes = {}, []
+    for upn, licences in rebuild.licences_before:
+        for assignment in licences:
+            sku = skus.get(assignment.sku_id)
+            if assignment.by_group or sku is None:
+                continue
+            per_sku.setdefault(sku.sku_id, []).append((upn, assignment.disabled_plans))
+            if sku.includes_exchange and not set(sku.exchange_plan_ids) <= set(assignment.disabled_plans) and upn not in mailboxes:
+                mailboxes.append(upn)
+    steps = []
+    for sku_id, users in per_sku.items():
+        sku = skus[sku_id]
+        refs = tuple(UserRef("", upn) for upn, _ in users)
+        disabled = tuple((upn.lower(), plans) for upn, plans in users if plans)
+        steps.append(
+            Step(
+                id=f"licences.restore[{sku.part_number}]",
+                provider="tenant",
+                resource=f"licenses/{sku.part_number}",
+                action=Action.UPDATE,
+                summary=f"Assign {sku.part_number} again to {len(refs)} re-created user(s), as before the purge"
+                + (f" ({len(disabled)} with service plans switched off)" if disabled else ""),
+                operation=AssignLicense(sku.sku_id, sku.part_number, refs, disabled),
+                after={"licences": {upn: list(plans) or "all plans" for upn, plans in users}},
+                depends_on=tuple(depends_on),
+            )
+        )
+    if mailboxes:
+        steps.append(
+            Step(
+                id="mailboxes.restored.verify",
+                provider="tenant",
+                resource="mailboxes",
+                action=Action.CHECK,
+                summary=f"Wait for the {len(mailboxes)} re-created user(s)' Exchange Online mailbox(es) and verify them",
+                operation=VerifyMailboxes(tuple(UserRef("", upn) for upn in mailboxes)),
+                depends_on=tuple(s.id for s in steps),
+            )
+        )
+    return steps
+
+
+def licence_record_notices(rebuild, tenant):
+    """What each purged user held, as the plan records it (restored after the re-creation)."""
+    names = {s.sku_id: s.part_number for s in tenant.skus}
+    held = []
+    for upn, licences in rebuild.licences_before:
+        parts = []
+        for a in licences:
+            how = "by group" if a.by_group else "direct"
+            off = f", {len(a.disabled_plans)} plan(s) off" if a.disabled_plans else ""
+            parts.append(f"{names.get(a.sku_id, a.sku_id)} ({how}{off})")
+        held.append(f"{upn}: {', '.join(parts)}")
+    if not held:
+        return []
+    return [Notice(Level.INFO, "purge-licences", f"licences of the purged users, restored after the re-creation (group licences come back through their group): {'; '.join(held)}")]

@@ -178,3 +178,32 @@ def test_a_half_done_attempt_plans_the_threshold_raise_and_converges():
         user = lab.cloud_user(upn)
         assert user.id != old[upn] and user.mailbox_guid is None
     assert plan_for(desired, target).steps == ()
+
+
+# ---------------------------------------------------------------------------- licences of purged users
+
+
+def test_purged_users_get_back_exactly_how_they_were_licensed(lab, target):
+    from providers.lab.world import EXCHANGE_PLAN_ID
+
+    e3, ems = scenario.ENTERPRISEPACK_ID, scenario.EMS_ID
+    lab.assign_license("user04@contoso.com", e3, disabled_plans=[EXCHANGE_PLAN_ID])  # no mailbox meant for her
+    lab.assign_license("user05@contoso.com", e3)
+    lab.assign_license("user05@contoso.com", ems)  # a second SKU
+    lab.assign_license("user06@contoso.com", e3)
+    lab.cloud_user("user06@contoso.com").license(e3).by_group = True  # from a group
+    desired = rebuild()
+    plan = plan_for(desired, target)
+    record = next(n.message for n in plan.notices if n.code == "purge-licences")
+    assert "user04@contoso.com: ENTERPRISEPACK (direct, 1 plan(s) off)" in record and "user06@contoso.com: ENTERPRISEPACK (by group)" in record
+    assert "user05@contoso.com: ENTERPRISEPACK (direct), EMS (direct)" in record
+    restore = {s.id: s for s in plan.steps if s.id.startswith("licences.restore[")}
+    assert set(restore) == {"licences.restore[ENTERPRISEPACK]", "licences.restore[EMS]"}
+    assert {u.upn for u in restore["licences.restore[ENTERPRISEPACK]"].operation.users} == {f"user0{i}@contoso.com" for i in (1, 2, 3, 4, 5)}
+    assert any(n.code == "group-licence-recreated" and "user06@contoso.com" in n.message for n in plan.notices)
+    apply_plan(plan, desired, target, approvals=APPROVED, force=True)
+    user04, user05, user06 = (lab.cloud_user(f"user0{i}@contoso.com") for i in (4, 5, 6))
+    assert user04.license(e3).disabled_plans == [EXCHANGE_PLAN_ID] and lab.mailbox_state(user04) == "absent", "still no mailbox for her"
+    assert user05.license(e3) is not None and user05.license(ems) is not None, "both SKUs back"
+    assert user06.license(e3) is None, "not turned into a direct licence"
+    assert all(lab.mailbox_state(lab.cloud_user(f"user0{i}@contoso.com")) == "present" for i in (1, 2, 3, 5))

@@ -40,6 +40,8 @@ def test_the_plan_lists_the_purge_by_upn_in_the_safe_order(target):
         "scope.containers",
         "scheduler.resume",
         "sync.initial",
+        "licences.restore[ENTERPRISEPACK]",  # user01-03 held it before the purge
+        "mailboxes.restored.verify",
         "license[ENTERPRISEPACK].assign",
         "mailboxes[ENTERPRISEPACK].verify",
     ]
