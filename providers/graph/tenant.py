@@ -314,6 +314,8 @@ class GraphTenant(TenantProvider):
         try:
             return await self._read_deleted(t)
         except ProviderError as exc:
+            if any(marker in exc.message for marker in _WHOLE_ENDPOINT):
+                raise  # not about the recycle bin: every other read fails the same way
             log.warning("observe: the recycle bin could not be read (unknown): %s", exc)
             return None
 
@@ -526,6 +528,10 @@ class GraphTenant(TenantProvider):
             if state is not MailboxState.PRESENT
         )
         return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)
+
+
+#: Errors about the endpoint or the credentials, not the recycle bin (see GraphTransport).
+_WHOLE_ENDPOINT = ("unexpected answer from", "rejected the credentials")
 
 
 def _cloud_user(raw):
