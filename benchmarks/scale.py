@@ -55,7 +55,7 @@ _WRAPPER = (
 )
 
 
-def timed(command, cwd=None, repeat=1, env=None, before=None):
+def timed(command, cwd=None, repeat=1, env=None, before=None, ok=(0, 2)):
     """(median wall seconds, peak RSS MiB) of ``command`` over ``repeat`` runs.
 
     ``before`` is called (untimed) before each run, e.g. to put a fresh lab file in place.
@@ -72,7 +72,7 @@ def timed(command, cwd=None, repeat=1, env=None, before=None):
             env={**os.environ, "NO_COLOR": "1", **(env or {})},
         )
         code, wall, peak = result.stdout.split()
-        if int(code) not in (0, 2):
+        if int(code) not in ok:
             raise SystemExit(f"{' '.join(map(str, command))} failed with exit code {code}")
         walls.append(float(wall))
         peaks.append(int(peak) / 1024)
@@ -155,7 +155,8 @@ def lab_at_scale(codes, users, tmp):
         code.run("lab", "init", "--users", users, "--lab", pristine, cwd=work)
         size = pristine.stat().st_size
         fresh = lambda: (shutil.copyfile(pristine, lab), [p.unlink() for p in work.glob("*.journal")])
-        apply_s, apply_peak = timed(code.syncprep("apply", EXAMPLE, "--auto-approve", "--lab", lab), cwd=work, env=code.env, before=fresh)
+        # Exit 4: done, but some targeted users end without a licence (user07 has no usage location).
+        apply_s, apply_peak = timed(code.syncprep("apply", EXAMPLE, "--auto-approve", "--lab", lab), cwd=work, env=code.env, before=fresh, ok=(0, 4))
         fresh()
         plan_s, plan_peak = timed(code.syncprep("plan", EXAMPLE, "--lab", lab), cwd=work, env=code.env, repeat=3)
         load_s, load_peak = timed([sys.executable, "-c", f"import json; json.load(open({str(lab)!r}, 'rb'))"], repeat=3)
