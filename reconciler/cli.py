@@ -122,7 +122,7 @@ def _parser():
     lab = commands.add_parser("lab", parents=[common], help="manage the embedded lab")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True, parser_class=_Parser)
     init = lab_commands.add_parser("init", parents=[common, lab_option], help="create the lab from a scenario")
-    init.add_argument("--scenario", default="default", help="default, already-prepared, empty-tenant or duplicate-upn-in-bin")
+    init.add_argument("--scenario", default="default", help="default, already-prepared, empty-tenant, duplicate-upn-in-bin, escaped-comma-dn or half-done")
     init.add_argument("--users", type=int, default=20, help="mailbox users in the synced OU (default 20)")
     init.add_argument("--force", action="store_true", help="replace an existing lab")
     show = lab_commands.add_parser("show", parents=[common, lab_option], help="show the lab")
