@@ -54,11 +54,24 @@ def _parse_plain(text):
     rdns = []
     for part in text.split(","):
         kind, equals, value = part.partition("=")
-        kind = kind.strip()
-        if not equals or not kind or not (kind.replace("-", "").isalnum() or _is_oid(kind)):
+        folded = _PLAIN_KINDS.get(kind)
+        if folded is None:
+            folded = _plain_kind(kind)
+        if not equals or not folded:
             return None  # the full parser says what is wrong
-        rdns.append(((kind.casefold(), value.strip(" ").casefold()),))
+        rdns.append(((folded, value.strip(" ").casefold()),))
     return tuple(rdns)
+
+
+_PLAIN_KINDS = {}  # an attribute type as written -> case-folded, or "" if not an attribute type
+
+
+def _plain_kind(kind):
+    stripped = kind.strip()
+    folded = stripped.casefold() if stripped and (stripped.replace("-", "").isalnum() or _is_oid(stripped)) else ""
+    if len(_PLAIN_KINDS) < 256:  # a handful in practice (CN, OU, DC...): a bound all the same
+        _PLAIN_KINDS[kind] = folded
+    return folded
 
 
 def _parse_full(text):
