@@ -56,15 +56,19 @@ class FlowSpec:
     expression: Optional[str] = None
     apply_once: bool = False
     merge_type: MergeType = MergeType.UPDATE
+    # The attributes an Expression flow reads (the Rules Editor's source list).
+    sources: tuple[str, ...] = ()
 
     def to_flow(self):
+        sources = tuple(self.sources)
         return AttributeFlow(
             destination=self.destination,
             flow_type=self.flow_type,
-            source=self.source,
+            source=sources[0] if sources else self.source,
             expression=self.expression,
             execute_once=self.apply_once,
             merge_type=self.merge_type,
+            other_sources=sources[1:],
         )
 
 

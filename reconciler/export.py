@@ -150,6 +150,8 @@ def _flow_lines(flow):
         lines.append(f"  source = {toml_string(flow.source)}")
     else:
         lines.append(f"  expression = {toml_string(flow.expression)}")
+        if flow.sources:
+            lines.append(f"  sources = {_toml_value(list(flow.sources))}")
     lines.append(f"  apply_once = {_toml_value(flow.execute_once)}")
     lines.append(f"  merge_type = {toml_string(flow.merge_type.value)}")
     return lines

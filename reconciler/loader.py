@@ -346,9 +346,15 @@ def _check(parts):
                     yield where, "a Direct flow needs a source attribute"
                 if flow.expression is not None:
                     yield f"{where}.expression", "a Direct flow takes a source, not an expression"
+                if flow.sources:
+                    yield f"{where}.sources", "a Direct flow takes one source: source = \"attr\""
             else:
                 if not flow.expression:
                     yield where, f"a {flow.flow_type.value} flow needs an expression (the constant's value for Constant)"
+                if flow.flow_type is FlowType.CONSTANT and (flow.sources or flow.source):
+                    yield where, "a Constant flow takes its value as expression, not sources"
+                if flow.source and flow.sources:
+                    yield f"{where}.source", "give the attributes an Expression reads as sources = [...] only"
     seen_skus = {}
     for index, spec in parts.licenses:
         if spec.sku.lower() in seen_skus:

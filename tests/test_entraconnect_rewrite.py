@@ -121,3 +121,20 @@ def test_the_real_isbitnotset_operator_is_accepted_and_applied(served, tmp_path)
     rule = next(r for r in lab.server.rules if r.name == "Custom - In from AD - User Disabled Flag")
     assert rule.scope == ((ScopeCondition("userAccountControl", "ISBITNOTSET", "2"),),)
     assert not [s for s in build_plan(desired, observe(target, desired), "served lab").steps if s.resource.startswith("rule/")]
+
+
+def test_an_expression_flow_names_every_source_it_reads(tmp_path):
+    from reconciler.errors import ConfigError
+
+    body = (
+        '[[rules]]\nname = "Custom - proxy"\nkind = "custom"\nprecedence = 81\nsource_object_type = "user"\n\n'
+        '  [[rules.flows]]\n  destination = "proxyAddresses"\n  flow_type = "{flow_type}"\n  {value}\n  sources = ["proxyAddresses", "mail"]\n'
+    )
+    good = tmp_path / "good.toml"
+    good.write_text(body.format(flow_type="Expression", value='expression = "IIF(IsPresent([proxyAddresses]),[proxyAddresses],[mail])"'))
+    flow = load_desired(good).rules[0].flows[0].to_flow()
+    assert flow.sources == ("proxyAddresses", "mail")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body.format(flow_type="Direct", value='source = "mail"'))
+    with pytest.raises(ConfigError, match="a Direct flow takes one source"):
+        load_desired(bad)

@@ -16,6 +16,7 @@ from reconciler.model import (
     Direction,
     FlowType,
     LinkType,
+    MergeType,
     ScopeCondition,
     SyncPolicy,
     SyncRule,
@@ -31,6 +32,21 @@ AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
 
 SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done")
+
+# The Exchange attributes the stock "In from AD - ... Exchange" rules flow as they are.
+EXCHANGE_ATTRIBUTES = (
+    "msExchArchiveGUID", "msExchArchiveName", "msExchAssistantName", "msExchAuditAdmin", "msExchAuditDelegate",
+    "msExchAuditDelegateAdmin", "msExchAuditOwner", "msExchBlockedSendersHash", "msExchBypassAudit",
+    "msExchELCExpirySuspensionEnd", "msExchELCExpirySuspensionStart", "msExchELCMailboxFlags", "msExchEnableModeration",
+    "msExchExtensionCustomAttribute1", "msExchExtensionCustomAttribute2", "msExchExtensionCustomAttribute3",
+    "msExchExtensionCustomAttribute4", "msExchExtensionCustomAttribute5", "msExchHideFromAddressLists", "msExchImmutableId",
+    "msExchLitigationHoldDate", "msExchLitigationHoldOwner", "msExchMailboxAuditEnable", "msExchMailboxAuditLogAgeLimit",
+    "msExchModerationFlags", "msExchRecipientDisplayType", "msExchRecipientTypeDetails", "msExchRemoteRecipientType",
+    "msExchRequireAuthToSendTo", "msExchResourceCapacity", "msExchResourceDisplay", "msExchResourceMetaData",
+    "msExchResourceSearchProperties", "msExchRetentionComment", "msExchRetentionURL", "msExchSafeRecipientsHash",
+    "msExchSafeSendersHash", "msExchSenderHintTranslations", "msExchTeamMailboxExpiration", "msExchTeamMailboxOwners",
+    "msExchTeamMailboxSharePointUrl", "msExchUserHoldPolicies",
+)
 
 
 def _direct(source, destination):
@@ -67,14 +83,34 @@ def stock_rules():
     exchange_scope = ((ScopeCondition("mailNickname", "ISNOTNULL"),),)
 
     def join_flows():
-        return (_direct("objectGUID", "sourceAnchor"), _direct("userPrincipalName", "userPrincipalName"))
+        # A Constant flow, as the editor writes it: the constant is the flow's source.
+        return (
+            _direct("objectGUID", "sourceAnchor"),
+            _direct("userPrincipalName", "userPrincipalName"),
+            AttributeFlow("sourceObjectType", FlowType.CONSTANT, expression="User"),
+        )
 
     def exchange_flows():
-        # The stock rule flows the GUID and msExchUsageLocation -> usageLocation (domain-facts A2).
+        # The stock rule flows the GUID and msExchUsageLocation -> usageLocation (domain-facts A2),
+        # and dozens of other Exchange attributes, as a real server's does, including
+        # the awkward kinds: an Expression reading several sources, a merge that is not
+        # Update. Lab assumption: the exact list varies by build; these are the names the
+        # real rule flows, and the lab evaluates only the attributes it exports.
+        same = [_direct(a, a) for a in EXCHANGE_ATTRIBUTES]
+        proxy = AttributeFlow(
+            "proxyAddresses",
+            FlowType.EXPRESSION,
+            source="proxyAddresses",
+            other_sources=("mail",),
+            expression='IIF(IsPresent([proxyAddresses]),RemoveDuplicates(Trim(ImportedValue("proxyAddresses"))),IIF(IsPresent([mail]),"SMTP:"&[mail],NULL))',
+            merge_type=MergeType.MERGE_CASE_INSENSITIVE,
+        )
         return (
             _direct(GUID_ATTRIBUTE, GUID_ATTRIBUTE),
             _direct("msExchUsageLocation", "usageLocation"),
             _direct("mailNickname", "mailNickname"),
+            *same,
+            proxy,
         )
 
     rules = [
