@@ -19,7 +19,7 @@ from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
 from reconciler.rules import guid_report
-from reconciler.steps import Action, Impact, Level, Notice, Step, name_list, server_step
+from reconciler.steps import Action, Impact, Level, Notice, Step, server_step
 
 
 #: Entra Connect's export deletion threshold out of the box (domain-facts A10).
@@ -213,7 +213,7 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
         if extra:
             notices.append(
-                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not purged leave the scope too; they come back from the recycle bin as they were: {name_list(extra)}")
+                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not purged leave the scope too; they come back from the recycle bin as they were: {', '.join(extra)}", tuple(extra))
             )
     purge_id = builder.add(
         Step(
@@ -383,7 +383,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
         return []
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
     if leaving:
-        notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {name_list(leaving)}"))
+        notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)
         share = 100.0 * len(leaving) / max(synced, 1)
         if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:

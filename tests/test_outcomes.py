@@ -356,3 +356,12 @@ def test_a_plan_with_nothing_to_do_for_users_it_cannot_help_says_so(cli):
     assert "No changes." in out and "Nothing this plan can do helps the 21 user(s)" in out
     assert "The environment matches the desired state" not in out
     assert "msExchMailboxGuid is excluded from export, and the value already in Entra ID stays" in out
+
+
+def test_the_scope_notice_names_every_user_it_soft_deletes():
+    lab = scenario.build("default", users=30)
+    target = LabTarget(lab)
+    desired = loads_desired('[scope]\nincluded = ["OU=Corp,DC=contoso,DC=com"]\nexcluded = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]\n', "scope.toml")
+    plan = plan_for(desired, target)
+    (deletes,) = [n for n in plan.notices if n.code == "scope-deletes"]
+    assert len(deletes.users) == 31 and " more" not in deletes.message and deletes.message.endswith(", ".join(deletes.users))
