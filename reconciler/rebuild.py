@@ -242,7 +242,8 @@ def _pending_notice(pending, server):
         Level.WARNING,
         "scope-pending-deletes",
         f"{len(pending)} synced user(s) are already out of the sync scope but still in the cloud: their deletion is pending{why}; "
-        f"the next sync deletes them: {name_list([u.upn for u in pending])}",
+        f"the next sync deletes them: {', '.join(u.upn for u in pending)}",
+        tuple(u.upn for u in pending),
     )
 
 
