@@ -312,6 +312,10 @@ class DeletedUser:
     licenses: tuple[LicenseAssignment, ...] = ()
     #: Its Exchange Online mailbox, where the provider can tell (soft-deleted with the user).
     mailbox: MailboxState = MailboxState.UNKNOWN
+    #: An Exchange Online plan was assigned to it, now or before (Graph's assignedPlans keeps
+    #: a removed plan as ``Deleted``): a mailbox may exist although no licence is left, since
+    #: a mailbox outlives its licence by 30 days.
+    had_exchange_plan: bool = False
 
 
 @frozen

@@ -294,6 +294,13 @@ def _risk(user, tenant, guid_clear):
         return "the purge destroys their Exchange Online mailbox"
     if user.mailbox is MailboxState.UNKNOWN and _licensed_for_exchange(user, tenant):
         return "their mailbox could not be read and they hold a licence with Exchange Online: the purge may destroy a mailbox"
+    if user.mailbox is MailboxState.UNKNOWN and getattr(user, "had_exchange_plan", False):
+        # Through Graph a deleted user's mailbox is never readable, and a mailbox outlives
+        # its licence by 30 days: an Exchange plan once assigned is reason enough.
+        return (
+            "their mailbox could not be read and an Exchange Online plan was assigned to them (a mailbox outlives its licence by 30 days): "
+            "the purge may destroy a mailbox"
+        )
     if guid_clear:
         return "their msExchMailboxGuid is already clear in the cloud (no rule flows it and a full sync has exported since): a rebuild gains nothing"
     return None

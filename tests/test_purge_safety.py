@@ -207,3 +207,60 @@ def test_purged_users_get_back_exactly_how_they_were_licensed(lab, target):
     assert user05.license(e3) is not None and user05.license(ems) is not None, "both SKUs back"
     assert user06.license(e3) is None, "not turned into a direct licence"
     assert all(lab.mailbox_state(lab.cloud_user(f"user0{i}@contoso.com")) == "present" for i in (1, 2, 3, 5))
+
+
+# ---------------------------------------------------------------------------- a mailbox that outlives its licence
+
+
+def _licence_removed_by_hand():
+    """Review 1, finding 1: already prepared, user01's licence removed (her mailbox stays
+    for 30 days), the OU taken out by hand and synced: she is in the recycle bin unlicensed."""
+    from reconciler.model import SyncPolicy
+
+    lab = scenario.build("already-prepared")
+    hybrid = "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
+    lab.remove_license(lab.cloud_user("user01@contoso.com").id, scenario.ENTERPRISEPACK_ID)
+    lab.set_scheduler(False)
+    lab.set_container_scope(("OU=Corp,DC=contoso,DC=com",), (hybrid,))
+    lab.run_cycle(SyncPolicy.INITIAL)
+    lab.upgrade()
+    return lab
+
+
+def test_a_deleted_user_whose_exchange_plan_was_removed_is_kept_out_through_graph(monkeypatch):
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from reconciler.provider import UserSelection
+
+    lab = _licence_removed_by_hand()
+    (user01,) = [u for u in lab.cloud_users if u.upn == "user01@contoso.com" and u.deleted_at is not None]
+    assert not user01.licenses and lab.mailbox_state(user01) == "present", "the starting point"
+    with GraphEmulator(LabHost(lab), token="t", retry_after=0.001) as emulator:
+        target = _graph_target(monkeypatch, lab, emulator)
+        try:
+            (seen,) = [d for d in target.tenant.observe(UserSelection()).deleted_users if d.upn == "user01@contoso.com"]
+            plan = plan_for(rebuild(), target)
+        finally:
+            target.close()
+    purge = next((s for s in plan.steps if s.id == "purge"), None)
+    assert purge is None or "user01@contoso.com" not in {r.upn for r in purge.operation.users}, "her mailbox would be destroyed"
+    kept = [n.message for n in plan.notices if n.code == "purge-kept" and "user01@contoso.com" in n.message]
+    assert kept and "an Exchange Online plan was assigned to them" in kept[0] and "outlives its licence" in kept[0]
+    assert seen.mailbox.value == "unknown" and seen.had_exchange_plan, "Graph's evidence: assignedPlans, the removed plan as Deleted"
+
+
+def test_a_deleted_user_whose_exchange_plan_was_removed_is_purged_when_acknowledged(monkeypatch):
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+
+    lab = _licence_removed_by_hand()
+    with GraphEmulator(LabHost(lab), token="t", retry_after=0.001) as emulator:
+        target = _graph_target(monkeypatch, lab, emulator)
+        try:
+            plan = plan_for(rebuild(acknowledge_loss=("user01@contoso.com",)), target)
+        finally:
+            target.close()
+    purge = next(s for s in plan.steps if s.id == "purge")
+    assert "user01@contoso.com" in {r.upn for r in purge.operation.users}
+    assert any(n.code == "purge-loss" and n.message.startswith("user01@contoso.com is purged although their mailbox could not be read") for n in plan.notices)
+

@@ -74,11 +74,17 @@ DELETED_FIELDS = (
     "usageLocation",
     "assignedLicenses",
     "licenseAssignmentStates",
+    # Every service plan ever assigned, a removed one as "Deleted": an Exchange plan there
+    # means a mailbox may still exist (it outlives its licence by 30 days), which is the
+    # only evidence Graph gives about a deleted user's mailbox.
+    "assignedPlans",
 )
 # Service plans that give a user an Exchange Online mailbox. EXCHANGE_S_FOUNDATION,
 # which comes with many non-mail SKUs, does not.
 EXCHANGE_MAILBOX_PLANS = ("EXCHANGE_S_",)
 NOT_A_MAILBOX_PLAN = frozenset({"EXCHANGE_S_FOUNDATION"})
+#: EXCHANGE_S_FOUNDATION's servicePlanId (assignedPlans name plans by id only).
+NOT_A_MAILBOX_PLAN_IDS = frozenset({"113feb6c-3fe4-4440-bddc-54d774bf0318"})
 # assignLicense's refusal to remove a licence the user does not have (domain-facts B8).
 #: A mailboxSettings probe's 404 codes that mean "this user has no mailbox" (not unknown):
 #: Graph answers ResourceNotFound ("Resource could not be discovered.") or ErrorItemNotFound
@@ -351,6 +357,7 @@ class GraphTenant(TenantProvider):
                         on_prem_dn=raw.get("onPremisesDistinguishedName"),
                         usage_location=seen.usage_location,
                         licenses=seen.licenses,
+                        had_exchange_plan=_had_exchange_plan(raw.get("assignedPlans")),
                     )
                 )
         return tuple(deleted)
@@ -587,6 +594,25 @@ def _one_line(exc, resource):
     detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     log.debug("unexpected answer: resource=%s", resource, exc_info=exc)
     return ProviderError("graph", resource, f"unexpected answer from Microsoft Graph ({detail})")
+
+
+def _had_exchange_plan(plans):
+    """Whether assignedPlans hold an Exchange plan (enabled or removed) that may have given a mailbox.
+
+    assignedPlans name a plan by id and service only: every "exchange" plan but
+    EXCHANGE_S_FOUNDATION counts (an archive or a plan of a SKU no longer subscribed may
+    stand for a mailbox too: in doubt, it does).
+    """
+    for plan in plans or []:
+        if not isinstance(plan, dict):
+            continue
+        if (plan.get("service") or "").lower() != "exchange":
+            continue
+        if (plan.get("servicePlanId") or "").lower() in NOT_A_MAILBOX_PLAN_IDS:
+            continue
+        # Enabled, Warning, Suspended, LockedOut or Deleted: each was assigned at some point.
+        return True
+    return False
 
 
 def _is_mailbox_plan(name):

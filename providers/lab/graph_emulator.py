@@ -70,6 +70,7 @@ USER_PROPERTIES = (
     "usageLocation",
     "assignedLicenses",
     "licenseAssignmentStates",
+    "assignedPlans",
     "deletedDateTime",
 )
 DEFAULT_USER_PROPERTIES = ("id", "displayName", "userPrincipalName", "mail")
@@ -113,6 +114,14 @@ NO_MAILBOX_MESSAGES = {
     "ResourceNotFound": "Resource could not be discovered.",
     "ErrorItemNotFound": "The specified object was not found in the store.",
 }
+
+
+#: assignedPlan.service of the lab's service plans (Graph names the service, not the plan).
+_PLAN_SERVICES = {"EXCHANGE_S_ENTERPRISE": "exchange", "SHAREPOINTENTERPRISE": "SharePoint", "AAD_PREMIUM": "AADPremiumService", "INTUNE_A": "SCO"}
+
+
+def _assigned_plan(minute, status, name, plan_id):
+    return {"assignedDateTime": minute_to_iso(minute), "capabilityStatus": status, "service": _PLAN_SERVICES.get(name, name), "servicePlanId": plan_id}
 
 
 def _not_found(key):
@@ -624,9 +633,31 @@ class GraphEmulator:
                     }
                     for lic in user.licenses
                 ]
+            elif name == "assignedPlans":
+                data[name] = self.assigned_plans(user)
             elif name == "deletedDateTime":
                 data[name] = minute_to_iso(user.deleted_at) if user.deleted_at is not None else None
         return data
+
+    def assigned_plans(self, user):
+        """Graph's assignedPlans: the enabled plans of the licences held now, and an Exchange
+        plan once assigned and since removed as "Deleted". Lab assumption: only the Exchange
+        plan's history is kept (the other plans of a removed licence are not listed)."""
+        lab = self.host.lab
+        plans = []
+        for lic in user.licenses:
+            sku = lab.sku(lic.sku_id)
+            if sku is None:
+                continue
+            off = set(self.disabled_plans(user, lic.sku_id)) | set(lic.disabled_plans)
+            named = ([EXCHANGE_PLAN] if sku.includes_exchange else []) + OTHER_PLANS[sku.includes_exchange]
+            for name, pid in named:
+                if pid not in off:
+                    plans.append(_assigned_plan(lic.assigned_at, "Enabled", name, pid))
+        exchange_now = any(p["servicePlanId"] == EXCHANGE_PLAN[1] for p in plans)
+        if user.exchange_plan_since is not None and not exchange_now:
+            plans.append(_assigned_plan(user.exchange_plan_since, "Deleted", *EXCHANGE_PLAN))
+        return plans
 
     def _list_users(self, params, query, body):
         fields, problem = self._select(query)

@@ -178,6 +178,7 @@ class LabTenant(TenantProvider):
                 licenses=_licences(u),
                 # The mailbox is soft-deleted with its user: the lab knows whether there is one.
                 mailbox=MailboxState(lab.mailbox_state(u)),
+                had_exchange_plan=u.exchange_plan_since is not None or any(lic.assigned_at is not None for lic in u.licenses if _exchange_on(lab, lic)),
             )
             for u in lab.cloud_users
             if u.deleted_at is not None
@@ -278,3 +279,8 @@ def open_lab_target(path=None, create=True, allow_staging=False):
 
 
 __all__ = ["LabServer", "LabTenant", "LabTarget", "open_lab_target"]
+
+
+def _exchange_on(lab, lic):
+    sku = lab.sku(lic.sku_id)
+    return sku is None or bool(set(sku.exchange_plan_ids) - set(lic.disabled_plans))

@@ -136,6 +136,11 @@ class LabCloudUser:
     licenses: list[LabLicense] = field(factory=list, on_setattr=_user_changed)
     mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
     deleted_at: Optional[int] = field(default=None, on_setattr=_user_changed)  # set while in the recycle bin
+    #: When an Exchange Online plan was first assigned, kept after the licence goes (Graph's
+    #: assignedPlans keeps a removed plan as "Deleted"). None: never, or only through the
+    #: licences held now. Lab assumption: only the first assignment is remembered, and a
+    #: removed plan stays listed for as long as the user exists.
+    exchange_plan_since: Optional[int] = None
 
     def license(self, sku_id):
         for lic in self.licenses:
@@ -562,6 +567,8 @@ class Lab:
         user.licenses.append(LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans)))
         consumed[sku_id] = consumed.get(sku_id, 0) + 1
         exchange_on = bool(set(sku.exchange_plan_ids) - set(disabled_plans))
+        if exchange_on and user.exchange_plan_since is None:
+            user.exchange_plan_since = self.clock
         if exchange_on and user.mailbox_ready_at is None and not user.mailbox_guid:
             # Exchange Online creates a mailbox only for a user without an on-premises
             # mailbox GUID, and only at licence assignment (domain-facts, the KB article).
@@ -579,6 +586,9 @@ class Lab:
         consumed = self._consumed_counts()
         user.licenses.remove(lic)
         consumed[sku_id] -= 1
+        sku = self.sku(sku_id)
+        if sku is not None and set(sku.exchange_plan_ids) - set(lic.disabled_plans) and user.exchange_plan_since is None:
+            user.exchange_plan_since = lic.assigned_at  # assignedPlans keeps it, as "Deleted"
         # The mailbox, if any, survives a quick remove-and-add (30-day grace), so nothing else changes.
 
     def _tenant_user(self, key):
