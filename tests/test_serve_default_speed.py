@@ -68,3 +68,20 @@ def test_apply_at_the_default_speed_finds_the_full_sync_among_later_cycles(serve
     assert applied.returncode == 4, applied.stdout[-3000:] + applied.stderr[-2000:]
     assert "Initial cycle" in applied.stdout and "all runs succeeded" in applied.stdout
     assert "Apply complete" in applied.stdout and re.search(r"done \((\d+) of \1 mailboxes present\)", applied.stdout)
+
+
+def test_the_readme_rehearsal_with_the_default_poll_finishes(served_at_default_speed):
+    # Ten seconds between polls: 600 lab minutes, twenty scheduled cycles, sixty runs per
+    # poll; the lab keeps a week of run history, as the real scheduler does.
+    tmp_path, env, graph, port = served_at_default_speed
+    desired = remote_file(tmp_path, graph, port)
+    text = desired.read_text().replace('auth = "basic"\npoll_seconds = 0.5\n', 'auth = "basic"\n')
+    assert text != desired.read_text()
+    desired.write_text(text)
+    script = Path(sys.executable).parent / "syncprep"
+    try:
+        applied = subprocess.run([str(script), "apply", str(desired), "--auto-approve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the apply did not finish (it waits for a full sync it cannot see): {(exc.stdout or b'')[-1500:]!r}")
+    assert applied.returncode == 4, applied.stdout[-3000:] + applied.stderr[-2000:]
+    assert "all runs succeeded" in applied.stdout

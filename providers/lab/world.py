@@ -64,6 +64,10 @@ def minute_to_iso(minute):
     return (EPOCH + dt.timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+RUN_HISTORY_MINUTES = 7 * 24 * 60
+RUN_HISTORY_CAP = 1200  # Lab assumption: enough for a week of 30-minute cycles (3 runs each)
+
+
 def iso_to_minute(text):
     moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     return int((moment - EPOCH).total_seconds() // 60)
@@ -510,7 +514,12 @@ class Lab:
             if full:
                 server.next_policy = SyncPolicy.DELTA
         server.run_history.extend(results)
-        del server.run_history[:-60]
+        # The scheduler's maintenance purges run history older than PurgeRunHistoryInterval
+        # (7 days by default, A7); the lab also caps it. A cycle's runs stay visible however
+        # many scheduled cycles follow within that time.
+        oldest = self.clock - RUN_HISTORY_MINUTES
+        while server.run_history and (len(server.run_history) > RUN_HISTORY_CAP or iso_to_minute(server.run_history[0].started) < oldest):
+            del server.run_history[0]
 
     def _cloud_by_anchor(self):
         """Cloud users by immutable id; an active one hides a deleted one."""
