@@ -198,3 +198,21 @@ def test_a_build_that_takes_aadcredential_is_never_prompted(served):
         server.apply(SetDeletionThreshold(1500))
     assert "takes -AADCredential, not -AADUserName (build 2.2.8.0): syncprep sends no Entra ID password" in str(err.value)
     assert lab.server.deletion_threshold == 500
+
+
+def test_bringing_the_ou_back_is_not_done_while_the_server_still_excludes_it(served, monkeypatch):
+    """Review finding: the read-back never checked a list that must become empty."""
+    from reconciler.operations import SetContainerScope
+
+    corp, hybrid = "OU=Corp,DC=contoso,DC=com", "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
+    lab = scenario.build("default", users=8)
+    lab.set_container_scope((corp,), (hybrid,))  # Solution 2 took the OU out
+    lab, _endpoint, server = served(lab)
+    real = type(lab).set_container_scope
+    # The server answers but keeps its exclusion list.
+    monkeypatch.setattr(type(lab), "set_container_scope", lambda self, inc, exc: real(self, inc, self.ad_connector().excluded_containers))
+    with pytest.raises(ProviderError) as err:
+        server.apply(SetContainerScope((corp,), ()))
+    assert "the exclusion list of partition dc=contoso,dc=com reads" in str(err.value)
+    assert "the step is not done" in str(err.value)
+    assert lab.ad_connector().excluded_containers == (hybrid,)

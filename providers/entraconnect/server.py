@@ -292,20 +292,23 @@ class PsrpServer(ServerProvider):
         return parse.obj_of(document.get("Connector"), resource)
 
     def _read_back_scope(self, resource, included, excluded):
+        """Both lists of every partition the step names must read as wanted, an emptied
+        list included (bringing an OU back empties the exclusion list)."""
+        from reconciler import dn as dns
+
         raw = self._read_connector("AD", resource)
         partitions = {}
         for partition in parse.list_of(raw.get("Partitions"), resource):
             partition = parse.obj_of(partition, resource)
             partitions[str(partition.get("DN") or "").lower()] = partition
+        named = {scripts.partition_of(c).lower() for c in (*included, *excluded)}
         for kind, key, containers in (("inclusion", "Included", included), ("exclusion", "Excluded", excluded)):
-            by_partition = {}
-            for container in containers:
-                by_partition.setdefault(scripts.partition_of(container).lower(), []).append(container)
-            for dn, wanted in by_partition.items():
-                partition = partitions.get(dn)
-                got = parse.list_of(partition.get(key), resource) if partition is not None else []
-                if {str(c).lower() for c in got} != {c.lower() for c in wanted}:
-                    self._not_taken(resource, f"the {kind} list of partition {dn} reads {sorted(got)}, not {sorted(wanted)}")
+            for partition_dn in sorted(named):
+                wanted = [c for c in containers if scripts.partition_of(c).lower() == partition_dn]
+                partition = partitions.get(partition_dn)
+                got = [str(c) for c in parse.list_of(partition.get(key), resource)] if partition is not None else []
+                if not dns.same_set(got, wanted):
+                    self._not_taken(resource, f"the {kind} list of partition {partition_dn} reads {sorted(got)}, not {sorted(wanted)}")
         return f"read back: {len(included)} container(s) included, {len(excluded)} excluded"
 
     def _read_back_attributes(self, resource, attributes):
