@@ -76,15 +76,16 @@ def detect(desired, observed, target_description=""):
     changes_config = any(s.provider == "entra-connect" and not isinstance(s.operation, (SetScheduler, RunSyncCycle)) for s in plan.steps)
     licences_wait = any(isinstance(s.operation, (AssignLicense, RemoveLicense)) for s in plan.steps)
     owed = scheduler.next_policy is SyncPolicy.INITIAL and not changes_config and (licences_wait or not scheduler.sync_cycle_enabled)
+    relicensed = {(s.operation.sku_id, u.upn.lower()) for s in plan.steps if isinstance(s.operation, RemoveLicense) for u in s.operation.users}
     for step in plan.steps:
-        items.extend(_describe(step, owed))
+        items.extend(_describe(step, owed, relicensed))
     for notice in plan.notices:
         if notice.code in _DRIFT_NOTICES and not any(i.what == _DRIFT_NOTICES[notice.code] for i in items):
             items.append(DriftItem(_NOTICE_RESOURCES.get(notice.code, "tenant"), _DRIFT_NOTICES[notice.code], notice.message))
     return DriftReport(desired.source, target_description, tuple(items), _unknowns(desired, observed))
 
 
-def _describe(step, full_sync_owed):
+def _describe(step, full_sync_owed, relicensed=frozenset()):
     op = step.operation
     changes = "; ".join(f"{c.path}: {c.before} -> {c.after}" for c in step.changes)
     if isinstance(op, SetScheduler):
@@ -97,7 +98,9 @@ def _describe(step, full_sync_owed):
         # "Without", not "gone": before the first apply these mailboxes never existed.
         return [DriftItem(step.resource, "licensed without a mailbox", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users)}")]
     if isinstance(op, AssignLicense):
-        return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s): {', '.join(u.upn for u in op.users)}")]
+        # A user relicensed holds the licence already: "licensed without a mailbox" says it.
+        missing = [u for u in op.users if (op.sku_id, u.upn.lower()) not in relicensed]
+        return [DriftItem(step.resource, "licence missing", f"{len(missing)} user(s): {', '.join(u.upn for u in missing)}")] if missing else []
     if step.id == "sync.initial":
         if full_sync_owed:
             return [DriftItem("sync cycle", "full sync owed", "the next cycle must be a full (Initial) sync, and only Delta cycles ran since it was owed")]

@@ -74,3 +74,18 @@ def _write_remote(path, endpoint=None):
             '[target]\nkind = "remote"\n\n[target.entra_connect]\nhost = "127.0.0.1"\nssl = false\nauth = "basic"\n\n'
             f'[target.graph]\n{graph}auth = "token-env"\n'
         )
+
+
+def test_drift_names_a_relicensed_user_once_not_as_licence_missing(target):
+    """Review finding: user01-03 hold a licence that made no mailbox; drift listed them
+    under both 'licensed without a mailbox' and 'licence missing'."""
+    from reconciler import drift
+    from reconciler.loader import load_desired
+
+    desired = load_desired(EXAMPLE)
+    report = drift.detect(desired, drift.observe_read_only(target.server, target.tenant, desired), "lab")
+    without = [i for i in report.items if i.what == "licensed without a mailbox"]
+    missing = [i for i in report.items if i.what == "licence missing"]
+    assert without and "user01@contoso.com" in without[0].detail
+    assert missing and all("user01@contoso.com" not in i.detail for i in missing)
+    assert "user04@contoso.com" in missing[0].detail
