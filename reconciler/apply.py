@@ -50,6 +50,7 @@ from reconciler.licences import license_steps
 from reconciler.outcome import conditions, predict
 from reconciler.plan import last_full_sync_end, selection_for
 from reconciler.rebuild import named_for_purge, same_names
+from reconciler.recreated import from_record, record_for, recreated_since, settled, still_owed
 from reconciler.serialize import plan_checksum
 from reconciler.steps import Impact
 
@@ -147,6 +148,9 @@ def apply_plan(
     # interrupted one whose journal still owes it (a kill between raise and restore).
     previous = journal.last_interrupted() if journal is not None else None
     raised_threshold = previous.threshold_owed if previous is not None else None
+    # Purged users still owed their licences (earlier runs' records, and this run's once its
+    # purge starts): re-created objects when the licences are decided after the sync.
+    record = list(journal.purge_owed()) if journal is not None else []
     restored = False
     replanned = False
     stopped_for_window = False
@@ -165,7 +169,7 @@ def apply_plan(
                     # The plan predicted no licence change, but who needs one is only
                     # known now: decide from a fresh observation all the same.
                     replanned = True
-                    fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, (last_sync_id,))
+                    fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, (last_sync_id,), record)
                     steps.extend(fresh)
                     notices.extend(fresh_notices)
                     if fresh or fresh_notices:
@@ -174,13 +178,14 @@ def apply_plan(
                 break
             step = steps[index]
             refusal = None
+            seen_bin = None  # the recycle bin, when observed for this step
             if step.decided_after_sync and isinstance(step.operation, PurgeDeletedUsers):
                 # Known only after the sync: which users it really soft-deleted.
-                step, refusal = _confirm_purge(step, desired, target)
+                step, refusal, seen_bin = _confirm_purge(step, desired, target)
                 steps[index] = step
             if step.decided_after_sync and isinstance(step.operation, _LICENCE_OPERATIONS) and not replanned:
                 replanned = True
-                fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, step.depends_on)
+                fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, step.depends_on, record)
                 steps[index:] = [s for s in steps[index:] if not (s.decided_after_sync and isinstance(s.operation, _LICENCE_OPERATIONS))] + fresh
                 notices.extend(fresh_notices)
                 on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
@@ -216,6 +221,14 @@ def apply_plan(
                 # Re-created users have new ids, known only now: look them up by UPN.
                 step = _resolve_recreated(step, desired, target)
                 steps[index] = step
+            if journal is not None and isinstance(step.operation, PurgeDeletedUsers) and not refusal:
+                # Durably before anything is purged: who, and how each was licensed, so a
+                # kill before the licences leaves them owed (resume and later plans restore them).
+                if seen_bin is None:
+                    seen_bin = observe(target, desired).tenant.deleted_users
+                entries = record_for(plan, step, seen_bin)
+                journal.record_purge(entries)
+                record.extend(entries)
             on_event(Event("started", step))
             if journal is not None:
                 journal.step_started(step.id)
@@ -289,6 +302,10 @@ def apply_plan(
                 on_event(Event("note", message="the sync scheduler was resumed"))
             except ProviderError as exc:
                 on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
+        if journal is not None and record:
+            licensed = settled(from_record(record, ()), results, steps)
+            if licensed:
+                journal.settle_purge(licensed)
         if journal is not None:
             report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
             journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
@@ -435,11 +452,12 @@ def _confirm_purge(step, desired, target):
 
     Every object the plan names must be in the recycle bin, synced and still under
     the [purge] selection; then exactly those ids are purged, never another object
-    with the same UPN. Returns the step to run and, if it must not run, why.
+    with the same UPN. Returns the step to run, if it must not run why, and the
+    recycle bin as observed.
     """
     tenant = observe(target, desired).tenant
     if tenant.deleted_users is None:
-        return step, "the recycle bin could not be read (unknown): nothing was purged"
+        return step, "the recycle bin could not be read (unknown): nothing was purged", None
     in_bin = {u.id: u for u in tenant.deleted_users if u.synced is not None}
     planned = step.operation.users
     missing = sorted(r.upn for r in planned if r.id not in in_bin)
@@ -453,11 +471,12 @@ def _confirm_purge(step, desired, target):
             )
             if part
         )
-        return step, f"the sync's soft-deletes differ from the plan's prediction ({detail}); nothing was purged"
-    return step, None
+        return step, f"the sync's soft-deletes differ from the plan's prediction ({detail}); nothing was purged", tenant.deleted_users
+    return step, None, tenant.deleted_users
 
 
-_RESTORE_PREFIXES = ("licences.restore[", "mailboxes.restored.")
+# This run's restores and those an earlier run still owes (licences.restore-owed[...]).
+_RESTORE_PREFIXES = ("licences.restore[", "mailboxes.restored.", "licences.restore-owed[", "mailboxes.restored-owed.")
 
 
 def _resolve_recreated(step, desired, target):
@@ -469,14 +488,25 @@ def _resolve_recreated(step, desired, target):
     return evolve(step, operation=evolve(step.operation, users=users))
 
 
-def _decide_after_sync(plan, desired, target, depends_on):
+def _decide_after_sync(plan, desired, target, depends_on, record=()):
     """The licence steps again from a fresh observation after the sync, held to the
     reviewed plan: fewer users (each with the reason), never others."""
     observed = observe(target, desired)
     server = observed.server
     excluded = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     purged = frozenset(r.upn.lower() for s in plan.steps if isinstance(s.operation, PurgeDeletedUsers) for r in s.operation.users)
-    cond = conditions(server, server.rules, excluded, sync_planned=False, cleared_since=last_full_sync_end(server), recreated=purged)
+    earlier = recreated_since(from_record(record, observed.tenant.skus), observed.tenant)
+    earlier = tuple(p for p in earlier if p.upn.lower() not in purged)  # this plan's own purge: as before
+    cond = conditions(
+        server,
+        server.rules,
+        excluded,
+        sync_planned=False,
+        cleared_since=last_full_sync_end(server),
+        recreated=purged,
+        before_purge={upn.lower(): licences for upn, licences in still_owed(earlier, observed.tenant)},
+        guid_gone=frozenset(p.upn.lower() for p in earlier),
+    )
     outcomes, notices = predict(desired, observed.tenant, cond, reviewed=plan.outcomes)
     steps = license_steps(desired, observed.tenant, outcomes, depends_on=depends_on)
     return steps, notices, outcomes

@@ -319,7 +319,7 @@ def _plan(args, out, err):
     try:
         observed = observe(target, desired)
         _warn_interrupted(target, observed, err)
-        plan = build_plan(desired, observed, target.description)
+        plan = build_plan(desired, observed, target.description, purged=_purged(target, observed))
         scripts = _scripts(plan, target) if (args.show_scripts or args.json or args.out) else {}
     finally:
         target.close()
@@ -392,7 +392,7 @@ def _apply(args, out, err):
                 return EXIT_OK
             until = _parse_until(args.until, target) if args.until else None
             observed = observe(target, desired)
-            plan = build_plan(desired, observed, target.description)
+            plan = build_plan(desired, observed, target.description, purged=_purged(target, observed))
             if saved is not None:
                 _check_saved(saved, desired, observed, plan, target)
             PlanRenderer(out).render(plan)
@@ -490,6 +490,14 @@ def _lock(target, command, take_over_dead=False):
     from reconciler.journal import TargetLock
 
     return TargetLock(_state_file(target, "lock"), command, take_over_dead=take_over_dead)
+
+
+def _purged(target, observed):
+    """Users an earlier apply on this target purged and still owes their licences (its journal)."""
+    from reconciler.journal import purge_owed
+    from reconciler.recreated import from_record
+
+    return from_record(purge_owed(_state_file(target, "journal")), observed.tenant.skus)
 
 
 def _interrupted_text(run):

@@ -92,6 +92,18 @@ class Journal:
     def end(self, outcome):
         self._write({"event": "run-end", "outcome": outcome})
 
+    def record_purge(self, users):
+        """Before the purge runs: who is purged (object id, UPN) and how each was licensed,
+        owed a restore until :meth:`settle_purge` names them (see reconciler.recreated)."""
+        self._write({"event": "purge-record", "users": users})
+
+    def settle_purge(self, upns):
+        """These purged users are licensed again as before: nothing is owed to them any more."""
+        self._write({"event": "purge-settled", "upns": sorted(upns)})
+
+    def purge_owed(self):
+        return purge_owed(self.path)
+
     def _write(self, record):
         _fsync_append(self.path, {**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused, "threshold_owed": self._threshold_owed})
 
@@ -135,6 +147,30 @@ def last_interrupted(path):
     return Interrupted(
         order[-1], state["started"], state["step"], state["paused"], state["command"], killed=not state["ended"], threshold_owed=state.get("threshold_owed")
     )
+
+
+def purge_owed(path):
+    """The journal's purge records not settled yet, one entry per UPN (the latest), across runs."""
+    path = Path(path)
+    if not path.exists():
+        return ()
+    owed = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("event") == "purge-record" and isinstance(record.get("users"), list):
+            for user in record["users"]:
+                if isinstance(user, dict) and isinstance(user.get("upn"), str):
+                    owed[user["upn"].lower()] = user
+        elif record.get("event") == "purge-settled" and isinstance(record.get("upns"), list):
+            for upn in record["upns"]:
+                if isinstance(upn, str):
+                    owed.pop(upn.lower(), None)
+    return tuple(owed.values())
 
 
 class TargetLock:

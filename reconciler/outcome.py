@@ -120,6 +120,9 @@ class Conditions:
     recreated: frozenset = frozenset()
     #: UPN (lower case) -> the licences a purged user held before the purge (restored by rebuild).
     before_purge: dict = field(factory=dict)
+    #: UPNs (lower case) purged and re-created by an earlier apply (the journal's record):
+    #: new objects without the GUID, observed as they are now.
+    guid_gone: frozenset = frozenset()
 
     def guid_reason(self, object_type):
         """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
@@ -142,7 +145,7 @@ class Conditions:
         return ""
 
 
-def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None):
+def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None, guid_gone=frozenset()):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     guid_excluded_now = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_now}
@@ -171,6 +174,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         cleared_since=cleared_since,
         recreated=frozenset(recreated),
         before_purge=dict(before_purge or {}),
+        guid_gone=frozenset(guid_gone),
     )
 
 
@@ -239,7 +243,7 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
 def _outcome(spec, sku, user, cond):
     assignment = user.license(sku.sku_id)
     recreated = user.upn.lower() in cond.recreated
-    prior = _held_before_purge(user, sku, cond) if recreated else None
+    prior = _held_before_purge(user, sku, cond) if recreated or user.upn.lower() in cond.guid_gone else None
     if recreated:
         assignment = None  # purged and re-created: a new object, with no licence yet
     base = dict(
@@ -293,7 +297,7 @@ def _why_no_mailbox(user, cond, recreated):
     """(code, reason) when a licence for ``user`` cannot create a mailbox or be assigned, else None."""
     if cond.staging:
         return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
-    guid = None if recreated else cond.guid_reason(user.object_type)
+    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_reason(user.object_type)
     if guid:
         return "guid-stays", guid
     if not user.usage_location:

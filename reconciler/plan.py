@@ -24,6 +24,7 @@ from reconciler.operations import RunSyncCycle, SetScheduler
 from reconciler.provider import UserSelection
 from reconciler.licences import coming_back, license_steps
 from reconciler.outcome import conditions, flow_notices, predict
+from reconciler.recreated import coming_back as owed_back, recreated_since, still_owed
 from reconciler.rebuild import licence_record_notices, plan_export, plan_purge, plan_scope, plan_threshold, purge_selection, restore_steps
 from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
@@ -96,13 +97,17 @@ class _Builder:
         return value
 
 
-def build_plan(desired, observed, target_description="lab"):
+def build_plan(desired, observed, target_description="lab", purged=()):
     """The plan that takes ``observed`` to ``desired``. Raises :class:`PlanError` when it cannot.
 
     The server changes come in at most two scheduler brackets, each followed by a
     full sync: the first only for a purge (take the OU out of scope so its users
     land in the recycle bin), the second for everything else (rules, export
     filter, scope). Between them the purge; after them the licences.
+
+    ``purged``: the users an earlier apply purged and still owes their licences
+    (:class:`reconciler.recreated.Purged`, from the journal): re-created objects,
+    licensed again exactly as before.
     """
     server = observed.server
     builder = _Builder(server.rules)
@@ -172,6 +177,8 @@ def build_plan(desired, observed, target_description="lab"):
     guid_flows = guid_report(server.rules, predicted_rules, excluded_now, excluded_after)
     notices += server_notices(desired, server, predicted_rules, guid_flows, builder)
 
+    earlier = recreated_since(purged, observed.tenant)
+    owed = still_owed(earlier, observed.tenant)
     cond = conditions(
         server,
         predicted_rules,
@@ -179,14 +186,19 @@ def build_plan(desired, observed, target_description="lab"):
         sync_planned=sync_id is not None,
         cleared_since=last_full_sync_end(server),
         recreated=frozenset(u.upn.lower() for u in rebuild.refs) if rebuild else frozenset(),
-        before_purge={upn.lower(): licences for upn, licences in rebuild.licences_before} if rebuild else {},
+        before_purge={upn.lower(): licences for upn, licences in (*owed, *(rebuild.licences_before if rebuild else ()))},
+        guid_gone=frozenset(p.upn.lower() for p in earlier),
     )
-    if rebuild is not None and sync_id is not None:
-        for step in restore_steps(rebuild, observed.tenant, (sync_id,)):
+    if owed:
+        for step in restore_steps(owed, observed.tenant, (sync_id,) if sync_id else (), earlier=True):
             builder.add(step)
-        notices += licence_record_notices(rebuild, observed.tenant)
+        notices += licence_record_notices(owed, observed.tenant, earlier=True)
+    if rebuild is not None and sync_id is not None:
+        for step in restore_steps(rebuild.licences_before, observed.tenant, (sync_id,)):
+            builder.add(step)
+        notices += licence_record_notices(rebuild.licences_before, observed.tenant)
     notices += flow_notices(cond)
-    outcomes, outcome_notices = predict(desired, observed.tenant, cond, coming_back(observed.tenant, rebuild))
+    outcomes, outcome_notices = predict(desired, observed.tenant, cond, coming_back(observed.tenant, rebuild) + owed_back(earlier, observed.tenant))
     licence_steps = license_steps(
         desired,
         observed.tenant,

@@ -460,17 +460,18 @@ def plan_threshold(desired, server, builder, notices, rebuild):
     ]
 
 
-def restore_steps(rebuild, tenant, depends_on):
+def restore_steps(licences_before, tenant, depends_on, earlier=False):
     """After the re-creation: each purged user's direct licences assigned again exactly as
     they were (every SKU, the service plans an admin had switched off), and their mailboxes
     waited for. A licence that came from a group is not assigned directly (the plan says why).
 
     The users are named by UPN: the re-created objects get new ids, which apply looks up
-    after the sync.
+    after the sync. ``earlier``: users an earlier apply purged (the journal's record).
     """
     skus = {s.sku_id: s for s in tenant.skus}
+    licence_id, verify_id = ("licences.restore-owed", "mailboxes.restored-owed.verify") if earlier else ("licences.restore", "mailboxes.restored.verify")
     per_sku, mailboxes = {}, []
-    for upn, licences in rebuild.licences_before:
+    for upn, licences in licences_before:
         for assignment in licences:
             sku = skus.get(assignment.sku_id)
             if assignment.by_group or sku is None:
@@ -485,7 +486,7 @@ def restore_steps(rebuild, tenant, depends_on):
         disabled = tuple((upn.lower(), plans) for upn, plans in users if plans)
         steps.append(
             Step(
-                id=f"licences.restore[{sku.part_number}]",
+                id=f"{licence_id}[{sku.part_number}]",
                 provider="tenant",
                 resource=f"licenses/{sku.part_number}",
                 action=Action.UPDATE,
@@ -499,7 +500,7 @@ def restore_steps(rebuild, tenant, depends_on):
     if mailboxes:
         steps.append(
             Step(
-                id="mailboxes.restored.verify",
+                id=verify_id,
                 provider="tenant",
                 resource="mailboxes",
                 action=Action.CHECK,
@@ -511,11 +512,11 @@ def restore_steps(rebuild, tenant, depends_on):
     return steps
 
 
-def licence_record_notices(rebuild, tenant):
+def licence_record_notices(licences_before, tenant, earlier=False):
     """What each purged user held, as the plan records it (restored after the re-creation)."""
     names = {s.sku_id: s.part_number for s in tenant.skus}
     held = []
-    for upn, licences in rebuild.licences_before:
+    for upn, licences in licences_before:
         parts = []
         for a in licences:
             how = "by group" if a.by_group else "direct"
@@ -524,4 +525,13 @@ def licence_record_notices(rebuild, tenant):
         held.append(f"{upn}: {', '.join(parts)}")
     if not held:
         return []
+    if earlier:
+        return [
+            Notice(
+                Level.WARNING,
+                "purge-licences-owed",
+                f"{len(held)} user(s) purged by an earlier apply (the journal's record) are not licensed again yet; their licences are restored "
+                f"as they were (group licences come back through their group): {'; '.join(held)}",
+            )
+        ]
     return [Notice(Level.INFO, "purge-licences", f"licences of the purged users, restored after the re-creation (group licences come back through their group): {'; '.join(held)}")]
