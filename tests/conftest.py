@@ -51,6 +51,35 @@ def plan_and_apply(desired, target):
 
 
 @pytest.fixture
+def served():
+    """``make(lab=None, users=8) -> (lab, endpoint, server)``: the real PSRP provider talking
+    to a lab behind a running WinRM endpoint (what ``lab serve`` runs), one lab minute per script."""
+    import itertools
+
+    from providers.entraconnect import PsrpServer, PsrpSession
+    from providers.lab.host import LabHost
+    from providers.lab.winrm_endpoint import WinRMEndpoint
+
+    user, password = "CONTOSO\\syncadmin", "served-Pa55word!"
+    made = []
+
+    def make(lab=None, users=8):
+        lab = lab or scenario.build("default", users=users)
+        steps = itertools.count()
+        endpoint = WinRMEndpoint(LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps))), user, password)
+        address, port = endpoint.start()
+        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=user, password=password)
+        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0, aad_username="sync-admin@contoso.onmicrosoft.com")
+        made.append((endpoint, server))
+        return lab, endpoint, server
+
+    yield make
+    for endpoint, server in made:
+        server.close()
+        endpoint.stop()
+
+
+@pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
     """Run syncprep in-process in an empty working directory: returns (exit code, stdout, stderr)."""
     monkeypatch.chdir(tmp_path)

@@ -6,17 +6,13 @@ is case-sensitive and returns False). A change the server does not take is made 
 happen by making the lab drop it.
 """
 
-import itertools
 import json
 
 import pytest
 
 from conftest import EXAMPLE, end_state
-from providers.entraconnect import PsrpServer, PsrpSession
 from providers.lab import scenario
-from providers.lab.host import LabHost
 from providers.lab.provider import LabTarget, LabTenant
-from providers.lab.winrm_endpoint import WinRMEndpoint
 from reconciler.apply import Status, apply_plan, observe
 from reconciler.errors import ProviderError
 from reconciler.journal import Journal
@@ -24,31 +20,6 @@ from reconciler.loader import load_desired
 from reconciler.operations import CreateRule, SetExcludedAttributes
 from reconciler.plan import build_plan
 from reconciler.provider import Target
-
-USER, PASSWORD = "CONTOSO\\syncadmin", "readback-Pa55word!"
-AAD_USER = "sync-admin@contoso.onmicrosoft.com"
-
-
-@pytest.fixture
-def served():
-    """(lab, endpoint, server) for a lab behind a running endpoint; one lab minute per script."""
-    made = []
-
-    def make(lab=None):
-        lab = lab or scenario.build("default", users=8)
-        steps = itertools.count()
-        endpoint = WinRMEndpoint(LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps))), USER, PASSWORD)
-        address, port = endpoint.start()
-        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
-        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0, aad_username=AAD_USER)
-        made.append((endpoint, server))
-        return lab, endpoint, server
-
-    yield make
-    for endpoint, server in made:
-        server.close()
-        endpoint.stop()
-
 
 def test_an_attribute_spelt_in_another_case_is_excluded_and_read_back(served):
     # validate accepts "msexchmailboxguid"; the connector's list spells it msExchMailboxGuid,

@@ -7,17 +7,14 @@ of sets that do not go together, missing mandatory parameters, bad enum values, 
 and read-only properties; and behaves like .NET where it matters.
 """
 
-import itertools
 
 import pytest
 from attrs import evolve
 
 from conftest import EXAMPLE, ROOT, UPGRADE_SAFE
-from providers.entraconnect import PsrpServer, PsrpSession, scripts
+from providers.entraconnect import scripts
 from providers.lab import scenario, signatures
-from providers.lab.host import LabHost
 from providers.lab.provider import LabTenant
-from providers.lab.winrm_endpoint import WinRMEndpoint
 from reconciler.apply import apply_plan, observe
 from reconciler.errors import ProviderError
 from reconciler.loader import load_desired
@@ -37,34 +34,10 @@ from reconciler.plan import build_plan
 from reconciler.provider import Target
 from reconciler.rules import copy_identifier
 
-USER, PASSWORD = "CONTOSO\\syncadmin", "strict-Pa55word!"
-AAD_USER = "sync-admin@contoso.onmicrosoft.com"
-
-
-@pytest.fixture
-def served():
-    made = []
-
-    def make(lab=None):
-        lab = lab or scenario.build("default", users=20)
-        steps = itertools.count()
-        endpoint = WinRMEndpoint(LabHost(lab, speed=1.0, monotonic=lambda: float(next(steps))), USER, PASSWORD)
-        address, port = endpoint.start()
-        session = PsrpSession(address, port=port, ssl=False, auth="basic", username=USER, password=PASSWORD)
-        server = PsrpServer(session, poll_interval=0.0, cycle_timeout=30.0, aad_username=AAD_USER)
-        made.append((endpoint, server))
-        return lab, endpoint, server
-
-    yield make
-    for endpoint, server in made:
-        server.close()
-        endpoint.stop()
-
-
 @pytest.mark.parametrize("path", [EXAMPLE, UPGRADE_SAFE, ROOT / "desired-state" / "rebuild.toml"], ids=lambda p: p.name)
 def test_every_script_of_the_example_files_runs_without_a_refusal(served, path):
     desired = load_desired(path)
-    lab, endpoint, server = served()
+    lab, endpoint, server = served(users=20)
     target = Target(server, LabTenant(lab))
     plan = build_plan(desired, observe(target, desired), "served lab")
     shown = [server.scripts_for(s.operation) for s in plan.steps if type(s.operation) in server.SUPPORTS]
@@ -77,7 +50,7 @@ def test_every_script_of_the_example_files_runs_without_a_refusal(served, path):
 
 
 def test_every_other_kind_of_change_runs_without_a_refusal(served):
-    lab, endpoint, server = served()
+    lab, endpoint, server = served(users=20)
     observed = server.observe()
     ad = observed.connectors_of_kind("AD")[0]
     stock = observed.rules_named("In from AD - User Exchange")[0]
