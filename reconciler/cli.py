@@ -730,9 +730,10 @@ def _drift(args, out, err):
     try:
         observed = drift.observe_read_only(target.server, target.tenant, desired)
         interrupted = _warn_interrupted(target, observed, err)
+        purged = _purged(target, observed)
     finally:
         target.close()
-    report = drift.detect(desired, observed, target.description)
+    report = drift.detect(desired, observed, target.description, purged)
     if interrupted:
         from attrs import evolve
 

@@ -61,9 +61,11 @@ def observe_read_only(server, tenant, desired):
     return Observed(server=observed_server, tenant=tenant.observe(selection_for(desired, observed_server)))
 
 
-def detect(desired, observed, target_description=""):
+def detect(desired, observed, target_description="", purged=()):
+    """``purged``: users an earlier apply purged and still owes their licences (the journal's
+    record, as for :func:`~reconciler.plan.build_plan`): re-created objects, not "GUID stays"."""
     # An unknown recycle bin plans no step of Solution 2 (the plan says so); it is unknown.
-    plan = build_plan(desired, observed, target_description)
+    plan = build_plan(desired, observed, target_description, purged=purged)
     items = []
     scheduler = observed.server.scheduler
     if scheduler.sync_cycle_enabled != desired.scheduler.sync_cycle_enabled:

@@ -96,3 +96,22 @@ def test_a_later_plan_licenses_users_an_earlier_apply_purged(tmp_path):
     assert dict(e3.disabled_plans) == {"user04@contoso.com": (EXCHANGE_PLAN_ID,)}
     assert not any(o.code == "guid-stays" for o in later.outcomes), [o.reason for o in later.outcomes if o.code == "guid-stays"][:2]
     assert any(n.code == "purge-licences-owed" and "user05@contoso.com" in n.message for n in later.notices)
+
+
+def test_drift_reads_the_purge_record_and_names_the_licences_owed(tmp_path, monkeypatch, capsys):
+    """drift says what an earlier, killed apply owes the users it purged, never that their GUID stays."""
+    from reconciler.cli import main
+
+    lab_with_licences(tmp_path / "lab.json")
+    plan = plan_for(load_desired(REBUILD), LabTarget(store.load(tmp_path / "lab.json")))
+    ids = [s.id for s in plan.steps]
+    killed = harness(tmp_path, f"boundary:{ids.index('sync.initial') + 1}", "apply", REBUILD, "--auto-approve", *FLAGS)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main(["drift", str(REBUILD), "--lab", str(tmp_path / "lab.json"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 2
+    missing = " ".join(i["detail"] for i in report["drift"] if i["what"] == "licence missing")
+    assert "user05@contoso.com" in missing and "user04@contoso.com" in missing
+    assert "only users purged and re-created lose it" not in json.dumps(report)
