@@ -18,7 +18,6 @@ from reconciler.operations import CreateRule
 from reconciler.plan import build_plan
 from reconciler.provider import Target
 from reconciler.rules import copy_identifier
-from test_entraconnect_readback import served  # noqa: F401 - the fixture
 
 STOCK = "In from AD - User Exchange"
 
