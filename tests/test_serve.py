@@ -16,20 +16,23 @@ from providers.lab import store
 SECRETS = {"SYNCPREP_GRAPH_TOKEN": "lab-token-5e1f", "SYNCPREP_WINRM_USERNAME": "lab-admin", "SYNCPREP_WINRM_PASSWORD": "lab-pass-77a1"}
 
 
-def _serve(tmp_path, *options):
-    """Run `lab serve` on a fresh lab; yield (tmp_path, env, graph URL, WinRM port, printed text)."""
+def _serve(tmp_path, *options, lab=None):
+    """Run `lab serve` on ``lab`` (default: a fresh lab at 600 lab minutes a second with the
+    scheduler's own cycles out of the way); yield (tmp_path, env, graph URL, WinRM port, printed text)."""
     from providers.lab import scenario
 
-    # Lab time runs fast while served: keep the scheduler's own cycles out of the way,
-    # or one may start in the middle of the test's apply (which then, rightly, refuses).
-    lab = scenario.build()
-    lab.server.sync_interval = 100_000
-    lab.server.next_scheduled_at = lab.clock + 100_000
+    if lab is None:
+        # Lab time runs fast while served: keep the scheduler's own cycles out of the way,
+        # or one may start in the middle of the test's apply (which then, rightly, refuses).
+        lab = scenario.build()
+        lab.server.sync_interval = 100_000
+        lab.server.next_scheduled_at = lab.clock + 100_000
+        options = ("--speed", "600", *options)
     store.save(lab, tmp_path / "lab.json")
     env = {**os.environ, **SECRETS, "NO_COLOR": "1"}
     script = Path(sys.executable).parent / "syncprep"
     server = subprocess.Popen(
-        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json"), "--speed", "600", *options],
+        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json"), *options],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -6,55 +6,26 @@ The full sync's runs are soon many runs back in the history: the wait must find
 them by its watermark however many runs came after.
 """
 
-import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from providers.lab import scenario, store
-from test_serve import SECRETS, remote_file
+from providers.lab import scenario
+from test_serve import _serve, remote_file
 
 
 @pytest.fixture
 def served_at_default_speed(tmp_path):
-    store.save(scenario.build(), tmp_path / "lab.json")
-    env = {**os.environ, **SECRETS, "NO_COLOR": "1"}
-    script = Path(sys.executable).parent / "syncprep"
-    server = subprocess.Popen(
-        [str(script), "lab", "serve", "--lab", str(tmp_path / "lab.json")],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        lines.append(line)
-        if line.strip().startswith("aad_username"):
-            break
-    text = "".join(lines)
-    assert "60 minutes per second" in text
-    graph = re.search(r'endpoint = "(http://127\.0\.0\.1:\d+/v1\.0)"', text).group(1)
-    port = int(re.search(r"port = (\d+)", text).group(1))
-    env = {**env, "SYNCPREP_ALLOW_ENDPOINTS": re.search(r"^export SYNCPREP_ALLOW_ENDPOINTS=(\S+)$", text, re.M).group(1)}
-    yield tmp_path, env, graph, port
-    server.terminate()
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
+    """`lab serve` as the README runs it: the default scenario at the default speed."""
+    yield from _serve(tmp_path, lab=scenario.build())
 
 
 def test_apply_at_the_default_speed_finds_the_full_sync_among_later_cycles(served_at_default_speed):
-    tmp_path, env, graph, port = served_at_default_speed
+    tmp_path, env, graph, port, text = served_at_default_speed
+    assert "60 minutes per second" in text
     desired = remote_file(tmp_path, graph, port)
     # Two seconds between polls: 120 lab minutes, four scheduled Delta cycles, twelve runs.
     desired.write_text(desired.read_text().replace("poll_seconds = 0.5\n\n[scheduler]", "poll_seconds = 2\n\n[scheduler]"))
@@ -73,7 +44,8 @@ def test_apply_at_the_default_speed_finds_the_full_sync_among_later_cycles(serve
 def test_the_readme_rehearsal_with_the_default_poll_finishes(served_at_default_speed):
     # Ten seconds between polls: 600 lab minutes, twenty scheduled cycles, sixty runs per
     # poll; the lab keeps a week of run history, as the real scheduler does.
-    tmp_path, env, graph, port = served_at_default_speed
+    tmp_path, env, graph, port, text = served_at_default_speed
+    assert "60 minutes per second" in text
     desired = remote_file(tmp_path, graph, port)
     text = desired.read_text().replace('auth = "basic"\npoll_seconds = 0.5\n', 'auth = "basic"\n')
     assert text != desired.read_text()
