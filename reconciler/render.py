@@ -1,6 +1,6 @@
 """Rendering for people: plans, apply progress and reports, with rich.
 
-Only this module and :mod:`reconciler.cli` write to the terminal. Colour follows
+Only this module and the :mod:`reconciler.cli` package write to the terminal. Colour follows
 rich's rules: off when the output is not a terminal, when ``NO_COLOR`` is set, or
 with ``--no-color``.
 """

@@ -1,0 +1,192 @@
+"""``syncprep lab ...``: the verbs that manage the embedded lab, beside the lab itself.
+
+``lab serve`` puts the lab behind a Graph and a WinRM endpoint on loopback, for the real
+providers; the other verbs act on the lab file in-process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reconciler.cli.options import ALLOW_ENV, CA_BUNDLE_ENV, EXIT_OK, Parser, escape
+from reconciler.errors import ReconcilerError
+
+NAME = "lab"
+SCENARIOS = "default, already-prepared, empty-tenant, duplicate-upn-in-bin, escaped-comma-dn or half-done"
+
+
+def add_parser(commands, parents):
+    lab = commands.add_parser(NAME, parents=[parents.common], help="manage the embedded lab")
+    verbs = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True, parser_class=Parser)
+    own = [parents.common, parents.lab]
+    init = verbs.add_parser("init", parents=own, help="create the lab from a scenario")
+    init.add_argument("--scenario", default="default", help=SCENARIOS)
+    init.add_argument("--users", type=int, default=20, help="mailbox users in the synced OU (default 20)")
+    init.add_argument("--force", action="store_true", help="replace an existing lab")
+    show = verbs.add_parser("show", parents=own, help="show the lab")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--all-users", action="store_true")
+    scheduler = verbs.add_parser("scheduler", parents=own, help="pause or resume the sync scheduler")
+    scheduler.add_argument("state", choices=["pause", "resume"])
+    sync = verbs.add_parser("sync", parents=own, help="run a sync cycle (Start-ADSyncSyncCycle)")
+    sync.add_argument("--policy", choices=["Delta", "Initial"], default="Delta")
+    sync.add_argument("--no-wait", action="store_true", help="start it and return; it runs as lab time passes")
+    verbs.add_parser("upgrade", parents=own, help="an Entra Connect upgrade: deleted stock rules come back")
+    advance = verbs.add_parser("advance", parents=own, help="let lab time pass")
+    advance.add_argument("minutes", type=int)
+    serve = verbs.add_parser("serve", parents=own, help="serve the lab as a Graph endpoint and a WinRM endpoint on loopback, for the real providers")
+    serve.add_argument("--graph-port", type=int, default=0, help="default: any free port")
+    serve.add_argument("--winrm-port", type=int, default=0, help="default: any free port")
+    serve.add_argument("--speed", type=float, default=60.0, help="lab minutes per real second while serving (default 60)")
+    serve.add_argument(
+        "--tls", action="store_true", help="serve Graph over HTTPS (HTTP/2 to clients that offer it) with a self-signed certificate it prints the CA bundle of"
+    )
+    return lab
+
+
+def run(args, out, err):
+    from providers.lab import store
+
+    path = Path(args.lab) if args.lab else store.DEFAULT_PATH
+    if args.lab_command == "init":
+        return _init(args, out, path)
+    if args.lab_command == "serve":
+        return serve(args, out, path)
+    lab, created = store.load_or_create(path)
+    if created:
+        out.print(f"[dim]Created the default lab at {escape(str(path))}.[/dim]")
+    if args.lab_command == "show":
+        return _show(args, out, lab, path)
+    message = _change(args, lab)
+    store.save(lab, path)
+    out.print(escape(message))
+    return EXIT_OK
+
+
+def _init(args, out, path):
+    from providers.lab import scenario, store
+
+    if path.exists() and not args.force:
+        raise ReconcilerError(f"{path}: a lab exists already; pass --force to replace it")
+    try:
+        lab = scenario.build(args.scenario, users=args.users)
+    except ValueError as exc:
+        raise ReconcilerError(f"lab init: {exc}") from None
+    store.save(lab, path)
+    out.print(f"Created the {args.scenario} lab at {escape(str(path))} ({args.users} mailbox users).")
+    return EXIT_OK
+
+
+def _show(args, out, lab, path):
+    from providers.lab.report import lab_summary
+    from reconciler.render import print_json, render_lab
+
+    summary = lab_summary(lab, path)
+    if args.json:
+        print_json(out, summary)
+    else:
+        render_lab(out, summary, all_users=args.all_users)
+    return EXIT_OK
+
+
+def _change(args, lab):
+    """scheduler, sync, upgrade, advance: change the lab and say what changed."""
+    from providers.lab.world import SyncPolicy
+
+    command = args.lab_command
+    if command == "scheduler":
+        lab.set_scheduler(args.state == "resume")
+        return f"Scheduler {'resumed' if args.state == 'resume' else 'paused'} (Set-ADSyncScheduler -SyncCycleEnabled ${str(args.state == 'resume').lower()})."
+    if command == "sync":
+        policy = SyncPolicy(args.policy)
+        if args.no_wait:
+            cycle = lab.start_cycle(policy)
+            return f"{policy.value} cycle started; it runs until lab time {lab_time(cycle.ends_at)}."
+        results = lab.run_cycle(policy)
+        return f"{policy.value} cycle done: " + "; ".join(f"{r.connector} {r.profile} {r.result}" for r in results)
+    if command == "upgrade":
+        restored = lab.upgrade()
+        names = ", ".join(f"'{r.name}' ({r.precedence})" for r in restored) or "none"
+        return f"Upgraded Entra Connect to {lab.server.build}; stock rules re-created: {names}."
+    if args.minutes < 0:
+        raise ReconcilerError("lab advance: minutes must not be negative")
+    lab.advance(args.minutes)
+    return f"Lab time is now {lab.now}."
+
+
+def serve(args, out, path):
+    """``lab serve``: both endpoints over one lab until Ctrl-C. Credentials come from the
+    environment, the same variables the providers read; none is ever printed."""
+    import threading
+
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from providers.lab.winrm_endpoint import WinRMEndpoint
+
+    names = ("SYNCPREP_GRAPH_TOKEN", "SYNCPREP_WINRM_USERNAME", "SYNCPREP_WINRM_PASSWORD")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise ReconcilerError(f"lab serve: set {', '.join(missing)} in the environment first (the clients read the same variables)")
+    tls_folder, tls = _tls(args)
+    host = LabHost.open(path, speed=args.speed)
+    graph = GraphEmulator(host, token=os.environ["SYNCPREP_GRAPH_TOKEN"], port=args.graph_port, tls=tls)
+    winrm = WinRMEndpoint(host, os.environ["SYNCPREP_WINRM_USERNAME"], os.environ["SYNCPREP_WINRM_PASSWORD"], port=args.winrm_port)
+    graph_url = graph.start()
+    winrm_host, winrm_port = winrm.start()
+    try:
+        _announce(out, path, args.speed, graph_url, winrm_host, winrm_port, tls)
+        threading.Event().wait()
+    finally:
+        graph.stop()
+        winrm.stop()
+        if tls_folder:
+            import shutil
+
+            shutil.rmtree(tls_folder, ignore_errors=True)
+    return EXIT_OK
+
+
+def _tls(args):
+    if not args.tls:
+        return None, None
+    import tempfile
+
+    from providers.lab.tls import make_certificate
+
+    folder = tempfile.mkdtemp(prefix="syncprep-serve-")
+    return folder, make_certificate(folder)
+
+
+def _announce(out, path, speed, graph_url, winrm_host, winrm_port, tls):
+    """Where the endpoints are, what to allow, and the [target] that reaches them."""
+    out.print(f"Serving the lab {escape(str(path))} (lab time runs at {speed:g} minutes per second). Ctrl-C stops.")
+    out.print(f"  Microsoft Graph: {graph_url}")
+    out.print(f"  WinRM (HTTP, Basic): {winrm_host}:{winrm_port}")
+    out.print("Allow its endpoints where syncprep runs (credentials go only where you allow):")
+    out.print(escape(f"export {ALLOW_ENV}={graph_url},http://{winrm_host}:{winrm_port}"))
+    if tls:
+        out.print(escape(f"export {CA_BUNDLE_ENV}={tls[0]}"))
+    out.print("Put this target in a desired-state file:")
+    target = [
+        "[target]",
+        'kind = "remote"',
+        "[target.graph]",
+        f'endpoint = "{graph_url}"',
+        'auth = "token-env"',
+        "poll_seconds = 1",
+        "[target.entra_connect]",
+        f'host = "{winrm_host}"',
+        f"port = {winrm_port}",
+        "ssl = false",
+        "poll_seconds = 1",
+        'auth = "basic"',
+        'aad_username = "admin@contoso.onmicrosoft.com"',
+    ]
+    out.print(escape("\n".join(target)))
+
+
+def lab_time(minute):
+    from providers.lab.world import minute_to_iso
+
+    return minute_to_iso(minute)

@@ -1,0 +1,73 @@
+"""The ``syncprep`` command: one module per verb, :mod:`.options` for what they share.
+
+Exit codes: 0 success (for ``plan --detailed-exitcode``: no changes), 1 error,
+2 changes present (``plan --detailed-exitcode``), 4 ``apply`` done but a targeted
+user did not end as desired (no licence, or no mailbox), 130 interrupted.
+Known errors are one line each on stderr, never a traceback.
+
+Heavy imports (the planner's deepdiff, the real providers' SDKs) happen inside
+the verbs that need them, so ``syncprep --help`` stays fast. The lab's verbs live
+beside the lab, in :mod:`providers.lab.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from reconciler import __version__
+from reconciler.cli import apply, drift, export, plan, show, unlock, validate
+from reconciler.cli.logs import configure_logging
+from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, LOG_LEVEL_ENV, Parents, Parser, escape, make_console, scrub
+from reconciler.errors import ConfigError, ReconcilerError
+
+
+def _verbs():
+    from providers.lab import cli as lab
+
+    return [validate, plan, show, drift, apply, unlock, export, lab]
+
+
+def build_parser():
+    """The whole command line: each verb adds its own parser."""
+    parents = Parents()
+    parser = Parser(
+        prog="syncprep",
+        description="Plan and apply the preparation of an Entra Connect hybrid Exchange environment for third-party mailbox migration.",
+        parents=[parents.common],
+    )
+    parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for verb in _verbs():
+        verb.add_parser(commands, parents).set_defaults(run=verb.run)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "log_level", None) or os.environ.get(LOG_LEVEL_ENV))
+    no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
+    out = make_console(no_color)
+    err = make_console(no_color, stderr=True)
+    try:
+        return args.run(args, out, err)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/red] {escape(scrub(problem))}")
+        return EXIT_ERROR
+    except ReconcilerError as exc:
+        err.print(f"[red]error:[/red] {escape(scrub(str(exc)))}")
+        return EXIT_ERROR
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written.
+        where = exc.filename if exc.filename is not None else "file"
+        err.print(f"[red]error:[/red] {escape(str(where))}: {escape(scrub(exc.strerror or str(exc)))}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        return EXIT_INTERRUPTED
+
+
+# The names tests and older callers import.
+_parser = build_parser
+_configure_logging = configure_logging

@@ -1,0 +1,250 @@
+"""``syncprep apply FILE``: plan, confirm, carry it out, and read back who ended as desired.
+
+Given a saved plan and ``--desired``, applies exactly that plan or refuses it as stale.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from reconciler.cli import targetstate
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, EXIT_USERS, escape, open_target, report_inputs, scripts_of
+from reconciler.errors import ReconcilerError
+
+NAME = "apply"
+
+
+def add_parser(commands, parents):
+    parser = commands.add_parser(NAME, parents=parents.for_target, help="plan, confirm, and carry it out (or apply a saved plan)")
+    parser.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
+    parser.add_argument(
+        "--desired", metavar="DESIRED", help="with a saved plan: the desired-state file it was made from (checked by content; the path in the plan is never used)"
+    )
+    parser.add_argument("--max-plan-age", metavar="AGE", help="with a saved plan: refuse it when older than AGE (90m, 72h, 7d; default 72h)")
+    parser.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--approve-irreversible", action="store_true", help="approve the plan's irreversible steps (hard deletes); --auto-approve alone is not enough"
+    )
+    parser.add_argument(
+        "--approve-threshold-raise", action="store_true", help="approve a temporary raise of the export deletion threshold (restored afterwards)"
+    )
+    parser.add_argument("--force", action="store_true", help="apply a plan over the safety thresholds (too many deletes)")
+    parser.add_argument("--resume", action="store_true", help="finish an apply that was cut short (observes again; done steps are not repeated)")
+    parser.add_argument("--until", metavar="TIME", help="start no step that cannot finish before TIME (HH:MM UTC or ISO); stop safe and resumable")
+    parser.add_argument("--report", metavar="FILE", help="write the per-user outcome as read back after the apply, as CSV or JSON (by the extension)")
+    return parser
+
+
+def run(args, out, err):
+    from reconciler import savedplan
+
+    if args.report:
+        from reconciler import report as report_file
+
+        report_file.check_path(args.report, report_inputs(args))
+    saved, desired = _saved_and_desired(args) if savedplan.is_saved_plan(args.file) else (None, _desired_only(args))
+    target = open_target(desired, args, err)
+    if saved is not None and saved["target_key"] != target.key:
+        target.close()
+        raise savedplan.StalePlan(f"{args.file}: the plan was made for {saved.get('target')}, not for this target ({target.key}); nothing was changed")
+    try:
+        with targetstate.lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
+            if lock.taken_over:
+                err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted apply (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
+            return _locked(args, out, err, target, desired, saved)
+    finally:
+        target.close()
+
+
+def _desired_only(args):
+    from reconciler.loader import load_desired
+
+    if args.desired or args.max_plan_age:
+        raise ReconcilerError(f"{args.file}: --desired and --max-plan-age go with a saved plan (made with 'plan -out'), not a desired-state file")
+    return load_desired(args.file)
+
+
+def _locked(args, out, err, target, desired, saved):
+    """Under the target's lock: observe, plan (and check the saved plan), approve, apply."""
+    from reconciler.apply import observe
+    from reconciler.journal import Journal
+    from reconciler.plan import build_plan
+    from reconciler.render import PlanRenderer
+
+    target.refresh()
+    journal = Journal(targetstate.state_file(target, "journal"))
+    interrupted = journal.last_interrupted()
+    if interrupted is not None:
+        err.print(f"[yellow]{escape(targetstate.interrupted_text(interrupted))}; this apply observes again and carries on from there[/yellow]")
+    elif args.resume:
+        out.print("Nothing to resume: the last apply on this target finished.")
+        return EXIT_OK
+    until = parse_until(args.until, target) if args.until else None
+    observed = observe(target, desired)
+    plan = build_plan(desired, observed, target.description, purged=targetstate.purged(target, observed))
+    if saved is not None:
+        _check_saved(saved, desired, observed, plan, target)
+    PlanRenderer(out).render(plan)
+    if not plan.has_changes:
+        return _nothing_left(plan, desired, target, journal, interrupted, out)
+    if plan.unsafe and not args.force:
+        raise ReconcilerError("; ".join(plan.unsafe) + " (pass --force; nothing was changed)")
+    approvals = _approvals(args, plan, out)
+    if not args.auto_approve and not _confirm(out, plan):
+        err.print("Apply cancelled; nothing was changed.")
+        return EXIT_ERROR
+    return _carry_out(args, out, plan, desired, target, journal, approvals, until)
+
+
+def _nothing_left(plan, desired, target, journal, interrupted, out):
+    """No step is left. An interrupted run that raised the export deletion threshold is owed it
+    back (an apply of no steps, journaled); any other interrupted run is finished now."""
+    from reconciler.apply import apply_plan, observe
+
+    owed = interrupted.threshold_owed if interrupted is not None else None
+    if owed is not None:
+        apply_plan(plan, desired, target, journal=journal)
+        out.print(f"The export deletion threshold the interrupted apply raised is put back to {owed}.")
+        return EXIT_OK if observe(target, desired).server.deletion_threshold == owed else EXIT_ERROR
+    if interrupted is not None:
+        from reconciler.serialize import plan_checksum
+
+        journal.start(plan_checksum(plan), "apply (nothing left)", [])
+        journal.end("done")
+    return EXIT_OK
+
+
+def _carry_out(args, out, plan, desired, target, journal, approvals, until):
+    from reconciler.apply import apply_plan
+    from reconciler.render import ApplyRenderer
+
+    out.print()
+    renderer = ApplyRenderer(out, len(plan.steps))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    renderer.report(report)
+    if report.stopped_for_window:
+        out.print("[yellow]Stopped before the window closes; the environment is safe. Finish with 'syncprep apply --resume'.[/yellow]")
+    left = _read_back(report, desired, target, args, out)
+    if not report.ok:
+        return EXIT_ERROR
+    return EXIT_USERS if left else EXIT_OK
+
+
+def _saved_and_desired(args):
+    """A saved plan, verified and bound to the desired-state file the operator gave,
+    before any other file is read or anything connected (the plan's paths are never used)."""
+    from reconciler import savedplan
+    from reconciler.loader import load_desired
+
+    max_age = savedplan.parse_age(args.max_plan_age) if args.max_plan_age else savedplan.DEFAULT_MAX_AGE
+    saved = savedplan.load_verified(args.file, key=savedplan.signing_key(), max_age=max_age)
+    if not args.desired:
+        raise ReconcilerError(
+            f"{args.file}: give the desired-state file the plan was made from: syncprep apply {args.file} --desired FILE "
+            "(the path written in a plan is not trusted); nothing was read or changed"
+        )
+    desired = load_desired(args.desired)
+    savedplan.bind(saved, desired, args.file)
+    return saved, desired
+
+
+def _read_back(report, desired, target, args, out):
+    """The targeted users as read back from the tenant after the apply (seen, not assumed):
+    writes ``--report``, names those who did not end as desired, and returns them."""
+    if not report.outcomes:
+        return []
+    from reconciler.apply import observe
+    from reconciler.outcome import ended
+
+    rows = ended(report.outcomes, observe(target, desired).tenant)
+    if args.report:
+        from reconciler import report as report_file
+
+        report_file.write(rows, args.report, report_inputs(args, target))
+        out.print(f"Wrote the per-user outcome of {len(rows)} user(s) to {escape(args.report)}")
+    left = [r for r in rows if not r["as_desired"]]
+    if left:
+        out.print(f"[yellow]{len(left)} targeted user(s) did not end with a licence and a mailbox:[/yellow]")
+        for row in left[:20]:
+            why = row["reason"] or f"licence {row['licence_actual']}, mailbox {row['mailbox_actual']}"
+            out.print(f"  [yellow]{escape(row['upn'])}: {escape(why)}[/yellow]")
+        if len(left) > 20:
+            out.print(f"  [yellow]and {len(left) - 20} more (--report FILE lists every user)[/yellow]")
+    return left
+
+
+def parse_until(text, target):
+    import datetime as dt
+
+    now = target.now()
+    try:
+        if len(text) <= 5 and ":" in text:
+            hours, minutes = (int(p) for p in text.split(":"))
+            moment = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            return moment if moment > now else moment + dt.timedelta(days=1)
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReconcilerError(f"--until {text!r}: give HH:MM (UTC, on the target's clock) or an ISO time such as 2026-01-05T23:30Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _check_saved(data, desired, observed, plan, target):
+    """The plan made now must be the saved one: the same steps and the same scripts."""
+    from reconciler import savedplan
+    from reconciler.serialize import plan_to_dict
+
+    savedplan.check_fresh(data, desired, observed, target.key)
+    if plan_to_dict(plan, scripts_of(plan, target))["steps"] != data["steps"]:
+        raise savedplan.StalePlan("plan is stale: planning again gives other steps or scripts; nothing was changed; make a new plan")
+
+
+def _approvals(args, plan, out):
+    """Approvals beyond the plan's: a flag each, or typed at the terminal."""
+    granted = set()
+    for approval in plan.approvals_needed:
+        flag = {"irreversible": args.approve_irreversible, "threshold-raise": args.approve_threshold_raise}[approval]
+        if flag:
+            granted.add(approval)
+            continue
+        if not sys.stdin or not sys.stdin.isatty():
+            raise ReconcilerError(f"the plan has {approval} steps: pass --approve-{approval} (or run it in a terminal to type the approval); nothing was changed")
+        steps = [s for s in plan.steps if s.approval == approval]
+        phrase = _approval_phrase(approval, steps)
+        out.print(f"[bold red]{len(steps)} step(s) need approval ({approval}).[/bold red] Type [bold]{phrase}[/bold] to approve:")
+        try:
+            answer = input("  ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != phrase:
+            raise ReconcilerError(f"{approval} steps not approved; nothing was changed")
+        granted.add(approval)
+    return frozenset(granted)
+
+
+def _approval_phrase(approval, steps):
+    if approval == "irreversible":
+        count = sum(len(getattr(s.operation, "users", ())) for s in steps)
+        return f"purge {count} users"
+    return "raise the threshold"
+
+
+def _raise_interrupt(_signum, _frame):
+    # SIGTERM takes the same road as Ctrl-C, so the scheduler bracket holds.
+    raise KeyboardInterrupt
+
+
+def _confirm(out, plan):
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ReconcilerError("apply needs confirmation: run it in a terminal, or pass --auto-approve")
+    out.print()
+    out.print(f"Apply these {len(plan.steps)} step(s) to {escape(plan.target)}? Only 'yes' is accepted.")
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        return False
+    return answer.strip() == "yes"

@@ -1,0 +1,161 @@
+"""What every verb shares: exit codes, the parser class, the shared options, the consoles,
+and opening a target with the endpoints the operator allowed.
+
+Nothing heavy is imported here, so ``syncprep --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USERS, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
+CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
+LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def common_options():
+    """Options every verb takes: ``--no-color`` and ``--log-level``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=argparse.SUPPRESS,
+        type=str.upper,
+        help=f"diagnostics on stderr, scrubbed of credentials (also {LOG_LEVEL_ENV})",
+    )
+    return common
+
+
+def lab_options():
+    lab_option = argparse.ArgumentParser(add_help=False)
+    lab_option.add_argument("--lab", metavar="FILE", help="the lab file (default .syncprep/lab.json; created on first use)")
+    return lab_option
+
+
+def target_options():
+    """Where credentials may go is the operator's say, never the desired-state file's."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--allow-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help=f"allow sending credentials to this endpoint (URL or host; repeatable; also {ALLOW_ENV}, comma-separated)",
+    )
+    options.add_argument(
+        "--no-cert-validation", action="store_true", help="accept cert_validation = false of the desired-state file for a host that is not loopback"
+    )
+    options.add_argument("--ca-bundle", metavar="PEM", help=f"check TLS certificates against this CA bundle (also {CA_BUNDLE_ENV})")
+    return options
+
+
+class Parents:
+    """The shared option groups, made once per parser and handed to each verb's ``add_parser``."""
+
+    def __init__(self):
+        self.common = common_options()
+        self.lab = lab_options()
+        self.target = target_options()
+
+    @property
+    def for_target(self):
+        """A verb that reaches a target (or the lab) takes all three."""
+        return [self.common, self.lab, self.target]
+
+
+def scrub(text):
+    from reconciler.redact import scrub as _scrub
+
+    return _scrub(text)
+
+
+def make_console(no_color=False, stderr=False):
+    """--no-color and NO_COLOR mean plain text: no colour and no other escape codes either."""
+    from rich.console import Console
+
+    if no_color:
+        return Console(color_system=None, no_color=True, highlight=False, stderr=stderr, soft_wrap=True)
+    return Console(highlight=False, stderr=stderr, soft_wrap=True)
+
+
+def escape(text):
+    from rich.markup import escape as _escape
+
+    return _escape(text)
+
+
+def open_target(desired, args, err=None):
+    """The target of ``desired``, with the endpoints the operator allowed (and warnings on stderr)."""
+    from providers.factory import open_target as _open_target
+
+    allowance = _allowance(args)
+    target = _open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source, allowance=allowance)
+    for warning in allowance.warnings:
+        (err or make_console(True, stderr=True)).print(f"[yellow]warning: {escape(warning)}[/yellow]")
+    return target
+
+
+def _allowance(args):
+    from providers.endpoints import Allowance
+
+    ca_bundle = getattr(args, "ca_bundle", None) or os.environ.get(CA_BUNDLE_ENV) or None
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ReconcilerError(f"--ca-bundle / {CA_BUNDLE_ENV}: {ca_bundle} is not a file")
+    return Allowance.from_operator(
+        getattr(args, "allow_endpoint", ()),
+        confirm=_ask_endpoint if sys.stdin and sys.stdin.isatty() else None,
+        insecure_tls=getattr(args, "no_cert_validation", False),
+        ca_bundle=ca_bundle,
+    )
+
+
+def _ask_endpoint(question):
+    answer = input(f"{question} Only 'yes' is accepted: ") if sys.stdin else ""
+    return answer.strip() == "yes"
+
+
+def open_named_or_lab(path, args, err):
+    """The target of the desired-state file ``path``, or the lab when no file is given."""
+    if path:
+        from reconciler.loader import load_desired
+
+        return open_target(load_desired(path), args, err)
+    from providers.lab import open_lab_target
+
+    return open_lab_target(args.lab)
+
+
+def scripts_of(plan, target):
+    """The PowerShell each Entra Connect step of ``plan`` runs on ``target`` (none for the lab)."""
+    scripts = {}
+    for step in plan.steps:
+        if step.provider == "entra-connect":
+            text = target.server.scripts_for(step.operation)
+            if text:
+                scripts[step.id] = text
+    return scripts
+
+
+def report_inputs(args, target=None):
+    """The files a ``--report`` must never replace: the command's inputs and outputs."""
+    return {
+        "the desired-state file": getattr(args, "desired", None) or args.file,
+        "the plan file": args.file,
+        "the plan written by -out": getattr(args, "out", None),
+        "the lab file": getattr(target, "path", None) or getattr(args, "lab", None),
+    }

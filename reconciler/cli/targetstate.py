@@ -1,0 +1,49 @@
+"""The lock and the journal of a target, as the verbs that plan, apply and report use them:
+which file each lives in, what an interrupted apply left behind, and who is owed licences."""
+
+from __future__ import annotations
+
+from reconciler.cli.options import escape
+
+
+def state_file(target, kind):
+    from reconciler.journal import target_slug
+
+    return target.state_dir() / f"{target_slug(target.key)}.{kind}"
+
+
+def lock(target, command, take_over_dead=False):
+    from reconciler.journal import TargetLock
+
+    return TargetLock(state_file(target, "lock"), command, take_over_dead=take_over_dead)
+
+
+def purged(target, observed):
+    """Users an earlier apply on this target purged and still owes their licences (its journal)."""
+    from reconciler.journal import purge_owed
+    from reconciler.recreated import from_record
+
+    return from_record(purge_owed(state_file(target, "journal")), observed.tenant.skus)
+
+
+def interrupted_text(run):
+    paused = "; it had paused the sync scheduler, which is still off" if run.scheduler_paused else ""
+    where = f" in step '{run.step}'" if run.step else ""
+    how = "was interrupted" if run.killed else "stopped before the end of its plan"
+    owed = f"; it had raised the export deletion threshold, which it owes back to {run.threshold_owed}" if run.threshold_owed is not None else ""
+    return f"the last apply (run {run.run}, started {run.started}) {how}{where}{paused}{owed}"
+
+
+def warn_interrupted(target, observed, err):
+    """plan and drift say plainly when a killed apply left the scheduler paused."""
+    from attrs import evolve
+
+    from reconciler.journal import last_interrupted
+
+    run = last_interrupted(state_file(target, "journal"))
+    if run is None or not run.killed:
+        return None
+    still_paused = run.scheduler_paused and not observed.server.scheduler.sync_cycle_enabled
+    text = interrupted_text(run if still_paused else evolve(run, scheduler_paused=False))
+    err.print(f"[yellow]warning: {escape(text)}; 'syncprep apply --resume' finishes the job[/yellow]")
+    return text
