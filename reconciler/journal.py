@@ -26,6 +26,7 @@ from attrs import frozen
 
 from reconciler.errors import ReconcilerError
 from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
+from reconciler.processes import exclusive, pid_alive
 
 
 class LockedError(ReconcilerError):
@@ -223,19 +224,17 @@ class TargetLock:
         """Replace the lock of a dead holder by ours: one taker at a time, each checking
         under the guard that the lock is still that dead holder's, so of several
         ``--resume`` runs started together exactly one holds the lock."""
-        import fcntl
-
         guard_path = self.path.with_name(self.path.name + ".takeover")
         fd = os.open(guard_path, os.O_CREAT | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            now = read_lock(self.path)
-            if now is None or now.get("id") != dead.get("id") or _alive(now):
-                raise LockedError("another apply took over the same stale lock first; nothing was changed")
-            keep = self.path.with_name(f"{self.path.name}.dead-{dead.get('id')}")
-            write_private(keep, json.dumps(dead))
-            os.replace(staged, self.path)
-            return dead
+            with exclusive(fd):
+                now = read_lock(self.path)
+                if now is None or now.get("id") != dead.get("id") or _alive(now):
+                    raise LockedError("another apply took over the same stale lock first; nothing was changed")
+                keep = self.path.with_name(f"{self.path.name}.dead-{dead.get('id')}")
+                write_private(keep, json.dumps(dead))
+                os.replace(staged, self.path)
+                return dead
         finally:
             os.close(fd)  # releases the guard
 
@@ -263,16 +262,10 @@ def force_unlock(path, lock_id):
     return held
 
 
-def _alive(held):
+def _alive(held, platform=None):
     if held.get("host") != socket.gethostname():
         return True  # cannot tell from here
-    try:
-        os.kill(int(held.get("pid")), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(held.get("pid"), platform=platform)
 
 
 def _user():
