@@ -11,6 +11,7 @@ map each key path to the line that sets it.
 from __future__ import annotations
 
 import enum
+import codecs
 import re
 import typing
 from pathlib import Path
@@ -132,6 +133,10 @@ def loads_desired(data, source="<memory>"):
         data = data.encode("utf-8")
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([f"{source}: {len(data)} bytes is over the {MAX_FILE_BYTES}-byte limit for a desired-state file"])
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError([f"{source}:1: UTF-16, not UTF-8 (as Windows PowerShell 5.1 writes with '>'); save it as UTF-8"])
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]  # Notepad's "UTF-8 with BOM"; TOML's text starts after it
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -154,3 +154,25 @@ def test_cross_field_problems_come_with_type_errors_in_one_run():
     problems = errors(text)
     assert [p.split(": ", 1)[0] for p in problems] == ["x.toml:2", "x.toml:7", "x.toml:11"]
     assert "duplicate rule name" in problems[1] and "not a valid user principal name" in problems[2]
+
+
+def test_a_file_notepad_saved_with_a_utf8_bom_is_accepted_with_its_lines(tmp_path):
+    """Notepad's "UTF-8 with BOM": the same desired state, and errors still on the right line."""
+    example = Path("desired-state/example.toml").read_bytes()
+    with_bom = tmp_path / "bom.toml"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + example.replace(b"\n", b"\r\n"))
+    assert load_desired(with_bom) == load_desired("desired-state/example.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_bytes(b"\xef\xbb\xbf[scheduler]\r\nsync_cycle_enabled = \"yes\"\r\n")
+    with pytest.raises(ConfigError) as caught:
+        load_desired(broken)
+    assert caught.value.problems[0].startswith(f"{broken}:2: scheduler.sync_cycle_enabled")
+
+
+def test_a_utf16_file_is_refused_in_one_line_saying_what_to_do(tmp_path):
+    utf16 = tmp_path / "ps51.toml"
+    utf16.write_bytes("[scheduler]\nsync_cycle_enabled = true\n".encode("utf-16"))
+    with pytest.raises(ConfigError) as caught:
+        load_desired(utf16)
+    (problem,) = caught.value.problems
+    assert problem == f"{utf16}:1: UTF-16, not UTF-8 (as Windows PowerShell 5.1 writes with '>'); save it as UTF-8"
