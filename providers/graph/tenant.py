@@ -38,6 +38,7 @@ import warnings
 from attrs import evolve
 
 from reconciler.errors import ProviderError
+from reconciler.interrupts import wait_for
 from reconciler.model import CloudUser, DeletedUser, LicenseAssignment, MailboxState, Sku, TenantState
 from reconciler.operations import (
     TENANT_OPERATIONS,
@@ -188,7 +189,8 @@ class GraphTenant(TenantProvider):
             self._thread.start()
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result()
+            # In slices: a wait without a timeout cannot be interrupted by Ctrl-C on Windows.
+            return wait_for(future)
         except BaseException:
             future.cancel()
             raise
