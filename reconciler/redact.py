@@ -2,8 +2,10 @@
 
 A server's error text can echo the request, Authorization header included; a log
 record of a library can hold a header. :func:`scrub` takes out what looks like a
-credential (an Authorization header, a Bearer/Basic/Negotiate token, a JWT) and the
-values of the credential variables set in the environment.
+credential (an Authorization or Cookie header, also as a logged header pair, a
+Bearer/Basic/Negotiate token, a JWT, a secret in a form or query string) and the
+values of the credential variables set in the environment. Logging puts it in front
+of every handler (:mod:`reconciler.logs`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ _PATTERNS = (
     (re.compile(r"(?i)(\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(?:bearer|basic|negotiate|ntlm|kerberos)\s+)?[^\s'\",;]+"), r"\1" + MASK),
     (re.compile(r"(?i)\b(bearer|basic|negotiate|ntlm)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
-    (re.compile(r"(?i)(\b(?:client_secret|password|access_token|refresh_token)=)[^&\s]+"), r"\1" + MASK),
+    (re.compile(r"(?i)(\b(?:client_secret|client_assertion|password|access_token|refresh_token|id_token|device_code|code_verifier)=)[^&\s]+"), r"\1" + MASK),
+    # "Cookie: a=b; c=d", "Set-Cookie: ...", "'cookie': '...'" (to the end of the line or the quote)
+    (re.compile(r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]+"), r"\1" + MASK),
+    # A header as a pair, as HTTP libraries log them: (b'authorization', b'...'), ('Cookie', '...')
+    (re.compile(r"(?i)(['\"](?:proxy-authorization|authorization|cookie|set-cookie)['\"]\s*,\s*b?['\"])[^'\"]*"), r"\1" + MASK),
 )
 
 
@@ -56,10 +62,12 @@ def scrub(text, environ=None):
 
 class _NoHeaderBlocks(logging.Filter):
     """hpack logs HTTP/2 header blocks at DEBUG, encoded (a bearer token decodes from them,
-    so they cannot be scrubbed) and decoded: those records never leave, at any log level."""
+    so they cannot be scrubbed) and decoded: the HTTP/2 libraries' records never leave,
+    at any level (their errors come as exceptions). :class:`reconciler.logs.Redact` drops
+    them at every handler too; this filter stops them at the source, before any handler."""
 
     def filter(self, record):
-        return record.levelno >= logging.WARNING
+        return False
 
 
 def quiet_header_blocks():
