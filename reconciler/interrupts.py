@@ -17,10 +17,10 @@ Tests choose the platform explicitly (``platform=``); CI has no Windows.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import signal as _signal
 import sys
+import threading
 import time
 
 #: How long one slice of an interruptible wait lasts (seconds).
@@ -40,6 +40,8 @@ def stop_signals(platform=None, signal_module=_signal):
     """Inside: SIGTERM (and on Windows Ctrl-Break) raise ``KeyboardInterrupt``, as Ctrl-C does.
     The previous handlers come back on exit. Only the main thread can set handlers."""
     names = STOP_SIGNALS["win32" if (platform or sys.platform) == "win32" else "posix"]
+    if signal_module is _signal and threading.current_thread() is not threading.main_thread():
+        names = ()  # only the main thread may set handlers (and only it gets signals)
     previous = {}
     try:
         for name in names:
@@ -57,7 +59,7 @@ def wait_for(future, slice_seconds=SLICE):
     while True:
         try:
             return future.result(timeout=slice_seconds)
-        except concurrent.futures.TimeoutError:
+        except TimeoutError:  # concurrent.futures.TimeoutError since 3.11
             if future.done():
                 return future.result(timeout=0)  # the work itself raised TimeoutError
 

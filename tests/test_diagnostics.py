@@ -19,16 +19,18 @@ HYBRID = UserSelection(frozenset(), (scenario.HYBRID_OU,))
 @pytest.fixture
 def debug_logging(capsys):
     """syncprep's own --log-level DEBUG, on the captured stderr; undone afterwards."""
-    from reconciler.cli import _configure_logging
+    from reconciler.cli import logs
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    _configure_logging("DEBUG")
+    logs.configure(logging.DEBUG)
     yield capsys
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
+    logs._installed.clear()
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def h2_exchange(authorization):

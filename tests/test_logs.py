@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from reconciler import logs
+from reconciler.cli import logs
 from reconciler.errors import ReconcilerError
 
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOi.eyJhdWQiOiJodHRwczovL2dyYXBo.c2lnbmF0dXJl"

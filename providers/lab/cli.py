@@ -118,7 +118,7 @@ def _change(args, lab):
 def serve(args, out, path):
     """``lab serve``: both endpoints over one lab until Ctrl-C. Credentials come from the
     environment, the same variables the providers read; none is ever printed."""
-    import threading
+    from reconciler.interrupts import wait_forever
 
     from providers.lab.graph_emulator import GraphEmulator
     from providers.lab.host import LabHost
@@ -136,7 +136,8 @@ def serve(args, out, path):
     winrm_host, winrm_port = winrm.start()
     try:
         _announce(out, path, args.speed, graph_url, winrm_host, winrm_port, tls)
-        threading.Event().wait()
+        # In slices: Ctrl-C cannot interrupt a wait without a timeout on Windows.
+        wait_forever()
     finally:
         graph.stop()
         winrm.stop()

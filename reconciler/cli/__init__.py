@@ -17,8 +17,7 @@ import sys
 
 from reconciler import __version__
 from reconciler.cli import apply, drift, export, plan, show, unlock, validate
-from reconciler.cli.logs import configure_logging
-from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, LOG_LEVEL_ENV, Parents, Parser, escape, make_console, scrub
+from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, error_line, escape, make_console, merge_common
 from reconciler.errors import ConfigError, ReconcilerError
 
 
@@ -34,7 +33,7 @@ def build_parser():
     parser = Parser(
         prog="syncprep",
         description="Plan and apply the preparation of an Entra Connect hybrid Exchange environment for third-party mailbox migration.",
-        parents=[parents.common],
+        parents=[parents.top],
     )
     parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
@@ -44,30 +43,40 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "log_level", None) or os.environ.get(LOG_LEVEL_ENV))
+    from reconciler.interrupts import stop_signals
+
+    args = merge_common(build_parser().parse_args(argv))
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
     out = make_console(no_color)
     err = make_console(no_color, stderr=True)
     try:
-        return args.run(args, out, err)
+        configure_logging(args)
+        # SIGTERM, and Ctrl-Break on Windows, take Ctrl-C's road: the apply's brackets hold.
+        with stop_signals():
+            return args.run(args, out, err)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {escape(scrub(problem))}")
+            err.print(error_line(problem))
         return EXIT_ERROR
     except ReconcilerError as exc:
-        err.print(f"[red]error:[/red] {escape(scrub(str(exc)))}")
+        err.print(error_line(str(exc)))
         return EXIT_ERROR
     except OSError as exc:
         # A path given on the command line that cannot be read or written.
         where = exc.filename if exc.filename is not None else "file"
-        err.print(f"[red]error:[/red] {escape(str(where))}: {escape(scrub(exc.strerror or str(exc)))}")
+        err.print(error_line(f"{where}: {exc.strerror or exc}"))
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         return EXIT_INTERRUPTED
 
 
-# The names tests and older callers import.
+def configure_logging(args):
+    """Diagnostics as -v, --log-level, --log-file and SYNCPREP_LOG say (WARNING and stderr otherwise)."""
+    from reconciler.cli import logs
+
+    logs.configure(logs.level_for(args.verbose, args.log_level), log_file=args.log_file)
+
+
+# The name tests and older callers import.
 _parser = build_parser
-_configure_logging = configure_logging

@@ -5,7 +5,6 @@ Given a saved plan and ``--desired``, applies exactly that plan or refuses it as
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from reconciler.cli import targetstate
@@ -121,11 +120,9 @@ def _carry_out(args, out, plan, desired, target, journal, approvals, until):
 
     out.print()
     renderer = ApplyRenderer(out, len(plan.steps))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # Ctrl-C, SIGTERM and (Windows) Ctrl-Break raise KeyboardInterrupt (reconciler.interrupts,
+    # installed by main): apply_plan's brackets resume the scheduler, the lock is released.
+    report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until)
     renderer.report(report)
     if report.stopped_for_window:
         out.print("[yellow]Stopped before the window closes; the environment is safe. Finish with 'syncprep apply --resume'.[/yellow]")
@@ -231,11 +228,6 @@ def _approval_phrase(approval, steps):
         count = sum(len(getattr(s.operation, "users", ())) for s in steps)
         return f"purge {count} users"
     return "raise the threshold"
-
-
-def _raise_interrupt(_signum, _frame):
-    # SIGTERM takes the same road as Ctrl-C, so the scheduler bracket holds.
-    raise KeyboardInterrupt
 
 
 def _confirm(out, plan):

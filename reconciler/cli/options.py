@@ -16,7 +16,8 @@ from reconciler.errors import ReconcilerError
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USERS, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
 CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
-LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"
+LOG_ENV = "SYNCPREP_LOG"
+LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"  # the older name, still read
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,18 +28,44 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def common_options():
-    """Options every verb takes: ``--no-color`` and ``--log-level``."""
+def common_options(prefix=""):
+    """Options every verb takes: ``--no-color``, ``-v``, ``--log-file`` (and the older ``--log-level``).
+
+    The top-level parser has them too, under ``prefix`` ("global_"), and :func:`merge_common`
+    folds them in: a subparser's defaults would otherwise overwrite what was given before the
+    verb (``syncprep --no-color plan`` meant no colour only after the verb). So no default here.
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--no-color", action="store_true", help="plain output (NO_COLOR is honoured too)")
+    common.add_argument("--no-color", dest=prefix + "no_color", action="store_true", default=argparse.SUPPRESS, help="plain output (NO_COLOR is honoured too)")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        dest=prefix + "verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help=f"diagnostics, scrubbed of credentials: -v info, -vv debug (also {LOG_ENV}=debug|info|warning|error)",
+    )
+    common.add_argument(
+        "--log-file", dest=prefix + "log_file", metavar="FILE", default=argparse.SUPPRESS, help="write diagnostics to FILE (created 0600) instead of stderr"
+    )
     common.add_argument(
         "--log-level",
+        dest=prefix + "log_level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         default=argparse.SUPPRESS,
         type=str.upper,
-        help=f"diagnostics on stderr, scrubbed of credentials (also {LOG_LEVEL_ENV})",
+        help=f"the diagnostics' level, as -v/-vv say it (also {LOG_LEVEL_ENV}, the older name of {LOG_ENV})",
     )
     return common
+
+
+def merge_common(args):
+    """The common options given before the verb count as given after it."""
+    args.no_color = bool(getattr(args, "no_color", False) or getattr(args, "global_no_color", False))
+    args.verbose = getattr(args, "verbose", 0) + getattr(args, "global_verbose", 0)
+    args.log_file = getattr(args, "log_file", None) or getattr(args, "global_log_file", None)
+    args.log_level = getattr(args, "log_level", None) or getattr(args, "global_log_level", None)
+    return args
 
 
 def lab_options():
@@ -69,6 +96,8 @@ class Parents:
 
     def __init__(self):
         self.common = common_options()
+        #: The same options on the top-level parser (see :func:`merge_common`).
+        self.top = common_options("global_")
         self.lab = lab_options()
         self.target = target_options()
 
@@ -91,6 +120,19 @@ def make_console(no_color=False, stderr=False):
     if no_color:
         return Console(color_system=None, no_color=True, highlight=False, stderr=stderr, soft_wrap=True)
     return Console(highlight=False, stderr=stderr, soft_wrap=True)
+
+
+def one_line(text):
+    """A message as one line whatever a server put in it: line breaks and other control
+    characters (a terminal's escape sequences included) become single spaces."""
+    import re
+
+    return re.sub(r"\s*[\x00-\x1f\x7f]+\s*", " ", str(text)).strip()
+
+
+def error_line(text):
+    """``error: TEXT`` for the console: scrubbed of credentials, one line, markup-escaped."""
+    return f"[red]error:[/red] {escape(one_line(scrub(text)))}"
 
 
 def escape(text):

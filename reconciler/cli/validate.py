@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, escape
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, error_line, escape
 from reconciler.errors import ConfigError
 
 NAME = "validate"
@@ -24,7 +24,7 @@ def run(args, out, err):
         except ConfigError as exc:
             failed = True
             for problem in exc.problems:
-                err.print(f"[red]error:[/red] {escape(problem)}")
+                err.print(error_line(problem))
             continue
         out.print(f"{escape(name)}: valid ({len(desired.rules)} rule(s), {len(desired.licenses)} licence set(s), target {desired.target.kind.value})")
     return EXIT_ERROR if failed else EXIT_OK
