@@ -83,6 +83,8 @@ def test_no_secret_reaches_stderr_or_the_log_file_at_any_level(configured, resto
     shown = [level for level in ALL_LEVELS if f"marker: record at level {level} was logged" in written]
     assert shown == [level for level in ALL_LEVELS if level >= logs.LEVELS[configured]]
     assert "Bearer ***" in written or "Authorization: ***" in written
+    if logs.LEVELS[configured] <= logging.WARNING:
+        assert "UserWarning: retrying with Authorization: ***" in written
     if configured == "debug":
         assert "hpack" not in written and "h2.connection" not in written
 
