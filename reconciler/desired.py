@@ -25,6 +25,16 @@ CREDENTIAL_VARIABLES = {
 }
 
 
+#: How syncprep signs in to Microsoft Graph (``[target.graph] auth``).
+GRAPH_AUTHS = ("environment", "workload-identity", "azure-cli", "managed-identity", "device-code", "token-env")
+#: Where device-code sign-in keeps its tokens between commands (``[target.graph] token_cache``).
+TOKEN_CACHES = ("encrypted", "unencrypted", "memory")
+#: How syncprep signs in to WinRM (``[target.entra_connect] auth``).
+WINRM_AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
+#: The WinRM auths that build a Kerberos/NTLM SPN (``negotiate_service``, ``negotiate_hostname_override``).
+SPN_AUTHS = ("negotiate", "kerberos", "ntlm")
+
+
 def credential_variable_problem(key, name):
     """None if ``name`` may hold the credential ``key`` names, else why not."""
     base = CREDENTIAL_VARIABLES[key]
@@ -158,11 +168,16 @@ class GraphTargetSpec:
     #: An explicit endpoint such as ``http://127.0.0.1:8443/v1.0``; plain http only on loopback.
     endpoint: Optional[str] = None
     tenant_id: Optional[str] = None
-    #: environment (azure-identity's EnvironmentCredential), managed-identity, device-code, token-env
+    #: environment (a client secret or certificate), workload-identity (federation, e.g. GitHub
+    #: Actions OIDC), azure-cli (reuses ``az login``), managed-identity, device-code, token-env
     auth: str = "environment"
     #: For auth = token-env: the environment variable holding a bearer token.
     token_env: str = "SYNCPREP_GRAPH_TOKEN"
     client_id: Optional[str] = None
+    #: For auth = device-code: where the sign-in is kept between commands. "encrypted" (the
+    #: default: the OS's protection), "unencrypted" (opt-in: a file readable only by you when
+    #: the OS cannot encrypt it) or "memory" (asked again on every command).
+    token_cache: Optional[str] = None
     #: Minutes after licensing during which a missing mailbox counts as pending.
     mailbox_pending_minutes: int = 60
     #: Seconds between mailbox checks while waiting for new mailboxes.
@@ -191,6 +206,15 @@ class EntraConnectTargetSpec:
     poll_seconds: float = 10.0
     #: Seconds one script may run before it is stopped (its outcome is then unknown).
     script_timeout_seconds: float = 900.0
+    #: Seconds to wait for the TCP connection (pypsrp's connection_timeout).
+    connection_timeout_seconds: float = 30.0
+    #: Seconds one WS-Man operation may take at the server (pypsrp's operation_timeout); the
+    #: client waits 10 s more for the answer.
+    operation_timeout_seconds: int = 60
+    #: negotiate, kerberos, ntlm: the service and host of the SPN (pypsrp asks for
+    #: ``host/<host>`` by default), for a server reached by an alias or an SPN registered as HTTP/...
+    negotiate_service: Optional[str] = None
+    negotiate_hostname_override: Optional[str] = None
 
 
 @frozen

@@ -20,7 +20,17 @@ import cattrs
 import tomli
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from reconciler.desired import CREDENTIAL_VARIABLES, DesiredState, RuleKind, TargetKind, credential_variable_problem
+from reconciler.desired import (
+    CREDENTIAL_VARIABLES,
+    GRAPH_AUTHS,
+    SPN_AUTHS,
+    TOKEN_CACHES,
+    WINRM_AUTHS,
+    DesiredState,
+    RuleKind,
+    TargetKind,
+    credential_variable_problem,
+)
 from reconciler.dn import is_container
 from reconciler.errors import ConfigError
 from reconciler.model import COMPARISON_OPERATORS, FlowType
@@ -406,6 +416,10 @@ def _check(parts):
         for key in CREDENTIAL_VARIABLES:
             if spec is not None and hasattr(spec, key) and (problem := credential_variable_problem(key, getattr(spec, key))):
                 yield f"target.{name}.{key}", problem
+    if target.graph is not None:
+        yield from _graph_problems(target.graph)
+    if target.entra_connect is not None:
+        yield from _winrm_problems(target.entra_connect)
     if target.kind is TargetKind.LAB and (target.graph or target.entra_connect):
         yield "target.kind", "a lab target takes no [target.graph] or [target.entra_connect]; set kind = \"remote\""
     if target.kind is TargetKind.REMOTE:
@@ -417,6 +431,38 @@ def _check(parts):
             yield "target", "a remote target needs [target.graph]"
         if target.entra_connect is None:
             yield "target", "a remote target needs [target.entra_connect]"
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _graph_problems(graph):
+    if graph.auth not in GRAPH_AUTHS:
+        yield "target.graph.auth", f"unknown auth {graph.auth!r}; choose one of {', '.join(GRAPH_AUTHS)}"
+    if graph.token_cache is not None:
+        if graph.token_cache not in TOKEN_CACHES:
+            yield "target.graph.token_cache", f"must be one of {', '.join(TOKEN_CACHES)} (got {graph.token_cache!r})"
+        elif graph.auth != "device-code":
+            yield "target.graph.token_cache", "only device-code sign-in keeps tokens between commands; remove it or set auth = \"device-code\""
+
+
+def _winrm_problems(winrm):
+    if winrm.auth not in WINRM_AUTHS:
+        yield "target.entra_connect.auth", f"unknown auth {winrm.auth!r}; choose one of {', '.join(WINRM_AUTHS)}"
+    for key in ("negotiate_service", "negotiate_hostname_override"):
+        value = getattr(winrm, key)
+        if value is None:
+            continue
+        if winrm.auth not in SPN_AUTHS:
+            yield f"target.entra_connect.{key}", f"applies only to auth = {', '.join(SPN_AUTHS)} (not {winrm.auth})"
+        elif not _NAME.fullmatch(value):
+            yield f"target.entra_connect.{key}", f"{value!r} is not a service or host name (letters, digits, '.', '-', '_')"
+    if not 0 < winrm.connection_timeout_seconds <= 3600:
+        yield "target.entra_connect.connection_timeout_seconds", "must be above 0 and at most 3600"
+    if not 1 <= winrm.operation_timeout_seconds <= 3600:
+        yield "target.entra_connect.operation_timeout_seconds", "must be at least 1 and at most 3600"
+    if not 0 < winrm.script_timeout_seconds:
+        yield "target.entra_connect.script_timeout_seconds", "must be above 0"
 
 
 # ---------------------------------------------------------------------------- line index

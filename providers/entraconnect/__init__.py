@@ -13,7 +13,7 @@ import sys
 
 from reconciler.errors import ProviderError
 from providers.entraconnect.server import PsrpServer
-from providers.entraconnect.session import PsrpSession
+from providers.entraconnect.session import PsrpSession, auth_package_problem
 
 # Certificate auth takes its PEM files from the target spec (certificate_pem,
 # certificate_key_pem); these variables are only a fallback for a spec without them.
@@ -60,6 +60,18 @@ def _certificate(spec, environ):
     return {"certificate_pem": cert, "certificate_key_pem": key}
 
 
+def _require_package(spec, uses_ticket):
+    problem = auth_package_problem(spec.auth, uses_ticket=uses_ticket)
+    if problem:
+        raise ProviderError("entra-connect", spec.host, problem)
+
+
+def _spn(spec):
+    """pypsrp's SPN overrides (the SPN is ``service/host``; pypsrp's default service is host)."""
+    names = {"negotiate_service": spec.negotiate_service, "negotiate_hostname_override": spec.negotiate_hostname_override}
+    return {key: value for key, value in names.items() if value is not None}
+
+
 def open_server(spec, environ=None, interactive=None, ca_bundle=None, **options):
     """A :class:`PsrpServer` for ``spec``; connects on first use.
 
@@ -73,8 +85,10 @@ def open_server(spec, environ=None, interactive=None, ca_bundle=None, **options)
     """
     environ = os.environ if environ is None else environ
     interactive = sys.stdin.isatty() if interactive is None else interactive
+    _require_package(spec, uses_ticket=False)  # before anyone is asked for a password
     username, password = _credentials(spec, environ, interactive)
-    auth_kwargs = _certificate(spec, environ) if spec.auth == "certificate" else {}
+    _require_package(spec, uses_ticket=password is None)
+    auth_kwargs = _certificate(spec, environ) if spec.auth == "certificate" else _spn(spec)
     session = PsrpSession(
         spec.host,
         port=spec.port,
@@ -83,6 +97,8 @@ def open_server(spec, environ=None, interactive=None, ca_bundle=None, **options)
         cert_validation=(ca_bundle or True) if spec.cert_validation else False,
         username=username,
         password=password,
+        connection_timeout=spec.connection_timeout_seconds,
+        operation_timeout=spec.operation_timeout_seconds,
         **auth_kwargs,
     )
     return PsrpServer(session, allow_staging=spec.allow_staging, aad_username=spec.aad_username, **options)

@@ -13,16 +13,46 @@ stream (a non-terminating ``Write-Error``, which pypsrp does not count as
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import time
 
 from providers.loopback import is_loopback
+from reconciler.desired import WINRM_AUTHS as AUTHS
 from reconciler.errors import ProviderError, TransientError
 
 PROVIDER = "entra-connect"
 # ERROR_WSMAN_INVALID_SELECTORS: the shell named is not (or no longer) there, e.g. after WinRM restarted.
 SHELL_NOT_FOUND = 2150858843
-AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
+#: The optional packages an auth needs (pyproject's extras), and what installing them takes.
+EXTRAS = {
+    "kerberos": ("gssapi", "it builds against the system's Kerberos libraries: libkrb5-dev and gcc on Debian/Ubuntu, krb5-devel on RHEL"),
+    "credssp": ("requests_credssp", "pure Python"),
+}
+
+
+def auth_package_problem(auth, uses_ticket=False, platform=None):
+    """None when ``auth`` can work with what is installed, else one line saying what to install.
+
+    CredSSP needs requests-credssp everywhere. Kerberos (and Negotiate signing in with the
+    logged-on user's ticket, without a password) needs gssapi except on Windows, where
+    pyspnego uses SSPI.
+    """
+    platform = sys.platform if platform is None else platform
+    if auth == "credssp":
+        extra = "credssp"
+    elif (auth == "kerberos" or (auth == "negotiate" and uses_ticket)) and not platform.startswith("win"):
+        extra = "kerberos"
+    else:
+        return None
+    module, note = EXTRAS[extra]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        why = f'auth = "{auth}"' + (" without a password (the Kerberos ticket)" if auth == "negotiate" else "")
+        return f"{why} needs the {extra} extra, which is not installed: pip install 'syncprep[{extra}]' ({note})"
+    return None
 
 
 def one_line(text, limit=400):
@@ -220,6 +250,9 @@ class PsrpSession:
         from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 
         where = self.where
+        if isinstance(exc, ImportError):
+            # An auth whose package is missing (open_server checks first; this is the safety net).
+            return ProviderError(PROVIDER, where, auth_package_problem(self.auth, uses_ticket=self._password is None) or one_line(exc))
         if isinstance(exc, AuthenticationError):
             return ProviderError(PROVIDER, where, f"authentication failed for user {self.username!r} with {self.auth}: check the user name and password")
         if isinstance(exc, requests.exceptions.SSLError):
