@@ -50,17 +50,26 @@ def parse(text):
 
 
 def _parse_plain(text):
-    """:func:`_parse_full`'s answer for a DN without escapes, quotes or multi-valued RDNs; None if unsure."""
-    rdns = []
-    for part in text.split(","):
-        kind, equals, value = part.partition("=")
-        folded = _PLAIN_KINDS.get(kind)
-        if folded is None:
-            folded = _plain_kind(kind)
-        if not equals or not folded:
-            return None  # the full parser says what is wrong
-        rdns.append(((folded, value.strip(" ").casefold()),))
-    return tuple(rdns)
+    """:func:`_parse_full`'s answer for a DN without escapes, quotes or multi-valued RDNs; None if unsure.
+
+    Every comma of such a DN separates two RDNs: the first RDN is read here and the rest,
+    the object's container, through :func:`parse` (and its cache). The containers' RDNs
+    are then shared by all the DNs in them, and a user's DN costs one RDN to read."""
+    first, comma, rest = text.partition(",")
+    kind, equals, value = first.partition("=")
+    folded = _PLAIN_KINDS.get(kind)
+    if folded is None:
+        folded = _plain_kind(kind)
+    if not equals or not folded:
+        return None  # the full parser says what is wrong
+    rdn = ((folded, value.strip(" ").casefold()),)
+    if not comma:
+        return (rdn,)
+    try:
+        container = parse(rest)
+    except DnError:
+        return None  # said about the whole text by the full parser
+    return (rdn, *container)
 
 
 _PLAIN_KINDS = {}  # an attribute type as written -> case-folded, or "" if not an attribute type
@@ -180,13 +189,19 @@ def under(dn, container):
     """Whether ``dn`` is ``container`` or anywhere below it."""
     if not dn or not container:
         return False
-    inner, outer = _key(dn), _key(container)
+    return _under(_key(dn), _key(container))
+
+
+def _under(inner, outer):
     return len(inner) >= len(outer) and inner[len(inner) - len(outer) :] == outer
 
 
 def below(dn, container):
     """Whether ``dn`` is strictly below ``container``."""
-    return under(dn, container) and depth(dn) > depth(container)
+    if not dn or not container:
+        return False
+    inner, outer = _key(dn), _key(container)
+    return len(inner) > len(outer) and _under(inner, outer)
 
 
 def same_set(a, b):
@@ -197,9 +212,19 @@ def same_set(a, b):
 def in_scope(dn, included, excluded):
     """The AD connector's OU filtering: the deepest matching container decides, an
     exclusion only when it is deeper than the deepest inclusion (domain-facts A8)."""
-    best_in = max((depth(c) for c in included if under(dn, c)), default=-1)
-    best_out = max((depth(c) for c in excluded if under(dn, c)), default=-1)
-    return best_in >= 0 and best_in >= best_out
+    if not dn:
+        return False
+    inner = _key(dn)
+    best_in = best_out = -1
+    for container in included:
+        if container and len(outer := _key(container)) > best_in and _under(inner, outer):
+            best_in = len(outer)
+    if best_in < 0:
+        return False
+    for container in excluded:
+        if container and len(outer := _key(container)) > best_in and _under(inner, outer):
+            return False
+    return True
 
 
 def rdn_texts(text):

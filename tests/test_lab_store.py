@@ -1,6 +1,7 @@
 """The lab file read and written with msgspec (issue 19): as strict and as faithful as before, and cheap to checkpoint."""
 
 import json
+import re
 
 import cattrs
 import pytest
@@ -175,11 +176,13 @@ def test_a_checkpoint_after_a_step_that_changed_nothing_writes_nothing(lab, tmp_
     target = open_lab_target(path)
     target.checkpoint()
     written = path.stat()
-    target.checkpoint()  # nothing changed: the file is left as it is
+    target.checkpoint()  # nothing changed: the file is left as it is, and no change log appears
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert not store.changes_path(path).exists()
+    before = store.identity(path)
     target.lab.advance(1)
     target.checkpoint()
-    assert path.stat().st_ino != written.st_ino
+    assert store.identity(path) != before
     assert store.load(path) == target.lab
 
 
@@ -206,3 +209,203 @@ def test_a_file_edited_in_place_with_the_same_size_is_still_read_again(lab, tmp_
     path.write_text(text.replace('"clock":', '"clock":1', 1).replace('"scenario":"default"', '"scenario":"defaul"', 1))
     target.refresh()
     assert target.lab.scenario == "defaul"
+
+
+# ---------------------------------------------------------------------------- the change log (issue 19)
+
+
+def checkpointed(lab, path):
+    """The lab saved whole at ``path``, then loaded as a target that checkpoints there."""
+    store.save(lab, path)
+    return open_lab_target(path)
+
+
+def test_a_checkpoint_appends_only_what_changed_and_the_lab_reads_back_equal(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    whole, stat = path.read_bytes(), path.stat()
+    user = target.lab.cloud_users[5]
+    target.lab.assign_license(user.id, target.lab.skus[0].sku_id)
+    target.lab.advance(3)
+    target.checkpoint()
+    assert path.read_bytes() == whole and path.stat().st_ino == stat.st_ino, "the lab file itself is not rewritten"
+    log = store.changes_path(path).read_bytes().splitlines()
+    assert len(log) == 2 and json.loads(log[0]) == {"format": "syncprep-lab-changes", "version": 1, "lab_file": {"size": len(whole), "crc32": __import__("zlib").crc32(whole)}}
+    record = json.loads(log[1])
+    assert [index for index, _user in record["users"]["cloud_users"][1]] == [5], "only the user that changed"
+    assert "ad_users" not in record["users"] and ["clock"] in [p for p, _v in record["set"]]
+    assert len(log[1]) < 2000, "the checkpoint costs what changed, not the 20 users"
+    assert store.load(path) == target.lab
+    target.lab.server.sync_cycle_enabled = False
+    target.checkpoint()
+    assert len(store.changes_path(path).read_bytes().splitlines()) == 3
+    assert store.load(path) == target.lab
+
+
+def test_users_added_removed_and_changed_in_the_middle_read_back_equal(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    world = target.lab
+    world.cloud_users.pop(2)  # a purge: every later user moves up one place
+    world.cloud_users.append(world.cloud_users[0].__class__(id="new-id", upn="new@contoso.com"))
+    world.ad_users[7].display_name = "Renamed"
+    guid = next(iter(world.server.connector_space))
+    del world.server.connector_space[guid]  # a key removed from a dict in the small parts
+    target.checkpoint()
+    assert store.changes_path(path).exists()
+    assert store.load(path) == world
+    world.cloud_users[:] = world.cloud_users[:4]  # shorter, then longer again in the next checkpoint
+    target.checkpoint()
+    world.cloud_users.append(world.cloud_users[0].__class__(id="later", upn="later@contoso.com"))
+    target.checkpoint()
+    loaded = store.load(path)
+    assert loaded == world and guid not in loaded.server.connector_space
+
+
+def test_ad_users_not_built_stay_unbuilt_through_checkpoints(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    target.lab.server.deletion_threshold = 7
+    target.checkpoint()
+    assert target.lab.ad_users.pending
+    assert b"ad_users" not in store.changes_path(path).read_bytes()
+    loaded = store.load(path)
+    assert loaded.ad_users.pending and loaded == target.lab
+
+
+def test_closing_the_target_folds_the_log_into_the_lab_file(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    target.lab.advance(2)
+    target.checkpoint()
+    assert store.changes_path(path).exists()
+    target.close()
+    assert not store.changes_path(path).exists()
+    assert path.read_bytes() == store.dumps_bytes(target.lab)
+    assert store.load(path) == target.lab
+
+
+def test_a_target_that_only_read_writes_nothing_on_close_even_with_a_log_left_behind(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    writer = checkpointed(lab, path)
+    writer.lab.advance(2)
+    writer.checkpoint()  # then killed: the log stays
+    files = path.read_bytes(), store.changes_path(path).read_bytes()
+    reader = open_lab_target(path)
+    assert reader.lab == writer.lab
+    reader.close()
+    assert (path.read_bytes(), store.changes_path(path).read_bytes()) == files
+
+
+def test_a_long_log_is_folded_into_a_new_lab_file(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    sizes = []
+    for n in range(300):
+        target.lab.cloud_users[n % 10].display_name = f"name {n}"
+        target.checkpoint()
+        sizes.append(store.changes_path(path).stat().st_size if store.changes_path(path).exists() else 0)
+        assert sizes[-1] <= store.COMPACT_AT * path.stat().st_size
+    assert 0 in sizes[1:], "the log would have outgrown half the lab file: the lab was written whole instead"
+    assert store.load(path) == target.lab
+
+
+def test_a_checkpoint_cut_short_by_a_kill_did_not_happen(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    target.lab.advance(1)
+    target.checkpoint()
+    saved = store.load(path)
+    with open(store.changes_path(path), "ab") as fh:
+        fh.write(b'{"set": [[["clock"], 99')  # the write of the next checkpoint, never finished
+    assert store.load(path) == saved and store.load(path).clock != 99
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        (b'{"set": [[["clock"], 99]], "colour": 1}', "corrupt change log: line 3: Object contains unknown field `colour`"),
+        (b'{"set": [[["clock"], 99]]', "corrupt change log: invalid JSON at line 3"),
+        (b'{"users": {"cloud_users": [24, [[1, {"id": "x", "upn": "y", "seats": 2}]]]}}', "unknown field `seats` - at `$.lab.cloud_users[1]`"),
+        (b'{"users": {"cloud_users": [24, [[25, {"id": "x", "upn": "y"}]]]}}', "cloud_users[25] is outside the list's 24 users"),
+        (b'{"users": {"rooms": [1, []]}}', "no user list 'rooms' in the lab"),
+        (b'{"users": {"cloud_users": [26, []]}}', "it has no cloud_users[24]"),
+        (b'{"set": [[["server", "nothing", "deeper"], 1]]}', "no server.nothing.deeper in the lab to change"),
+        (b'{"set": [[["server", "next_policy"], "Soon"]]}', "corrupt lab file: server.next_policy: 'Soon' is not a valid SyncPolicy"),
+        (b'{"set": [[["weather"], "fine"]]}', "corrupt lab file: Object contains unknown field `weather`"),
+    ],
+    ids=["record-key", "broken-line", "user-key", "index", "list", "missing-user", "path", "value", "lab-key"],
+)
+def test_a_corrupt_change_log_is_refused_in_one_line(lab, tmp_path, line, fragment):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    target.lab.advance(1)
+    target.checkpoint()
+    assert len(target.lab.cloud_users) == 24
+    with open(store.changes_path(path), "ab") as fh:
+        fh.write(line + b"\n" + b'{"set": [[["clock"], 5]]}\n')
+    with pytest.raises(LabError) as caught:
+        store.load(path)
+    message = str(caught.value)
+    assert "\n" not in message and fragment in message, message
+
+
+@pytest.mark.parametrize(
+    "header, fragment",
+    [
+        (b'{"format": "syncprep-lab-changes", "version": 2, "base": "elsewhere"}', "lab change log version 2 is newer than this syncprep reads (1)"),
+        (b'{"format": "something-else", "version": 1, "lab_file": {}}', "not a syncprep lab change log"),
+        (b"[1, 2", "not a syncprep lab change log"),
+    ],
+    ids=["newer", "format", "not-json"],
+)
+def test_a_change_log_of_another_format_or_a_newer_version_is_refused(lab, tmp_path, header, fragment):
+    path = tmp_path / "lab.json"
+    store.save(lab, path)
+    store.changes_path(path).write_bytes(header + b"\n")
+    with pytest.raises(LabError, match=re.escape(fragment)) as caught:
+        store.load(path)
+    assert str(caught.value).startswith(f"{store.changes_path(path)}: ") and "\n" not in str(caught.value)
+
+
+def test_the_log_of_another_lab_file_is_ignored(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    target.lab.advance(5)
+    target.checkpoint()
+    log = store.changes_path(path).read_bytes()
+    store.save(lab, tmp_path / "other.json")  # e.g. a crash between renaming a new lab file in and removing the log
+    path.write_bytes((tmp_path / "other.json").read_bytes().replace(b'"scenario":"default"', b'"scenario":"defaul"'))
+    store.changes_path(path).write_bytes(log)
+    loaded = store.load(path)
+    assert loaded.scenario == "defaul" and loaded.clock == lab.clock
+
+
+def test_refresh_sees_a_checkpoint_appended_by_another_process(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    store.save(lab, path)
+    target = open_lab_target(path)
+    other = open_lab_target(path)
+    other.lab.advance(4)
+    other.checkpoint()  # appended to the log only: the lab file is the same
+    target.refresh()
+    assert target.lab == other.lab
+
+
+def test_ad_users_set_replaced_or_removed_between_checkpoints_are_written(lab, tmp_path):
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    world = target.lab
+    world.ad_users[2].display_name = "First"  # builds the AD users
+    target.checkpoint()
+    world.ad_users[4].mailbox_guid = None  # set: an AD user's fields change only so
+    target.checkpoint()
+    assert store.load(path) == world
+    world.ad_users[5] = world.ad_users[5].__class__("guid-5", "sam5", "u5@contoso.com", "CN=u5,DC=contoso,DC=com")
+    target.checkpoint()
+    assert store.load(path) == world
+    del world.ad_users[0]
+    target.checkpoint()
+    assert store.load(path) == world
+    lines = store.changes_path(path).read_bytes().splitlines()
+    assert json.loads(lines[2])["users"]["ad_users"][1] == [[4, REFERENCE.unstructure(world.ad_users[3])]]

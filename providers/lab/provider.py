@@ -227,14 +227,17 @@ class LabTenant(TenantProvider):
 
 
 class LabTarget(Target):
-    """The lab as a target; persists the lab file at every checkpoint (after each
-    apply step). Closing writes nothing: reading the lab never rewrites its file."""
+    """The lab as a target; persists the lab at every checkpoint (after each apply
+    step), appending what changed to the file's change log. Closing folds that log
+    into the lab file; it writes nothing if no checkpoint did: reading the lab never
+    rewrites its file."""
 
     def __init__(self, lab, path=None, allow_staging=False, loaded_from=None):
         self.lab = lab
         self.path = Path(path) if path else None
         # The identity of the file version the lab was read from (store.identity), if known.
         self._loaded_from = loaded_from
+        self._checkpointed = False
         super().__init__(LabServer(lab, allow_staging), LabTenant(lab), description=f"lab ({self.path})" if self.path else "lab (in memory)")
 
     @property
@@ -256,6 +259,14 @@ class LabTarget(Target):
     def checkpoint(self):
         if self.path is not None:
             self._loaded_from = store.save(self.lab, self.path)
+            self._checkpointed = True
+
+    def close(self):
+        """Folds the change log this target's checkpoints wrote into the lab file (see
+        store.save); a target that wrote nothing writes nothing."""
+        super().close()
+        if self._checkpointed:
+            store.compact(self.path)
 
     def refresh(self):
         """Read the lab file again: what was loaded before the lock was taken may be stale.

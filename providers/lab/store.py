@@ -29,20 +29,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 import os
 import re
 import sys
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Optional, Union, get_args, get_origin
 
 import attrs
 import cattrs
 import msgspec
 
 from reconciler.errors import LabError
-from providers.lab.world import AdUser, Lab, LabCloudUser, LabLicense, Server
+from providers.lab.world import AdChanges, AdUser, Lab, LabCloudUser, LabLicense, Server
 
 FORMAT = "syncprep-lab"
 VERSION = 1
@@ -203,29 +204,41 @@ def load(path):
 
 
 def load_with_identity(path):
-    """The lab at ``path`` and the identity of the file it was read from (see :func:`identity`)."""
+    """The lab at ``path`` (with its change log, if any) and the :func:`identity` it was read at."""
     path = Path(path)
+    log = changes_path(path)
     try:
-        with open(path, "rb") as fh:
+        # The log first: if a new lab file replaces the old one meanwhile, the log opened
+        # belongs to the old one and is ignored, never applied to the wrong file.
+        with contextlib.ExitStack() as stack:
+            try:
+                log_fh = stack.enter_context(open(log, "rb"))
+            except FileNotFoundError:
+                log_fh = None
+            fh = stack.enter_context(open(path, "rb"))
             stat = os.fstat(fh.fileno())
-            lab = _read_lines(fh, str(path))
+            log_stat = os.fstat(log_fh.fileno()) if log_fh is not None else None
+            changes = _read_changes(log_fh, log, fh, str(path)) if log_fh is not None else None
+            lab = _read_lines(fh, str(path), changes)
             if lab is None:  # another layout: read it whole
+                if changes is not None:
+                    raise LabError(f"{log}: a change log for a lab file syncprep did not write; remove one of them")
                 fh.seek(0)
                 data = fh.read()
     except FileNotFoundError:
         raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
     except OSError as exc:
-        raise LabError(f"{path}: cannot read the lab file: {exc.strerror}") from None
+        raise LabError(f"{exc.filename or path}: cannot read the lab file: {exc.strerror}") from None
     if lab is None:
         lab = loads(data, str(path))
-    return lab, _identity(stat)
+    return lab, (_identity(stat), _identity(log_stat) if log_stat is not None else None)
 
 
 class _Layout(Exception):
     """Not the one-user-a-line layout this module writes: read the file whole instead."""
 
 
-def _read_lines(fh, source):
+def _read_lines(fh, source, changes=None):
     """The lab from a file in the layout :func:`dumps_bytes` writes, or None for another layout."""
     first = fh.readline()
     if not first.endswith(b',"ad_users":[\n'):
@@ -238,6 +251,8 @@ def _read_lines(fh, source):
     skeleton = [first[:-1]]
     ad = _AdSink(source)
     cloud = _CloudSink(source)
+    if changes is not None:
+        ad, cloud = _Patched(ad, changes.users["ad_users"], "ad_users"), _Patched(cloud, changes.users["cloud_users"], "cloud_users")
     number = 1
     for sink, closing in ((ad, b'],"cloud_users":[\n'), (cloud, b"]}}\n")):
         number = _stream_array(fh, number, closing, sink)
@@ -246,7 +261,10 @@ def _read_lines(fh, source):
         skeleton.append(closing[:-1])
     if fh.read(1):
         return None
-    lab = loads(b"".join(skeleton), source)
+    head = b"".join(skeleton)
+    if changes is not None:
+        head = changes.patch_head(head, source)
+    lab = loads(head, source)
     lab.cloud_users = cloud.done()
     lab.ad_users = ad.done()
     return lab
@@ -423,36 +441,81 @@ for _name in (
     setattr(_LazyList, _name, _filled_first(_name))
 
 
-def identity(path):
-    """What tells one version of the file from another: every write renames a new file
-    over the old one, so a file with the same identity holds the same bytes."""
-    try:
-        return _identity(os.stat(path))
-    except OSError:
-        return None
-
-
 # ---------------------------------------------------------------------------- encoding
 
-_BIG = {"ad_users", "cloud_users"}
+_BIG = ("ad_users", "cloud_users")  # in the order the file holds them
 
 
 def dumps_bytes(lab):
     """The file: the small parts on the first line, then one user a line (see the module's docstring)."""
+    head, lines, _sources = _encoded(lab)
+    return b"".join(_parts(head, lines))
+
+
+def _encoded(lab, last=None):
+    """The first line's document (bytes), each user list's lines, and where those lines came from.
+
+    ``last``: what was written before (an :class:`_OnDisk`), whose lines are reused for a
+    list that cannot have changed since."""
     body = {f.name: _converter.unstructure(getattr(lab, f.name), f.type) for f in attrs.fields(Lab) if f.init and f.name not in _BIG}
     head = _encoder.encode({"format": FORMAT, "version": VERSION, "lab": body})
-    parts = [head[:-2], b',"ad_users":[\n']
-    _user_lines(lab.ad_users, parts)
-    parts.append(b'],"cloud_users":[\n')
-    _user_lines(lab.cloud_users, parts)
-    parts.append(b"]}}\n")
-    return b"".join(parts)
+    lines, sources = {}, {}
+    for name in _BIG:
+        lines[name], sources[name] = _user_lines(name, getattr(lab, name), last)
+    return head, lines, sources
 
 
-def _user_lines(users, parts):
+@attrs.define(eq=False)
+class _Source:
+    """The list a list's lines were encoded from, and what proves it unchanged since."""
+
+    users: list
+    members: Optional[list] = None  # a copy of it, for a list whose members change only when set
+    seen: Optional[int] = None  # the members' change count then
+
+
+def _counted(cls, counter):
+    """``counter`` if every field of ``cls`` is a string, a number or None (then setting a field,
+    which ``counter`` counts, is the only way to change one), else None."""
+    return counter if all(_plain(f.type) and get_origin(f.type) not in (list, dict) for f in attrs.fields(attrs.resolve_types(cls))) else None
+
+
+# Per user list, what counts its members' changes (a list whose members can change without it: none).
+_COUNTERS = {"ad_users": _counted(AdUser, AdChanges)}
+
+
+def _user_lines(name, users, last):
+    known = last.sources.get(name) if last is not None else None
+    if isinstance(users, _LazyList) and users.pending:
+        if known is not None and known.users is users:
+            return last.lines[name], known
+        return users.raw_lines(), _Source(users)
+    counter = _COUNTERS.get(name)
+    if (
+        counter is not None
+        and known is not None
+        and known.seen == counter.seen
+        and known.members is not None
+        and len(known.members) == len(users)
+        and all(map(operator.is_, known.members, users))
+    ):
+        return last.lines[name], known  # no member set, none added, removed or replaced: the same lines
     encode = _encoder.encode
     # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
-    lines = users.raw_lines() if isinstance(users, _LazyList) and users.pending else [encode(u) for u in users]
+    lines = [encode(u) for u in users]
+    return lines, _Source(users, list(users), counter.seen) if counter is not None else _Source(users)
+
+
+def _parts(head, lines):
+    parts = [head[:-2], b',"ad_users":[\n']
+    _join_lines(lines["ad_users"], parts)
+    parts.append(b'],"cloud_users":[\n')
+    _join_lines(lines["cloud_users"], parts)
+    parts.append(b"]}}\n")
+    return parts
+
+
+def _join_lines(lines, parts):
     if lines:
         parts.append(b",\n".join(lines))
         parts.append(b"\n")
@@ -462,31 +525,113 @@ def dumps(lab):
     return dumps_bytes(lab).decode("utf-8")
 
 
-# What this process last wrote to each lab file, and how the file looked right after.
-_written = {}
-
-
 def _identity(stat):
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
+def _stat_identity(path):
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def identity(path):
+    """What tells one version of the lab from another: the lab file's identity and its change
+    log's. Every whole write renames a new file over the old one and every checkpoint after it
+    appends to the log, so the same identity means the same content."""
+    base = _stat_identity(path)
+    return None if base is None else (base, _stat_identity(changes_path(path)))
+
+
+@attrs.define(eq=False)
+class _OnDisk:
+    """What this process last wrote to a lab file (and its change log), line by line."""
+
+    head: bytes
+    lines: dict  # name -> [line, ...]
+    sources: dict  # name -> the _Source of its lines
+    check: dict  # the lab file's size and CRC-32, which its change log names
+    identity: tuple
+    log_size: int = 0
+    tree: Optional[dict] = None  # the head, decoded, when a change needed it
+
+    def head_tree(self):
+        if self.tree is None:
+            self.tree = msgspec.json.decode(self.head)["lab"]
+        return self.tree
+
+
+# What this process last wrote to each lab file: one file remembered at a time (a
+# 100,000-user lab is 72 MiB of lines).
+_written = {}
+
+#: A change log longer than this fraction of the lab file is folded into a new lab file instead.
+COMPACT_AT = 0.5
+
+
 def save(lab, path):
-    """Writes the lab (atomically); returns the file's new :func:`identity`."""
+    """Writes the lab; returns its new :func:`identity`.
+
+    When this process wrote the file (and its change log) last and nobody changed them
+    since, only what changed is appended to the change log, durably, as one line (nothing
+    at all when nothing changed). Otherwise, or when the log would grow past half of the
+    lab file, the whole lab is written to a new file renamed over the old one, and the
+    log is removed."""
     path = Path(path)
-    data = dumps_bytes(lab)
     key = os.path.abspath(path)
     last = _written.get(key)
-    if last is not None and last[0] == data:
+    if last is not None and identity(path) != last.identity:
+        last = None  # another process wrote meanwhile, or someone removed the file
+    head, lines, sources = _encoded(lab, last)
+    if last is not None:
         try:
-            if _identity(path.stat()) == last[1]:
-                return last[1]  # the file holds exactly these bytes already
-        except OSError:
+            record, tree = _change_record(last, head, lines, COMPACT_AT * last.check["size"] - last.log_size)
+        except _TooBig:
             pass
+        else:
+            if record is None:
+                return last.identity
+            _append_change(path, last, record)
+            last.head, last.lines, last.sources, last.tree = head, lines, sources, tree
+            last.identity = identity(path)
+            return last.identity
+    return _write_whole(path, key, head, lines, sources)
+
+
+def compact(path):
+    """Folds the change log this process wrote into a new lab file (apply's end does this).
+
+    Nothing happens unless this process wrote the log and nobody changed the files since:
+    reading a lab never rewrites it."""
+    path = Path(path)
+    key = os.path.abspath(path)
+    last = _written.get(key)
+    if last is None or last.log_size == 0 or identity(path) != last.identity:
+        return identity(path)
+    return _write_whole(path, key, last.head, last.lines, last.sources)
+
+
+def _write_whole(path, key, head, lines, sources):
+    parts = _parts(head, lines)
+    size, crc = 0, 0
+    for part in parts:
+        size, crc = size + len(part), zlib.crc32(part, crc)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, parts)
+    # After the rename: a crash in between leaves a log whose lab file is gone, which is ignored.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(changes_path(path))
+    _written.clear()
+    _written[key] = _OnDisk(head, lines, sources, {"size": size, "crc32": crc}, identity(path))
+    return _written[key].identity
+
+
+def _write_atomically(path, parts):
     fd, tmp = tempfile.mkstemp(prefix=".lab-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.writelines(parts)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -494,9 +639,260 @@ def save(lab, path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _written.clear()  # one file remembered at a time: a 100,000-user lab is 72 MiB
-    _written[key] = (data, _identity(path.stat()))
-    return _written[key][1]
+
+
+# ---------------------------------------------------------------------------- the change log
+#
+# ``lab.json.changes``, next to the lab file, holds the checkpoints written since the lab
+# file was, one JSON document a line:
+#
+#     {"format": "syncprep-lab-changes", "version": 1, "lab_file": {"size": N, "crc32": C}}
+#     {"set": [[["server", "clock"], 75], ...], "drop": [[...], ...],
+#      "users": {"cloud_users": [100000, [[17, {...a whole user...}], ...]]}}
+#
+# The first line names the lab file the log belongs to (its size and CRC-32: a log left
+# behind by a crash after a new lab file was renamed into place, or next to a lab file
+# replaced by hand, belongs to another file and is ignored). Each further line is one
+# checkpoint: the small parts' values that changed (by their key path in "lab"; "drop"
+# removes a key), and per user list its new length and the users that changed, by index.
+# A last line without its newline is a checkpoint whose write never finished (the
+# process was killed): it did not happen. Anything else that is not exactly this is
+# refused in one line, like the lab file itself.
+
+CHANGES_FORMAT = "syncprep-lab-changes"
+
+
+def changes_path(path):
+    path = Path(path)
+    return path.with_name(path.name + ".changes")
+
+
+class _Record(msgspec.Struct, forbid_unknown_fields=True):
+    set: list[tuple[list[str], msgspec.Raw]] = []
+    drop: list[list[str]] = []
+    users: dict[str, tuple[int, list[tuple[int, msgspec.Raw]]]] = {}
+
+
+class _LogHead(msgspec.Struct, forbid_unknown_fields=True):
+    format: str
+    version: int
+    lab_file: dict[str, int]
+
+
+_RECORD_DECODER = msgspec.json.Decoder(_Record)
+
+
+class _TooBig(Exception):
+    """The changes would make the log too long: the lab is written whole instead."""
+
+
+def _change_record(last, head, lines, room):
+    """The log line (bytes, with its newline) that turns what is on disk into ``head`` and
+    ``lines`` (None if nothing changed), and ``head`` decoded if that was needed.
+
+    Raises :class:`_TooBig` as soon as it is clear the line would be longer than ``room``."""
+    record, tree = {}, last.tree
+    if head != last.head:
+        tree = msgspec.json.decode(head)["lab"]
+        sets, drops = [], []
+        _tree_changes(last.head_tree(), tree, [], sets, drops)
+        if sets:
+            record["set"] = sets
+        if drops:
+            record["drop"] = drops
+    users = {}
+    for name in _BIG:
+        old, now = last.lines[name], lines[name]
+        if old is now or old == now:
+            continue
+        changed = [i for i, (was, line) in enumerate(zip(old, now)) if was != line]
+        changed += range(len(old), len(now))
+        if sum(len(now[i]) for i in changed) > room:
+            raise _TooBig
+        users[name] = (len(now), [(i, msgspec.Raw(now[i])) for i in changed])
+    if users:
+        record["users"] = users
+    if not record:
+        return None, tree
+    line = _encoder.encode(record) + b"\n"
+    if len(line) > room:
+        raise _TooBig
+    return line, tree
+
+
+def _tree_changes(old, new, path, sets, drops):
+    try:
+        differ = dict(new.items() - old.items())  # values of plain types: a set difference, in C
+    except TypeError:  # unhashable values (lists, dicts): compared one by one
+        differ = new
+    for key, value in differ.items():
+        if key not in old:
+            sets.append((path + [key], value))
+        elif old[key] != value:
+            if isinstance(value, dict) and isinstance(old[key], dict):
+                _tree_changes(old[key], value, path + [key], sets, drops)
+            else:
+                sets.append((path + [key], value))
+    drops.extend(path + [key] for key in old if key not in new)
+
+
+def _append_change(path, last, record):
+    log = changes_path(path)
+    if last.log_size == 0:
+        # A new log appears whole, its first checkpoint with it.
+        head = _encoder.encode({"format": CHANGES_FORMAT, "version": VERSION, "lab_file": last.check}) + b"\n"
+        _write_atomically(log, [head, record])
+        last.log_size = len(head) + len(record)
+        return
+    with open(log, "ab") as fh:
+        fh.write(record)
+        fh.flush()
+        os.fsync(fh.fileno())
+    last.log_size += len(record)
+
+
+class _Changes:
+    """A change log, read and checked: the small parts' patches and the users to put in place."""
+
+    def __init__(self):
+        self.sets = []  # (path, value), in order; a drop is (path, _DROP)
+        self.users = {name: _ListChanges() for name in _BIG}
+
+    def patch_head(self, head, source):
+        """The first line's document with the small parts' changes applied."""
+        if not self.sets:
+            return head
+        document = msgspec.json.decode(head)
+        for path, value in self.sets:
+            node = document["lab"]
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or (value is _DROP and path[-1] not in node):
+                raise LabError(f"{source}: corrupt change log: no {'.'.join(path)} in the lab to change")
+            if value is _DROP:
+                del node[path[-1]]
+            else:
+                node[path[-1]] = value
+        return _encoder.encode(document)
+
+
+_DROP = object()
+
+
+class _ListChanges:
+    """One user list's changes: its final length, the lowest length it had meanwhile, the lines to put in."""
+
+    def __init__(self):
+        self.length = self.floor = None
+        self.lines = {}
+
+    def add(self, length, changed):
+        self.length = length
+        self.floor = length if self.floor is None else min(self.floor, length)
+        for index in [i for i in self.lines if i >= length]:
+            del self.lines[index]
+        self.lines.update(changed)
+
+
+def _read_changes(fh, log, base_fh, source):
+    """The change log open at ``fh``, if it belongs to the lab file open at ``base_fh``; else None."""
+    data = fh.read()
+    lines = data.split(b"\n")[:-1]  # the last piece is empty, or a checkpoint cut short: not written
+    if not lines:
+        return None
+    try:
+        header = msgspec.json.decode(lines[0], type=dict[str, Any])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        header = {}
+    version = header.get("version")
+    if header.get("format") != CHANGES_FORMAT or not isinstance(version, int) or isinstance(version, bool):
+        raise LabError(f"{log}: not a syncprep lab change log")
+    if version > VERSION:
+        raise LabError(f"{log}: lab change log version {version} is newer than this syncprep reads ({VERSION}); upgrade syncprep")
+    try:
+        header = msgspec.convert(header, _LogHead)
+    except msgspec.ValidationError as exc:
+        raise LabError(f"{log}: corrupt change log: line 1: {exc}") from None
+    if header.lab_file != _check_of(base_fh):
+        return None  # the log of an earlier lab file
+    changes = _Changes()
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            record = _RECORD_DECODER.decode(line)
+            _take_record(changes, record, source)
+        except msgspec.ValidationError as exc:
+            raise LabError(f"{log}: corrupt change log: line {number}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise LabError(f"{log}: corrupt change log: {_json_error(line, exc).replace('at line 1,', f'at line {number},', 1)}") from None
+        except _Corrupt as exc:
+            raise LabError(f"{log}: corrupt change log: line {number}: {exc}") from None
+    return changes
+
+
+def _take_record(changes, record, source):
+    for path, raw in record.set:
+        if not path:
+            raise _Corrupt("an empty key path")
+        changes.sets.append((path, msgspec.json.decode(raw)))
+    for path in record.drop:
+        if not path:
+            raise _Corrupt("an empty key path")
+        changes.sets.append((path, _DROP))
+    for name, (length, changed) in record.users.items():
+        if name not in changes.users:
+            raise _Corrupt(f"no user list {name!r} in the lab")
+        decode = _LINE_DECODERS[name].decode
+        lines = {}
+        for index, raw in changed:
+            if not 0 <= index < length:
+                raise _Corrupt(f"{name}[{index}] is outside the list's {length} users")
+            try:
+                decode(raw)
+            except msgspec.ValidationError as exc:
+                detail = str(exc).replace("`$", f"`$.lab.{name}[{index}]", 1) if " - at `$" in str(exc) else f"{exc} - at `$.lab.{name}[{index}]`"
+                raise _Corrupt(detail) from None
+            lines[index] = bytes(raw)
+        changes.users[name].add(length, lines)
+
+
+def _check_of(fh):
+    """The size and CRC-32 of the file open at ``fh`` (read from the start; left at the start)."""
+    fh.seek(0)
+    size, crc = 0, 0
+    while chunk := fh.read(1 << 20):
+        size, crc = size + len(chunk), zlib.crc32(chunk, crc)
+    fh.seek(0)
+    return {"size": size, "crc32": crc}
+
+
+class _Patched:
+    """A sink fed the lab file's lines of one user list, handing on the change log's version of the list."""
+
+    def __init__(self, sink, changes, name):
+        self.sink, self.changes, self.name = sink, changes, name
+        self.index = 0
+
+    def add(self, line, number):
+        index, changes = self.index, self.changes
+        self.index += 1
+        if changes.length is None:
+            self.sink.add(line, number)
+        elif index < changes.floor:
+            self.sink.add(changes.lines.get(index, line), number)
+        elif index < changes.length:
+            self.sink.add(self._changed(index), number)
+
+    def _changed(self, index):
+        try:
+            return self.changes.lines[index]
+        except KeyError:
+            raise LabError(f"{self.sink.source}: corrupt change log: it has no {self.name}[{index}]") from None
+
+    def done(self):
+        if self.changes.length is not None:
+            for index in range(self.index, self.changes.length):
+                self.sink.add(self._changed(index), 0)
+        return self.sink.done()
 
 
 def load_or_create(path, users=20):

@@ -73,7 +73,20 @@ def iso_to_minute(text):
     return int((moment - EPOCH).total_seconds() // 60)
 
 
-@define
+class AdChanges:
+    """How many times any AD user's field was set, anywhere. A checkpoint encodes the
+    AD users again only if this moved or the list holds other objects (issue 19): every
+    field of an AD user is a string or a number, so setting is the only way to change one."""
+
+    seen = 0
+
+
+def _ad_user_changed(instance, attribute, value):
+    AdChanges.seen += 1
+    return value
+
+
+@define(on_setattr=_ad_user_changed)
 class AdUser:
     """An on-premises AD object of class user or inetOrgPerson."""
 
