@@ -141,6 +141,7 @@ def serve(args, out, path):
     finally:
         graph.stop()
         winrm.stop()
+        host.close()
         if tls_folder:
             import shutil
 

@@ -2,7 +2,8 @@
 
 Every access goes through :meth:`LabHost.session`, which holds one lock, so the
 two endpoints see one consistent world; when the host has a path, a session that
-changed something writes the lab file back before it releases the lock.
+changed something is saved (appended to the lab file's change log) before it
+releases the lock, and :meth:`LabHost.close` folds the log into the lab file.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class LabHost:
             if whole:
                 self._carry -= whole
                 self.lab.advance(whole)
+
+    def close(self):
+        """Folds the change log the sessions' saves appended into the lab file (store.compact)."""
+        if self.path is not None:
+            with self._lock:
+                store.compact(self.path)
 
     @contextlib.contextmanager
     def session(self, writes=True):

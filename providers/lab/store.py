@@ -14,8 +14,13 @@ The JSON is read and written with msgspec: at 100,000 users the file is 72 MiB a
 all of it, are decoded into strict msgspec structs (unknown keys refused, types
 checked) and encoded straight from the lab's attrs objects; the few small parts
 (the server's rules, connectors, SKUs...) still go through cattrs, whose converters
-canonicalise them. A save that would write the bytes the file already holds
-(a checkpoint after a step that changed nothing in the lab) writes nothing.
+canonicalise them.
+
+A checkpoint writes what changed, not the lab: after the lab file is written
+whole, each save by the same process appends one line to the change log next
+to it (``lab.json.changes``, see "the change log" below), and a save that
+changed nothing writes nothing. The log is folded into a new lab file when it
+grows past half of the file, and when apply's target closes; readers apply it.
 
 The file is written with one user per line (still one JSON document), so that it
 can be read a line at a time: the whole file is never in memory, and the AD users,
