@@ -696,7 +696,18 @@ def _change_record(last, head, lines, room):
     ``lines`` (None if nothing changed), and ``head`` decoded if that was needed.
 
     Raises :class:`_TooBig` as soon as it is clear the line would be longer than ``room``."""
-    record, tree = {}, last.tree
+    record, tree, budget = {}, last.tree, room
+    users = {}
+    for name in _BIG:  # the users first: they tell soonest that the line would be too long
+        old, now = last.lines[name], lines[name]
+        if old is now or old == now:
+            continue
+        changed = [i for i, (was, line) in enumerate(zip(old, now)) if was != line]
+        changed += range(len(old), len(now))
+        room -= sum(len(now[i]) for i in changed)
+        if room < 0:
+            raise _TooBig
+        users[name] = (len(now), [(i, msgspec.Raw(now[i])) for i in changed])
     if head != last.head:
         tree = msgspec.json.decode(head)["lab"]
         sets, drops = [], []
@@ -705,22 +716,12 @@ def _change_record(last, head, lines, room):
             record["set"] = sets
         if drops:
             record["drop"] = drops
-    users = {}
-    for name in _BIG:
-        old, now = last.lines[name], lines[name]
-        if old is now or old == now:
-            continue
-        changed = [i for i, (was, line) in enumerate(zip(old, now)) if was != line]
-        changed += range(len(old), len(now))
-        if sum(len(now[i]) for i in changed) > room:
-            raise _TooBig
-        users[name] = (len(now), [(i, msgspec.Raw(now[i])) for i in changed])
     if users:
         record["users"] = users
     if not record:
         return None, tree
     line = _encoder.encode(record) + b"\n"
-    if len(line) > room:
+    if len(line) > budget:
         raise _TooBig
     return line, tree
 
