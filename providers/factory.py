@@ -57,6 +57,8 @@ def check_remote(spec, source, allowance):
         raise ConfigError(problems)
     graph, default = graph_endpoint(spec.graph)
     allowance.require(graph, source, default=default)
+    for sign_in, default in sign_in_endpoints(spec.graph):
+        allowance.require(sign_in, source, default=default)
     winrm = winrm_endpoint(spec.entra_connect)
     allowance.require(winrm, source)
     if not spec.entra_connect.cert_validation and not is_loopback(winrm.host):
@@ -80,6 +82,18 @@ def graph_endpoint(spec):
     endpoint = Endpoint("Microsoft Graph", parts.scheme, resolved.host, parts.port or (443 if parts.scheme == "https" else 80))
     default = endpoint.scheme == "https" and endpoint.port == 443 and endpoint.host.lower() in {c.graph_host for c in CLOUDS.values()}
     return endpoint, default
+
+
+def sign_in_endpoints(spec):
+    """[(Endpoint, allowed by default)]: where the Graph sign-in sends credentials (the token endpoint)."""
+    from providers.graph.connection import sign_in_endpoints as places
+
+    return [(url_endpoint(what, url), default) for what, url, default in places(spec)]
+
+
+def url_endpoint(what, url):
+    parts = urlsplit(url)
+    return Endpoint(what, parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
 
 def winrm_endpoint(spec):

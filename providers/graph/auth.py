@@ -1,8 +1,11 @@
-"""A static bearer token from an environment variable, for pipelines that already hold one."""
+"""Tokens that azure-identity does not keep: a static bearer token from an environment variable
+(pipelines that already hold one), and the Azure CLI's, kept until it is about to expire."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
 
@@ -32,3 +35,36 @@ class StaticTokenProvider(AccessTokenProvider):
 
     def __repr__(self):
         return f"StaticTokenProvider(env_var={self._env_var!r}, token=***)"
+
+
+class ReusedToken:
+    """A credential that keeps the token another one made until five minutes before it expires.
+
+    For azure-identity's AzureCliCredential, which runs ``az account get-access-token`` on
+    every call and keeps nothing: kiota asks for a token on every request.
+    """
+
+    MARGIN = 300
+
+    def __init__(self, credential, clock=time.time):
+        self._credential = credential
+        self._clock = clock
+        self._tokens = {}
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes, **kwargs):
+        with self._lock:
+            token = self._tokens.get(scopes)
+            if token is None or token.expires_on - self.MARGIN <= self._clock():
+                # kiota passes claims/enable_cae; the Azure CLI takes neither (claims: no challenge here).
+                token = self._credential.get_token(*scopes)
+                self._tokens[scopes] = token
+            return token
+
+    def close(self):
+        close = getattr(self._credential, "close", None)
+        if close is not None:
+            close()
+
+    def __repr__(self):
+        return f"ReusedToken({type(self._credential).__name__}, token=***)"

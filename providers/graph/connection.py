@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from providers.loopback import is_loopback
+from reconciler.desired import GRAPH_AUTHS as AUTH_MODES
 from reconciler.errors import ConfigError, ProviderError
 
 
@@ -29,9 +30,9 @@ CLOUDS = {
     "usgov-dod": Cloud("dod-graph.microsoft.us", "login.microsoftonline.us"),
     "china": Cloud("microsoftgraph.chinacloudapi.cn", "login.chinacloudapi.cn"),
 }
-AUTH_MODES = ("environment", "managed-identity", "device-code", "token-env")
-#: "Microsoft Graph Command Line Tools", the public client device-code sign-in uses by default.
-DEFAULT_PUBLIC_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
+#: The auths that send a credential (a secret, a certificate's assertion, a federated token,
+#: a device code) to the authority's token endpoint, which the operator must allow.
+AUTHORITY_AUTHS = ("environment", "workload-identity", "device-code")
 
 
 @frozen
@@ -75,14 +76,72 @@ def resolve_endpoint(spec):
     return Endpoint(f"{parts.scheme}://{netloc}{path}", host, cloud)
 
 
-def check_credentials_configured(spec):
+def authority_url(cloud, environ=None):
+    """The authority's base URL: ``AZURE_AUTHORITY_HOST`` (azure-identity's own variable) or the cloud's."""
+    environ = os.environ if environ is None else environ
+    host = (environ.get("AZURE_AUTHORITY_HOST") or "").strip().rstrip("/")
+    if not host:
+        return f"https://{cloud.authority_host}"
+    url = host if "://" in host else f"https://{host}"
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme == "https" and bool(parts.hostname) and parts.port != 0 and not parts.username
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError([f"AZURE_AUTHORITY_HOST: {host!r} is not an https URL or host (azure-identity signs in only over https)"])
+    return url
+
+
+def sign_in_endpoints(spec, environ=None):
+    """``(what, url, allowed by default)`` for each place the sign-in sends a credential.
+
+    The authority's token endpoint (for the auths that send one there): a national cloud's own
+    login host over https is allowed by default, any other (``AZURE_AUTHORITY_HOST``) only when
+    the operator allows it. For workload identity in GitHub Actions, GitHub's OIDC token URL too
+    (it is sent the job's request token). Managed identity asks the platform's local endpoint and
+    the Azure CLI signs in where ``az login`` did: neither is in the file's or the variables' say.
+    """
+    environ = os.environ if environ is None else environ
+    found = []
+    if spec.auth in AUTHORITY_AUTHS:
+        url = authority_url(CLOUDS[spec.cloud], environ)
+        found.append(("Entra ID sign-in", url, is_cloud_authority(url)))
+    if spec.auth == "workload-identity":
+        from providers.graph.federation import github_url, is_github_host
+
+        url = github_url(environ)
+        if url:
+            found.append(("GitHub's OIDC token endpoint", url, is_github_host(url)))
+    return found
+
+
+def is_cloud_authority(url):
+    """True for a national cloud's own login host over https on 443 (allowed by default)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme == "https" and (port in (None, 443)) and (parts.hostname or "").lower() in {c.authority_host for c in CLOUDS.values()}
+
+
+def check_credentials_configured(spec, environ=None):
     """Fail early, in one line, when the chosen auth cannot work at all (no secret is read out)."""
-    if spec.auth == "token-env" and not os.environ.get(spec.token_env):
+    environ = os.environ if environ is None else environ
+    if spec.auth == "token-env" and not environ.get(spec.token_env):
         raise ProviderError("graph", "sign-in", f"auth = token-env but the environment variable {spec.token_env} is not set or empty")
+    if spec.auth == "workload-identity":
+        from providers.graph.federation import check_configured
+
+        check_configured(spec, environ)
 
 
-def build_auth_provider(spec, endpoint):
-    """A kiota AuthenticationProvider for ``spec.auth`` that sends tokens only to ``endpoint``."""
+def build_auth_provider(spec, endpoint, ca_bundle=None):
+    """A kiota AuthenticationProvider for ``spec.auth`` that sends tokens only to ``endpoint``.
+
+    ``ca_bundle`` (the operator's PEM) checks the token endpoint's certificate too.
+    """
     from kiota_abstractions.authentication import BaseBearerTokenAuthenticationProvider
 
     if spec.auth == "token-env":
@@ -91,25 +150,37 @@ def build_auth_provider(spec, endpoint):
         return BaseBearerTokenAuthenticationProvider(StaticTokenProvider(spec.token_env, [endpoint.host]))
     from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 
-    credential = _credential(spec, endpoint.cloud)
+    credential = _credential(spec, endpoint.cloud, ca_bundle)
     return AzureIdentityAuthenticationProvider(credential, scopes=[endpoint.scope], allowed_hosts=[endpoint.host])
 
 
-def _credential(spec, cloud):
+def _credential(spec, cloud, ca_bundle=None):
     import azure.identity as identity
 
-    authority = os.environ.get("AZURE_AUTHORITY_HOST") or cloud.authority_host
+    authority = authority_url(cloud)
+    # azure-identity's own options: where the token endpoint is, and how its certificate is checked.
+    # A host that is not a cloud's own has no instance discovery (it would ask login.microsoftonline.com).
+    options = {"authority": authority}
+    if ca_bundle:
+        options["connection_verify"] = ca_bundle
+    if not is_cloud_authority(authority):
+        options["disable_instance_discovery"] = True
     if spec.auth == "environment":
-        return identity.EnvironmentCredential(authority=authority)
+        return identity.EnvironmentCredential(**options)
+    if spec.auth == "workload-identity":
+        from providers.graph.federation import federated_credential
+
+        return federated_credential(spec, options, ca_bundle)
+    if spec.auth == "azure-cli":
+        from providers.graph.auth import ReusedToken
+
+        # The Azure CLI signs in where `az login` did; azure-identity does not keep its tokens.
+        return ReusedToken(identity.AzureCliCredential(tenant_id=spec.tenant_id or ""))
     if spec.auth == "managed-identity":
         return identity.ManagedIdentityCredential(client_id=spec.client_id) if spec.client_id else identity.ManagedIdentityCredential()
-    # device-code: an interactive run; the instructions go to stderr, never into an Outcome.
-    return identity.DeviceCodeCredential(
-        client_id=spec.client_id or DEFAULT_PUBLIC_CLIENT_ID,
-        tenant_id=spec.tenant_id or "organizations",
-        authority=authority,
-        prompt_callback=_device_code_prompt,
-    )
+    from providers.graph.devicecode import device_code_credential
+
+    return device_code_credential(spec, options, prompt=_device_code_prompt)
 
 
 def _device_code_prompt(verification_uri, user_code, expires_on):

@@ -105,6 +105,8 @@ PERMISSIONS = {
 
 AUTH_HINTS = {
     "environment": "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
+    "workload-identity": "AZURE_TENANT_ID, AZURE_CLIENT_ID and the app's federated credential (issuer, subject, audience api://AzureADTokenExchange)",
+    "azure-cli": "the account `az login` signed in with (az account show)",
     "managed-identity": "the managed identity and its Graph app roles",
     "device-code": "the account used for the device-code sign-in",
 }
@@ -121,7 +123,7 @@ def open_tenant(spec, ca_bundle=None, **tuning):
     hint = AUTH_HINTS.get(spec.auth) or f"the token in the environment variable {spec.token_env}"
     return GraphTenant(
         endpoint.base_url,
-        lambda: build_auth_provider(spec, endpoint),
+        lambda: build_auth_provider(spec, endpoint, ca_bundle=ca_bundle),
         auth_hint=hint,
         mailbox_pending_minutes=spec.mailbox_pending_minutes,
         **({"ca_bundle": ca_bundle} if ca_bundle else {}),
