@@ -31,12 +31,14 @@ from reconciler import dn
 from reconciler.errors import ApplyError, ProviderError, TransientError
 from reconciler.model import Observed, UserRef
 from reconciler.operations import (
+    AddGroupMembers,
     AssignLicense,
     CreateRule,
     Outcome,
     PurgeDeletedUsers,
     RemoveLicense,
     RemoveRule,
+    ReprocessLicences,
     RunSyncCycle,
     SetContainerScope,
     SetDeletionThreshold,
@@ -108,7 +110,7 @@ def observe(target, desired):
     return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))
 
 
-_LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, VerifyMailboxes)
+_LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, AddGroupMembers, ReprocessLicences, VerifyMailboxes)
 
 
 def apply_plan(
@@ -277,7 +279,7 @@ def apply_plan(
             on_event(Event("finished", step, outcome.detail, result))
             if step.id == last_sync_id:
                 last_sync_done = True
-            if isinstance(step.operation, AssignLicense) and outcome.failures:
+            if isinstance(step.operation, (AssignLicense, AddGroupMembers, ReprocessLicences)) and outcome.failures:
                 _no_wait_for(steps, index + 1, outcome.failures, on_event)
             index += 1
     finally:
@@ -416,6 +418,12 @@ def remaining(operation, observed):
             by_upn = {u.upn.lower(): u for u in tenant.users}
             left = tuple(r for r in users if by_upn.get(r.upn.lower()) and by_upn[r.upn.lower()].has_license(sku_id))
             return RemoveLicense(sku_id, part, left) if left else None
+        case AddGroupMembers(group_id, name, users):
+            group = next((g for g in tenant.groups if g.id == group_id), None)
+            if group is None:
+                return operation  # not read: let the provider answer
+            left = tuple(r for r in users if r.id not in group.members)
+            return AddGroupMembers(group_id, name, left) if left else None
         case PurgeDeletedUsers(users):
             if tenant.deleted_users is None:
                 return operation  # unknown: let the provider answer

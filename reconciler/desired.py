@@ -119,6 +119,39 @@ class LicenseSpec:
     ous: tuple[str, ...] = ()
     #: Remove and assign again a licence that produced no mailbox (the article's last step).
     relicense_without_mailbox: bool = True
+    #: A licensing group (display name or object id) that carries ``sku``: the users are added
+    #: to it instead of being given the licence directly.
+    group: Optional[str] = None
+    #: A wave: a CSV file of the users (a migration tool's batch export), relative to the
+    #: desired-state file; ``users_column`` names the column, else it is found by header.
+    users_file: Optional[str] = None
+    users_column: Optional[str] = None
+    #: Set by the loader, never from TOML: the UPNs read from ``users_file``, and where the
+    #: entry is (``file:line: licenses[i]``) for messages that name it.
+    file_users: tuple[str, ...] = ()
+    place: str = field(default="", eq=False)
+
+    @property
+    def wave(self):
+        """The wave this entry is (its file's name without the extension), or ""."""
+        if not self.users_file:
+            return ""
+        name = self.users_file.replace("\\", "/").rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[0] if "." in name else name
+
+    @property
+    def all_users(self):
+        return (*self.users, *self.file_users)
+
+    @property
+    def label(self):
+        """What names this entry in step ids and reports: the SKU, with its group and wave."""
+        parts = [self.sku]
+        if self.group:
+            parts.append(f"group:{self.group}")
+        if self.wave:
+            parts.append(self.wave)
+        return "/".join(parts)
 
 
 @frozen
@@ -241,3 +274,6 @@ class DesiredState:
     source: str = field(default="<memory>", eq=False)
     #: SHA-256 of the bytes it was read from: what binds a saved plan to this file.
     sha256: str = field(default="", eq=False)
+    #: The other files it reads (wave CSV files), as (path as written, SHA-256): a saved plan
+    #: is bound to them too.
+    files: tuple[tuple[str, str], ...] = field(default=(), eq=False)

@@ -7,7 +7,7 @@ users whose outcome spends or moves a licence into steps.
 from __future__ import annotations
 
 from reconciler.model import CloudUser
-from reconciler.operations import AssignLicense, RemoveLicense, VerifyMailboxes
+from reconciler.operations import AddGroupMembers, AssignLicense, RemoveLicense, ReprocessLicences, VerifyMailboxes
 from reconciler.outcome import Verdict
 from reconciler.steps import Action, Step
 
@@ -25,61 +25,56 @@ def coming_back(tenant, rebuild):
 
 
 def license_steps(desired, tenant, outcomes, sync_planned=False, depends_on=()):
-    """Per licence set: a removal for the users relicensed, one assignment (relicensed users
-    first, so the units they free go back to them), and a wait for the mailboxes expected."""
+    """Per licence entry: a removal for the users relicensed, one assignment (relicensed
+    users first, so the units they free go back to them) or, for an entry that licenses
+    through a group, the users added to the group and group licences reprocessed; then a
+    wait for the mailboxes expected."""
     steps = []
     depends_on = tuple(d for d in depends_on if d)
     for spec in desired.licenses:
         sku = tenant.sku_by_part_number(spec.sku)
-        mine = [o for o in outcomes if o.sku == spec.sku]
+        mine = [o for o in outcomes if o.entry == spec.label]
         relicense = [o for o in mine if o.verdict is Verdict.RELICENSE]
         assign = [o for o in mine if o.verdict is Verdict.ASSIGN]
-        label = spec.sku
-        remove_id = None
+        reprocess = [o for o in mine if o.verdict is Verdict.REPROCESS]
+        label = spec.label
+
+        def step(kind, summary, operation, after=depends_on, action=Action.UPDATE, resource=f"licenses/{label}"):
+            steps.append(
+                Step(
+                    id=kind.replace("[]", f"[{label}]"),
+                    provider="tenant",
+                    resource=resource,
+                    action=action,
+                    summary=summary,
+                    operation=operation,
+                    depends_on=tuple(d for d in after if d),
+                    decided_after_sync=sync_planned,
+                )
+            )
+            return steps[-1].id
+
+        done = []
         if relicense:
-            remove_id = f"license[{label}].remove"
-            steps.append(
-                Step(
-                    id=remove_id,
-                    provider="tenant",
-                    resource=f"licenses/{label}",
-                    action=Action.UPDATE,
-                    summary=f"Remove {label} from {len(relicense)} user(s) whose licence made no mailbox (assigned again next)",
-                    operation=RemoveLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in relicense)),
-                    depends_on=depends_on,
-                    decided_after_sync=sync_planned,
-                )
-            )
-        if not (relicense or assign):
-            continue
-        refs = tuple(o.ref for o in relicense + assign)
-        # Assigning again keeps the service plans an admin had switched off for the user.
-        keep_disabled = tuple((o.upn.lower(), o.disabled_plans) for o in relicense if o.disabled_plans)
-        assign_id = f"license[{label}].assign"
-        steps.append(
-            Step(
-                id=assign_id,
-                provider="tenant",
-                resource=f"licenses/{label}",
-                action=Action.UPDATE,
-                summary=f"Assign {label} to {len(refs)} user(s)" + (f" ({len(relicense)} of them again)" if relicense else ""),
-                operation=AssignLicense(sku.sku_id, sku.part_number, refs, keep_disabled),
-                depends_on=tuple(d for d in (*depends_on, remove_id) if d),
-                decided_after_sync=sync_planned,
-            )
-        )
-        expected = tuple(o.ref for o in relicense + assign if o.mailbox_after == "expected")
-        if sku.includes_exchange and expected:
-            steps.append(
-                Step(
-                    id=f"mailboxes[{label}].verify",
-                    provider="tenant",
-                    resource=f"mailboxes/{label}",
-                    action=Action.CHECK,
-                    summary=f"Wait for the {len(expected)} Exchange Online mailbox(es) and verify them",
-                    operation=VerifyMailboxes(expected),
-                    depends_on=(assign_id,),
-                    decided_after_sync=sync_planned,
-                )
-            )
+            remove_id = step("license[].remove", f"Remove {label} from {len(relicense)} user(s) whose licence made no mailbox (assigned again next)",
+                             RemoveLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in relicense)))
+            direct = relicense + ([] if spec.group else assign)
+            # Assigning again keeps the service plans an admin had switched off for the user.
+            keep_disabled = tuple((o.upn.lower(), o.disabled_plans) for o in relicense if o.disabled_plans)
+            again = f" ({len(relicense)} of them again)"
+            done.append(step("license[].assign", f"Assign {label} to {len(direct)} user(s)" + again,
+                             AssignLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in direct), keep_disabled), (*depends_on, remove_id)))
+        elif assign and not spec.group:
+            done.append(step("license[].assign", f"Assign {label} to {len(assign)} user(s)", AssignLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in assign))))
+        if assign and spec.group:
+            group = tenant.group(spec.group)
+            done.append(step("group[].add", f"Add {len(assign)} user(s) to the licensing group {group.name!r} (it assigns {sku.part_number})",
+                             AddGroupMembers(group.id, group.name, tuple(o.ref for o in assign)), resource=f"groups/{group.name}"))
+        if reprocess:
+            done.append(step("license[].reprocess", f"Reprocess the group licence of {len(reprocess)} user(s) whose {sku.part_number} from a group made no mailbox (Lab assumption: this provisions it)",
+                             ReprocessLicences(tuple(o.ref for o in reprocess))))
+        expected = tuple(o.ref for o in relicense + assign + reprocess if o.mailbox_after == "expected")
+        if done and sku.includes_exchange and expected:
+            step("mailboxes[].verify", f"Wait for the {len(expected)} Exchange Online mailbox(es) and verify them", VerifyMailboxes(expected),
+                 tuple(done), Action.CHECK, f"mailboxes/{label}")
     return steps

@@ -120,7 +120,23 @@ def _make_converter():
         return tuple(items)
 
     converter.register_structure_hook_func(is_tuple, structure_tuple)
+    _omit_loader_fields(converter)
     return converter
+
+
+def _omit_loader_fields(converter):
+    """Fields the loader fills (a wave's users, where an entry is) are no TOML keys."""
+    from cattrs.gen import make_dict_structure_fn, override
+
+    from reconciler.desired import LicenseSpec
+
+    omit = override(omit=True)
+    converter.register_structure_hook(
+        LicenseSpec, make_dict_structure_fn(LicenseSpec, converter, _cattrs_forbid_extra_keys=True, file_users=omit, place=omit)
+    )
+    converter.register_structure_hook(
+        DesiredState, make_dict_structure_fn(DesiredState, converter, _cattrs_forbid_extra_keys=True, files=omit, source=omit, sha256=omit)
+    )
 
 
 _converter = _make_converter()
@@ -179,7 +195,13 @@ def loads_desired(data, source="<memory>"):
         for key_path, message in _flatten(exc, ""):
             if key_path not in secrets:  # said once already, better
                 report(key_path, message)
-    for key_path, message in _check(_Parts.of(desired) if desired is not None else _Parts.salvage(raw)):
+    if desired is not None:
+        desired = _with_waves(desired, source, lines, problems.append)
+
+    def where(key_path):
+        return f"{source}:{_line_for(lines, key_path)}: {key_path}"
+
+    for key_path, message in _check(_Parts.of(desired) if desired is not None else _Parts.salvage(raw), where):
         report(key_path, message)
     if problems:
         # Keep the order of the file: people fix errors top to bottom.
@@ -194,6 +216,33 @@ def _with_source(desired, source, data):
     import attrs
 
     return attrs.evolve(desired, source=source, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _with_waves(desired, source, lines, problem):
+    """Each licence entry with where it is, and the users of its wave file read in."""
+    import attrs
+
+    from reconciler.waves import WaveError, read_wave
+
+    specs, files = [], []
+    for index, spec in enumerate(desired.licenses):
+        here = f"licenses[{index}]"
+        spec = attrs.evolve(spec, place=f"{source}:{_line_for(lines, here)}: {here}")
+        if spec.users_file is not None:
+            if not spec.users_file.strip():
+                problem(f"{source}:{_line_for(lines, here + '.users_file')}: {here}.users_file: must not be empty")
+            else:
+                try:
+                    users, digest = read_wave(spec.users_file, source, spec.users_column, UPN)
+                except WaveError as exc:
+                    where = f"{source}:{_line_for(lines, here + '.users_file')}: {here}.users_file"
+                    for line in exc.lines:
+                        problem(f"{line} (read for {where})")
+                else:
+                    spec = attrs.evolve(spec, file_users=users)
+                    files.append((spec.users_file, digest))
+        specs.append(spec)
+    return attrs.evolve(desired, licenses=tuple(specs), files=tuple(files))
 
 
 def _sort_key(problem):
@@ -316,7 +365,7 @@ class _Parts:
         return cls(each("rules", RuleSpec), each("licenses", LicenseSpec), one("scope", ScopeSpec), one("purge", PurgeSpec), None)
 
 
-def _check(parts):
+def _check(parts, place_of=lambda key_path: key_path):
     """Cross-field checks, after structuring: every reason, not just the first."""
     seen_names, seen_precedences = {}, {}
     for index, rule in parts.rules:
@@ -370,20 +419,7 @@ def _check(parts):
                     yield where, "a Constant flow takes its value as expression, not sources"
                 if flow.source and flow.sources:
                     yield f"{where}.source", "give the attributes an Expression reads as sources = [...] only"
-    seen_skus = {}
-    for index, spec in parts.licenses:
-        if spec.sku.lower() in seen_skus:
-            yield f"licenses[{index}].sku", f"{spec.sku} is already licensed by licenses[{seen_skus[spec.sku.lower()]}]: list its users and OUs there"
-        seen_skus.setdefault(spec.sku.lower(), index)
-        here = f"licenses[{index}]"
-        if not spec.users and not spec.ous:
-            yield here, "names no users: give users = [...] or ous = [...]"
-        for user_index, upn in enumerate(spec.users):
-            if not UPN.match(upn):
-                yield f"{here}.users[{user_index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
-        for ou_index, ou in enumerate(spec.ous):
-            if not is_container(ou):
-                yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
+    yield from _check_licenses(parts.licenses, place_of)
     for section, spec in (("scope", parts.scope), ("purge", parts.purge)):
         if spec is None:
             continue
@@ -463,6 +499,42 @@ def _winrm_problems(winrm):
         yield "target.entra_connect.operation_timeout_seconds", "must be at least 1 and at most 3600"
     if not 0 < winrm.script_timeout_seconds:
         yield "target.entra_connect.script_timeout_seconds", "must be above 0"
+
+
+def _check_licenses(licenses, place_of):
+    seen_labels, seen_users = {}, {}
+    for index, spec in licenses:
+        here = f"licenses[{index}]"
+        label = spec.label.lower()
+        if label in seen_labels:
+            other = seen_labels[label]
+            if spec.group is None and not spec.users_file:
+                yield f"{here}.sku", f"{spec.sku} is already licensed by licenses[{other}]: list its users and OUs there"
+            else:
+                yield here, f"licenses[{other}] has the same SKU, group and wave ({spec.label}): merge them"
+        seen_labels.setdefault(label, index)
+        if not spec.users and not spec.ous and not spec.users_file:
+            yield here, "names no users: give users = [...], ous = [...] or users_file = \"waves/....csv\""
+        if spec.group is not None and not spec.group.strip():
+            yield f"{here}.group", "must not be empty"
+        if spec.users_column is not None and spec.users_file is None:
+            yield f"{here}.users_column", "names the column of users_file, which is not set"
+        for user_index, upn in enumerate(spec.users):
+            if not UPN.match(upn):
+                yield f"{here}.users[{user_index}]", f"{upn!r} is not a valid user principal name (name@domain.tld)"
+        for ou_index, ou in enumerate(spec.ous):
+            if not is_container(ou):
+                yield f"{here}.ous[{ou_index}]", f"{ou!r} is not a distinguished name such as OU=Sales,DC=contoso,DC=com"
+        # A user selected by two entries would be licensed twice (or with two SKUs): refused,
+        # naming both places. Users selected by OU are checked at plan time (the tenant says who).
+        named = [(f"{here}.users[{i}]", upn) for i, upn in enumerate(spec.users)]
+        named += [(f"{here}.users_file", upn) for upn in spec.file_users]
+        for key_path, upn in named:
+            first = seen_users.get(upn.lower())
+            if first is not None and first[0] != index:
+                yield key_path, f"{upn} is selected by two [[licenses]] entries: here" + (f" ({spec.users_file})" if key_path.endswith(".users_file") else "") + f" and at {first[1]}"
+            place = place_of(key_path) + (f" ({spec.users_file})" if key_path.endswith(".users_file") else "")
+            seen_users.setdefault(upn.lower(), (index, place))
 
 
 # ---------------------------------------------------------------------------- line index

@@ -319,6 +319,25 @@ class DeletedUser:
 
 
 @frozen
+class LicensingGroup:
+    """A group that licenses its members (group-based licensing), as far as a plan needs it."""
+
+    id: str = field(eq=False)
+    name: str
+    #: (skuId, disabledPlans) of each licence the group assigns.
+    licenses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Object ids of its direct members among the users the plan reads (or all of them).
+    members: frozenset = field(default=frozenset(), eq=False)
+
+    def disabled_plans(self, sku_id):
+        """The plans the group switches off for ``sku_id``; None if it does not assign it."""
+        for assigned, disabled in self.licenses:
+            if assigned == sku_id:
+                return disabled
+        return None
+
+
+@frozen
 class TenantState:
     """Everything observed in the Microsoft 365 tenant."""
 
@@ -326,6 +345,15 @@ class TenantState:
     skus: tuple[Sku, ...]
     #: ``None``: the recycle bin could not be read. Unknown is never empty.
     deleted_users: Optional[tuple[DeletedUser, ...]] = ()
+    #: The licensing groups the desired state names (by display name or id), found or not.
+    groups: tuple[LicensingGroup, ...] = ()
+
+    def group(self, key):
+        """The group named ``key`` (display name, case-insensitive, or object id), or None."""
+        for group in self.groups:
+            if group.id == key or group.name.lower() == key.lower():
+                return group
+        return None
 
     def sku_by_part_number(self, part_number):
         for sku in self.skus:

@@ -109,6 +109,24 @@ class RemoveLicense:
 
 
 @frozen
+class AddGroupMembers:
+    """POST /groups/{id}/members/$ref for each user: the group's licences follow (group-based
+    licensing). Done once each user is read back among the group's members."""
+
+    group_id: str
+    group_name: str
+    users: tuple[UserRef, ...]
+
+
+@frozen
+class ReprocessLicences:
+    """POST /users/{id}/reprocessLicenseAssignment: the user's group licences are processed
+    again (a licence inherited from a group cannot be removed from the user)."""
+
+    users: tuple[UserRef, ...]
+
+
+@frozen
 class PurgeDeletedUsers:
     """DELETE /directory/deletedItems/{id}: permanent and irreversible."""
 
@@ -135,7 +153,7 @@ SERVER_OPERATIONS = frozenset(
         SetDeletionThreshold,
     }
 )
-TENANT_OPERATIONS = frozenset({AssignLicense, RemoveLicense, PurgeDeletedUsers, VerifyMailboxes})
+TENANT_OPERATIONS = frozenset({AssignLicense, RemoveLicense, AddGroupMembers, ReprocessLicences, PurgeDeletedUsers, VerifyMailboxes})
 
 
 @frozen

@@ -31,6 +31,8 @@ class Verdict(enum.Enum):
     HAS_MAILBOX = "has mailbox"
     ASSIGN = "assign"
     RELICENSE = "remove and assign again"
+    #: A group licence that made no mailbox: its assignment is processed again.
+    REPROCESS = "reprocess group licence"
     PENDING = "mailbox provisioning"
     NOT_OWED = "no mailbox owed"
     BLOCKED = "not licensed"
@@ -38,7 +40,14 @@ class Verdict(enum.Enum):
 
 
 #: Verdicts that spend or move a licence.
-ACTS = (Verdict.ASSIGN, Verdict.RELICENSE)
+ACTS = (Verdict.ASSIGN, Verdict.RELICENSE, Verdict.REPROCESS)
+
+#: What the plan says about reprocessing, wherever it plans one.
+REPROCESS_ASSUMPTION = (
+    "Lab assumption: reprocessing a group licence (POST /users/{id}/reprocessLicenseAssignment) makes Exchange Online "
+    "provision the mailbox once msExchMailboxGuid is gone, as removing and assigning a direct licence does; "
+    "Microsoft documents reprocessing for licence errors only, so the mailbox is verified after it"
+)
 
 
 @frozen
@@ -58,6 +67,11 @@ class UserOutcome:
     mailbox_before: str = MailboxState.UNKNOWN.value
     #: Service plans an admin switched off: kept when the licence is assigned again.
     disabled_plans: tuple[str, ...] = ()
+    #: The licence entry (:attr:`LicenseSpec.label`) and wave the user is selected by.
+    entry: str = ""
+    wave: str = ""
+    #: The licensing group the entry licenses through ("" for a direct licence).
+    group: str = ""
 
     @property
     def ref(self):
@@ -67,8 +81,10 @@ class UserOutcome:
     def licence_after(self):
         if self.verdict is Verdict.RELICENSE:
             return "assigned again"
+        if self.verdict is Verdict.REPROCESS:
+            return "group, reprocessed"
         if self.verdict is Verdict.ASSIGN:
-            return "assigned"
+            return "group" if self.group else "assigned"
         return self.licence_before
 
     @property
@@ -92,6 +108,8 @@ class UserOutcome:
         return {
             "upn": self.upn,
             "sku": self.sku,
+            "wave": self.wave,
+            "group": self.group,
             "object_type": self.object_type or "",
             "licence_before": self.licence_before,
             "licence_after": self.licence_after,
@@ -204,48 +222,97 @@ def _destinations(rules, object_type):
 
 def targeted(spec, tenant, coming_back=()):
     """The users a licence set names, sorted by UPN."""
-    selection = UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous))
+    selection = UserSelection(frozenset(u.lower() for u in spec.all_users), tuple(spec.ous))
     return sorted((u for u in (*tenant.users, *coming_back) if selection.matches(u)), key=lambda u: u.upn.lower())
 
 
 def predict(desired, tenant, cond, coming_back=(), reviewed=None):
     """One :class:`UserOutcome` per user and licence set, and the notices that go with them.
 
-    Units are counted once per SKU over the whole plan: a user who cannot get a
-    mailbox takes none, and those left without a unit are named. ``reviewed``
-    (apply, after the sync) holds the outcomes of the plan that was reviewed: a user
-    it did not license is not licensed now either, and takes no unit.
+    Units are counted once per SKU over the whole plan, whichever entries use it: a
+    user who cannot get a mailbox takes none, and those left without a unit are
+    named. ``reviewed`` (apply, after the sync) holds the outcomes of the plan that
+    was reviewed: a user it did not license is not licensed now either, and takes no unit.
     """
     outcomes, notices = [], []
     planned = None if reviewed is None else {(o.sku, o.upn.lower()): o.verdict for o in reviewed if o.verdict in ACTS}
+    selected = {}
+    units = {}
     for spec in desired.licenses:
-        sku = tenant.sku_by_part_number(spec.sku)
-        if sku is None:
-            known = ", ".join(s.part_number for s in tenant.skus) or "none"
-            raise PlanError(f"licenses: SKU {spec.sku!r} is not subscribed in the tenant (subscribed: {known})")
+        sku = _sku_for(spec, tenant)
+        group = _group_for(spec, sku, tenant)
         users = targeted(spec, tenant, coming_back)
+        _refuse_twice(spec, users, selected)
         found = {u.upn.lower() for u in users}
-        missing = [upn for upn in spec.users if upn.lower() not in found]
+        missing = [upn for upn in spec.all_users if upn.lower() not in found]
         if missing:
-            notices.append(_named(Level.WARNING, "user-not-found", "no such user in the tenant; not licensed", missing))
+            notices.append(_named(Level.WARNING, "user-not-found", f"{spec.label}: no such user in the tenant; not licensed", missing))
         if not users:
-            notices.append(Notice(Level.WARNING, "no-users", f"{spec.sku}: the selection matches no user in the tenant"))
-        decided = [_outcome(spec, sku, user, cond) for user in users]
+            notices.append(Notice(Level.WARNING, "no-users", f"{spec.label}: the selection matches no user in the tenant"))
+        decided = [_outcome(spec, sku, user, cond, group) for user in users]
         if planned is not None:
             decided = [narrow(o, planned) for o in decided]
-        # A purged active user's unit comes free; a licence restored after the purge takes one.
-        freed = sum(1 for u in users if u.upn.lower() in cond.recreated and u.has_license(sku.sku_id))
-        freed -= sum(1 for held in cond.before_purge.values() if any(a.sku_id == sku.sku_id and not a.by_group for a in held))
-        outcomes += _ration(spec, sku, decided, freed)
+        if sku.sku_id not in units:
+            # A purged active user's unit comes free; a licence restored after the purge takes one.
+            freed = sum(1 for u in (*tenant.users, *coming_back) if u.upn.lower() in cond.recreated and u.has_license(sku.sku_id))
+            freed -= sum(1 for held in cond.before_purge.values() if any(a.sku_id == sku.sku_id and not a.by_group for a in held))
+            units[sku.sku_id] = [sku.available + freed, 0, sku.available + freed]
+        outcomes += _ration(spec, decided, units[sku.sku_id])
+    outcomes = _shortage_reasons(outcomes, units, tenant)
+    if any(o.verdict is Verdict.REPROCESS for o in outcomes):
+        notices.append(Notice(Level.WARNING, "lab-assumption-reprocess", REPROCESS_ASSUMPTION))
     return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
 
 
-def _outcome(spec, sku, user, cond):
+def _sku_for(spec, tenant):
+    sku = tenant.sku_by_part_number(spec.sku)
+    if sku is None:
+        known = ", ".join(s.part_number for s in tenant.skus) or "none"
+        raise PlanError(f"{spec.place or 'licenses'}: SKU {spec.sku!r} is not subscribed in the tenant (subscribed: {known})")
+    if not sku.includes_exchange:
+        raise PlanError(
+            f"{spec.place or 'licenses'}: {sku.part_number} carries no Exchange Online plan, so licensing with it creates no mailbox; "
+            "name a SKU with Exchange Online (for example ENTERPRISEPACK, or EXCHANGESTANDARD for a mailbox only)"
+        )
+    return sku
+
+
+def _group_for(spec, sku, tenant):
+    if spec.group is None:
+        return None
+    group = tenant.group(spec.group)
+    if group is None:
+        raise PlanError(f"{spec.place or 'licenses'}: no group {spec.group!r} in the tenant")
+    if group.disabled_plans(sku.sku_id) is None:
+        carries = ", ".join(s.part_number for s in tenant.skus if group.disabled_plans(s.sku_id) is not None) or "no licence"
+        raise PlanError(f"{spec.place or 'licenses'}: group {group.name!r} does not assign {sku.part_number} (it assigns {carries})")
+    if set(group.disabled_plans(sku.sku_id)) & set(sku.exchange_plan_ids):
+        raise PlanError(
+            f"{spec.place or 'licenses'}: group {group.name!r} assigns {sku.part_number} with Exchange Online switched off, "
+            "so its members get no mailbox; switch it on in the group's licence or name another group"
+        )
+    return group
+
+
+def _refuse_twice(spec, users, selected):
+    """A user selected by two entries: refused, naming both (OU selections meet only here)."""
+    for user in users:
+        first = selected.get(user.upn.lower())
+        if first is not None and first is not spec:
+            raise PlanError(
+                f"{user.upn} is selected by two [[licenses]] entries: {first.place or first.label} and {spec.place or spec.label}; "
+                "a user belongs to one entry (one SKU, one wave)"
+            )
+        selected[user.upn.lower()] = spec
+
+
+def _outcome(spec, sku, user, cond, group=None):
     assignment = user.license(sku.sku_id)
     recreated = user.upn.lower() in cond.recreated
     prior = _held_before_purge(user, sku, cond) if recreated or user.upn.lower() in cond.guid_gone else None
     if recreated:
         assignment = None  # purged and re-created: a new object, with no licence yet
+    member = group is not None and not recreated and user.id in group.members
     base = dict(
         upn=user.upn,
         sku=spec.sku,
@@ -254,24 +321,25 @@ def _outcome(spec, sku, user, cond):
         licence_before="none" if assignment is None else ("group" if assignment.by_group else "direct"),
         mailbox_before=user.mailbox.value,
         disabled_plans=assignment.disabled_plans if assignment is not None else (),
+        entry=spec.label,
+        wave=spec.wave,
+        group=group.name if group is not None else "",
     )
 
     def out(verdict, code="", reason=""):
         return UserOutcome(verdict=verdict, code=code, reason=reason, **base)
 
-    if prior is not None and prior.by_group:
+    if prior is not None and prior.by_group and group is None:
         return out(
             Verdict.BLOCKED,
             "group-licence-recreated",
             f"held {spec.sku} from a group before the purge: the new object gets it back only through the group (a group synced from AD "
-            "brings its membership back; a cloud group needs the user added again), so it is not assigned directly",
+            "brings its membership back; a cloud group needs the user added again: name it with group = in this entry), so it is not assigned directly",
         )
-    if prior is not None:
+    if prior is not None and not prior.by_group:
         return out(Verdict.NOT_OWED, "licence-restored", f"its {spec.sku} licence from before the purge is assigned again exactly, disabled plans kept (licences.restore)")
     if user.mailbox is MailboxState.PRESENT and assignment is not None:
         return out(Verdict.HAS_MAILBOX)
-    if assignment is not None and not sku.includes_exchange:
-        return out(Verdict.NOT_OWED, "no-exchange", f"{spec.sku} includes no Exchange Online plan")
     if assignment is not None and set(assignment.disabled_plans) & set(sku.exchange_plan_ids):
         return out(Verdict.NOT_OWED, "exchange-disabled", f"Exchange Online is disabled in the {spec.sku} licence, so no mailbox will come; nothing is relicensed")
     if user.mailbox is MailboxState.PENDING:
@@ -281,6 +349,13 @@ def _outcome(spec, sku, user, cond):
     why = _why_no_mailbox(user, cond, recreated)
     if why is not None and user.mailbox is not MailboxState.PRESENT:
         return out(Verdict.BLOCKED, *why)
+    if member and assignment is None:
+        return out(
+            Verdict.BLOCKED,
+            "group-licence-missing",
+            f"a member of {group.name!r}, but the group's {spec.sku} licence did not reach the user (a licence error such as no unit left): "
+            "resolve the error in the group's licensing view, then plan again",
+        )
     if assignment is None:
         return out(Verdict.ASSIGN)
     return _relicense(spec, user, assignment, cond, out)
@@ -311,10 +386,10 @@ def _why_no_mailbox(user, cond, recreated):
 def _relicense(spec, user, assignment, cond, out):
     if not spec.relicense_without_mailbox:
         return out(Verdict.BLOCKED, "no-mailbox", "licensed without a mailbox; relicense_without_mailbox is off")
-    if assignment.by_group:
-        return out(Verdict.BLOCKED, "group-license", f"the {spec.sku} licence comes from a group and cannot be removed for one user; remove it from the group and add it back")
     if cond.sync_planned or (cond.cleared_since is not None and (assignment.assigned_at or "") < cond.cleared_since):
-        return out(Verdict.RELICENSE)
+        # A licence inherited from a group cannot be removed from the user (Graph refuses it):
+        # its assignment is processed again instead.
+        return out(Verdict.REPROCESS if assignment.by_group else Verdict.RELICENSE)
     if cond.cleared_since is None:
         return out(
             Verdict.BLOCKED,
@@ -328,19 +403,32 @@ def _relicense(spec, user, assignment, cond, out):
     )
 
 
-def _ration(spec, sku, decided, freed):
-    """New assignments up to the units free (``freed``: units a purge gives back); a
-    relicensed user takes back its own unit, so it needs none."""
-    available = sku.available + freed
-    needed = sum(1 for o in decided if o.verdict is Verdict.ASSIGN)
+def _ration(spec, decided, units):
+    """New assignments (direct or by joining a group) up to the units free; ``units`` is
+    the SKU's [free, needed, available at the start] over the whole plan. A relicensed user takes back its own
+    unit, and a reprocessed one keeps its own: they need none."""
     result = []
     for o in decided:
         if o.verdict is Verdict.ASSIGN:
-            if available <= 0:
-                reason = f"no {spec.sku} unit left ({needed} needed, {sku.available + freed} available)"
+            units[1] += 1
+            if units[0] <= 0:
+                reason = f"no {spec.sku} unit left"
                 o = UserOutcome(**{**_fields(o), "verdict": Verdict.BLOCKED, "code": "license-shortage", "reason": reason})
             else:
-                available -= 1
+                units[0] -= 1
+        result.append(o)
+    return result
+
+
+def _shortage_reasons(outcomes, units, tenant):
+    """Each user left without a unit, with the counts of that SKU over the whole plan."""
+    counts = {s.part_number.lower(): units[s.sku_id] for s in tenant.skus if s.sku_id in units}
+    result = []
+    for o in outcomes:
+        if o.code == "license-shortage":
+            _free, needed, available = counts[o.sku.lower()]
+            reason = f"no {o.sku} unit left ({needed} needed, {available} available)"
+            o = UserOutcome(**{**_fields(o), "reason": reason})
         result.append(o)
     return result
 
@@ -357,6 +445,9 @@ def _fields(outcome):
         "licence_before": outcome.licence_before,
         "mailbox_before": outcome.mailbox_before,
         "disabled_plans": outcome.disabled_plans,
+        "entry": outcome.entry,
+        "wave": outcome.wave,
+        "group": outcome.group,
     }
 
 

@@ -50,7 +50,10 @@ def selection_for(desired, server=None):
     can touch and the total it is measured against: all users under the AD
     connector's containers (``server``, when observed) and the desired ones.
     """
-    parts = [UserSelection(frozenset(u.lower() for u in spec.users), tuple(spec.ous)) for spec in desired.licenses]
+    parts = [
+        UserSelection(frozenset(u.lower() for u in spec.all_users), tuple(spec.ous), (spec.group,) if spec.group else ())
+        for spec in desired.licenses
+    ]
     if desired.purge is not None:
         parts.append(purge_selection(desired.purge))
     if desired.purge is not None or desired.scope is not None:

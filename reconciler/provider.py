@@ -94,17 +94,20 @@ class UserSelection:
 
     upns: frozenset[str] = frozenset()
     ous: tuple[str, ...] = ()
+    #: Licensing groups (display name or object id) to read, with their licences and members.
+    groups: tuple[str, ...] = ()
 
     def matches(self, user):
         return user.upn.lower() in self.upns or any(user.in_ou(ou) for ou in self.ous)
 
     @classmethod
     def union(cls, selections: Iterable["UserSelection"]):
-        upns, ous = set(), []
+        upns, ous, groups = set(), [], []
         for s in selections:
             upns |= s.upns
             ous.extend(ou for ou in s.ous if ou not in ous)
-        return cls(frozenset(upns), tuple(ous))
+            groups.extend(g for g in s.groups if g not in groups)
+        return cls(frozenset(upns), tuple(ous), tuple(groups))
 
 
 class Target:

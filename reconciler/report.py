@@ -1,7 +1,8 @@
 """``--report FILE``: the per-user outcome of a plan or an apply, untruncated, as CSV or JSON.
 
 The format follows the file's extension (``.csv`` or ``.json``). One row per user
-and licence set: UPN, object type, licence and mailbox before and after, the
+and licence set: UPN, object type, SKU, wave and licensing group (where the entry
+names them), licence and mailbox before and after, the
 predicted outcome and, after an apply, what was read back from the tenant.
 """
 
@@ -18,6 +19,8 @@ COLUMNS = (
     "upn",
     "object_type",
     "sku",
+    "wave",
+    "group",
     "licence_before",
     "licence_after",
     "mailbox_before",

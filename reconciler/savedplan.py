@@ -4,6 +4,8 @@ A saved plan is the JSON plan plus what binds it to the world it was made in:
 
 * ``desired_sha256``: SHA-256 of the desired-state file's bytes (``desired_path`` is
   for people only: apply never reads a path written in the plan);
+* ``desired_files``: the SHA-256 of each other file the desired state reads (a wave's
+  CSV file, by the path the desired state gives it), so a changed wave file is stale too;
 * ``target_key``: the environment it was made for (required);
 * ``created``: when it was made (UTC), so that an old plan is refused;
 * ``fingerprints``: a short hash of every observed resource the plan depends on
@@ -92,6 +94,7 @@ def make_saved(plan, desired, observed, scripts=None, target_key="", now=None, s
     data["desired_path"] = str(Path(desired.source).resolve())
     data["target_key"] = target_key
     data["desired_sha256"] = desired.sha256
+    data["desired_files"] = dict(desired.files)
     data["created"] = _iso(now or dt.datetime.now(dt.timezone.utc))
     data["fingerprints"] = fingerprints(observed, selection_for(desired, observed.server))
     data["checksum"] = _checksum(data)
@@ -227,12 +230,26 @@ def _hours(delta):
 
 
 def bind(data, desired, planfile):
-    """The desired-state file the operator gave must be the one the plan was made from, by content."""
+    """The desired-state file the operator gave must be the one the plan was made from, by
+    content, and so must each wave file it reads."""
     if desired.sha256 != data["desired_sha256"]:
         raise StalePlan(
             f"{planfile}: the plan was not made from {desired.source} as it is now (its SHA-256 differs); "
             "plan again from this file; nothing was changed"
         )
+    changed = _changed_files(data, desired)
+    if changed:
+        raise StalePlan(
+            f"{planfile}: the plan was not made from the wave file(s) {', '.join(changed)} as they are now (SHA-256 differs); "
+            "plan again; nothing was changed"
+        )
+
+
+def _changed_files(data, desired):
+    """The files the desired state reads whose content is not what the plan was made from."""
+    before = data.get("desired_files") or {}
+    now = dict(desired.files)
+    return sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
 
 
 def check_fresh(data, desired, observed, target_key):
@@ -241,6 +258,8 @@ def check_fresh(data, desired, observed, target_key):
         raise StalePlan(f"this plan was made for {data.get('target')}, not for this target; nothing was changed")
     if desired.sha256 != data["desired_sha256"]:
         raise StalePlan(f"plan is stale: the desired-state file {desired.source} changed since the plan was made; nothing was changed")
+    if _changed_files(data, desired):
+        raise StalePlan(f"plan is stale: the wave file(s) {', '.join(_changed_files(data, desired))} changed since the plan was made; nothing was changed")
     now = fingerprints(observed, selection_for(desired, observed.server))
     before = data["fingerprints"]
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))

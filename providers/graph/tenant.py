@@ -17,8 +17,13 @@ What it reads (domain-facts B):
   server's clock (its Date header); a read that failed is UNKNOWN, never ABSENT;
 * deleted users from ``/directory/deletedItems/microsoft.graph.user``.
 
-What it changes: licences (``assignLicense``, one SKU added or removed per call)
-and permanent deletion of deleted users, both in ``$batch``es; see
+* licensing groups the desired state names (``GET /groups`` by displayName, or by id),
+  with ``assignedLicenses`` and their members (``GET /groups/{id}/members``, ids only).
+
+What it changes: licences (``assignLicense``, one SKU added or removed per call), group
+membership (``POST /groups/{id}/members/$ref``, read back from the user's ``memberOf``),
+group licences reprocessed (``POST /users/{id}/reprocessLicenseAssignment``) and
+permanent deletion of deleted users, all in ``$batch``es; see
 :mod:`providers.graph.transport` for retries and unknown outcomes.
 
 The core is synchronous: the public methods run coroutines on a private event
@@ -39,13 +44,15 @@ from attrs import evolve
 
 from reconciler.errors import ProviderError
 from reconciler.interrupts import wait_for
-from reconciler.model import CloudUser, DeletedUser, LicenseAssignment, MailboxState, Sku, TenantState
+from reconciler.model import CloudUser, DeletedUser, LicenseAssignment, LicensingGroup, MailboxState, Sku, TenantState
 from reconciler.operations import (
     TENANT_OPERATIONS,
+    AddGroupMembers,
     AssignLicense,
     Outcome,
     PurgeDeletedUsers,
     RemoveLicense,
+    ReprocessLicences,
     VerifyMailboxes,
 )
 from reconciler.provider import TenantProvider
@@ -101,7 +108,12 @@ PERMISSIONS = {
     "licences": "LicenseAssignment.ReadWrite.All",
     "deleted": "User.Read.All",
     "purge": "User.DeleteRestore.All",
+    "groups": "GroupMember.Read.All",
+    "members": "GroupMember.ReadWrite.All",
+    "reprocess": "User.ReadWrite.All",
 }
+#: Graph's refusal to add a member twice (a member added already, when sent again).
+ALREADY_MEMBER = "One or more added object references already exist for the following modified properties: 'members'."
 
 AUTH_HINTS = {
     "environment": "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
@@ -241,6 +253,7 @@ class GraphTenant(TenantProvider):
             skus_task = group.create_task(self._skus(t))
             users_task = group.create_task(self._users(t, selection))
             deleted_task = group.create_task(self._deleted(t))
+            groups_task = group.create_task(self._groups(t, selection.groups))
         skus, (users, states), deleted = skus_task.result(), users_task.result(), deleted_task.result()
         licensed = [u for u in users if u.licenses]
         mailboxes = await self._mailboxes(t, [u.id for u in licensed], {u.id: states[u.id] for u in licensed})
@@ -248,7 +261,40 @@ class GraphTenant(TenantProvider):
         log.info(
             "observe: provider=graph users=%d skus=%d deleted=%s mailbox_probes=%d", len(users), len(skus), "unknown" if deleted is None else len(deleted), len(licensed)
         )
-        return TenantState(users=users, skus=skus, deleted_users=deleted)
+        return TenantState(users=users, skus=skus, deleted_users=deleted, groups=groups_task.result())
+
+    async def _groups(self, t, keys):
+        """The licensing groups named (display name or object id), each with its members' ids."""
+        from urllib.parse import quote
+
+        from providers.graph.transport import GaveUp, Item
+
+        found = []
+        for key in keys:
+            select = "$select=id,displayName,assignedLicenses"
+            name = key.replace("'", "''")
+            url = f"/groups?$filter={quote(f'displayName eq {chr(39)}{name}{chr(39)}')}&{select}"
+            (answer,) = await t.run([Item("GET", url)], f"group {key}")
+            if isinstance(answer, GaveUp):
+                raise ProviderError("graph", f"group {key}", answer.reason)
+            if not answer.ok:
+                raise t.error(answer, f"group {key}", PERMISSIONS["groups"])
+            value = (answer.data or {}).get("value") or []
+            if not value and _looks_like_id(key):
+                (answer,) = await t.run([Item("GET", f"/groups/{key}?{select}")], f"group {key}")
+                value = [answer.data] if not isinstance(answer, GaveUp) and answer.ok else []
+            if len(value) > 1:
+                raise ProviderError("graph", f"group {key}", f"{len(value)} groups are named {key!r}; name the group by its object id")
+            if not value:
+                continue  # not in the tenant: the planner says so
+            raw = value[0]
+            members = set()
+            info = lambda gid=raw["id"]: t.request_info("GET", f"/groups/{gid}/members?$select=id&$top=999")  # noqa: E731
+            async for page in t.pages(info, f"members of group {key}", PERMISSIONS["groups"]):
+                members.update(m.get("id") for m in page if m.get("id"))
+            licences = tuple((a["skuId"], tuple(a.get("disabledPlans") or ())) for a in raw.get("assignedLicenses") or [] if a.get("skuId"))
+            found.append(LicensingGroup(raw["id"], raw.get("displayName") or key, licences, frozenset(members)))
+        return tuple(found)
 
     async def _skus(self, t):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -435,11 +481,58 @@ class GraphTenant(TenantProvider):
                 return await self._licence(t, users, sku_id, part_number, add=True, disabled=dict(disabled))
             case RemoveLicense(sku_id, part_number, users):
                 return await self._licence(t, users, sku_id, part_number, add=False)
+            case AddGroupMembers(group_id, name, users):
+                return await self._add_members(t, group_id, name, users)
+            case ReprocessLicences(users):
+                return await self._reprocess(t, users)
             case PurgeDeletedUsers(users):
                 return await self._purge(t, users)
             case VerifyMailboxes(users):
                 return await self._verify(t, users)
         raise TypeError(f"unsupported operation {operation!r}")
+
+    async def _add_members(self, t, group_id, name, users):
+        """Each user added to the group, seen done in the user's memberOf."""
+        from providers.graph.transport import Item, user_path
+
+        def decide(read):
+            if read.status == 404:
+                return read.message or "user not found"
+            if not read.ok:
+                return f"could not confirm the membership: re-reading the user's groups answered {read.describe()}"
+            return "done" if any(g.get("id") == group_id for g in (read.data or {}).get("value") or []) else "again"
+
+        items = [
+            Item(
+                "POST",
+                f"/groups/{user_path(group_id)}/members/$ref",
+                {"@odata.id": f"{t.base_url}/directoryObjects/{ref.id}"},
+                reread=f"/users/{user_path(ref.id)}/memberOf?$select=id&$top=999",
+                decide=decide,
+                already=lambda answer: answer.status == 400 and answer.message == ALREADY_MEMBER,
+            )
+            for ref in users
+        ]
+        answers = await t.run(items, f"add members to group {name}")
+        return self._outcome(t, users, answers, f"add members to group {name}", PERMISSIONS["members"])
+
+    async def _reprocess(self, t, users):
+        """Each user's group licences processed again. Repeating it is harmless, so an
+        unknown outcome is sent again; the mailbox it is for is verified by the next step."""
+        from providers.graph.transport import Item, user_path
+
+        items = [
+            Item(
+                "POST",
+                f"/users/{user_path(ref.id)}/reprocessLicenseAssignment",
+                {},
+                reread=f"/users/{user_path(ref.id)}?$select=id",
+                decide=lambda read: (read.message or "user not found") if read.status == 404 else "again",
+            )
+            for ref in users
+        ]
+        answers = await t.run(items, "reprocess group licences")
+        return self._outcome(t, users, answers, "reprocess group licences", PERMISSIONS["reprocess"])
 
     async def _licence(self, t, users, sku_id, part_number, add, disabled=None):
         """Add or remove ``sku_id``; ``disabled`` = {lower-case UPN: plans to keep switched off}."""
@@ -543,6 +636,12 @@ class GraphTenant(TenantProvider):
 
 #: Errors about the endpoint or the credentials, not the recycle bin (see GraphTransport).
 _WHOLE_ENDPOINT = ("unexpected answer from", "rejected the credentials")
+
+
+def _looks_like_id(key):
+    import re
+
+    return re.fullmatch(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", key) is not None
 
 
 def _cloud_user(raw):

@@ -34,6 +34,7 @@ import copy
 import datetime as dt
 import email.utils
 import json
+import re
 import math
 import random
 import threading
@@ -85,8 +86,19 @@ ROUTE_PERMISSIONS = {
     "GET /directory/deletedItems/graph.user": "User.Read.All",
     "GET /directory/deletedItems/{id}": "User.Read.All",
     "DELETE /directory/deletedItems/{id}": "User.DeleteRestore.All",
+    "GET /groups": "GroupMember.Read.All",
+    "GET /groups/{id}": "GroupMember.Read.All",
+    "GET /groups/{id}/members": "GroupMember.Read.All",
+    "GET /users/{id}/memberOf": "GroupMember.Read.All",
+    "POST /groups/{id}/members/$ref": "GroupMember.ReadWrite.All",
+    "POST /users/{id}/reprocessLicenseAssignment": "User.ReadWrite.All",
 }
-WRITE_ROUTES = {"POST /users/{id}/assignLicense", "DELETE /directory/deletedItems/{id}"}
+WRITE_ROUTES = {
+    "POST /users/{id}/assignLicense",
+    "DELETE /directory/deletedItems/{id}",
+    "POST /groups/{id}/members/$ref",
+    "POST /users/{id}/reprocessLicenseAssignment",
+}
 
 
 class _Reply:
@@ -542,6 +554,12 @@ class GraphEmulator:
             "GET /directory/deletedItems/graph.user": self._list_deleted,
             "GET /directory/deletedItems/{id}": self._get_deleted,
             "DELETE /directory/deletedItems/{id}": self._delete_deleted,
+            "GET /groups": self._list_groups,
+            "GET /groups/{id}": self._get_group,
+            "GET /groups/{id}/members": self._group_members,
+            "GET /users/{id}/memberOf": self._member_of,
+            "POST /groups/{id}/members/$ref": self._add_member,
+            "POST /users/{id}/reprocessLicenseAssignment": self._reprocess,
         }[route]
         return handler(params, query, body)
 
@@ -624,7 +642,7 @@ class GraphEmulator:
             elif name == "licenseAssignmentStates":
                 data[name] = [
                     {
-                        "assignedByGroup": lab_guid("group", lic.sku_id) if lic.by_group else None,
+                        "assignedByGroup": (lic.group_id or lab_guid("group", lic.sku_id)) if lic.by_group else None,
                         "disabledPlans": self.disabled_plans(user, lic.sku_id),
                         "error": "None",
                         "lastUpdatedDateTime": minute_to_iso(lic.assigned_at),
@@ -833,6 +851,84 @@ class GraphEmulator:
         return _Reply(204)
 
 
+    # ------------------------------------------------------------------ groups (group-based licensing)
+
+    def _group_json(self, group):
+        return {
+            "id": group.id,
+            "displayName": group.display_name,
+            "securityEnabled": True,
+            "mailEnabled": False,
+            "assignedLicenses": [{"disabledPlans": list(g.disabled_plans), "skuId": g.sku_id} for g in group.licenses],
+        }
+
+    def _list_groups(self, params, query, body):
+        flt = " ".join((query.get("$filter") or "").split())
+        match = re.fullmatch(r"displayName eq '((?:[^']|'')*)'", flt, re.I)
+        if flt and match is None:
+            return _error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'displayName' of resource 'Group'.")
+        name = match.group(1).replace("''", "'").lower() if match else None
+        with self.host.session(writes=False) as lab:
+            groups = [self._group_json(g) for g in lab.groups if name is None or g.display_name.lower() == name]
+        return _Reply(200, {"@odata.context": f"{self.base_url}/$metadata#groups", "value": groups})
+
+    def _get_group(self, params, query, body):
+        with self.host.session(writes=False) as lab:
+            group = next((g for g in lab.groups if g.id == params["id"]), None)
+            if group is None:
+                return _not_found(params["id"])
+            return _Reply(200, {"@odata.context": f"{self.base_url}/$metadata#groups/$entity", **self._group_json(group)})
+
+    def _group_members(self, params, query, body):
+        with self.host.session(writes=False) as lab:
+            group = next((g for g in lab.groups if g.id == params["id"]), None)
+            if group is None:
+                return _not_found(params["id"])
+            members = list(group.members)
+            render = lambda m: {"@odata.type": "#microsoft.graph.user", "id": m}  # noqa: E731
+            return self._page(query, lambda: members, render, f"/groups/{params['id']}/members")
+
+    def _member_of(self, params, query, body):
+        with self.host.session(writes=False) as lab:
+            user = lab.cloud_user(params["id"])
+            if user is None:
+                return _not_found(params["id"])
+            groups = [{"@odata.type": "#microsoft.graph.group", "id": g.id} for g in lab.groups if user.id in g.members]
+        return _Reply(200, {"@odata.context": f"{self.base_url}/$metadata#directoryObjects", "value": groups})
+
+    def _add_member(self, params, query, body):
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "BadRequest", "Unable to read JSON request payload.")
+        ref = payload.get("@odata.id") if isinstance(payload, dict) else None
+        match = re.search(r"/directoryObjects/([^/?]+)$", ref or "")
+        if match is None:
+            return _error(400, "Request_BadRequest", "Invalid URL format specified in @odata.id.")
+        with self.host.session() as lab:
+            try:
+                lab.add_group_member(params["id"], match.group(1))
+            except ProviderError as exc:
+                with self._lock:
+                    self.writes.append(("addMember", params["id"], match.group(1), "refused"))
+                status = 404 if "does not exist" in exc.message else 400
+                return _error(status, "Request_BadRequest" if status == 400 else "Request_ResourceNotFound", exc.message)
+            with self._lock:
+                self.writes.append(("addMember", params["id"], match.group(1), "applied"))
+        return _Reply(204)
+
+    def _reprocess(self, params, query, body):
+        with self.host.session() as lab:
+            try:
+                user = lab.reprocess_license_assignment(params["id"])
+            except ProviderError as exc:
+                return _error(404, "Request_ResourceNotFound", exc.message)
+            with self._lock:
+                self.writes.append(("reprocessLicenseAssignment", user.id, "", "applied"))
+            data = {"@odata.context": f"{self.base_url}/$metadata#users/$entity", **self._user_json(user, DEFAULT_USER_PROPERTIES)}
+        return _Reply(200, data)
+
+
 def _is_write_item(item):
     method = str(item.get("method", "")).upper()
     return method in ("POST", "PATCH", "PUT", "DELETE")
@@ -855,6 +951,19 @@ def _route(method, path):
             return "/users/{id}/mailboxSettings", {"id": parts[1]}
         if n == 3 and parts[2] == "assignLicense" and method == "POST":
             return "/users/{id}/assignLicense", {"id": parts[1]}
+        if n == 3 and parts[2] == "memberOf" and method == "GET":
+            return "/users/{id}/memberOf", {"id": parts[1]}
+        if n == 3 and parts[2] == "reprocessLicenseAssignment" and method == "POST":
+            return "/users/{id}/reprocessLicenseAssignment", {"id": parts[1]}
+    if n >= 1 and parts[0] == "groups":
+        if n == 1 and method == "GET":
+            return "/groups", {}
+        if n == 2 and method == "GET":
+            return "/groups/{id}", {"id": parts[1]}
+        if n == 3 and parts[2] == "members" and method == "GET":
+            return "/groups/{id}/members", {"id": parts[1]}
+        if n == 4 and parts[2:] == ["members", "$ref"] and method == "POST":
+            return "/groups/{id}/members/$ref", {"id": parts[1]}
     if parts == ["subscribedSkus"] and method == "GET":
         return "/subscribedSkus", {}
     if n == 3 and parts[:2] == ["directory", "deletedItems"]:

@@ -14,6 +14,7 @@ from reconciler.model import (
     CloudUser,
     DeletedUser,
     LicenseAssignment,
+    LicensingGroup,
     MailboxState,
     SchedulerState,
     ServerState,
@@ -23,6 +24,7 @@ from reconciler.model import (
 from reconciler.operations import (
     SERVER_OPERATIONS,
     TENANT_OPERATIONS,
+    AddGroupMembers,
     AssignLicense,
     CreateRule,
     Outcome,
@@ -32,6 +34,7 @@ from reconciler.operations import (
     SetExcludedAttributes,
     RemoveLicense,
     RemoveRule,
+    ReprocessLicences,
     RunSyncCycle,
     SetRuleDisabled,
     SetScheduler,
@@ -136,6 +139,12 @@ def _licences(user):
     return tuple(LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans)) for lic in user.licenses)
 
 
+def _group(group):
+    return LicensingGroup(
+        group.id, group.display_name, tuple((g.sku_id, tuple(g.disabled_plans)) for g in group.licenses), frozenset(group.members)
+    )
+
+
 class LabTenant(TenantProvider):
     SUPPORTS = TENANT_OPERATIONS
 
@@ -183,7 +192,8 @@ class LabTenant(TenantProvider):
             for u in lab.cloud_users
             if u.deleted_at is not None
         )
-        return TenantState(users=tuple(users), skus=skus, deleted_users=deleted)
+        groups = tuple(_group(g) for key in selection.groups if (g := lab.group(key)) is not None)
+        return TenantState(users=tuple(users), skus=skus, deleted_users=deleted, groups=groups)
 
     def apply(self, operation):
         lab = self.lab
@@ -193,6 +203,10 @@ class LabTenant(TenantProvider):
                 return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id, keep.get(ref.upn.lower(), ())))
             case RemoveLicense(sku_id, _part, users):
                 return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id))
+            case AddGroupMembers(group_id, _name, users):
+                return self._each(users, lambda ref: lab.add_group_member(group_id, ref.id))
+            case ReprocessLicences(users):
+                return self._each(users, lambda ref: lab.reprocess_license_assignment(ref.id))
             case PurgeDeletedUsers(users):
                 return self._each(users, lambda ref: lab.purge_deleted_user(ref.id))
             case VerifyMailboxes(users):

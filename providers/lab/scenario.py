@@ -5,6 +5,11 @@ synced users with on-premises mailboxes whose ``msExchMailboxGuid`` has reached
 the cloud, some of them already licensed without a mailbox, an inetOrgPerson user,
 a user without a usage location, a SKU with too few units, and stock rule
 precedences (200 among them) taken.
+
+``group-licensed`` is the same world licensed the way many tenants do it: a cloud
+security group, ``Licensing-E3``, assigns ENTERPRISEPACK to its members, and the first
+three joined it before the GUID was cleared (a group licence, no mailbox). The tenant
+also has a mailbox-only SKU, EXCHANGESTANDARD, with three units, for mixed-SKU plans.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from reconciler.model import (
     SyncRule,
 )
 from reconciler import dn
-from providers.lab.world import AdUser, Lab, LabCloudUser, LabSku, Server, lab_guid
+from providers.lab.world import AdUser, GroupLicense, Lab, LabCloudUser, LabGroup, LabSku, Server, lab_guid
 
 HYBRID_OU = "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
 SERVICE_OU = "OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com"
@@ -31,7 +36,9 @@ EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done")
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed")
+EXCHANGESTANDARD_ID = "4b9405b0-7788-4568-add1-99614e613b69"  # Exchange Online (Plan 1)'s real skuId
+LICENSING_GROUP = "Licensing-E3"
 
 # The Exchange attributes the stock "In from AD - ... Exchange" rules flow as they are.
 EXCHANGE_ATTRIBUTES = (
@@ -208,8 +215,11 @@ def build(scenario="default", users=20):
     # The first sync ran with the stock rules: the GUIDs reached the cloud.
     lab.run_cycle(SyncPolicy.INITIAL)
     # Someone licensed the first three already; no mailbox came of it.
-    for ad in ad_users[:3]:
-        lab.assign_license(ad.upn, ENTERPRISEPACK_ID)
+    if scenario == "group-licensed":
+        _licensing_group(lab, ad_users[:3])
+    else:
+        for ad in ad_users[:3]:
+            lab.assign_license(ad.upn, ENTERPRISEPACK_ID)
     lab.server.next_scheduled_at = lab.clock + lab.server.sync_interval
     lab.advance(lab.provisioning_minutes)
     if scenario == "already-prepared":
@@ -219,6 +229,15 @@ def build(scenario="default", users=20):
     elif scenario == "duplicate-upn-in-bin":
         _old_object_in_bin(lab, ad_users[4 if users > 4 else 0])
     return lab
+
+
+def _licensing_group(lab, members):
+    """Group-based licensing: a cloud group assigns ENTERPRISEPACK; ``members`` joined it."""
+    lab.skus.append(LabSku(EXCHANGESTANDARD_ID, "EXCHANGESTANDARD", prepaid=3))
+    group = LabGroup(lab_guid("group", LICENSING_GROUP), LICENSING_GROUP, licenses=[GroupLicense(ENTERPRISEPACK_ID)])
+    lab.groups.append(group)
+    for ad in members:
+        lab.add_group_member(group.id, ad.upn)
 
 
 def _half_done(lab, users):

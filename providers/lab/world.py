@@ -120,6 +120,24 @@ class LabLicense:
     assigned_at: int
     by_group: bool = False
     disabled_plans: list[str] = field(factory=list)
+    #: The group it comes from (Graph's assignedByGroup), when ``by_group``.
+    group_id: Optional[str] = None
+
+
+@define
+class GroupLicense:
+    sku_id: str
+    disabled_plans: list[str] = field(factory=list)
+
+
+@define
+class LabGroup:
+    """A cloud security group, with the licences it assigns to its members (group-based licensing)."""
+
+    id: str
+    display_name: str
+    members: list[str] = field(factory=list)  # cloud user object ids
+    licenses: list[GroupLicense] = field(factory=list)
 
 
 class _UserChanges:
@@ -216,6 +234,7 @@ class Lab:
     server: Server = field(factory=Server)
     cloud_users: list[LabCloudUser] = field(factory=list)
     skus: list[LabSku] = field(factory=list)
+    groups: list[LabGroup] = field(factory=list)
     scenario: str = "default"
     # Caches for Graph-sized tenants, never saved (cattrs leaves init=False fields out),
     # each with what it was built from (see _UserChanges): active users by id and by
@@ -588,6 +607,9 @@ class Lab:
             raise ProviderError("tenant", user.upn, f"Subscription with SKU {sku_id} does not have any available licenses.")
         user.licenses.append(LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans)))
         consumed[sku_id] = consumed.get(sku_id, 0) + 1
+        self._provision(user, sku, disabled_plans)
+
+    def _provision(self, user, sku, disabled_plans):
         exchange_on = bool(set(sku.exchange_plan_ids) - set(disabled_plans))
         if exchange_on and user.exchange_plan_since is None:
             user.exchange_plan_since = self.clock
@@ -613,6 +635,65 @@ class Lab:
             user.exchange_plan_since = lic.assigned_at  # assignedPlans keeps it, as "Deleted"
         # The mailbox, if any, survives a quick remove-and-add (30-day grace), so nothing else changes.
 
+    def group(self, key):
+        """By object id, or by display name (case-insensitive)."""
+        for group in self.groups:
+            if group.id == key or group.display_name.lower() == key.lower():
+                return group
+        return None
+
+    def add_group_member(self, group_key, user_key):
+        """POST /groups/{id}/members/$ref; the group's licences reach the user at once.
+
+        Lab assumption: Entra ID processes group licences in the background, usually within
+        minutes; the lab processes them at once. A licence that cannot be given (no unit, no
+        usage location) is left out, as Entra ID leaves the user in an error state.
+        """
+        group = self._group(group_key)
+        user = self._tenant_user(user_key)
+        if user.id in group.members:
+            raise ProviderError(
+                "tenant", user.upn, "One or more added object references already exist for the following modified properties: 'members'."
+            )
+        group.members.append(user.id)
+        self._process_group_licences(user)
+
+    def reprocess_license_assignment(self, user_key):
+        """POST /users/{id}/reprocessLicenseAssignment: the user's group licences processed again.
+
+        Lab assumption (undocumented): reprocessing re-runs Exchange Online provisioning for a
+        group licence with Exchange on, as assigning a licence does, so a user whose cloud
+        msExchMailboxGuid is gone gets a mailbox; the licence's lastUpdatedDateTime moves.
+        """
+        user = self._tenant_user(user_key)
+        self._process_group_licences(user, again=True)
+        return user
+
+    def _process_group_licences(self, user, again=False):
+        for group in self.groups:
+            if user.id not in group.members:
+                continue
+            for licence in group.licenses:
+                held = user.license(licence.sku_id)
+                if held is not None and not held.by_group:
+                    continue  # Lab assumption: a direct licence of the SKU is left as it is
+                if held is None:
+                    try:
+                        self.assign_license(user.id, licence.sku_id, licence.disabled_plans)
+                    except ProviderError:
+                        continue  # the error state: no licence, the group says why
+                    held = user.license(licence.sku_id)
+                    held.by_group, held.group_id = True, group.id
+                elif again:
+                    held.assigned_at = self.clock
+                    self._provision(user, self.sku(licence.sku_id), held.disabled_plans)
+
+    def _group(self, key):
+        group = self.group(key)
+        if group is None:
+            raise ProviderError("tenant", key, f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.")
+        return group
+
     def _tenant_user(self, key):
         user = self.cloud_user(key)
         if user is None:
@@ -630,6 +711,9 @@ class Lab:
             raise ProviderError("tenant", object_id, f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.")
         self.cloud_users.remove(user)
         _UserChanges.seen += 1
+        for group in self.groups:
+            if user.id in group.members:
+                group.members.remove(user.id)  # a purged object leaves its groups
 
     def purge_expired(self):
         """Deleted items stay restorable for 30 days, then go for good (B4)."""
