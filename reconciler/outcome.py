@@ -394,7 +394,7 @@ def _relicense(spec, user, assignment, cond, out):
         return out(
             Verdict.BLOCKED,
             "no-mailbox-unknown-clear",
-            "licensed without a mailbox, and the run history no longer shows when msExchMailboxGuid was cleared: run a full (Initial) sync and plan again to have it relicensed",
+            "licensed without a mailbox, and the run history no longer shows when msExchMailboxGuid was cleared: run a full (Initial) sync (syncprep sync FILE --policy Initial) and plan again to have it relicensed",
         )
     return out(
         Verdict.BLOCKED,

@@ -270,3 +270,16 @@ def test_group_licensed_lab_plans_applies_and_replans_to_no_changes_through_lab_
         again = run(env, tmp, "plan", desired, "--detailed-exitcode")
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
         assert not any(v in out for v in SECRETS.values() for out in (plan.stdout, applied.stdout, again.stdout))
+
+
+def test_the_readme_reference_and_an_example_show_every_licence_key():
+    import attrs
+
+    from reconciler.desired import LicenseSpec
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme.split("## Desired-state reference", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    keys = [f.name for f in attrs.fields(LicenseSpec) if f.name not in ("file_users", "place")]
+    assert [k for k in keys if f"\n{k} = " not in reference] == []
+    waves = load_desired(ROOT / "desired-state" / "waves.toml")
+    assert waves.licenses[0].file_users and waves.files[0][0] == "waves/wave-01.csv"
