@@ -85,6 +85,8 @@ class PlanRenderer:
         if plan.outcomes:
             out.print()
             out.print(users_line(plan.outcomes))
+            for line in entry_lines(plan.outcomes):
+                out.print(line)
         if plan.steps:
             out.print()
             out.print(self.summary(plan))
@@ -276,6 +278,38 @@ def render_drift(console, report):
         out.print("[magenta]Observation incomplete:[/magenta] what could not be read is unknown, not absent.")
     else:
         out.print(f"[yellow]{len(report.items)} drifted item(s).[/yellow] Run 'syncprep plan' to see the fix.")
+
+
+def entry_lines(outcomes):
+    """Per SKU and per wave, where a plan has more than one licence entry: who does what."""
+    entries = {}
+    for o in outcomes:
+        entries.setdefault((o.sku, o.wave, o.group), []).append(o)
+    if len(entries) < 2:
+        return []
+    lines = []
+    for (sku, wave, group), mine in entries.items():
+        counts = {}
+        for o in mine:
+            counts[o.verdict.value] = counts.get(o.verdict.value, 0) + 1
+        name = sku + (f" through {group}" if group else "") + ((f", {wave}" if wave.lower().startswith("wave") else f", wave {wave}") if wave else "")
+        lines.append(f"  {escape(name)}: {len(mine)} user(s): {escape(', '.join(f'{n} {v}' for v, n in counts.items()))}")
+    return lines
+
+
+def ended_lines(rows):
+    """After an apply, per SKU and per wave (where there are several): who ended as desired."""
+    entries = {}
+    for row in rows:
+        entries.setdefault((row["sku"], row.get("wave", ""), row.get("group", "")), []).append(row)
+    if len(entries) < 2:
+        return []
+    lines = []
+    for (sku, wave, group), mine in entries.items():
+        name = sku + (f" through {group}" if group else "") + ((f", {wave}" if wave.lower().startswith("wave") else f", wave {wave}") if wave else "")
+        ok = sum(1 for r in mine if r["as_desired"])
+        lines.append(f"  {escape(name)}: {ok} of {len(mine)} user(s) ended as desired (licence and mailbox read back)")
+    return lines
 
 
 def users_line(outcomes):

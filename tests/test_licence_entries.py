@@ -283,3 +283,54 @@ def test_the_readme_reference_and_an_example_show_every_licence_key():
     assert [k for k in keys if f"\n{k} = " not in reference] == []
     waves = load_desired(ROOT / "desired-state" / "waves.toml")
     assert waves.licenses[0].file_users and waves.files[0][0] == "waves/wave-01.csv"
+
+
+def test_the_graph_emulator_refuses_removing_an_inherited_licence_and_adding_a_member_twice_as_graph_does():
+    from providers.lab.graph_emulator import GraphEmulator
+    from providers.lab.host import LabHost
+    from test_graph_emulator import TOKEN, call
+
+    lab = scenario.build("group-licensed", users=8)
+    with GraphEmulator(LabHost(lab), token=TOKEN, retry_after=0.01) as emu:
+        user01 = lab.cloud_user("user01@contoso.com")
+        status, _h, body = call(emu, "POST", f"/users/{user01.id}/assignLicense", {"addLicenses": [], "removeLicenses": [scenario.ENTERPRISEPACK_ID]})
+        assert (status, body["error"]["message"]) == (400, "User license is inherited from a group membership and it cannot be removed directly from the user.")
+        assert user01.license(scenario.ENTERPRISEPACK_ID) is not None
+        status, _h, body = call(emu, "GET", "/groups?$filter=displayName%20eq%20'licensing-e3'&$select=id,displayName,assignedLicenses")
+        (group,) = body["value"]
+        assert group["assignedLicenses"] == [{"disabledPlans": [], "skuId": scenario.ENTERPRISEPACK_ID}]
+        ref = {"@odata.id": f"{emu.base_url}/directoryObjects/{user01.id}"}
+        status, _h, body = call(emu, "POST", f"/groups/{group['id']}/members/$ref", ref)
+        assert (status, body["error"]["message"]) == (400, "One or more added object references already exist for the following modified properties: 'members'.")
+        user04 = lab.cloud_user("user04@contoso.com")
+        status, _h, _body = call(emu, "POST", f"/groups/{group['id']}/members/$ref", {"@odata.id": f"{emu.base_url}/directoryObjects/{user04.id}"})
+        assert status == 204
+        status, _h, body = call(emu, "GET", f"/users/{user04.id}?$select=licenseAssignmentStates")
+        assert [s["assignedByGroup"] for s in body["licenseAssignmentStates"]] == [group["id"]]
+        status, _h, body = call(emu, "GET", f"/users/{user04.id}/memberOf?$select=id")
+        assert [g["id"] for g in body["value"]] == [group["id"]]
+
+
+def test_apply_of_the_waves_example_reports_per_sku_and_per_wave(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from reconciler.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    lab_file = str(tmp_path / "lab.json")
+    assert main(["lab", "init", "--scenario", "group-licensed", "--lab", lab_file]) == 0
+    waves = str(ROOT / "desired-state" / "waves.toml")
+    assert main(["plan", waves, "--lab", lab_file]) == 0
+    planned = capsys.readouterr().out
+    assert "ENTERPRISEPACK through Licensing-E3, wave-01: 6 user(s): 2 reprocess group licence, 4 assign" in planned
+    assert "EXCHANGESTANDARD: 1 user(s): 1 assign" in planned
+    assert main(["apply", waves, "--lab", lab_file, "--auto-approve", "--report", str(tmp_path / "r.csv")]) == 0
+    applied = capsys.readouterr().out
+    assert "ENTERPRISEPACK through Licensing-E3, wave-01: 6 of 6 user(s) ended as desired" in applied
+    assert "EXCHANGESTANDARD: 1 of 1 user(s) ended as desired" in applied
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert {(r["upn"], r["sku"], r["wave"], r["group"], r["as_desired"]) for r in rows} == {
+        *((f"user0{i}@contoso.com", "ENTERPRISEPACK", "wave-01", "Licensing-E3", "True") for i in (1, 2, 4, 5, 6, 8)),
+        ("contractor01@contoso.com", "EXCHANGESTANDARD", "", "", "True"),
+    }
+    assert main(["plan", waves, "--lab", lab_file, "--detailed-exitcode"]) == 0

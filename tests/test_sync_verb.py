@@ -59,3 +59,35 @@ def test_a_sync_on_demand_takes_the_apply_lock_and_journals(tmp_path):
     journal = Journal(journal_path)
     run_sync(sync_plan(SyncPolicy.DELTA, desired, "lab"), desired, LabTarget(lab), journal=journal)
     assert journal.last_interrupted() is None and "sync.on-demand" in journal_path.read_text()
+
+
+def test_syncprep_sync_runs_the_cycle_through_lab_serve_and_waits_for_it(tmp_path):
+    from test_serve import SECRETS, _serve, remote_file, run
+
+    for tmp, env, graph, port, _text in _serve(tmp_path):
+        desired = remote_file(tmp, graph, port)
+        done = run(env, tmp, "sync", desired, "--policy", "Initial")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "Initial cycle" in done.stdout and "all runs succeeded" in done.stdout
+        delta = run(env, tmp, "sync", desired, "--policy", "delta")
+        assert delta.returncode == 0 and "Delta cycle" in delta.stdout, delta.stdout[-2000:] + delta.stderr[-2000:]
+        assert not any(v in out for v in SECRETS.values() for out in (done.stdout, done.stderr, delta.stdout))
+
+
+def test_syncprep_sync_refuses_while_a_killed_apply_is_owed_a_resume(tmp_path, monkeypatch):
+    from reconciler.cli import main
+    from reconciler.journal import Journal, target_slug
+
+    monkeypatch.chdir(tmp_path)
+    lab_file = tmp_path / "lab.json"
+    assert main(["lab", "init", "--lab", str(lab_file)]) == 0
+    from providers.lab.provider import open_lab_target
+
+    target = open_lab_target(lab_file)
+    journal = Journal(target.state_dir() / f"{target_slug(target.key)}.journal")
+    journal.start("x", "apply", ["scheduler.pause"])
+    journal.step_started("scheduler.pause")
+    journal.step_ended("scheduler.pause", "done", scheduler_paused=True)
+    before = lab_file.read_bytes()
+    assert main(["sync", str(EXAMPLE), "--lab", str(lab_file)]) == 1
+    assert lab_file.read_bytes() == before, "no cycle was started"

@@ -158,7 +158,11 @@ def _read_back(report, desired, target, args, out):
     from reconciler.apply import observe
     from reconciler.outcome import ended
 
+    from reconciler.render import ended_lines
+
     rows = ended(report.outcomes, observe(target, desired).tenant)
+    for line in ended_lines(rows):
+        out.print(line)
     if args.report:
         from reconciler import report as report_file
 
