@@ -13,7 +13,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, Observed, SyncPolicy
-from reconciler.operations import AssignLicense, RemoveLicense, RemoveRule, RunSyncCycle, SetScheduler, UpdateRule
+from reconciler.operations import AddGroupMembers, AssignLicense, RemoveLicense, RemoveRule, ReprocessLicences, RunSyncCycle, SetScheduler, UpdateRule
 from reconciler.plan import build_plan, selection_for
 
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -76,7 +76,7 @@ def detect(desired, observed, target_description="", purged=()):
     # and when it matters: nothing will run it (scheduler off), or licences wait for it.
     # An upgrade marks the next cycle Initial with no rule changed: that alone is no drift.
     changes_config = any(s.provider == "entra-connect" and not isinstance(s.operation, (SetScheduler, RunSyncCycle)) for s in plan.steps)
-    licences_wait = any(isinstance(s.operation, (AssignLicense, RemoveLicense)) for s in plan.steps)
+    licences_wait = any(isinstance(s.operation, (AssignLicense, RemoveLicense, AddGroupMembers, ReprocessLicences)) for s in plan.steps)
     owed = scheduler.next_policy is SyncPolicy.INITIAL and not changes_config and (licences_wait or not scheduler.sync_cycle_enabled)
     relicensed = {(s.operation.sku_id, u.upn.lower()) for s in plan.steps if isinstance(s.operation, RemoveLicense) for u in s.operation.users}
     for step in plan.steps:
@@ -103,6 +103,10 @@ def _describe(step, full_sync_owed, relicensed=frozenset()):
         # A user relicensed holds the licence already: "licensed without a mailbox" says it.
         missing = [u for u in op.users if (op.sku_id, u.upn.lower()) not in relicensed]
         return [DriftItem(step.resource, "licence missing", f"{len(missing)} user(s): {', '.join(u.upn for u in missing)}")] if missing else []
+    if isinstance(op, AddGroupMembers):
+        return [DriftItem(step.resource, "licence missing", f"{len(op.users)} user(s) not in the licensing group {op.group_name!r}: {', '.join(u.upn for u in op.users)}")]
+    if isinstance(op, ReprocessLicences):
+        return [DriftItem(step.resource, "licensed without a mailbox", f"{len(op.users)} user(s) with a group licence: {', '.join(u.upn for u in op.users)}")]
     if step.id == "sync.initial":
         if full_sync_owed:
             return [DriftItem("sync cycle", "full sync owed", "the next cycle must be a full (Initial) sync, and only Delta cycles ran since it was owed")]

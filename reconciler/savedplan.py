@@ -9,8 +9,8 @@ A saved plan is the JSON plan plus what binds it to the world it was made in:
 * ``target_key``: the environment it was made for (required);
 * ``created``: when it was made (UTC), so that an old plan is refused;
 * ``fingerprints``: a short hash of every observed resource the plan depends on
-  (the scheduler, each rule, each connector, each SKU, each user in scope, the
-  recycle bin);
+  (the scheduler, each rule, each connector, each SKU, each user in scope, each
+  licensing group named, the recycle bin);
 * the scripts each server step will run, in the steps;
 * ``checksum``: SHA-256 of everything else, so an edited file is refused;
 * ``signature`` (optional): HMAC-SHA256 of everything else with a key held by the
@@ -75,6 +75,8 @@ def fingerprints(observed, selection):
             prints[f"user/{user.upn.lower()}"] = _digest(
                 [user.synced, user.on_prem_dn, user.usage_location, sorted([a.sku_id, a.by_group] for a in user.licenses), user.mailbox.value]
             )
+    for group in tenant.groups:
+        prints[f"group/{group.name}"] = _digest([sorted(map(list, group.licenses)), sorted(group.members)])
     deleted = tenant.deleted_users
     prints["recycle-bin"] = "unknown" if deleted is None else _digest(sorted(u.upn.lower() for u in deleted))
     return prints

@@ -334,3 +334,17 @@ def test_apply_of_the_waves_example_reports_per_sku_and_per_wave(tmp_path, monke
         ("contractor01@contoso.com", "EXCHANGESTANDARD", "", "", "True"),
     }
     assert main(["plan", waves, "--lab", lab_file, "--detailed-exitcode"]) == 0
+
+
+def test_drift_names_users_missing_from_the_licensing_group_and_group_licences_without_a_mailbox(tmp_path):
+    from reconciler.drift import detect
+
+    lab = scenario.build("group-licensed")
+    target = LabTarget(lab)
+    desired = load_desired(with_licences(tmp_path, EXAMPLE, group_entry()))
+    report = detect(desired, observe(target, desired), "lab")
+    whats = {(i.what, i.detail.split(":")[0]) for i in report.items}
+    assert ("licence missing", "16 user(s) not in the licensing group 'Licensing-E3'") in whats
+    assert ("licensed without a mailbox", "3 user(s) with a group licence") in whats
+    apply_plan(plan_for(desired, target), desired, target)
+    assert detect(desired, observe(target, desired), "lab").items == ()

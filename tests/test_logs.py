@@ -23,6 +23,9 @@ SECRETS = (TOKEN, PASSWORD, CLIENT_SECRET, COOKIE, BASIC, "AkSession123xyz", "op
 def restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # A main() run in-process by an earlier test left warnings captured: undo it, or the
+    # test's captureWarnings(True) is a no-op and warnings go to pytest's recorder instead.
+    logging.captureWarnings(False)
     yield
     for handler in root.handlers[:]:
         if handler not in handlers:

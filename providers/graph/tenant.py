@@ -412,7 +412,7 @@ class GraphTenant(TenantProvider):
                 )
         return tuple(deleted)
 
-    async def _mailboxes(self, t, ids, states=None):
+    async def _mailboxes(self, t, ids, states=None, verifying=False):
         """{user id: MailboxState, or None for a user that does not exist} for ``ids``.
 
         ``states`` = {user id: licenseAssignmentStates} when already read (observe);
@@ -445,7 +445,10 @@ class GraphTenant(TenantProvider):
                 # "Recently" by the server's clock when it answered this probe (not ours, not later).
                 now = mailbox.date or t.server_now or dt.datetime.now(dt.timezone.utc)
                 recent = self._recently_licensed(licences, self._exchange_skus, now)
-                result[uid] = MailboxState.PENDING if recent else MailboxState.ABSENT
+                # While verifying, a user with no Exchange licence yet was just added to a
+                # licensing group: Entra ID assigns group licences in the background.
+                on_its_way = verifying and not any(s.get("skuId") in self._exchange_skus for s in licences)
+                result[uid] = MailboxState.PENDING if recent or on_its_way else MailboxState.ABSENT
             else:
                 result[uid] = MailboxState.UNKNOWN
         return result
@@ -620,7 +623,7 @@ class GraphTenant(TenantProvider):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.verify_timeout
         while True:
-            found = await self._mailboxes(t, [ref.id for ref in users])
+            found = await self._mailboxes(t, [ref.id for ref in users], verifying=True)
             states = {ref.upn: found[ref.id] for ref in users}
             waiting = [upn for upn, s in states.items() if s in (MailboxState.PENDING, MailboxState.UNKNOWN)]
             if not waiting or loop.time() >= deadline:
