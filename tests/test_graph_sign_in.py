@@ -241,11 +241,11 @@ def test_the_clouds_login_hosts_and_github_are_allowed_by_default_and_nothing_el
         sign_in_endpoints(remote(tmp_path).graph)
 
 
-def test_plan_through_the_cli_signs_in_at_an_allowed_token_endpoint_only(cli, entra, served, monkeypatch, tmp_path):
-    """The whole command: the secret reaches the loopback Entra ID once it is allowed, never before."""
+@pytest.fixture
+def served_remote(served, monkeypatch, tmp_path):
+    """(desired-state file, Graph emulator, the options allowing Graph and WinRM): a served lab."""
     lab, endpoint, _server = served()
     address, port = endpoint.address
-    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
     monkeypatch.setenv("SYNCPREP_WINRM_USERNAME", "CONTOSO\\syncadmin")
     monkeypatch.setenv("SYNCPREP_WINRM_PASSWORD", "served-Pa55word!")
     with GraphEmulator(endpoint.host, token=ACCESS) as graph:
@@ -256,15 +256,34 @@ def test_plan_through_the_cli_signs_in_at_an_allowed_token_endpoint_only(cli, en
             f'[target.entra_connect]\nhost = "{address}"\nport = {port}\nssl = false\nauth = "basic"\npoll_seconds = 0.5\n'
             f"\n[scheduler]{body}"
         )
-        allow = ["--allow-endpoint", graph.base_url.rsplit("/", 1)[0], "--allow-endpoint", f"{address}:{port}", "--ca-bundle", entra.ca_bundle]
-        code, out, err = cli("plan", desired, *allow)
-        assert code == 1 and err.count("\n") == 1 and f"--allow-endpoint {entra.url}" in err, err
-        assert entra.requests == [] and graph.counters["http_requests"] == 0
-        code, out, err = cli("plan", desired, *allow, "--allow-endpoint", entra.url)
-        assert code == 0, err
-        assert "In from AD - User Exchange" in out and SECRET not in out + err and ACCESS not in out + err
-        assert [form["client_secret"] for form in token_requests(entra)] == [SECRET]
-        assert graph.counters["unauthorized"] == 0
+        yield desired, graph, ["--allow-endpoint", graph.base_url.rsplit("/", 1)[0], "--allow-endpoint", f"{address}:{port}"]
+
+
+def test_a_failed_sign_in_through_the_cli_is_one_line(cli, entra, served_remote, monkeypatch):
+    """azure-identity logs each failed get_token at WARNING, twice per try: not at the default level."""
+    import logging
+
+    desired, _graph, allow = served_remote
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret-91")
+    monkeypatch.setattr(logging.getLogger("azure.identity"), "level", logging.NOTSET)
+    code, _out, err = cli("plan", desired, *allow, "--ca-bundle", entra.ca_bundle, "--allow-endpoint", entra.url)
+    assert code == 1 and "AADSTS7000215" in err and "not-the-secret-91" not in err
+    assert [line for line in err.splitlines() if "azure.identity" in line] == [], err
+
+
+def test_plan_through_the_cli_signs_in_at_an_allowed_token_endpoint_only(cli, entra, served_remote, monkeypatch):
+    """The whole command: the secret reaches the loopback Entra ID once it is allowed, never before."""
+    desired, graph, allow = served_remote
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    allow = [*allow, "--ca-bundle", entra.ca_bundle]
+    code, out, err = cli("plan", desired, *allow)
+    assert code == 1 and err.count("\n") == 1 and f"--allow-endpoint {entra.url}" in err, err
+    assert entra.requests == [] and graph.counters["http_requests"] == 0
+    code, out, err = cli("plan", desired, *allow, "--allow-endpoint", entra.url)
+    assert code == 0, err
+    assert "In from AD - User Exchange" in out and SECRET not in out + err and ACCESS not in out + err
+    assert [form["client_secret"] for form in token_requests(entra)] == [SECRET]
+    assert graph.counters["unauthorized"] == 0
 
 
 # ---------------------------------------------------------------------------- device code, remembered
