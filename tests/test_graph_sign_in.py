@@ -2,8 +2,8 @@
 
 The real credentials run end to end against a loopback Entra ID (tests/token_server.py: HTTPS,
 the tenant's discovery document and token endpoint, GitHub's OIDC token URL) and the lab's
-Graph emulator, which accepts only the access token that Entra ID issued: a client secret
-(``auth = "environment"``), a client assertion from GitHub Actions OIDC or from a federated
+Graph emulator, which accepts only the access token that Entra ID issued: a client secret or
+a certificate's signed assertion (``auth = "environment"``), a client assertion from GitHub Actions OIDC or from a federated
 token file (``auth = "workload-identity"``), and the Azure CLI's token (``auth = "azure-cli"``,
 with a stand-in ``az`` on PATH). The token endpoint is allowed like any other endpoint.
 """
@@ -363,3 +363,45 @@ def test_bad_graph_sign_in_keys_are_one_line_with_the_key_path(cli, tmp_path, gr
     desired.write_text(f'[target]\nkind = "remote"\n[target.graph]\n{graph_keys}\n[target.entra_connect]\nhost = "aadc01.contoso.com"\n\n[scheduler]{body}')
     code, _out, err = cli("validate", desired)
     assert code == 1 and message in err and "Traceback" not in err, err
+
+
+def app_certificate(folder):
+    """A self-signed RSA certificate with its key in one PEM file, as AZURE_CLIENT_CERTIFICATE_PATH takes it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncprep app")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+    cert = cert.not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    path = folder / "app.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()) + pem)
+    return path, pem
+
+
+def test_a_client_certificate_signs_the_assertion_the_token_endpoint_checks(graph, monkeypatch, tmp_path):
+    """auth = "environment" with AZURE_CLIENT_CERTIFICATE_PATH: MSAL signs a client assertion with the key."""
+    path, pem = app_certificate(tmp_path)
+    for name in (*GITHUB_VARIABLES, "AZURE_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    with TokenServer(tmp_path, TENANT, CLIENT, ACCESS, certificate=pem) as entra:
+        monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+        monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT)
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", entra.url)
+        monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(path))
+        assert len(observe(GraphTargetSpec(endpoint=graph.base_url, auth="environment"), entra.ca_bundle).users) > 0
+        (form,) = token_requests(entra)
+        assert form["client_assertion_type"].endswith("jwt-bearer") and "client_secret" not in form
+        assert entra._signed(form["client_assertion"])
+        # The same flow with another certificate's key is refused by the endpoint.
+        (tmp_path / "other").mkdir()
+        other, _pem = app_certificate(tmp_path / "other")
+        monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(other))
+        with pytest.raises(ProviderError, match="AADSTS7000215"):
+            observe(GraphTargetSpec(endpoint=graph.base_url, auth="environment"), entra.ca_bundle)

@@ -34,7 +34,9 @@ class TokenServer:
     ``entra.github_url`` the OIDC token URL; ``entra.requests`` lists (method, path, headers, form).
     """
 
-    def __init__(self, folder, tenant, client, access_token, secret=None, assertion=None, github_request_token=None):
+    def __init__(self, folder, tenant, client, access_token, secret=None, assertion=None, github_request_token=None, certificate=None):
+        """``certificate``: the app's certificate (PEM bytes); a client assertion signed with its key passes."""
+        self.certificate = certificate
         self.tenant, self.client, self.access_token = tenant, client, access_token
         self.secret, self.assertion, self.github_request_token = secret, assertion, github_request_token
         self.requests = []
@@ -138,11 +140,27 @@ class TokenServer:
             return 400, {"error": "unauthorized_client", "error_description": "AADSTS700016: Application not found in the directory"}
         if "client_secret" in form:
             ok = self.secret is not None and form["client_secret"] == self.secret
+        elif form.get("client_assertion_type") != JWT_BEARER:
+            ok = False
         else:
-            ok = self.assertion is not None and form.get("client_assertion_type") == JWT_BEARER and form.get("client_assertion") == self.assertion
+            ok = form.get("client_assertion") == self.assertion and self.assertion is not None or self._signed(form.get("client_assertion", ""))
         if not ok:
             return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret or assertion provided."}
         return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": self.access_token}
+
+    def _signed(self, assertion):
+        """A JWT the app signed with its certificate's key, for this token endpoint (as Entra ID checks)."""
+        if self.certificate is None:
+            return False
+        import jwt
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(self.certificate)
+        try:
+            claims = jwt.decode(assertion, cert.public_key(), algorithms=["RS256", "PS256"], audience=f"{self.url}/{self.tenant}/oauth2/v2.0/token")
+        except jwt.PyJWTError:
+            return False
+        return claims.get("iss") == claims.get("sub") == self.client
 
     def github(self, authorization, query):
         if self.github_request_token is None or authorization != f"bearer {self.github_request_token}":
