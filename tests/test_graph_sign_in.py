@@ -265,10 +265,14 @@ def test_a_failed_sign_in_through_the_cli_is_one_line(cli, entra, served_remote,
 
     desired, _graph, allow = served_remote
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret-91")
-    monkeypatch.setattr(logging.getLogger("azure.identity"), "level", logging.NOTSET)
-    code, _out, err = cli("plan", desired, *allow, "--ca-bundle", entra.ca_bundle, "--allow-endpoint", entra.url)
+    allow = [*allow, "--ca-bundle", entra.ca_bundle, "--allow-endpoint", entra.url]
+    code, _out, err = cli("plan", desired, *allow)
     assert code == 1 and "AADSTS7000215" in err and "not-the-secret-91" not in err
     assert [line for line in err.splitlines() if "azure.identity" in line] == [], err
+    # Put back after the call: the logger is as it was, and -v shows azure-identity's own lines.
+    assert logging.getLogger("azure.identity").level == logging.NOTSET
+    code, _out, err = cli("-v", "plan", desired, *allow)
+    assert code == 1 and "azure.identity" in err and "not-the-secret-91" not in err
 
 
 def test_plan_through_the_cli_signs_in_at_an_allowed_token_endpoint_only(cli, entra, served_remote, monkeypatch):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -68,3 +69,37 @@ class ReusedToken:
 
     def __repr__(self):
         return f"ReusedToken({type(self._credential).__name__}, token=***)"
+
+
+class QuietFailures:
+    """An azure-identity credential whose failures are said once, by the provider.
+
+    azure-identity logs every failed get_token at WARNING, once for the credential and once for
+    its wrapper on each try, and then raises; the provider turns that into one error line with
+    the same reason. So at the default level its logger is set to ERROR for the call (and put
+    back after it); with -v (INFO or DEBUG) its records show as they are.
+    """
+
+    LOGGER = "azure.identity"
+
+    def __init__(self, credential):
+        self._credential = credential
+
+    def get_token(self, *scopes, **kwargs):
+        if logging.getLogger().isEnabledFor(logging.INFO):
+            return self._credential.get_token(*scopes, **kwargs)
+        logger = logging.getLogger(self.LOGGER)
+        saved = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return self._credential.get_token(*scopes, **kwargs)
+        finally:
+            logger.setLevel(saved)
+
+    def close(self):
+        close = getattr(self._credential, "close", None)
+        if close is not None:
+            close()
+
+    def __repr__(self):
+        return f"QuietFailures({self._credential!r})"

@@ -150,19 +150,10 @@ def build_auth_provider(spec, endpoint, ca_bundle=None):
         return BaseBearerTokenAuthenticationProvider(StaticTokenProvider(spec.token_env, [endpoint.host]))
     from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 
-    _quiet_azure_identity()
-    credential = _credential(spec, endpoint.cloud, ca_bundle)
+    from providers.graph.auth import QuietFailures
+
+    credential = QuietFailures(_credential(spec, endpoint.cloud, ca_bundle))
     return AzureIdentityAuthenticationProvider(credential, scopes=[endpoint.scope], allowed_hosts=[endpoint.host])
-
-
-def _quiet_azure_identity():
-    """azure-identity logs every failed get_token at WARNING (twice: the credential and its
-    wrapper, on each retry); the provider raises the same reason as one error line. At the
-    default level they only repeat it, so they are kept for -v."""
-    import logging
-
-    if not logging.getLogger().isEnabledFor(logging.INFO):
-        logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 def _credential(spec, cloud, ca_bundle=None):
