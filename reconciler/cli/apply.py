@@ -5,6 +5,7 @@ Given a saved plan and ``--desired``, applies exactly that plan or refuses it as
 
 from __future__ import annotations
 
+import re
 import sys
 
 from reconciler.cli import targetstate
@@ -30,7 +31,12 @@ def add_parser(commands, parents):
     )
     parser.add_argument("--force", action="store_true", help="apply a plan over the safety thresholds (too many deletes)")
     parser.add_argument("--resume", action="store_true", help="finish an apply that was cut short (observes again; done steps are not repeated)")
-    parser.add_argument("--until", metavar="TIME", help="start no step that cannot finish before TIME (HH:MM UTC or ISO); stop safe and resumable")
+    parser.add_argument(
+        "--until",
+        metavar="TIME",
+        help="start no step that cannot finish before TIME: HH:MM (UTC, on the target's clock), HH:MM+01:00, or 2026-12-04T23:00+01:00; "
+        "a time already past is refused; stop safe and resumable",
+    )
     parser.add_argument("--report", metavar="FILE", help="write the per-user outcome as read back after the apply, as CSV or JSON (by the extension)")
     return parser
 
@@ -79,7 +85,11 @@ def _locked(args, out, err, target, desired, saved):
     elif args.resume:
         out.print("Nothing to resume: the last apply on this target finished.")
         return EXIT_OK
-    until = parse_until(args.until, target) if args.until else None
+    until = None
+    if args.until:
+        now = target.now()
+        until = parse_until(args.until, now)
+        out.print(escape(deadline_line(until, now)))
     observed = observe(target, desired)
     plan = build_plan(desired, observed, target.description, purged=targetstate.purged(target, observed))
     if saved is not None:
@@ -179,19 +189,46 @@ def _read_back(report, desired, target, args, out):
     return left
 
 
-def parse_until(text, target):
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(Z|[+-]\d{2}:?\d{2})?$")
+UNTIL_FORMS = "HH:MM (UTC, on the target's clock), HH:MM+01:00, or a date and time such as 2026-12-04T23:00+01:00"
+
+
+def parse_until(text, now):
+    """``--until`` as an aware datetime, compared with ``now`` (the target's clock): HH:MM is
+    today's, in UTC or the offset given. A time already past is refused, never taken as
+    tomorrow's (an apply would run into the next day's window)."""
     import datetime as dt
 
-    now = target.now()
+    text = text.strip()
+    clock = _CLOCK.match(text)
     try:
-        if len(text) <= 5 and ":" in text:
-            hours, minutes = (int(p) for p in text.split(":"))
-            moment = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-            return moment if moment > now else moment + dt.timedelta(days=1)
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if clock:
+            zone = dt.timezone.utc if clock.group(3) in (None, "Z") else dt.datetime.strptime(clock.group(3).replace(":", ""), "%z").tzinfo
+            moment = now.astimezone(zone).replace(hour=int(clock.group(1)), minute=int(clock.group(2)), second=0, microsecond=0)
+        else:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
     except ValueError:
-        raise ReconcilerError(f"--until {text!r}: give HH:MM (UTC, on the target's clock) or an ISO time such as 2026-01-05T23:30Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+        raise ReconcilerError(f"--until {text!r}: give {UNTIL_FORMS}; nothing was changed") from None
+    if moment <= now:
+        raise ReconcilerError(
+            f"--until {text}: {_moment(moment)} has passed (the target's clock reads {_moment(now)}); "
+            f"give a time still to come (for another day, with its date); nothing was changed"
+        )
+    return moment
+
+
+def _moment(moment):
+    import datetime as dt
+
+    utc = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    given = moment.strftime("%H:%M%z")
+    return utc if moment.utcoffset() == dt.timedelta(0) else f"{utc} ({given[:-2]}:{given[-2:]})"
+
+
+def deadline_line(moment, now):
+    minutes = int((moment - now).total_seconds() // 60)
+    return f"Deadline: {_moment(moment)}, {minutes // 60} h {minutes % 60:02d} min from now on the target's clock; no step starts that cannot finish before it."
 
 
 def _check_saved(data, desired, observed, plan, target):
