@@ -17,6 +17,9 @@ from reconciler.operations import AddGroupMembers, AssignLicense, RemoveLicense,
 from reconciler.plan import build_plan, selection_for
 
 EXIT_IN_SYNC, EXIT_ERROR, EXIT_DRIFT, EXIT_INCOMPLETE = 0, 1, 2, 3
+#: The version of the drift report's JSON (drift --json; schemas/drift.json). 1: issue 17, the first versioned.
+DRIFT_FORMAT_VERSION = 1
+
 _DRIFT_NOTICES = {"no-mailbox-after-clear": "licensed without a mailbox", "threshold-differs": "deletion threshold changed"}
 _NOTICE_RESOURCES = {"threshold-differs": "export deletion threshold"}
 
@@ -45,6 +48,7 @@ class DriftReport:
 
     def to_dict(self):
         return {
+            "format_version": DRIFT_FORMAT_VERSION,
             "source": self.source,
             "target": self.target,
             "in_sync": not self.items and not self.unknown,

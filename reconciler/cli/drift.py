@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import open_target
+from reconciler.cli.options import Output, add_output_option, check_output, open_target
 from reconciler.errors import ReconcilerError
 
 NAME = "drift"
@@ -16,6 +16,7 @@ def add_parser(commands, parents):
     formats.add_argument("--json", action="store_true")
     formats.add_argument("--markdown", action="store_true", help="for an issue: no @mentions; --mask-users hides UPNs")
     parser.add_argument("--mask-users", action="store_true", help="with --markdown: hide user principal names")
+    add_output_option(parser, "the report (--json: the versioned JSON report)")
     return parser
 
 
@@ -26,6 +27,8 @@ def run(args, out, err):
 
     if args.mask_users and not args.markdown:
         raise ReconcilerError("--mask-users goes with --markdown")
+    inputs = {"the desired-state file": args.file, "the lab file": args.lab}
+    check_output(args, inputs)
     desired = load_desired(args.file)
     target = open_target(desired, args, err)
     try:
@@ -39,12 +42,14 @@ def run(args, out, err):
         from attrs import evolve
 
         report = evolve(report, interrupted=interrupted)
-    if args.json:
-        print_json(out, report.to_dict())
-    elif args.markdown:
-        from reconciler.markdown import drift_markdown
+    inputs["the lab file"] = getattr(target, "path", None) or args.lab
+    with Output(args, out, err, inputs) as console:
+        if args.json:
+            print_json(console, report.to_dict())
+        elif args.markdown:
+            from reconciler.markdown import drift_markdown
 
-        out.file.write(drift_markdown(report, mask_users=args.mask_users))
-    else:
-        render_drift(out, report)
+            console.file.write(drift_markdown(report, mask_users=args.mask_users))
+        else:
+            render_drift(console, report)
     return report.exit_code

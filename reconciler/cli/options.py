@@ -122,6 +122,53 @@ def make_console(no_color=False, stderr=False):
     return Console(highlight=False, stderr=stderr, soft_wrap=True)
 
 
+def add_output_option(parser, what):
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help=f"write {what} to FILE in UTF-8 (created 0600, atomically) instead of standard output; "
+        "for Windows PowerShell 5.1, whose '>' does not write UTF-8",
+    )
+
+
+def check_output(args, inputs):
+    """Refuse ``-o FILE`` that is a symbolic link or one of the command's own files, before any work."""
+    if getattr(args, "output", None):
+        from reconciler.files import refuse_inputs, refuse_symlink
+
+        refuse_symlink(args.output)
+        refuse_inputs(args.output, inputs)
+
+
+class Output:
+    """``with Output(args, out, err, inputs) as console:`` — the verb renders to ``console``:
+    standard output, or for ``-o FILE`` plain text collected and written to FILE in UTF-8."""
+
+    def __init__(self, args, out, err, inputs):
+        self.path = getattr(args, "output", None)
+        self.out, self.err, self.inputs = out, err, inputs
+        self.buffer = None
+
+    def __enter__(self):
+        if not self.path:
+            return self.out
+        import io
+
+        from rich.console import Console
+
+        self.buffer = io.StringIO()
+        return Console(file=self.buffer, color_system=None, no_color=True, highlight=False, soft_wrap=True, width=120)
+
+    def __exit__(self, kind, value, traceback):
+        if self.path and kind is None:
+            from reconciler.files import write_private
+
+            write_private(self.path, self.buffer.getvalue(), self.inputs)
+            self.err.print(f"Wrote {escape(self.path)} (UTF-8)")
+        return False
+
+
 def one_line(text):
     """A message as one line whatever a server put in it: line breaks and other control
     characters (a terminal's escape sequences included) become single spaces."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, escape, open_target, report_inputs, scripts_of
+from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, Output, add_output_option, check_output, escape, open_target, report_inputs, scripts_of
 
 NAME = "plan"
 
@@ -18,6 +18,7 @@ def add_parser(commands, parents):
         "-out", "--out", dest="out", metavar="PLANFILE", help="save the plan (JSON) for review; apply it with 'syncprep apply PLANFILE'"
     )
     parser.add_argument("--report", metavar="FILE", help="write the per-user outcome, every user, as CSV or JSON (by the extension)")
+    add_output_option(parser, "the plan as shown (with --json, the JSON plan; to save a plan for apply, use -out)")
     return parser
 
 
@@ -39,14 +40,32 @@ def run(args, out, err):
 
         report_file.write(report_file.plan_rows(plan), args.report, report_inputs(args, target))
         err.print(f"Wrote the per-user outcome of {len(plan.outcomes)} user(s) to {escape(args.report)}")
-    _render(args, plan, scripts, out)
+    with Output(args, out, err, _inputs(args, target)) as console:
+        _render(args, plan, scripts, console)
     if args.detailed_exitcode and plan.has_changes:
         return EXIT_CHANGES
     return EXIT_OK
 
 
+def _inputs(args, target=None):
+    return {
+        "the desired-state file": args.file,
+        "the plan written by -out": args.out,
+        "the report": args.report,
+        "the lab file": getattr(target, "path", None) or getattr(args, "lab", None),
+    }
+
+
 def _check_outputs(args):
     """Refuse an output path that would replace an input, before anything is observed."""
+    check_output(args, _inputs(args))
+    if args.output and args.out:
+        from reconciler.files import same_file
+
+        if same_file(args.output, args.out):
+            from reconciler.errors import ReconcilerError
+
+            raise ReconcilerError(f"{args.output}: -o and -out name the same file; -out saves the plan for apply, -o the view (nothing was written)")
     if args.out:
         from reconciler.files import refuse_inputs, refuse_symlink
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_OK
+from reconciler.cli.options import EXIT_OK, Output, add_output_option, check_output
 from reconciler.errors import ReconcilerError
 
 NAME = "show"
@@ -15,6 +15,7 @@ def add_parser(commands, parents):
     formats.add_argument("--json", action="store_true")
     formats.add_argument("--markdown", action="store_true", help="a pull-request comment")
     parser.add_argument("--mask-users", action="store_true", help="hide user principal names")
+    add_output_option(parser, "the rendering (--markdown: the comment; --json: the plan)")
     return parser
 
 
@@ -23,17 +24,20 @@ def run(args, out, err):
     from reconciler.render import PlanRenderer, print_json
     from reconciler.serialize import plan_from_dict
 
+    if args.mask_users and not args.markdown:
+        raise ReconcilerError("--mask-users goes with --markdown")
+    inputs = {"the plan file": args.planfile}
+    check_output(args, inputs)
     data = savedplan.load(args.planfile)
-    if args.json:
-        print_json(out, data)
-    elif args.markdown:
-        from reconciler.markdown import render_markdown
+    with Output(args, out, err, inputs) as console:
+        if args.json:
+            print_json(console, data)
+        elif args.markdown:
+            from reconciler.markdown import render_markdown
 
-        out.file.write(render_markdown(data, mask_users=args.mask_users, plan_file=args.planfile))
-    else:
-        plan = plan_from_dict(data)
-        scripts = {s["id"]: s["script"] for s in data["steps"] if s.get("script")}
-        if args.mask_users:
-            raise ReconcilerError("--mask-users goes with --markdown")
-        PlanRenderer(out).render(plan, scripts or None)
+            console.file.write(render_markdown(data, mask_users=args.mask_users, plan_file=args.planfile))
+        else:
+            plan = plan_from_dict(data)
+            scripts = {s["id"]: s["script"] for s in data["steps"] if s.get("script")}
+            PlanRenderer(console).render(plan, scripts or None)
     return EXIT_OK
