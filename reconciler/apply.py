@@ -21,6 +21,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 from typing import Any, Callable
@@ -29,7 +30,7 @@ from attrs import frozen
 
 from reconciler import dn
 from reconciler.errors import ApplyError, ProviderError, TransientError
-from reconciler.model import Observed, UserRef
+from reconciler.model import Observed, SyncPolicy, UserRef
 from reconciler.operations import (
     AddGroupMembers,
     AssignLicense,
@@ -51,6 +52,7 @@ from reconciler.operations import (
 from reconciler.licences import license_steps
 from reconciler.outcome import conditions, predict
 from reconciler.plan import last_full_sync_end, selection_for
+from reconciler.progress import Progress
 from reconciler.rebuild import named_for_purge, same_names
 from reconciler.recreated import from_record, record_for, recreated_since, settled, still_owed
 from reconciler.serialize import plan_checksum
@@ -73,7 +75,9 @@ class StepResult:
 
 @frozen
 class Event:
-    """Progress for the renderer: ``kind`` is started, finished, failed, replanned, note."""
+    """Progress for the renderer: ``kind`` is started, finished, failed, replanned, note, or
+    progress (``result`` a :class:`~reconciler.progress.Progress` of a long wait, maybe from
+    a provider's worker thread)."""
 
     kind: str
     step: Any = None
@@ -238,7 +242,10 @@ def apply_plan(
             try:
                 if refusal:
                     raise ProviderError("syncprep", step.id, refusal)
-                outcome = _apply_with_retries(provider, step, target, desired, retries, on_event)
+                if isinstance(step.operation, RunSyncCycle) and history is None:
+                    history = _history_for_estimate(target)
+                with _relaying(provider, step, on_event, _expected_seconds(step, history)):
+                    outcome = _apply_with_retries(provider, step, target, desired, retries, on_event)
             except ProviderError as exc:
                 target.checkpoint()
                 result = StepResult(step.id, Status.FAILED, str(exc))
@@ -354,9 +361,40 @@ def _wait_until_idle(target, on_event, until=None, limit=IDLE_WAIT_SECONDS, poll
             return "window"
         if waited >= limit:
             return f"a sync cycle was still running after {limit // 60} minutes of waiting"
+        on_event(Event("progress", result=Progress("a running sync cycle to finish before the configuration changes", float(waited))))
         target.sleep(poll)
         waited += poll
     return None
+
+
+@contextlib.contextmanager
+def _relaying(provider, step, on_event, expected=None):
+    """The provider's progress on ``step`` as ``Event("progress", step, result=Progress)``,
+    with time left from ``expected`` seconds where the provider had no estimate."""
+    provider.on_progress = lambda progress: on_event(Event("progress", step, result=progress.estimated(expected)))
+    try:
+        yield
+    finally:
+        del provider.on_progress  # back to the class's: nobody listening
+
+
+def _history_for_estimate(target):
+    """The run history, for the time a full sync is expected to take; () if it cannot be read
+    (an estimate is worth no failure: the sync step reads the server itself)."""
+    try:
+        return target.server.observe().run_history
+    except ProviderError:
+        return ()
+
+
+def _expected_seconds(step, history):
+    """How long an Initial (full) cycle is expected to take: as long as the last one did."""
+    operation = step.operation
+    if not (isinstance(operation, RunSyncCycle) and operation.policy is SyncPolicy.INITIAL and history):
+        return None
+    if not any(r.profile == "Full Import" for r in history):
+        return None
+    return _last_full_cycle_minutes(history) * 60.0
 
 
 def _apply_with_retries(provider, step, target, desired, retries, on_event):

@@ -31,6 +31,7 @@ from typing import ClassVar, Iterable
 from attrs import frozen
 
 from reconciler.operations import SERVER_OPERATIONS, TENANT_OPERATIONS
+from reconciler.progress import nothing
 
 
 class _Provider(abc.ABC):
@@ -38,6 +39,10 @@ class _Provider(abc.ABC):
     name: ClassVar[str]
     #: The operation classes this provider can apply.
     SUPPORTS: ClassVar[frozenset[type]]
+    #: Called with a :class:`~reconciler.progress.Progress` now and then during a long wait
+    #: (a sync cycle, mailboxes, a licence batch); the apply engine sets it for each step.
+    #: It may be called from a provider's worker thread.
+    on_progress = staticmethod(nothing)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -167,16 +167,69 @@ class PlanRenderer:
                 out.print(f"  [dim]i[/dim] {escape(notice.short())}")
 
 
+class ProgressView:
+    """Long waits as they go: on a terminal, rich's progress display (what, a bar where there
+    are counts, elapsed, time left), updated in place; otherwise (a CI log) one plain line
+    when the wait starts and then one a minute. Updates may come from a provider's thread."""
+
+    #: Seconds between two plain lines of one wait.
+    EVERY = 60.0
+
+    def __init__(self, console, clock=None):
+        import threading
+        import time
+
+        self.console = console
+        self.clock = clock or time.monotonic
+        self.lock = threading.Lock()
+        self.live = None
+        self.task = None
+        self.last_line = None
+
+    def update(self, progress):
+        with self.lock:
+            if self.console.is_terminal:
+                self._live(progress)
+            elif self.last_line is None or self.clock() - self.last_line >= self.EVERY:
+                self.last_line = self.clock()
+                self.console.print(f"      [dim]{escape(progress.line())}[/dim]")
+
+    def _live(self, progress):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+        from reconciler.progress import duration
+
+        if self.live is None:
+            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[times]}")]
+            self.live = Progress(*columns, console=self.console, transient=True)
+            self.live.start()
+            self.task = self.live.add_task("", total=None, times="")
+        times = f"{duration(progress.elapsed)} elapsed" + (f", about {duration(progress.remaining)} left" if progress.remaining is not None else "")
+        waiting = f" [dim](waiting for {escape(progress.waiting_for)})[/dim]" if progress.waiting_for else ""
+        self.live.update(self.task, description=escape(progress.what) + waiting, completed=progress.done or 0, total=progress.total, times=times)
+
+    def stop(self):
+        with self.lock:
+            if self.live is not None:
+                self.live.stop()
+            self.live = self.task = self.last_line = None
+
+
 class ApplyRenderer:
     """Turns engine events into progress lines."""
 
-    def __init__(self, console, total):
+    def __init__(self, console, total, clock=None):
         self.console = console
         self.total = total
         self.count = 0
+        self.waits = ProgressView(console, clock)
 
     def __call__(self, event):
         out = self.console
+        if event.kind == "progress":
+            self.waits.update(event.result)
+            return
+        self.waits.stop()
         if event.kind == "started":
             self.count += 1
             out.print(f"[dim][{self.count}/{self.total}][/dim] {escape(event.step.summary)} ...")
@@ -198,6 +251,7 @@ class ApplyRenderer:
             out.print(f"[yellow]{escape(event.message)}[/yellow]")
 
     def report(self, report):
+        self.waits.stop()
         out = self.console
         done = sum(1 for r in report.results if r.status.value == "done")
         failed = [r for r in report.results if r.status.value == "failed"]

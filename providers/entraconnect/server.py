@@ -42,6 +42,7 @@ from reconciler.operations import (
     UpdateRule,
 )
 from reconciler.model import SyncPolicy, SyncRule
+from reconciler.progress import Progress
 from reconciler.provider import ServerProvider
 from providers.entraconnect import parse, scripts
 
@@ -339,11 +340,13 @@ class PsrpServer(ServerProvider):
 
     def _run_cycle(self, policy, state):
         resource = "sync cycle"
-        deadline = self._clock() + self.cycle_timeout
+        began = self._clock()
+        deadline = began + self.cycle_timeout
         while state["SyncCycleInProgress"]:
             # A scheduled cycle is running: let it finish, then start ours.
             if self._clock() >= deadline:
                 raise ProviderError(self.name, resource, f"a sync cycle was still running after {self.cycle_timeout:g} s; not starting another")
+            self.on_progress(Progress("a running sync cycle to finish before ours", self._clock() - began))
             self._sleep(self.poll_interval)
             state = self._precheck(resource)
         answer = self._start_cycle(policy, deadline, resource)
@@ -361,6 +364,10 @@ class PsrpServer(ServerProvider):
             # A missing flag is not "idle": only an explicit False lets the wait end.
             in_progress = poll.get("SyncCycleInProgress")
             runs, waiting = self._cycle_runs(poll, policy, watermarks, resource)
+            connectors = len(parse.list_of(poll.get("Connectors"), resource))
+            self.on_progress(
+                Progress(f"{policy.value} sync cycle", self._clock() - began, connectors - len(waiting), connectors, "connectors", waiting_for=", ".join(waiting))
+            )
             failed = [r for r in runs if not r.ok]
             if in_progress is False and idle_polls >= 2 and (failed or not waiting):
                 break

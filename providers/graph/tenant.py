@@ -55,6 +55,7 @@ from reconciler.operations import (
     ReprocessLicences,
     VerifyMailboxes,
 )
+from reconciler.progress import Progress, rate_estimate
 from reconciler.provider import TenantProvider
 from providers.graph.connection import build_auth_provider, check_credentials_configured, resolve_endpoint
 
@@ -539,6 +540,8 @@ class GraphTenant(TenantProvider):
 
     async def _licence(self, t, users, sku_id, part_number, add, disabled=None):
         """Add or remove ``sku_id``; ``disabled`` = {lower-case UPN: plans to keep switched off}."""
+        import asyncio
+
         from providers.graph.transport import Item, user_path
 
         def body(ref):
@@ -573,7 +576,13 @@ class GraphTenant(TenantProvider):
             for ref in users
         ]
         verb = "assign" if add else "remove"
-        answers = await t.run(items, f"{verb} licence {part_number}")
+        began = asyncio.get_running_loop().time()
+
+        def progress(done, total):
+            elapsed = asyncio.get_running_loop().time() - began
+            self.on_progress(Progress(f"{part_number} licences {'assigned' if add else 'removed'}", elapsed, done, total, "licences", remaining=rate_estimate(elapsed, done, total)))
+
+        answers = await t.run(items, f"{verb} licence {part_number}", progress=progress)
         return self._outcome(t, users, answers, f"{verb} licence {part_number}", PERMISSIONS["licences"])
 
     async def _purge(self, t, users):
@@ -628,6 +637,9 @@ class GraphTenant(TenantProvider):
             waiting = [upn for upn, s in states.items() if s in (MailboxState.PENDING, MailboxState.UNKNOWN)]
             if not waiting or loop.time() >= deadline:
                 break
+            present = sum(1 for s in states.values() if s is MailboxState.PRESENT)
+            elapsed = loop.time() + self.verify_timeout - deadline
+            self.on_progress(Progress("mailboxes to appear", elapsed, present, len(users), "mailboxes", waiting_for=f"{len(waiting)} provisioning"))
             await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
         failures = tuple(
             (upn, f"no Exchange Online mailbox ({'missing user' if state is None else state.value})")

@@ -43,6 +43,8 @@ from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOpt
 from reconciler.errors import ProviderError
 from reconciler.redact import quiet_header_blocks
 
+#: How often a batch run reports its progress (seconds).
+PROGRESS_SECONDS = 1.0
 log = logging.getLogger("syncprep.graph")
 
 
@@ -419,15 +421,24 @@ class GraphTransport:
 
     # ------------------------------------------------------------------ batches
 
-    async def run(self, items, resource="$batch"):
+    async def run(self, items, resource="$batch", progress=None):
         """Send ``items`` in ``$batch``es of 20, ``concurrency`` at a time, until each has a final answer.
 
         Returns one :class:`Response` or :class:`GaveUp` per item, in order. Throttled
         items are sent again after the Retry-After; reads that failed are sent again;
         writes with an unknown outcome are re-read, then sent again only if not made.
+        ``progress(done, total)`` is called about once a second while items get answers.
         """
         if not items:
             return []
+        reported = [asyncio.get_running_loop().time()]
+
+        def report(final=False):
+            now = asyncio.get_running_loop().time()
+            if progress is not None and (final or now - reported[0] >= PROGRESS_SECONDS):
+                reported[0] = now
+                progress(sum(1 for r in results if r is not None), len(items))
+
         results = [None] * len(items)
         attempts = Counter()
         unsure = set()  # writes sent at least once with an unknown outcome
@@ -503,6 +514,7 @@ class GraphTransport:
                 finally:
                     for _ in chunk:
                         queue.task_done()
+                    report()
 
         workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(items)))]
         joined = asyncio.create_task(queue.join())
@@ -517,6 +529,7 @@ class GraphTransport:
             for task in [joined, *workers]:
                 task.cancel()
             await asyncio.gather(joined, *workers, return_exceptions=True)
+        report(final=True)
         return results
 
     async def _settle(self, items, unknown, results, again, resource):

@@ -41,11 +41,14 @@ from reconciler.operations import (
     UpdateRule,
     VerifyMailboxes,
 )
+from reconciler.progress import Progress
 from reconciler.provider import ServerProvider, Target, TenantProvider
 from providers.lab import store
 from providers.lab.world import iso_to_minute, minute_to_iso
 
 MAILBOX_WAIT_MINUTES = 60
+#: A licence batch reports its progress every so many users.
+PROGRESS_EVERY = 1000
 
 
 class LabServer(ServerProvider):
@@ -122,6 +125,8 @@ class LabServer(ServerProvider):
             # A scheduled cycle is running: wait for it, then start ours.
             lab.advance_to(lab.server.cycle.ends_at)
         cycle = lab.start_cycle(policy)
+        connectors = len(lab.server.connectors)
+        self.on_progress(Progress(f"{policy.value} sync cycle", 0.0, 0, connectors, "connectors", remaining=(cycle.ends_at - cycle.started_at) * 60.0))
         lab.advance_to(cycle.ends_at)
         results = [r for r in lab.server.run_history if iso_to_minute(r.started) == cycle.started_at]
         failed = [r for r in results if not r.ok]
@@ -198,11 +203,11 @@ class LabTenant(TenantProvider):
     def apply(self, operation):
         lab = self.lab
         match operation:
-            case AssignLicense(sku_id, _part, users, disabled):
+            case AssignLicense(sku_id, part, users, disabled):
                 keep = dict(disabled)
-                return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id, keep.get(ref.upn.lower(), ())))
-            case RemoveLicense(sku_id, _part, users):
-                return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id))
+                return self._each(users, lambda ref: lab.assign_license(ref.id, sku_id, keep.get(ref.upn.lower(), ())), f"{part} licences assigned")
+            case RemoveLicense(sku_id, part, users):
+                return self._each(users, lambda ref: lab.remove_license(ref.id, sku_id), f"{part} licences removed")
             case AddGroupMembers(group_id, _name, users):
                 return self._each(users, lambda ref: lab.add_group_member(group_id, ref.id))
             case ReprocessLicences(users):
@@ -213,24 +218,28 @@ class LabTenant(TenantProvider):
                 return self._verify(users)
         raise TypeError(f"unsupported operation {operation!r}")
 
-    @staticmethod
-    def _each(users, action):
+    def _each(self, users, action, what=None):
         failures = []
-        for ref in users:
+        for count, ref in enumerate(users, 1):
             try:
                 action(ref)
             except ProviderError as exc:
                 failures.append((ref.upn, exc.message))
+            if what and count % PROGRESS_EVERY == 0:
+                self.on_progress(Progress(what, 0.0, count, len(users), "licences"))
         return Outcome(f"{len(users) - len(failures)} of {len(users)} done", tuple(failures))
 
     def _verify(self, users):
         lab = self.lab
+        began = lab.clock
         deadline = lab.clock + MAILBOX_WAIT_MINUTES
         while True:
             states = {ref.upn: self._mailbox(ref) for ref in users}
             waiting = [upn for upn, s in states.items() if s == "pending"]
             if not waiting or lab.clock >= deadline:
                 break
+            present = sum(1 for s in states.values() if s == "present")
+            self.on_progress(Progress("mailboxes to appear", (lab.clock - began) * 60.0, present, len(users), "mailboxes", waiting_for=f"{len(waiting)} provisioning"))
             lab.advance(min(5, deadline - lab.clock))
         failures = tuple((upn, f"no Exchange Online mailbox ({state})") for upn, state in states.items() if state != "present")
         return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)

@@ -132,7 +132,10 @@ def _carry_out(args, out, plan, desired, target, journal, approvals, until):
     renderer = ApplyRenderer(out, len(plan.steps))
     # Ctrl-C, SIGTERM and (Windows) Ctrl-Break raise KeyboardInterrupt (reconciler.interrupts,
     # installed by main): apply_plan's brackets resume the scheduler, the lock is released.
-    report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until)
+    try:
+        report = apply_plan(plan, desired, target, on_event=renderer, approvals=approvals, force=args.force, journal=journal, until=until)
+    finally:
+        renderer.waits.stop()  # a progress display left running would keep the cursor hidden
     renderer.report(report)
     if report.stopped_for_window:
         out.print("[yellow]Stopped before the window closes; the environment is safe. Finish with 'syncprep apply --resume'.[/yellow]")
