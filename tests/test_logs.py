@@ -77,6 +77,9 @@ def test_no_secret_reaches_stderr_or_the_log_file_at_any_level(configured, resto
         emit_secrets(level)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        # As in a command's own process: warnings go to logging (pytest's own capture, or an
+        # earlier test's, may stand in between).
+        logging.captureWarnings(False)
         logging.captureWarnings(True)
         warnings.warn(f"retrying with Authorization: Bearer {TOKEN} and password {PASSWORD}")
     written = log_file.read_text() + capsys.readouterr().err
