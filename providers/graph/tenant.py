@@ -371,7 +371,7 @@ class GraphTenant(TenantProvider):
         try:
             return await self._read_deleted(t)
         except ProviderError as exc:
-            if any(marker in exc.message for marker in _WHOLE_ENDPOINT):
+            if exc.resource == "sign-in" or any(marker in exc.message for marker in _WHOLE_ENDPOINT):
                 raise  # not about the recycle bin: every other read fails the same way
             log.warning("observe: the recycle bin could not be read (unknown): %s", exc)
             return None
