@@ -26,7 +26,7 @@ import datetime as dt
 import enum
 from typing import Any, Callable
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from reconciler import dn
 from reconciler.errors import ApplyError, ProviderError, TransientError
@@ -111,6 +111,10 @@ def _nothing(_event):
 def observe(target, desired):
     """One observation of both sides, for what ``desired`` talks about."""
     server = target.server.observe()
+    if desired.scope is not None or desired.purge is not None:
+        # Only a scope change needs them (what leaves the scope besides users), and they cost a
+        # pass over the connector space.
+        server = evolve(server, object_counts=target.server.count_objects())
     return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))
 
 
@@ -439,8 +443,8 @@ def remaining(operation, observed):
             return None if server.rule_by_id(rule.identifier) == rule else operation
         case RemoveRule(identifier, _name):
             return None if server.rule_by_id(identifier) is None else operation
-        case SetContainerScope(included, excluded):
-            ad = server.connectors_of_kind("AD")
+        case SetContainerScope(included, excluded, connector):
+            ad = [c for c in server.connectors_of_kind("AD") if connector is None or c.identifier.lower() == connector.lower()]
             done = ad and dn.same_set(ad[0].included_containers, included) and dn.same_set(ad[0].excluded_containers, excluded)
             return None if done else operation
         case SetExcludedAttributes(attributes):

@@ -253,3 +253,31 @@ def is_container(text):
     except DnError:
         return False
     return all(kind in _CONTAINER_TYPES and value for rdn in rdns for kind, value in rdn)
+
+
+def domain_of(text):
+    """The domain a DN lives in: its DC= components from the first on (``DC=contoso,DC=com``),
+    or "" when it has none or is not a DN."""
+    try:
+        parts = rdn_texts(text)
+    except DnError:
+        return ""
+    index = next((i for i, p in enumerate(parts) if p.lower().startswith("dc=")), None)
+    return ",".join(parts[index:]) if index is not None else ""
+
+
+def domain_dn(name):
+    """``contoso.com`` as a DN (``DC=contoso,DC=com``); "" when ``name`` is not a domain name."""
+    labels = (name or "").strip().split(".")
+    if len(labels) < 2 or not all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in labels):
+        return ""
+    return ",".join(f"DC={label}" for label in labels)
+
+
+def parent(text):
+    """The DN of the container that holds ``text`` ("" for a DN of one RDN or not a DN)."""
+    try:
+        parts = rdn_texts(text)
+    except DnError:
+        return ""
+    return ",".join(parts[1:])

@@ -139,11 +139,12 @@ def _guid_items(desired, observed, plan):
     for flow in plan.guid_flows:
         if not flow.flows_now:
             continue
-        items.append(DriftItem(f"guid/{flow.object_type}", "GUID flows", f"msExchMailboxGuid reaches the cloud for {flow.object_type} objects: {flow.now}"))
+        key = f"guid/{flow.connector}/{flow.object_type}" if flow.connector else f"guid/{flow.object_type}"
+        items.append(DriftItem(key, "GUID flows", f"msExchMailboxGuid reaches the cloud for {flow.label} objects: {flow.now}"))
         users = sorted({o.upn for o in plan.outcomes if o.object_type is None or o.object_type.lower() == flow.object_type.lower()})
         if users:
             when = "will be back in the cloud after the next full sync" if owed else "is in the cloud"
-            items.append(DriftItem(f"guid/{flow.object_type}", "GUID in the cloud", f"msExchMailboxGuid {when} for {len(users)} user(s): {', '.join(users)}"))
+            items.append(DriftItem(key, "GUID in the cloud", f"msExchMailboxGuid {when} for {len(users)} user(s): {', '.join(users)}"))
     return items
 
 

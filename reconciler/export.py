@@ -182,13 +182,16 @@ def _rule_lines(observed):
     server = observed.server
     connectors = {c.identifier: c.name for c in server.connectors}
     custom = [r for r in server.rules if not r.is_standard]
+    # With several AD connectors a rule is known by its name and its connector (each has its
+    # own stock rules of the same names): every rule entry names its connector.
+    several = len(server.connectors_of_kind("AD")) > 1
     custom_names = {}
     for rule in custom:
-        custom_names.setdefault(rule.name, []).append(rule)
+        custom_names.setdefault((rule.name, rule.connector.lower() if several else ""), []).append(rule)
     lines, skipped = [], []
     # Stock rules first, in precedence order, as the Rules Editor lists them.
     for rule in sorted((r for r in server.rules if r.is_standard), key=lambda r: (r.precedence, r.name)):
-        if rule.name in custom_names:
+        if (rule.name, rule.connector.lower() if several else "") in custom_names:
             # One name, one entry: the custom rule (a Solution 1 copy) is the one written out;
             # a stock rule back under that name (after an upgrade) stays unmanaged.
             skipped.append(
@@ -197,15 +200,18 @@ def _rule_lines(observed):
             )
             continue
         lines += ["", "[[rules]]", f"name = {toml_string(rule.name)}", 'kind = "stock"', f"enabled = {_toml_value(not rule.disabled)}"]
+        if several and rule.connector in connectors:
+            lines.append(f"connector = {toml_string(connectors[rule.connector])}")
     seen = set()
     for rule in sorted(custom, key=lambda r: (r.precedence, r.name)):
         problem = _custom_problem(rule, connectors)
-        if problem is None and rule.name in seen:
+        key = (rule.name, rule.connector.lower() if several else "")
+        if problem is None and key in seen:
             problem = "another custom rule has the same name (the planner refuses this server until they are named apart)"
         if problem:
             skipped.append(f"custom rule {rule.name!r} at precedence {rule.precedence}: {problem}")
             continue
-        seen.add(rule.name)
+        seen.add(key)
         lines += ["", "[[rules]]"]
         if any(r.name == rule.name for r in server.rules if r.is_standard) or _looks_like_stock(rule.name):
             lines.append(
@@ -241,20 +247,22 @@ def _looks_like_stock(name):
 
 def _scope_lines(observed, skipped):
     ads = observed.server.connectors_of_kind("AD")
-    if len(ads) != 1:
-        if ads:
-            skipped.append(f"[scope]: {len(ads)} AD connectors; syncprep manages the scope of exactly one")
+    if not ads:
         return []
-    ad = ads[0]
-    if not ad.included_containers:
-        skipped.append("[scope]: the AD connector includes no container (a desired state cannot say so)")
+    empty = [ad.name for ad in ads if not ad.included_containers]
+    if empty:
+        skipped.append(f"[scope]: the AD connector {', '.join(empty)} includes no container (a desired state cannot say so)")
         return []
-    bad = [dn for dn in (*ad.included_containers, *ad.excluded_containers) if not is_container(dn)]
+    included = [c for ad in ads for c in ad.included_containers]
+    excluded = [c for ad in ads for c in ad.excluded_containers]
+    bad = [dn for dn in (*included, *excluded) if not is_container(dn)]
     if bad:
         skipped.append(f"[scope]: {', '.join(bad)} cannot be written as a distinguished name the loader accepts")
         return []
-    return ["", _comment(f"The OU filtering of the AD connector {ad.name}."), "[scope]"] + _string_list("included", ad.included_containers) + _string_list(
-        "excluded", ad.excluded_containers
+    # Each container goes back to the connector of its forest when the file is planned.
+    names = ", ".join(ad.name for ad in ads)
+    return ["", _comment(f"The OU filtering of the AD connector{'s' if len(ads) > 1 else ''} {names}."), "[scope]"] + _string_list("included", included) + _string_list(
+        "excluded", excluded
     )
 
 

@@ -34,6 +34,7 @@ from reconciler.desired import (
 from reconciler.dn import is_container
 from reconciler.errors import ConfigError
 from reconciler.model import COMPARISON_OPERATORS, FlowType
+from reconciler.rules import ALL_AD
 
 MAX_FILE_BYTES = 1024 * 1024
 PRECEDENCE_MAX = 2**31 - 1
@@ -44,8 +45,8 @@ SECRET_WORDS = ("password", "secret", "token_value", "client_secret", "private_k
 
 # Keys each rule kind accepts: a stock rule can only be enabled or disabled (domain-facts A3).
 _RULE_KEYS = {
-    RuleKind.STOCK: {"name", "kind", "enabled"},
-    RuleKind.REPLACEMENT: {"name", "kind", "enabled", "precedence", "flows"},
+    RuleKind.STOCK: {"name", "kind", "enabled", "connector"},
+    RuleKind.REPLACEMENT: {"name", "kind", "enabled", "precedence", "flows", "connector"},
 }
 
 
@@ -372,11 +373,20 @@ def _check(parts, place_of=lambda key_path: key_path):
         here = f"rules[{index}]"
         if not rule.name.strip():
             yield f"{here}.name", "must not be empty"
-        if rule.name in seen_names:
-            yield f"{here}.name", f"duplicate rule name {rule.name!r} (first at rules[{seen_names[rule.name]}])"
-        seen_names.setdefault(rule.name, index)
+        # Each AD connector has its own stock rule of a name: a name may come once per connector.
+        key = (rule.name, (rule.connector or "").lower())
+        if key in seen_names:
+            yield f"{here}.name", f"duplicate rule name {rule.name!r} (first at rules[{seen_names[key]}])"
+        elif rule.kind is not RuleKind.CUSTOM and any(n == rule.name and (c == ALL_AD or (c == "") != (key[1] == "") or key[1] == ALL_AD) for n, c in seen_names):
+            first = next(i for (n, c), i in seen_names.items() if n == rule.name)
+            yield f"{here}.connector", f"rules[{first}] manages {rule.name!r} on every connector already; name one connector in each"
+        seen_names.setdefault(key, index)
+        if rule.kind is RuleKind.CUSTOM and (rule.connector or "").lower() == ALL_AD:
+            yield f"{here}.connector", f"a custom rule is written for one connector; \"{ALL_AD}\" is for stock and replacement rules"
         if rule.kind is RuleKind.STOCK:
             pass
+        elif rule.precedence is None and rule.kind is RuleKind.REPLACEMENT:
+            pass  # the copy takes back its original's precedence, per connector
         elif rule.precedence is None:
             yield f"{here}", f"a {rule.kind.value} rule needs a precedence"
         elif not 0 <= rule.precedence <= PRECEDENCE_MAX:

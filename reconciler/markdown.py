@@ -326,7 +326,8 @@ def _guid_flows(plan, options):
         after = esc(_short(flow.get("after", ""), options))
         if flow.get("flows_after"):
             after = "**still reaches the cloud:** " + after
-        lines.append(f"| {esc(flow.get('object_type', '?'))} | {esc(_short(flow.get('now', ''), options))} | {after} |")
+        kind = flow.get("object_type", "?") + (f" ({flow['connector']})" if flow.get("connector") else "")
+        lines.append(f"| {esc(kind)} | {esc(_short(flow.get('now', ''), options))} | {after} |")
     return lines
 
 

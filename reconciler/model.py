@@ -212,6 +212,26 @@ class RunResult:
 
 
 @frozen
+class ObjectCount:
+    """How many objects of one type an AD connector's connector space holds in one container."""
+
+    connector: str  # the AD connector's identifier
+    container: str  # the DN of the objects' parent (an OU or container)
+    object_type: str  # user, inetOrgPerson, group, contact, computer, ...
+    count: int
+
+
+def count_objects(entries):
+    """:class:`ObjectCount` values from ``(connector identifier, DN, object type)`` of each
+    object in a connector space, counted per parent container and type."""
+    counts = {}
+    for connector, distinguished_name, object_type in entries:
+        key = (connector, dn.parent(distinguished_name), object_type)
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(ObjectCount(*key, count) for key, count in sorted(counts.items()))
+
+
+@frozen
 class ServerState:
     """Everything observed on the Entra Connect server."""
 
@@ -220,6 +240,9 @@ class ServerState:
     connectors: tuple[Connector, ...] = ()
     deletion_threshold: Optional[int] = None  # None: disabled or unreadable
     run_history: tuple[RunResult, ...] = field(default=(), eq=False)
+    #: The AD connectors' objects per container and type (what a scope change takes out of
+    #: sync besides users: groups, contacts, devices); None: not read, or could not be.
+    object_counts: Optional[tuple[ObjectCount, ...]] = field(default=None, eq=False)
 
     def rules_named(self, name):
         return tuple(r for r in self.rules if r.name == name)

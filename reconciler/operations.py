@@ -69,10 +69,14 @@ class RunSyncCycle:
 
 @frozen
 class SetContainerScope:
-    """The AD connector's OU filtering: containers included and excluded (domain-facts A8)."""
+    """An AD connector's OU filtering: containers included and excluded (domain-facts A8).
+
+    ``connector``: the AD connector's identifier, where the server has several (one per
+    forest); None: the only one."""
 
     included: tuple[str, ...]
     excluded: tuple[str, ...]
+    connector: Optional[str] = None
 
 
 @frozen

@@ -141,10 +141,21 @@ class Conditions:
     #: UPNs (lower case) purged and re-created by an earlier apply (the journal's record):
     #: new objects without the GUID, observed as they are now.
     guid_gone: frozenset = frozenset()
+    #: With several AD connectors: connector identifier -> its own ``guid_stays`` (an object
+    #: meets only its forest's connector's rules), and the AD connectors to tell a user's.
+    guid_stays_by_connector: dict = field(factory=dict)
+    ad_connectors: tuple = ()
 
-    def guid_reason(self, object_type):
-        """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
-        stays = {t: why for t, why in self.guid_stays.items() if why}
+    def guid_reason(self, object_type, on_prem_dn=None):
+        """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not).
+
+        ``on_prem_dn``: the user's AD object, which tells its connector where there are
+        several; without it, every connector's rules count (the cautious answer)."""
+        from reconciler.rebuild import scope_owner
+
+        owner = scope_owner(on_prem_dn, self.ad_connectors, strict=False) if self.guid_stays_by_connector and on_prem_dn else None
+        source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays) if owner is not None else self.guid_stays
+        stays = {t: why for t, why in source.items() if why}
         if not stays:
             return None
         if object_type is None:
@@ -165,13 +176,35 @@ class Conditions:
 
 def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None, guid_gone=frozenset()):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
+    ads = server.connectors_of_kind("AD")
+    by_connector = {}
+    if len(ads) > 1:
+        for ad in ads:
+            mine = lambda rules: tuple(r for r in rules if r.connector.lower() == ad.identifier.lower())  # noqa: E731
+            by_connector[ad.identifier] = _guid_stays(server, mine(server.rules), mine(predicted_rules), excluded_after)
+    return Conditions(
+        staging=server.scheduler.staging_mode,
+        guid_stays=_guid_stays(server, server.rules, predicted_rules, excluded_after),
+        lost_flows=lost_flows(server.rules, predicted_rules) if sync_planned else {},
+        sync_planned=sync_planned,
+        cleared_since=cleared_since,
+        recreated=frozenset(recreated),
+        before_purge=dict(before_purge or {}),
+        guid_gone=frozenset(guid_gone),
+        guid_stays_by_connector=by_connector,
+        ad_connectors=tuple(ads) if by_connector else (),
+    )
+
+
+def _guid_stays(server, rules_now, rules_after, excluded_after):
+    """AD object type -> why msExchMailboxGuid stays in the cloud for it, with these rules."""
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     guid_excluded_now = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_now}
     guid_excluded_after = GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_after}
     stays = {}
-    for object_type in object_types(tuple(server.rules) + tuple(predicted_rules)):
-        now_text, now_flows = guid_flow(server.rules, object_type)
-        after_text, after_flows = guid_flow(predicted_rules, object_type)
+    for object_type in object_types(tuple(rules_now) + tuple(rules_after)):
+        now_text, now_flows = guid_flow(rules_now, object_type)
+        after_text, after_flows = guid_flow(rules_after, object_type)
         if server.scheduler.staging_mode:
             stays[object_type] = "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
         elif after_flows and not guid_excluded_after:
@@ -184,16 +217,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
                 f"msExchMailboxGuid {how}, and the value already in Entra ID stays ({object_type} rules: {now_text}); "
                 "only users purged and re-created lose it ([purge], Solution 2)"
             )
-    return Conditions(
-        staging=server.scheduler.staging_mode,
-        guid_stays=stays,
-        lost_flows=lost_flows(server.rules, predicted_rules) if sync_planned else {},
-        sync_planned=sync_planned,
-        cleared_since=cleared_since,
-        recreated=frozenset(recreated),
-        before_purge=dict(before_purge or {}),
-        guid_gone=frozenset(guid_gone),
-    )
+    return stays
 
 
 def lost_flows(rules_now, rules_after):
@@ -372,7 +396,7 @@ def _why_no_mailbox(user, cond, recreated):
     """(code, reason) when a licence for ``user`` cannot create a mailbox or be assigned, else None."""
     if cond.staging:
         return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
-    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_reason(user.object_type)
+    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_reason(user.object_type, getattr(user, "on_prem_dn", None))
     if guid:
         return "guid-stays", guid
     if not user.usage_location:

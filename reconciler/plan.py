@@ -177,7 +177,7 @@ def build_plan(desired, observed, target_description="lab", purged=()):
 
     excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
     excluded_after = tuple(desired.export.excluded_attributes) if desired.export is not None else excluded_now
-    guid_flows = guid_report(server.rules, predicted_rules, excluded_now, excluded_after)
+    guid_flows = guid_report(server.rules, predicted_rules, excluded_now, excluded_after, server.connectors_of_kind("AD"))
     notices += server_notices(desired, server, predicted_rules, guid_flows, builder)
 
     earlier = recreated_since(purged, observed.tenant)

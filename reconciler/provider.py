@@ -78,6 +78,12 @@ class ServerProvider(_Provider):
         """The exact text the provider will run for ``operation``, if it runs scripts."""
         return None
 
+    def count_objects(self):
+        """The AD connectors' objects per container and type (a tuple of
+        :class:`~reconciler.model.ObjectCount`), read only for a plan that changes the
+        scope: groups, contacts and devices leave it with the users. None: unknown."""
+        return None
+
 
 class TenantProvider(_Provider):
     """The Microsoft 365 tenant."""

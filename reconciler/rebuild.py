@@ -102,7 +102,6 @@ def plan_purge(desired, observed, builder, notices, unsafe):
     excluding_now = bool(desired.export) and bool(
         {a.lower() for a in desired.export.excluded_attributes} - {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}
     )
-    ad = _single_ad_connector(server)
     active = []
     for user in tenant.users:
         if not selection.matches(user):
@@ -152,44 +151,60 @@ def plan_purge(desired, observed, builder, notices, unsafe):
     scope_out = None
     threshold_restore = None
     if cycled:
-        included, excluded = ad.included_containers, ad.excluded_containers
-        new_excluded = _norm((*excluded, *purge.ous))
-        scope_out = (tuple(included), new_excluded)
+        connectors = server.connectors_of_kind("AD")
+        several = len(connectors) > 1
+        now = {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
+        scope_out = dict(now)
+        by_connector = {}
+        for ou in purge.ous:
+            by_connector.setdefault(scope_owner(ou, connectors).identifier, []).append(ou)
+        for identifier, ous in by_connector.items():
+            included, excluded = now[identifier]
+            scope_out[identifier] = (included, _norm((*excluded, *ous)))
         # Every synced user still in the cloud but outside the scope the sync will run with
         # is deleted by it: also those whose OU was taken out by hand while the export
         # stopped (at the deletion threshold, say), whose deletions are still pending.
-        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and not _in_scope(u.on_prem_dn, included, new_excluded)]
-        pending = [u for u in leaving if not _in_scope(u.on_prem_dn, included, excluded)]
+        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and not in_some_scope(u.on_prem_dn, scope_out)]
+        pending = [u for u in leaving if not in_some_scope(u.on_prem_dn, now)]
         if pending:
             notices.append(_pending_notice(pending, server))
-        if not dn.same_set(excluded, new_excluded):
+        for ad in connectors:
+            (included, excluded), (_, new_excluded) = now[ad.identifier], scope_out[ad.identifier]
+            if dn.same_set(excluded, new_excluded):
+                continue
+            ous = by_connector[ad.identifier]
+            mine = [u for u in leaving if not several or scope_owner(u.on_prem_dn, connectors, strict=False) is ad]
             config_ids.append(
                 builder.add(
                     server_step(
-                        id="rebuild.scope.exclude",
+                        id="rebuild.scope.exclude" + (f"[{ad.name}]" if several else ""),
                         resource=f"connector/{ad.name}/scope",
                         action=Action.UPDATE,
-                        summary=f"Take {', '.join(purge.ous)} out of the sync scope: {len(leaving)} user(s) will be soft-deleted in the cloud (known after sync)",
-                        operation=SetContainerScope(tuple(included), new_excluded),
+                        summary=f"Take {', '.join(ous)} out of the sync scope: {len(mine)} user(s) will be soft-deleted in the cloud (known after sync)",
+                        operation=SetContainerScope(tuple(included), new_excluded, ad.identifier if several else None),
                         before={"included": list(included), "excluded": list(excluded)},
                         after={"included": list(included), "excluded": list(new_excluded)},
                     )
                 )
             )
+        kinds = objects_leaving(server, now, scope_out)
+        notices += objects_leaving_notices(kinds, leaving)
+        # Export counts every deletion, not only users' (groups, contacts, devices too).
+        deleting = max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
         threshold = server.deletion_threshold
         if threshold is None:
             notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
-        elif len(leaving) > threshold:
+        elif deleting > threshold:
             # Export counts every deleted object, not only users (groups and contacts in the
             # OU too): leave a margin so one more deletion does not stop the whole export.
-            raised = len(leaving) + max(10, len(leaving) // 10)
+            raised = deleting + max(10, deleting // 10)
             config_ids.append(
                 builder.add(
                     server_step(
                         id="rebuild.threshold.raise",
                         resource="export deletion threshold",
                         action=Action.UPDATE,
-                        summary=f"Raise the export deletion threshold from {threshold} to {raised} for this sync ({len(leaving)} users and a margin for other objects; restored afterwards): otherwise the export stops and deletes nothing",
+                        summary=f"Raise the export deletion threshold from {threshold} to {raised} for this sync ({len(leaving)} users{f', {deleting} objects in all' if deleting > len(leaving) else ''} and a margin; restored afterwards): otherwise the export stops and deletes nothing",
                         operation=SetDeletionThreshold(raised),
                         before={"threshold": threshold},
                         after={"threshold": raised},
@@ -209,7 +224,7 @@ def plan_purge(desired, observed, builder, notices, unsafe):
                 approval="threshold-raise",
             )
         else:
-            notices.append(Notice(Level.INFO, "threshold-ok", f"{len(leaving)} soft-deletion(s) stay under the export deletion threshold of {threshold}"))
+            notices.append(Notice(Level.INFO, "threshold-ok", f"{deleting} deletion(s) stay under the export deletion threshold of {threshold}"))
         extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
         if extra:
             notices.append(
@@ -334,11 +349,83 @@ def guid_already_clear(server):
     return any(r.ok and r.profile == "Export" and r.started >= max(full) for r in server.run_history)
 
 
-def _single_ad_connector(server):
-    candidates = server.connectors_of_kind("AD")
-    if len(candidates) != 1:
-        raise PlanError(f"{len(candidates)} AD connectors on the server; syncprep manages the scope of exactly one")
-    return candidates[0]
+def scope_owner(container, connectors, strict=True):
+    """The AD connector whose forest holds ``container`` (a DN): each forest has its own AD
+    connector, whose containers name its own domains. With one AD connector, that one.
+
+    Known by the domains of the connector's containers, else by its name (an AD connector
+    is named after its forest: ``contoso.com`` holds ``DC=contoso,DC=com`` and its child
+    domains). ``strict``: PlanError when no connector or several hold it; else None."""
+    connectors = tuple(connectors)
+    if len(connectors) == 1:
+        return connectors[0]
+    domain = dn.domain_of(container)
+    found = [c for c in connectors if domain and any(dn.same(dn.domain_of(k), domain) for k in (*c.included_containers, *c.excluded_containers))]
+    if not found:
+        found = [c for c in connectors if domain and dn.domain_dn(c.name) and dn.under(domain, dn.domain_dn(c.name))]
+    if len(found) == 1:
+        return found[0]
+    if not strict:
+        return None
+    if not connectors:
+        raise PlanError(f"scope: no AD connector on the server for {container}")
+    which = "no AD connector" if not found else f"{len(found)} AD connectors ({', '.join(c.name for c in found)})"
+    raise PlanError(f"scope: {which} of the server's {len(connectors)} hold the domain of {container}; each container belongs to one forest's connector")
+
+
+def in_some_scope(distinguished_name, scopes):
+    """Whether some AD connector's scope (``{connector id: (included, excluded)}``) holds the object."""
+    return any(dn.in_scope(distinguished_name, included, excluded) for included, excluded in scopes.values())
+
+
+#: How the scope notice names each kind of AD object (the connector space's object types).
+OBJECT_KINDS = (("user", "user(s)"), ("inetOrgPerson", "user(s)"), ("group", "group(s)"), ("contact", "contact(s)"), ("computer", "device(s)"))
+
+
+def objects_leaving(server, now, wanted):
+    """``{kind: count}`` of the objects a scope change from ``now`` to ``wanted`` (each
+    ``{connector id: (included, excluded)}``) takes out of sync, by the connector space's
+    counts per container (``server.object_counts``); None when they could not be read."""
+    counts = server.object_counts
+    if counts is None:
+        return None
+    per_kind = {}
+    for count in counts:
+        scope_now = now.get(count.connector)
+        scope_after = wanted.get(count.connector)
+        if scope_now is None or scope_after is None:
+            continue
+        if dn.in_scope(count.container, *scope_now) and not dn.in_scope(count.container, *scope_after):
+            kind = dict(OBJECT_KINDS).get(count.object_type, "other object(s)")
+            per_kind[kind] = per_kind.get(kind, 0) + count.count
+    return per_kind
+
+
+def objects_leaving_notices(per_kind, leaving_users):
+    """A notice counting every kind of object a scope change takes out of sync (``per_kind``
+    from :func:`objects_leaving`; None: unknown, said so). The export deletes each of them
+    in the cloud, groups, contacts and devices as well as users."""
+    if per_kind is None:
+        return [
+            Notice(
+                Level.WARNING,
+                "scope-objects-unknown",
+                f"{len(leaving_users)} synced user(s) leave the sync scope; groups, contacts and devices in the same containers leave it too, "
+                "but the server's connector space could not be counted: check them before applying",
+            )
+        ]
+    if not per_kind:
+        return []
+    order = ["user(s)", "group(s)", "contact(s)", "device(s)", "other object(s)"]
+    parts = [f"{per_kind[k]} {k}" for k in order if per_kind.get(k)]
+    return [
+        Notice(
+            Level.WARNING,
+            "scope-objects",
+            f"the scope change takes {sum(per_kind.values())} object(s) out of sync ({', '.join(parts)}): the sync deletes each of them in the cloud "
+            "(groups, contacts and devices too, not only users), and each counts against the export deletion threshold",
+        )
+    ]
 
 
 def plan_export(desired, server, builder, notices):
@@ -377,46 +464,68 @@ def plan_export(desired, server, builder, notices):
 
 
 def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
+    """Each AD connector's OU filtering as the desired state (and a purge's bracket) wants it.
+
+    ``[scope]`` names containers of any forest: each goes to the AD connector whose forest
+    holds it (:func:`scope_owner`); a connector it does not name keeps (or gets back) what it
+    has now."""
     server, tenant = observed.server, observed.tenant
-    if desired.scope is None and (rebuild is None or rebuild.scope_out is None):
+    out = rebuild.scope_out if rebuild is not None else None
+    if desired.scope is None and out is None:
         return []
-    ad = _single_ad_connector(server)
-    current = (ad.included_containers, ad.excluded_containers)
-    if rebuild is not None and rebuild.scope_out is not None:
-        current = rebuild.scope_out
-    wanted = (
-        (_norm(desired.scope.included), _norm(desired.scope.excluded)) if desired.scope is not None else (ad.included_containers, ad.excluded_containers)
-    )
-    if dn.same_set(current[0], wanted[0]) and dn.same_set(current[1], wanted[1]):
+    connectors = server.connectors_of_kind("AD")
+    if not connectors:
+        raise PlanError("scope: no AD connector on the server")
+    several = len(connectors) > 1
+    now = {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
+    current = dict(out) if out is not None else dict(now)
+    wanted = dict(now)
+    if desired.scope is not None:
+        named = {}
+        for kind, containers in ((0, desired.scope.included), (1, desired.scope.excluded)):
+            for container in containers:
+                named.setdefault(scope_owner(container, connectors).identifier, ([], []))[kind].append(container)
+        for identifier, (included, excluded) in named.items():
+            wanted[identifier] = (_norm(included), _norm(excluded))
+    changed = [c for c in connectors if not (dn.same_set(current[c.identifier][0], wanted[c.identifier][0]) and dn.same_set(current[c.identifier][1], wanted[c.identifier][1]))]
+    if not changed:
         return []
-    leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and _in_scope(u.on_prem_dn, *current) and not _in_scope(u.on_prem_dn, *wanted)]
+    leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
+    kinds = objects_leaving(server, current, wanted)
+    deleting = max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)
         share = 100.0 * len(leaving) / max(synced, 1)
         if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:
             unsafe.append(f"Too many deletes: {share:.2f}% is over {SCOPE_MAX_PERCENT:.2f}% ({len(leaving)}/{synced} synced users leave the scope); force required")
-        threshold = server.deletion_threshold
-        if threshold is not None and len(leaving) > threshold:
-            raise PlanError(
-                f"scope: {len(leaving)} soft-deletions exceed the export deletion threshold of {threshold}: the export would stop and delete nothing"
-            )
-    back = rebuild is not None and rebuild.scope_out is not None
-    return [
-        builder.add(
-            server_step(
-                id="scope.containers",
-                resource=f"connector/{ad.name}/scope",
-                action=Action.UPDATE,
-                summary="Bring the OU back into the sync scope, after the purge: the users are re-created as new objects"
-                if back
-                else "Change the AD connector's OU scope",
-                operation=SetContainerScope(*wanted),
-                before={"included": list(current[0]), "excluded": list(current[1])},
-                after={"included": list(wanted[0]), "excluded": list(wanted[1])},
+    if leaving or kinds:
+        notices += objects_leaving_notices(kinds, leaving)
+    threshold = server.deletion_threshold
+    if threshold is not None and deleting > threshold:
+        raise PlanError(
+            f"scope: {deleting} deletions ({len(leaving)} of them synced users) exceed the export deletion threshold of {threshold}: the export would stop and delete nothing"
+        )
+    back = out is not None
+    steps = []
+    for ad in changed:
+        (current_in, current_out), (wanted_in, wanted_out) = current[ad.identifier], wanted[ad.identifier]
+        steps.append(
+            builder.add(
+                server_step(
+                    id="scope.containers" + (f"[{ad.name}]" if several else ""),
+                    resource=f"connector/{ad.name}/scope",
+                    action=Action.UPDATE,
+                    summary="Bring the OU back into the sync scope, after the purge: the users are re-created as new objects"
+                    if back and out[ad.identifier] != now[ad.identifier]
+                    else "Change the AD connector's OU scope",
+                    operation=SetContainerScope(wanted_in, wanted_out, ad.identifier if several else None),
+                    before={"included": list(current_in), "excluded": list(current_out)},
+                    after={"included": list(wanted_in), "excluded": list(wanted_out)},
+                )
             )
         )
-    ]
+    return steps
 
 
 def plan_threshold(desired, server, builder, notices, rebuild):

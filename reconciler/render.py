@@ -60,11 +60,12 @@ class PlanRenderer:
                 out.print(f"  [bold red]lost: {escape(upn)}: {escape(why)}[/bold red]")
             out.print()
         if plan.guid_flows:
-            out.print("[bold]msExchMailboxGuid[/bold] for existing objects, by AD object type")
+            by = "by AD connector and object type" if any(f.connector for f in plan.guid_flows) else "by AD object type"
+            out.print(f"[bold]msExchMailboxGuid[/bold] for existing objects, {by}")
             for flow in plan.guid_flows:
                 style_now = "red" if flow.flows_now else "green"
                 style_after = "red" if flow.flows_after else "green"
-                out.print(f"  {flow.object_type}")
+                out.print(f"  {escape(flow.label)}")
                 out.print(f"    now:   [{style_now}]{escape(flow.now)}[/{style_now}]")
                 if flow.after != flow.now:
                     out.print(f"    after: [{style_after}]{escape(flow.after)}[/{style_after}]")

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import uuid
 
-from attrs import evolve
+from typing import Optional
+
+from attrs import evolve, frozen
 
 from reconciler.desired import RuleKind
 from reconciler.errors import PlanError
-from reconciler.model import AUTHORITATIVE_NULL, GUID_ATTRIBUTE, IGNORE_THIS_FLOW, NULL, Direction, FlowType, ScopeCondition, SyncRule
+from reconciler.model import AUTHORITATIVE_NULL, GUID_ATTRIBUTE, IGNORE_THIS_FLOW, NULL, Connector, Direction, FlowType, ScopeCondition, SyncRule
 from reconciler.operations import CreateRule, RemoveRule, SetRuleDisabled, UpdateRule
 from reconciler.steps import Action, GuidFlow, Level, Notice, rule_view, server_step
 
@@ -31,9 +33,16 @@ CUSTOM_PRECEDENCE_RANGE = range(0, 100)
 RULE_NAMESPACE = uuid.UUID("0b7e1f3c-2d4a-4f7e-9c1b-5a6d8e9f0a12")
 
 
-def copy_identifier(name):
-    """The identifier the copy of a stock rule gets: stable, so plans are reproducible."""
-    return str(uuid.uuid5(RULE_NAMESPACE, name))
+#: ``connector = "all-ad"``: a stock or replacement rule applies to every AD connector's rule of its name.
+ALL_AD = "all-ad"
+
+
+def copy_identifier(name, connector=None):
+    """The identifier the copy of a stock rule gets: stable, so plans are reproducible.
+
+    ``connector`` (an identifier) on a server with several AD connectors, whose stock rules
+    share their names: each connector's copy gets its own identifier."""
+    return str(uuid.uuid5(RULE_NAMESPACE, name if connector is None else f"{name}\n{connector.lower()}"))
 
 
 def guid_flow(rules, object_type, excluded_attributes=()):
@@ -49,12 +58,28 @@ def guid_flow(rules, object_type, excluded_attributes=()):
     return text, flows
 
 
-def guid_report(rules_now, rules_after, excluded_now=(), excluded_after=()):
-    """A :class:`~reconciler.steps.GuidFlow` per AD object type: who decides the GUID now and after."""
+def guid_report(rules_now, rules_after, excluded_now=(), excluded_after=(), ad_connectors=()):
+    """A :class:`~reconciler.steps.GuidFlow` per AD object type: who decides the GUID now and after.
+
+    With several AD connectors (``ad_connectors``), one per connector and object type: an
+    object meets only its own forest's connector's rules."""
+    if len(ad_connectors) > 1:
+        flows = []
+        for connector in ad_connectors:
+            now, after = _of_connector(rules_now, connector), _of_connector(rules_after, connector)
+            flows += [
+                GuidFlow.between(t, guid_flow(now, t, excluded_now), guid_flow(after, t, excluded_after), connector.name)
+                for t in object_types(now + after)
+            ]
+        return tuple(flows)
     return tuple(
         GuidFlow.between(t, guid_flow(rules_now, t, excluded_now), guid_flow(rules_after, t, excluded_after))
         for t in object_types(tuple(rules_now) + tuple(rules_after))
     )
+
+
+def _of_connector(rules, connector):
+    return tuple(r for r in rules if r.connector.lower() == connector.identifier.lower())
 
 
 def _guid_rule_flow(rules, object_type):
@@ -90,24 +115,84 @@ def object_types(rules):
     return sorted(types, key=str.lower)
 
 
+@frozen
+class _Where:
+    """Which rule a step is about: its name, and its connector where the name alone is
+    not enough (several AD connectors each have a stock rule of the name, domain-facts A2)."""
+
+    name: str
+    connector: Optional[Connector] = None
+
+    @property
+    def label(self):
+        return self.name if self.connector is None else f"{self.name} ({self.connector.name})"
+
+    @property
+    def resource(self):
+        return f"rule/{self.name}" if self.connector is None else f"rule/{self.connector.name}/{self.name}"
+
+    @property
+    def copy_identifier(self):
+        return copy_identifier(self.name, self.connector.identifier if self.connector is not None else None)
+
+
 def plan_rule(spec, server, builder, notices):
-    named = server.rules_named(spec.name)
-    stock = [r for r in named if r.is_standard]
-    custom = [r for r in named if not r.is_standard]
-    if len(stock) > 1 or len(custom) > 1:
-        raise PlanError(f"rule {spec.name!r}: {len(named)} rules have this name on the server; name them apart before planning")
-    stock_rule = stock[0] if stock else None
-    custom_rule = custom[0] if custom else None
-    if spec.kind is RuleKind.STOCK:
-        return _plan_stock(spec, stock_rule, builder)
-    if spec.kind is RuleKind.REPLACEMENT:
-        return _plan_replacement(spec, stock_rule, custom_rule, server, builder, notices)
-    return _plan_custom(spec, custom_rule, server, builder)
+    if spec.kind is RuleKind.CUSTOM:
+        custom = [r for r in server.rules_named(spec.name) if not r.is_standard]
+        if len(custom) > 1:
+            # Copies of a stock rule on several AD connectors share its name: the spec's connector tells them apart.
+            connector = _connector_for(spec, server)
+            custom = [r for r in custom if r.connector.lower() == connector.lower()]
+        if len(custom) > 1:
+            raise PlanError(f"rule {spec.name!r}: {len(custom)} custom rules have this name on the server; name them apart before planning")
+        return _plan_custom(spec, custom[0] if custom else None, server, builder)
+    connectors = rule_connectors(spec, server)
+    if spec.kind is RuleKind.REPLACEMENT and spec.precedence is not None and len(connectors) > 1:
+        raise PlanError(
+            f"rule {spec.name!r}: precedence {spec.precedence} is one precedence for the copies on {len(connectors)} connectors "
+            f"({', '.join(c.name for c in connectors)}); leave precedence out (each copy takes its original's) or give one [[rules]] per connector with connector = \"...\""
+        )
+    several = len(server.connectors_of_kind("AD")) > 1
+    ids = []
+    for connector in connectors or [None]:
+        where = _Where(spec.name, connector if several and connector is not None else None)
+        named = [r for r in server.rules_named(spec.name) if connector is None or r.connector.lower() == connector.identifier.lower()]
+        stock = [r for r in named if r.is_standard]
+        copies = [r for r in named if not r.is_standard]
+        if len(stock) > 1 or len(copies) > 1:
+            raise PlanError(f"rule {where.label!r}: {len(named)} rules have this name on its connector; name them apart before planning")
+        stock_rule = stock[0] if stock else None
+        copy_rule = copies[0] if copies else None
+        if spec.kind is RuleKind.STOCK:
+            ids += _plan_stock(spec, where, stock_rule, builder)
+        else:
+            ids += _plan_replacement(spec, where, stock_rule, copy_rule, server, builder, notices)
+    return ids
 
 
-def _plan_stock(spec, rule, builder):
+def rule_connectors(spec, server):
+    """The connectors whose rule of ``spec.name`` a stock or replacement spec manages.
+
+    ``connector = "name"``: that connector's; ``connector = "all-ad"``: every AD connector's;
+    unset: every connector that holds a rule of the name (each AD connector has its own copy
+    of the stock rules, domain-facts A2)."""
+    if spec.connector is not None and spec.connector.lower() == ALL_AD:
+        return list(server.connectors_of_kind("AD"))
+    if spec.connector is not None:
+        found = [c for c in server.connectors if c.name.lower() == spec.connector.lower()]
+        if not found:
+            raise PlanError(f"rule {spec.name!r}: no connector named {spec.connector!r} (the server has {', '.join(repr(c.name) for c in server.connectors) or 'none'})")
+        return found
+    holders = {r.connector.lower() for r in server.rules_named(spec.name)}
+    known = [c for c in server.connectors if c.identifier.lower() in holders]
+    unknown = sorted(holders - {c.identifier.lower() for c in known})
+    return known + [Connector(identifier, identifier, "?") for identifier in unknown]
+
+
+def _plan_stock(spec, where, rule, builder):
     if rule is None:
-        raise PlanError(f"rule {spec.name!r}: no stock rule of this name on the server")
+        on = f" on connector {where.connector.name!r}" if where.connector is not None else " on the server"
+        raise PlanError(f"rule {spec.name!r}: no stock rule of this name{on}")
     if rule.disabled == (not spec.enabled):
         return []
     after = evolve(rule, disabled=not spec.enabled)
@@ -116,8 +201,8 @@ def _plan_stock(spec, rule, builder):
     return [
         builder.add(
             server_step(
-                id=f"rule[{spec.name}].{'enable' if spec.enabled else 'disable'}",
-                resource=f"rule/{spec.name}",
+                id=f"rule[{where.label}].{'enable' if spec.enabled else 'disable'}",
+                resource=where.resource,
                 action=Action.UPDATE,
                 summary=f"{verb} the stock rule",
                 operation=SetRuleDisabled(rule.identifier, rule.name, not spec.enabled),
@@ -145,23 +230,26 @@ def _claim(builder, precedence, rule_name, exempt=()):
         )
 
 
-def _plan_replacement(spec, stock, copy, server, builder, notices):
+def _plan_replacement(spec, where, stock, copy, server, builder, notices):
     ids = []
     name = spec.name
-    resource = f"rule/{name}"
+    label = where.label
+    resource = where.resource
     if copy is None:
         if stock is None:
-            raise PlanError(f"rule {name!r}: neither the stock rule nor a copy of it is on the server; nothing to copy")
+            on = f"on connector {where.connector.name!r}" if where.connector is not None else "on the server"
+            raise PlanError(f"rule {label!r}: neither the stock rule nor a copy of it is {on}; nothing to copy")
         flows = _desired_flows(stock.flows, spec.flows)
-        target_precedence = spec.precedence
-        _claim(builder, target_precedence, name, exempt={stock.identifier})
+        # Unset: the copy takes back its original's precedence (per connector).
+        target_precedence = spec.precedence if spec.precedence is not None else stock.precedence
+        _claim(builder, target_precedence, label, exempt={stock.identifier})
         previous = None
         if not stock.disabled:
             disabled = evolve(stock, disabled=True)
             builder.rules[stock.identifier] = disabled
             previous = builder.add(
                 server_step(
-                    id=f"rule[{name}].disable-original",
+                    id=f"rule[{label}].disable-original",
                     resource=resource,
                     action=Action.UPDATE,
                     summary="Disable the stock rule before copying it (the Rules Editor's first step)",
@@ -175,7 +263,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         direct = holder is None
         temporary = target_precedence if direct else builder.free_precedence(TEMPORARY_PRECEDENCE_START)
         new_rule = SyncRule(
-            identifier=copy_identifier(name),
+            identifier=where.copy_identifier,
             name=name,
             direction=stock.direction,
             precedence=temporary,
@@ -202,7 +290,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         )
         copy_id = builder.add(
             server_step(
-                id=f"rule[{name}].copy",
+                id=f"rule[{label}].copy",
                 resource=resource,
                 action=Action.CREATE,
                 summary=f"Copy the stock rule {why}, with the flows set",
@@ -216,7 +304,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         del builder.rules[stock.identifier]
         remove_id = builder.add(
             server_step(
-                id=f"rule[{name}].remove-original",
+                id=f"rule[{label}].remove-original",
                 resource=resource,
                 action=Action.DELETE,
                 summary="Delete the original stock rule (an upgrade will bring it back: see the notices)",
@@ -233,7 +321,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             ids.append(
                 builder.add(
                     server_step(
-                        id=f"rule[{name}].precedence",
+                        id=f"rule[{label}].precedence",
                         resource=resource,
                         action=Action.UPDATE,
                         summary=f"Give the copy the original's precedence {target_precedence}",
@@ -252,7 +340,7 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
         del builder.rules[stock.identifier]
         remove_id = builder.add(
             server_step(
-                id=f"rule[{name}].remove-returned",
+                id=f"rule[{label}].remove-returned",
                 resource=resource,
                 action=Action.DELETE,
                 summary="Delete the stock rule again: it is back (an Entra Connect upgrade re-creates deleted stock rules)",
@@ -262,15 +350,16 @@ def _plan_replacement(spec, stock, copy, server, builder, notices):
             )
         )
         ids.append(remove_id)
-    wanted = evolve(copy, precedence=spec.precedence, flows=_desired_flows(copy.flows, spec.flows), disabled=not spec.enabled)
+    precedence = spec.precedence if spec.precedence is not None else copy.precedence
+    wanted = evolve(copy, precedence=precedence, flows=_desired_flows(copy.flows, spec.flows), disabled=not spec.enabled)
     refuse_losing_password_sync(copy, wanted)
     if wanted != copy:
-        _claim(builder, spec.precedence, name, exempt={copy.identifier})
+        _claim(builder, precedence, label, exempt={copy.identifier})
         builder.rules[copy.identifier] = wanted
         ids.append(
             builder.add(
                 server_step(
-                    id=f"rule[{name}].update",
+                    id=f"rule[{label}].update",
                     resource=resource,
                     action=Action.UPDATE,
                     summary="Bring the copy back to the desired precedence, state and flows",
@@ -304,7 +393,7 @@ def _holder_name(server, precedence):
 def _plan_custom(spec, existing, server, builder):
     connector = _connector_for(spec, server)
     wanted = SyncRule(
-        identifier=existing.identifier if existing else copy_identifier(spec.name),
+        identifier=existing.identifier if existing else copy_identifier(spec.name, connector if len(server.connectors_of_kind("AD")) > 1 else None),
         name=spec.name,
         direction=Direction(spec.direction),
         precedence=spec.precedence,
@@ -411,7 +500,7 @@ def server_notices(desired, server, predicted_rules, guid_flows, builder):
         )
     for flow in guid_flows:
         if flow.flows_after:
-            notices.append(Notice(Level.WARNING, "guid-still-flows", f"msExchMailboxGuid still reaches the cloud for {flow.object_type} objects: {flow.after}"))
+            notices.append(Notice(Level.WARNING, "guid-still-flows", f"msExchMailboxGuid still reaches the cloud for {flow.label} objects: {flow.after}"))
     for spec in desired.rules:
         if spec.kind is RuleKind.REPLACEMENT:
             notices.append(

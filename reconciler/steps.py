@@ -98,11 +98,18 @@ class GuidFlow:
     after: str
     flows_now: bool
     flows_after: bool
+    #: The AD connector (its name) whose rules these are, where the server has several; "" when one.
+    connector: str = ""
 
     @classmethod
-    def between(cls, object_type, now, after):
+    def between(cls, object_type, now, after, connector=""):
         """From two :func:`~reconciler.rules.guid_flow` answers, ``(text, flows)`` each."""
-        return cls(object_type, now[0], after[0], now[1], after[1])
+        return cls(object_type, now[0], after[0], now[1], after[1], connector)
+
+    @property
+    def label(self):
+        """The object type, with its connector where there are several ("user (fabrikam.com)")."""
+        return f"{self.object_type} ({self.connector})" if self.connector else self.object_type
 
 
 @frozen

@@ -181,7 +181,7 @@ def test_bringing_the_ou_back_is_not_done_while_the_server_still_excludes_it(ser
     lab, _endpoint, server = served(lab)
     real = type(lab).set_container_scope
     # The server answers but keeps its exclusion list.
-    monkeypatch.setattr(type(lab), "set_container_scope", lambda self, inc, exc: real(self, inc, self.ad_connector().excluded_containers))
+    monkeypatch.setattr(type(lab), "set_container_scope", lambda self, inc, exc, **kw: real(self, inc, self.ad_connector().excluded_containers, **kw))
     with pytest.raises(ProviderError) as err:
         server.apply(SetContainerScope((corp,), ()))
     assert "the exclusion list of partition dc=contoso,dc=com reads" in str(err.value)

@@ -34,10 +34,18 @@ from reconciler.plan import build_plan
 from reconciler.provider import Target
 from reconciler.rules import copy_identifier
 
-@pytest.mark.parametrize("path", [EXAMPLE, UPGRADE_SAFE, ROOT / "desired-state" / "rebuild.toml"], ids=lambda p: p.name)
-def test_every_script_of_the_example_files_runs_without_a_refusal(served, path):
+REBUILD = ROOT / "desired-state" / "rebuild.toml"
+TWO_FORESTS = ROOT / "desired-state" / "two-forests.toml"
+EXAMPLES = [("default", EXAMPLE), ("default", UPGRADE_SAFE), ("default", REBUILD)]
+# Several AD connectors: per-connector rule copies, scope changes and connector-space reads (a custom
+# rule, as upgrade-safe.toml writes them, names its one connector: there it needs connector = "...").
+EXAMPLES += [("two-forest", EXAMPLE), ("two-forest", REBUILD), ("two-forest", TWO_FORESTS)]
+
+
+@pytest.mark.parametrize("name,path", EXAMPLES, ids=[f"{n}-{p.name}" for n, p in EXAMPLES])
+def test_every_script_of_the_example_files_runs_without_a_refusal(served, name, path):
     desired = load_desired(path)
-    lab, endpoint, server = served(users=20)
+    lab, endpoint, server = served(scenario.build(name, users=20))
     target = Target(server, LabTenant(lab))
     plan = build_plan(desired, observe(target, desired), "served lab")
     shown = [server.scripts_for(s.operation) for s in plan.steps if type(s.operation) in server.SUPPORTS]
@@ -47,6 +55,28 @@ def test_every_script_of_the_example_files_runs_without_a_refusal(served, path):
     ran = endpoint.scripts
     assert all(text in ran for text in shown if "Start-ADSyncSyncCycle" not in text)
     assert all(s.startswith("$ErrorActionPreference = 'Stop'\nImport-Module ADSync\n") for s in ran)
+    if desired.purge is not None or desired.scope is not None:
+        assert any("Get-ADSyncCSObject" in s for s in ran), "the connector space was counted"
+    if name == "two-forest":
+        again = build_plan(desired, observe(target, desired), "served lab")
+        assert not again.steps, [s.id for s in again.steps]
+
+
+def test_per_connector_changes_on_two_forests_run_without_a_refusal(served):
+    lab, endpoint, server = served(scenario.build("two-forest", users=8))
+    fabrikam = scenario.FABRIKAM_CONNECTOR
+    operations = [
+        SetContainerScope((scenario.FABRIKAM_TOP,), (scenario.FABRIKAM_OU,), fabrikam),
+        SetContainerScope((scenario.FABRIKAM_TOP,), (), fabrikam),
+        SetContainerScope(("OU=Corp,DC=contoso,DC=com",), (), scenario.AD_CONNECTOR),
+    ]
+    for operation in operations:
+        shown = server.scripts_for(operation)
+        assert server.apply(operation).detail.startswith("read back:")
+        assert shown in endpoint.scripts and f"-Identifier '{operation.connector}'" in shown
+    assert lab.connector(fabrikam).included_containers == (scenario.FABRIKAM_TOP,)
+    assert server.count_objects()
+    assert all(s.startswith("$ErrorActionPreference = 'Stop'\nImport-Module ADSync\n") for s in endpoint.scripts)
 
 
 def test_every_other_kind_of_change_runs_without_a_refusal(served):

@@ -23,7 +23,8 @@ def test_every_desired_state_file_is_valid(path):
 def test_example_is_the_articles_solution_1():
     desired = load_desired(ROOT / "desired-state" / "example.toml")
     user_rule = next(r for r in desired.rules if r.name == "In from AD - User Exchange")
-    assert user_rule.kind is RuleKind.REPLACEMENT and user_rule.precedence == 108
+    # No precedence: each AD connector's copy takes back its original's (108 on the default lab).
+    assert user_rule.kind is RuleKind.REPLACEMENT and user_rule.precedence is None and user_rule.connector is None
     (flow,) = user_rule.flows
     assert (flow.flow_type, flow.expression, flow.apply_once, flow.merge_type.value) == (FlowType.EXPRESSION, "NULL", True, "Update")
 

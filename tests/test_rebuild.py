@@ -122,7 +122,7 @@ def test_over_the_deletion_threshold_the_plan_raises_it_temporarily_only_with_ap
     desired = load_desired(REBUILD)
     plan = plan_for(desired, target)
     raise_step = next(s for s in plan.steps if s.id == "rebuild.threshold.raise")
-    assert raise_step.operation == SetDeletionThreshold(31) and raise_step.approval == "threshold-raise"  # 21 users and a margin
+    assert raise_step.operation == SetDeletionThreshold(36) and raise_step.approval == "threshold-raise"  # 21 users, 2 groups, a contact, 2 devices and a margin
     assert next(s for s in plan.steps if s.id == "threshold.restore").operation == SetDeletionThreshold(10)
     with pytest.raises(ApplyError, match="threshold-raise"):
         apply_plan(plan, desired, target, approvals=APPROVED, force=True)

@@ -554,6 +554,29 @@ def read_rule(identifier):
 }} | ConvertTo-Json -Depth {JSON_DEPTH} -Compress"""
 
 
+#: Connector-space objects read per script while counting them.
+CS_PAGE = 2000
+
+
+def connector_space_page(identifier, start, count=CS_PAGE):
+    """One page of an AD connector's connector space: each object's DN, type and whether it
+    is joined (a connector; removing a disconnector deletes nothing in the cloud).
+
+    Lab assumption: -StartIndex and -MaxResultCount page through the connector space in a
+    stable order (build 2.2.8.0's signature has them; their paging is not documented)."""
+    return f"""{PREAMBLE}
+$page = @(Get-ADSyncCSObject -ConnectorIdentifier {quote(identifier)} -StartIndex {int(start)} -MaxResultCount {int(count)})
+[pscustomobject]@{{
+    Objects = @(foreach ($object in $page) {{
+        [pscustomobject]@{{
+            DN = $object.DistinguishedName
+            Type = $object.ObjectType
+            Connector = $object.IsConnector
+        }}
+    }})
+}} | ConvertTo-Json -Depth 4 -Compress"""
+
+
 def read_connector(identifier):
     """One connector as the observation reads it."""
     return f"""{PREAMBLE}

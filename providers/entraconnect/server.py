@@ -41,7 +41,7 @@ from reconciler.operations import (
     SetScheduler,
     UpdateRule,
 )
-from reconciler.model import SyncPolicy, SyncRule
+from reconciler.model import SyncPolicy, SyncRule, count_objects
 from reconciler.progress import Progress
 from reconciler.provider import ServerProvider
 from providers.entraconnect import parse, scripts
@@ -103,6 +103,29 @@ class PsrpServer(ServerProvider):
             state = evolve(state, deletion_threshold=self._read_threshold("export deletion threshold", unknown_on_failure=True))
         return state
 
+    def count_objects(self):
+        """Every AD connector's joined objects per container and type, read a page at a time
+        from its connector space (Get-ADSyncCSObject); None when a read fails (unknown)."""
+        if self._connectors is None:
+            self.observe()
+        entries = []
+        try:
+            for connector in (c for c in self._connectors if c.kind == "AD"):
+                start = 0
+                while True:
+                    document = parse.obj_of(self.session.invoke(scripts.connector_space_page(connector.identifier, start), "connector space"), "connector space")
+                    page = parse.list_of(document.get("Objects"), "connector space")
+                    for item in page:
+                        item = parse.obj_of(item, "connector space")
+                        if item.get("Connector") is True and item.get("DN"):
+                            entries.append((connector.identifier, str(item["DN"]), str(item.get("Type") or "")))
+                    if len(page) < scripts.CS_PAGE:
+                        break
+                    start += len(page)
+        except ProviderError:
+            return None  # unknown: the plan says it could not count them
+        return count_objects(entries)
+
     def _read_threshold(self, resource, unknown_on_failure=False):
         """The threshold (``None``: disabled or unknown), in a script of its own with a short
         time box: a cmdlet that prompts or hangs must not hang the whole observation."""
@@ -137,10 +160,16 @@ class PsrpServer(ServerProvider):
             _predict(rules, earlier)
         return rules.get(operation.rule.identifier.lower())
 
-    def _connector_id(self, kind, resource):
+    def _connector_id(self, kind, resource, identifier=None):
+        """The identifier of the one connector of ``kind``; or, given ``identifier``, that
+        connector's, checked to be one of ``kind`` (a server with several AD connectors)."""
         if self._connectors is None:
             self.observe()
         found = [c for c in self._connectors if c.kind == kind]
+        if identifier is not None:
+            found = [c for c in found if c.identifier.lower() == identifier.lower()]
+            if not found:
+                raise ProviderError(self.name, resource, f"no {kind} connector with identifier {identifier} on the server (nothing was changed)")
         if len(found) != 1:
             raise ProviderError(self.name, resource, f"expected exactly one {kind} connector, found {len(found)}")
         return found[0].identifier
@@ -166,9 +195,9 @@ class PsrpServer(ServerProvider):
             case RunSyncCycle(policy):
                 wait = f"\n\n# Then, every {self.poll_interval:g} s until every connector has reported a run of this cycle:\n"
                 return scripts.start_cycle(policy) + wait + scripts.POLL_CYCLE
-            case SetContainerScope(included, excluded):
+            case SetContainerScope(included, excluded, connector):
                 try:
-                    return scripts.set_container_scope(self._connector_id("AD", "connector scope"), included, excluded)
+                    return scripts.set_container_scope(self._connector_id("AD", "connector scope", connector), included, excluded)
                 except ValueError as exc:
                     raise ProviderError(self.name, "connector scope", str(exc)) from None
             case SetExcludedAttributes(attributes):
@@ -266,8 +295,8 @@ class PsrpServer(ServerProvider):
                 if self._read_rule(identifier, resource) is not None:
                     self._not_taken(resource, "the rule is still there")
                 return "read back: the rule is gone"
-            case SetContainerScope(included, excluded):
-                return self._read_back_scope(resource, included, excluded)
+            case SetContainerScope(included, excluded, connector):
+                return self._read_back_scope(resource, included, excluded, connector)
             case SetExcludedAttributes(attributes):
                 return self._read_back_attributes(resource, attributes)
             case SetDeletionThreshold(threshold):
@@ -287,17 +316,17 @@ class PsrpServer(ServerProvider):
             raise ProviderError(self.name, resource, f"{len(found)} rules read back with identifier {identifier}")
         return parse.rule(found[0], 0) if found else None
 
-    def _read_connector(self, kind, resource):
-        identifier = self._connector_id(kind, resource)
+    def _read_connector(self, kind, resource, identifier=None):
+        identifier = self._connector_id(kind, resource, identifier)
         document = parse.obj_of(self.session.invoke(scripts.read_connector(identifier), resource), resource)
         return parse.obj_of(document.get("Connector"), resource)
 
-    def _read_back_scope(self, resource, included, excluded):
+    def _read_back_scope(self, resource, included, excluded, connector=None):
         """Both lists of every partition the step names must read as wanted, an emptied
         list included (bringing an OU back empties the exclusion list)."""
         from reconciler import dn as dns
 
-        raw = self._read_connector("AD", resource)
+        raw = self._read_connector("AD", resource, connector)
         partitions = {}
         for partition in parse.list_of(raw.get("Partitions"), resource):
             partition = parse.obj_of(partition, resource)

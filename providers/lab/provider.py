@@ -20,6 +20,7 @@ from reconciler.model import (
     ServerState,
     Sku,
     TenantState,
+    count_objects,
 )
 from reconciler.operations import (
     SERVER_OPERATIONS,
@@ -78,6 +79,10 @@ class LabServer(ServerProvider):
             run_history=tuple(server.run_history[-20:]),
         )
 
+    def count_objects(self):
+        lab = self.lab
+        return count_objects((c.identifier, dn, kind) for c in lab.ad_connectors() for _guid, dn, kind in lab.connector_space(c.identifier))
+
     def apply(self, operation):
         lab = self.lab
         if lab.server.staging_mode and not self.allow_staging:
@@ -108,8 +113,8 @@ class LabServer(ServerProvider):
                 return Outcome()
             case RunSyncCycle(policy):
                 return self._run_cycle(policy)
-            case SetContainerScope(included, excluded):
-                lab.set_container_scope(included, excluded)
+            case SetContainerScope(included, excluded, connector):
+                lab.set_container_scope(included, excluded, connector=connector)
                 return Outcome()
             case SetExcludedAttributes(attributes):
                 lab.set_excluded_attributes(attributes)

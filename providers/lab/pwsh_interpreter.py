@@ -306,8 +306,10 @@ def _partition_dn(domain):
 
 def connector_object(lab, connector):
     if connector.kind == "AD":
-        # One partition per domain: the lab's own, and any other domain a container names.
-        dns = [_partition_dn(lab.domain)]
+        # One partition per domain: the connector's forest's own (the lab names an AD connector
+        # after its forest's domain), and any other domain a container names.
+        domain = connector.name if "." in connector.name and " " not in connector.name else lab.domain
+        dns = [_partition_dn(domain)]
         for container in (*connector.included_containers, *connector.excluded_containers):
             dn = partition_of(container)
             if dn.lower() not in {d.lower() for d in dns}:
@@ -331,7 +333,7 @@ def connector_object(lab, connector):
             )
             for index, dn in enumerate(dns)
         ]
-        partitions[0]["Name"] = lab.domain
+        partitions[0]["Name"] = domain
         return PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.Connector",
             Name=connector.name,
@@ -1161,6 +1163,37 @@ def _get_connector(it, named, positional, _input):
     return [connector_object(it.lab, connectors[0])]
 
 
+def _get_cs_object(it, named, positional, _input):
+    """Get-ADSyncCSObject -ConnectorIdentifier G -StartIndex N -MaxResultCount M: one page of
+    the connector's connector space. Lab assumption: StartIndex and MaxResultCount page
+    through it in a stable order (the signature has them; their paging is not documented)."""
+    _no_positional("Get-ADSyncCSObject", positional)
+    if "connectoridentifier" not in named:
+        raise ScriptError("Get-ADSyncCSObject: the lab simulates only -ConnectorIdentifier with -StartIndex and -MaxResultCount.", "NotSupported")
+    identifier = _guid("Get-ADSyncCSObject", named["connectoridentifier"])
+    connector = it.lab.connector(identifier)
+    if connector is None:
+        raise ScriptError(f"Get-ADSyncCSObject: the connector {identifier} was not found.", "ObjectNotFound")
+    start = _only("Get-ADSyncCSObject", named.get("startindex", 0), int)
+    count = _only("Get-ADSyncCSObject", named.get("maxresultcount", 1000), int)
+    objects = it.lab.connector_space(identifier) if connector.kind == "AD" else []
+    return [
+        PSObj(
+            "Microsoft.IdentityManagement.PowerShell.ObjectModel.CsObject",
+            ObjectId=str(uuid.uuid5(uuid.UUID(connector.identifier), guid)),
+            ConnectorId=connector.identifier,
+            ConnectorName=connector.name,
+            ConnectorType="AD",
+            DistinguishedName=dn,
+            ObjectType=kind,
+            IsTransient=False,
+            IsPlaceHolder=False,
+            IsConnector=True,
+        )
+        for guid, dn, kind in objects[start : start + count]
+    ]
+
+
 def _add_connector(it, named, positional, _input):
     _no_positional("Add-ADSyncConnector", positional)
     obj = named["connector"]
@@ -1177,7 +1210,7 @@ def _add_connector(it, named, positional, _input):
             scope = partition["ConnectorPartitionScope"]
             included += [c for c in scope["ContainerInclusionList"] if c not in included]
             excluded += [c for c in scope["ContainerExclusionList"] if c not in excluded]
-        it.lab.set_container_scope(included, excluded)
+        it.lab.set_container_scope(included, excluded, connector=connector.identifier)
     else:
         kept = {a.lower() for a in obj["AttributeInclusionList"] or []}
         # Keep the order already recorded, then the newly excluded in catalogue order.
@@ -1417,6 +1450,7 @@ CMDLETS = {
         Cmdlet("Remove-ADSyncRule", ("Identifier", "SynchronizationRule"), run=_remove_rule),
         Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
         Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
+        Cmdlet("Get-ADSyncCSObject", ("ConnectorIdentifier", "StartIndex", "MaxResultCount"), run=_get_cs_object),
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
         Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
         Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status),

@@ -27,7 +27,7 @@ from reconciler.model import (
     SyncRule,
 )
 from reconciler import dn
-from providers.lab.world import AdUser, GroupLicense, Lab, LabCloudUser, LabGroup, LabSku, Server, lab_guid
+from providers.lab.world import AdObject, AdUser, GroupLicense, Lab, LabCloudUser, LabGroup, LabSku, Server, lab_guid
 
 HYBRID_OU = "OU=HybridUsers,OU=Corp,DC=contoso,DC=com"
 SERVICE_OU = "OU=ServiceAccounts,OU=Corp,DC=contoso,DC=com"
@@ -35,8 +35,17 @@ ENTERPRISEPACK_ID = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # Office 365 E3's re
 EMS_ID = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 AD_CONNECTOR = lab_guid("connector", "contoso.com")
 AAD_CONNECTOR = lab_guid("connector", "contoso.onmicrosoft.com - AAD")
+# The second forest of the two-forest scenario: its own AD connector, named after its domain.
+FABRIKAM = "fabrikam.com"
+FABRIKAM_CONNECTOR = lab_guid("connector", FABRIKAM)
+FABRIKAM_TOP = "OU=Fabrikam,DC=fabrikam,DC=com"
+FABRIKAM_OU = "OU=Staff,OU=Fabrikam,DC=fabrikam,DC=com"
+#: Where the second forest's stock rules start: each AD connector has its own copy of the
+#: "In from AD" rules, same names, other precedences (domain-facts A2).
+FABRIKAM_PRECEDENCE = 120
+FABRIKAM_USERS = 3
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed")
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed", "two-forest")
 EXCHANGESTANDARD_ID = "4b9405b0-7788-4568-add1-99614e613b69"  # Exchange Online (Plan 1)'s real skuId
 LICENSING_GROUP = "Licensing-E3"
 
@@ -158,13 +167,31 @@ def stock_rules():
     return rules
 
 
-def _ad_user(index, width, ou, object_class="user", mailbox=True, usage_location="US", prefix="user"):
+def second_forest_rules(rules, connector=FABRIKAM_CONNECTOR, domain=FABRIKAM, start=FABRIKAM_PRECEDENCE):
+    """The second AD connector's own copies of the "In from AD" stock rules: same names and
+    tags, their own identifiers and connector, precedences from ``start`` on."""
+    from attrs import evolve
+
+    inbound = sorted((r for r in rules if r.direction is Direction.INBOUND and r.connector == AD_CONNECTOR), key=lambda r: r.precedence)
+    return [
+        evolve(rule, identifier=lab_guid("stock", rule.name, domain), connector=connector, precedence=start + index)
+        for index, rule in enumerate(inbound)
+    ]
+
+
+def _other_objects(ou, prefix, domain="contoso.com"):
+    """A few groups, a contact and computers in a synced OU: what leaves the scope with its users."""
+    objects = [("group", f"{prefix}-Staff"), ("group", f"{prefix}-Managers"), ("contact", f"{prefix}-Supplier"), ("computer", f"{prefix.upper()}-PC01"), ("computer", f"{prefix.upper()}-PC02")]
+    return [AdObject(lab_guid("ad", domain, kind, name), name, f"CN={name},{ou}", kind) for kind, name in objects]
+
+
+def _ad_user(index, width, ou, object_class="user", mailbox=True, usage_location="US", prefix="user", domain="contoso.com"):
     sam = f"{prefix}{index:0{width}d}"
     guid = lab_guid("ad", sam)
     return AdUser(
         object_guid=guid,
         sam=sam,
-        upn=f"{sam}@contoso.com",
+        upn=f"{sam}@{domain}",
         dn=f"CN={sam},{ou}",
         object_class=object_class,
         display_name=f"{prefix.capitalize()} {index:0{width}d}",
@@ -182,14 +209,14 @@ def build(scenario="default", users=20):
         raise ValueError("the default scenario needs at least 4 users")
     width = max(2, len(str(users)))
     rules = stock_rules()
-    server = Server(
-        rules=list(rules),
-        stock_catalogue=list(rules),
-        connectors=[
-            Connector(AD_CONNECTOR, "contoso.com", "AD", included_containers=("OU=Corp,DC=contoso,DC=com",)),
-            Connector(AAD_CONNECTOR, "contoso.onmicrosoft.com - AAD", "AAD"),
-        ],
-    )
+    connectors = [
+        Connector(AD_CONNECTOR, "contoso.com", "AD", included_containers=("OU=Corp,DC=contoso,DC=com",)),
+        Connector(AAD_CONNECTOR, "contoso.onmicrosoft.com - AAD", "AAD"),
+    ]
+    if scenario == "two-forest":
+        rules += second_forest_rules(rules)
+        connectors.insert(1, Connector(FABRIKAM_CONNECTOR, FABRIKAM, "AD", included_containers=(FABRIKAM_TOP,)))
+    server = Server(rules=list(rules), stock_catalogue=list(rules), connectors=connectors)
     lab = Lab(server=server, scenario=scenario)
 
     ad_users = [_ad_user(i, width, HYBRID_OU) for i in range(1, users + 1)]
@@ -198,10 +225,16 @@ def build(scenario="default", users=20):
     ad_users += [_ad_user(i, 2, SERVICE_OU, mailbox=False, prefix="svc") for i in (1, 2)]
     if scenario == "escaped-comma-dn":
         ad_users += _comma_names()
+    lab.ad_objects = _other_objects(HYBRID_OU, "hybrid")
+    units = users
+    if scenario == "two-forest":
+        ad_users += [_ad_user(i, 2, FABRIKAM_OU, prefix="fab", domain=FABRIKAM) for i in range(1, FABRIKAM_USERS + 1)]
+        lab.ad_objects += _other_objects(FABRIKAM_OU, "fab", FABRIKAM)
+        units += FABRIKAM_USERS
     lab.ad_users = ad_users
 
     # The tenant: one cloud-only admin with a mailbox, and a SKU one unit short.
-    lab.skus = [LabSku(ENTERPRISEPACK_ID, "ENTERPRISEPACK", prepaid=users), LabSku(EMS_ID, "EMS", prepaid=users * 2, includes_exchange=False)]
+    lab.skus = [LabSku(ENTERPRISEPACK_ID, "ENTERPRISEPACK", prepaid=units), LabSku(EMS_ID, "EMS", prepaid=units * 2, includes_exchange=False)]
     admin = LabCloudUser(id=lab_guid("cloud", "admin"), upn="admin@contoso.onmicrosoft.com", display_name="Admin", usage_location="US")
     lab.cloud_users.append(admin)
     lab.assign_license(admin.id, ENTERPRISEPACK_ID)
@@ -214,11 +247,11 @@ def build(scenario="default", users=20):
 
     # The first sync ran with the stock rules: the GUIDs reached the cloud.
     lab.run_cycle(SyncPolicy.INITIAL)
-    # Someone licensed the first three already; no mailbox came of it.
+    # Someone licensed the first three already; no mailbox came of it (and a user of the second forest).
     if scenario == "group-licensed":
         _licensing_group(lab, ad_users[:3])
     else:
-        for ad in ad_users[:3]:
+        for ad in ad_users[:3] + [u for u in ad_users if u.upn == f"fab01@{FABRIKAM}"]:
             lab.assign_license(ad.upn, ENTERPRISEPACK_ID)
     lab.server.next_scheduled_at = lab.clock + lab.server.sync_interval
     lab.advance(lab.provisioning_minutes)

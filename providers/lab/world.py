@@ -115,6 +115,20 @@ class AdUser:
 
 
 @define
+class AdObject:
+    """An on-premises AD object that is not a user: a group, a contact or a computer.
+
+    The lab does not simulate their flows (no cloud object is made for them); they are
+    in the connector space while in scope, so a scope change that takes them out counts
+    them as deletions, as the export deletion threshold does on a real server."""
+
+    object_guid: str
+    name: str
+    dn: str
+    object_class: str  # group, contact or computer
+
+
+@define
 class LabLicense:
     sku_id: str
     assigned_at: int
@@ -231,6 +245,8 @@ class Lab:
     domain: str = "contoso.com"
     provisioning_minutes: int = 15
     ad_users: list[AdUser] = field(factory=list)
+    #: Groups, contacts and computers (AD objects that are not users); a lab file without them has none.
+    ad_objects: list[AdObject] = field(factory=list)
     server: Server = field(factory=Server)
     cloud_users: list[LabCloudUser] = field(factory=list)
     skus: list[LabSku] = field(factory=list)
@@ -253,6 +269,14 @@ class Lab:
 
     def aad_connector(self):
         return next(c for c in self.server.connectors if c.kind == "AAD")
+
+    def ad_connectors(self):
+        """Every AD connector: one per forest (the lab names each after its forest's domain)."""
+        return [c for c in self.server.connectors if c.kind == "AD"]
+
+    def connector(self, identifier):
+        """The connector with this identifier (GUIDs compare without case), or None."""
+        return next((c for c in self.server.connectors if c.identifier.lower() == str(identifier).lower()), None)
 
     def active_cloud_users(self):
         return [u for u in self.cloud_users if u.deleted_at is None]
@@ -409,10 +433,11 @@ class Lab:
         Returns the rules that were re-created. Disabled stock rules stay disabled.
         """
         self._refuse_while_cycle_runs("upgrade")
-        present_tags = {r.immutable_tag for r in self.server.rules if r.is_standard}
+        # Each AD connector has its own copy of every stock rule, with the same tag.
+        present_tags = {(r.immutable_tag, r.connector.lower()) for r in self.server.rules if r.is_standard}
         restored = []
         for stock in self.server.stock_catalogue:
-            if stock.immutable_tag in present_tags:
+            if (stock.immutable_tag, stock.connector.lower()) in present_tags:
                 continue
             rule = stock
             taken = {r.precedence for r in self.server.rules}
@@ -429,9 +454,12 @@ class Lab:
         self.server.next_policy = SyncPolicy.INITIAL
         return restored
 
-    def set_container_scope(self, included, excluded):
+    def set_container_scope(self, included, excluded, connector=None):
+        """One AD connector's OU filtering (``connector``: its identifier; default the first AD connector)."""
         self._refuse_while_cycle_runs("connector scope")
-        ad = self.ad_connector()
+        ad = self.ad_connector() if connector is None else self.connector(connector)
+        if ad is None or ad.kind != "AD":
+            raise ProviderError("entra-connect", "connector scope", f"no AD connector {connector}")
         self._replace_connector(ad, evolve(ad, included_containers=tuple(included), excluded_containers=tuple(excluded)))
 
     def set_excluded_attributes(self, attributes):
@@ -477,15 +505,31 @@ class Lab:
     def _in_scope(self, user):
         return self._scope_test()(user)
 
+    def connector_space(self, connector_identifier):
+        """``(objectGUID, DN, object class)`` of every AD object in one AD connector's connector
+        space, users first. Lab assumption: the connector space holds exactly the objects in the
+        connector's scope, as after a full import (a real one also keeps disconnectors)."""
+        in_scope = self._scope_test()
+        wanted = str(connector_identifier).lower()
+        return [
+            (o.object_guid, o.dn, o.object_class)
+            for o in (*self.ad_users, *self.ad_objects)
+            if (c := in_scope(o)) is not None and c.identifier.lower() == wanted
+        ]
+
     def _scope_test(self):
-        """Whether an AD user is in the connector's scope, the connector looked up once for a whole pass."""
-        inclusions = self.ad_connector().included_containers
-        exclusions = self.ad_connector().excluded_containers
+        """The AD connector whose scope holds an AD object (None: out of every scope), the
+        connectors looked up once for a whole pass. Each forest has its own connector, and
+        its containers name its own domain, so at most one connector's scope holds an object."""
+        scopes = [(c, c.included_containers, c.excluded_containers) for c in self.ad_connectors()]
 
         def in_scope(user):
             # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
             # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
-            return dn.in_scope(user.dn, inclusions, exclusions)
+            for connector, inclusions, exclusions in scopes:
+                if dn.in_scope(user.dn, inclusions, exclusions):
+                    return connector
+            return None
 
         return in_scope
 
@@ -495,32 +539,44 @@ class Lab:
         server.cycle = None
         full = cycle.policy is SyncPolicy.INITIAL
         started, ended = minute_to_iso(cycle.started_at), minute_to_iso(self.clock)
-        ad_name, aad_name = self.ad_connector().name, self.aad_connector().name
+        aad_name = self.aad_connector().name
         rules_by_type = _inbound_rules_by_type(server.rules)
+        several = len(self.ad_connectors()) > 1
 
         by_anchor = self._cloud_by_anchor()
         updates, deletes = [], []
         seen = set()
         in_scope = self._scope_test()
         for user in self.ad_users:
-            if not in_scope(user):
+            connector = in_scope(user)
+            if connector is None:
                 continue
             seen.add(user.object_guid)
             synced_at = server.connector_space.get(user.object_guid)
             if not full and synced_at is not None and user.changed_at < synced_at:
                 continue  # a Delta leaves unchanged objects as they were
             rules = rules_by_type.get(user.object_class, ())
+            if several:
+                # With several forests, an object meets only its own connector's rules.
+                rules = tuple((r, flows) for r, flows in rules if r.connector.lower() == connector.identifier.lower())
             if not any(r.link_type is LinkType.PROVISION for r, _flows in rules):
                 continue
             # A soft-deleted object that sync brings back is not new: Apply once stays idle.
             values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor)
             updates.append((user, values))
+        for other in self.ad_objects:
+            # Groups, contacts and computers: imported while in scope, their flows not simulated.
+            if in_scope(other) is not None:
+                seen.add(other.object_guid)
+                server.connector_space[other.object_guid] = self.clock
         deletes = [guid for guid in server.connector_space if guid not in seen]
 
-        results = [
-            RunResult(ad_name, "Full Import" if full else "Delta Import", "success", started, ended),
-            RunResult(ad_name, "Full Synchronization" if full else "Delta Synchronization", "success", started, ended),
-        ]
+        results = []
+        for ad in self.ad_connectors():
+            results += [
+                RunResult(ad.name, "Full Import" if full else "Delta Import", "success", started, ended),
+                RunResult(ad.name, "Full Synchronization" if full else "Delta Synchronization", "success", started, ended),
+            ]
         threshold = server.deletion_threshold
         if server.staging_mode:
             results.append(RunResult(aad_name, "Export", "success", started, ended, "staging mode: nothing exported"))
