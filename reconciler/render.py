@@ -286,13 +286,17 @@ def render_lab(console, summary, all_users=False):
         f"next cycle {s['next_policy']}, {cycle}, staging mode {'on' if s['staging_mode'] else 'off'}, "
         f"deletion threshold {s['deletion_threshold'] if s['deletion_threshold'] is not None else 'disabled'}"
     )
-    out.print(f"AD scope: include {', '.join(s['included']) or '(none)'}; exclude {', '.join(s['excluded']) or '(none)'}")
+    ads = s.get("ad_connectors") or [{"name": "", "included": s["included"], "excluded": s["excluded"]}]
+    for ad in ads:
+        which = f" ({escape(ad['name'])})" if len(ads) > 1 else ""
+        out.print(f"AD scope{which}: include {', '.join(ad['included']) or '(none)'}; exclude {', '.join(ad['excluded']) or '(none)'}")
     out.print(f"Attributes not exported: {', '.join(s['excluded_attributes']) or '(none)'}")
     table = Table(title="Rules that flow msExchMailboxGuid", title_justify="left")
     for column in ("precedence", "name", "state", "kind", "msExchMailboxGuid flow"):
         table.add_column(column)
     for rule in s["guid_rules"]:
-        table.add_row(str(rule["precedence"]), rule["name"], "enabled" if rule["enabled"] else "disabled", "stock" if rule["standard"] else "custom", rule["flow"])
+        name = rule["name"] + (f" ({rule['connector']})" if len(ads) > 1 and rule.get("connector") else "")
+        table.add_row(str(rule["precedence"]), escape(name), "enabled" if rule["enabled"] else "disabled", "stock" if rule["standard"] else "custom", rule["flow"])
     out.print(table)
     out.print(f"{s['rule_count']} rules in all; last runs: " + ("; ".join(f"{r['connector']} {r['profile']} {r['result']}" for r in s["last_runs"]) or "none"))
     t = summary["tenant"]

@@ -146,3 +146,38 @@ def test_a_lab_file_without_other_objects_still_loads(tmp_path):
     text = store.dumps(lab).replace(',"ad_objects":[]', "")
     assert '"ad_objects"' not in text
     assert store.loads(text).ad_objects == []
+
+
+def _remote(tmp_path, graph, port, path):
+    """``path`` with a [target] that points at the served lab."""
+    body = path.read_text().split("[scheduler]", 1)[1]
+    target = (
+        f'[target]\nkind = "remote"\n[target.graph]\nendpoint = "{graph}"\nauth = "token-env"\npoll_seconds = 0.5\n'
+        f'[target.entra_connect]\nhost = "127.0.0.1"\nport = {port}\nssl = false\nauth = "basic"\npoll_seconds = 0.5\n\n[scheduler]'
+    )
+    remote = tmp_path / f"remote-{path.name}"
+    remote.write_text(target + body)
+    return remote
+
+
+@pytest.mark.parametrize("path", [EXAMPLE, TWO_FORESTS], ids=lambda p: p.name)
+def test_two_forests_through_syncprep_lab_serve(tmp_path, path):
+    """The CLI against `syncprep lab serve` on a two-forest lab: plan, apply, and plan again to no changes."""
+    from test_serve import _serve, run
+
+    lab = scenario.build("two-forest")
+    lab.server.sync_interval = 100_000
+    lab.server.next_scheduled_at = lab.clock + 100_000
+    serving = _serve(tmp_path, "--speed", "600", lab=lab)
+    cwd, env, graph, port, _text = next(serving)
+    try:
+        desired = _remote(cwd, graph, port, path)
+        plan = run(env, cwd, "plan", desired, "--detailed-exitcode")
+        assert plan.returncode == 2, plan.stdout[-2000:] + plan.stderr[-2000:]
+        assert "by AD connector and object type" in plan.stdout and "(fabrikam.com)" in plan.stdout
+        applied = run(env, cwd, "apply", desired, "--auto-approve", "--approve-irreversible", "--force")
+        assert applied.returncode in (0, 4), applied.stdout[-3000:] + applied.stderr[-2000:]
+        again = run(env, cwd, "plan", desired, "--detailed-exitcode")
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    finally:
+        serving.close()

@@ -10,13 +10,15 @@ def lab_summary(lab, path):
     server = lab.server
     ad, aad = lab.ad_connector(), lab.aad_connector()
     sku_names = {s.sku_id: s.part_number for s in lab.skus}
+    connector_names = {c.identifier.lower(): c.name for c in server.connectors}
     consumed = lab.consumed_units()
     guid_rules = []
     for rule in sorted(server.rules, key=lambda r: r.precedence):
         flows = rule.flows_to(GUID_ATTRIBUTE)
         if flows:
             guid_rules.append(
-                {"precedence": rule.precedence, "name": rule.name, "enabled": not rule.disabled, "standard": rule.is_standard, "flow": flows[0].describe()}
+                {"precedence": rule.precedence, "name": rule.name, "enabled": not rule.disabled, "standard": rule.is_standard, "flow": flows[0].describe(),
+                 "connector": connector_names.get(rule.connector.lower(), rule.connector)}
             )
     users = []
     ad_by_upn = {u.upn.lower(): u for u in lab.ad_users}
@@ -49,6 +51,8 @@ def lab_summary(lab, path):
             "deletion_threshold": server.deletion_threshold,
             "included": list(ad.included_containers),
             "excluded": list(ad.excluded_containers),
+            # Every AD connector's scope (one per forest); "included"/"excluded" are the first's.
+            "ad_connectors": [{"name": c.name, "included": list(c.included_containers), "excluded": list(c.excluded_containers)} for c in lab.ad_connectors()],
             "excluded_attributes": list(aad.excluded_attributes),
             "rule_count": len(server.rules),
             "guid_rules": guid_rules,
