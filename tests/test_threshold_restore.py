@@ -18,7 +18,7 @@ FLAGS = ("--approve-irreversible", "--approve-threshold-raise", "--force")
 
 def low_threshold_lab(path):
     lab = scenario.build(users=20)
-    lab.set_deletion_threshold(10)  # 21 soft-deletions are over it: the plan raises it to 31
+    lab.set_deletion_threshold(10)  # 26 deletions (21 users, 5 groups, contacts, devices) are over it: the plan raises it to 36
     store.save(lab, path)
 
 
@@ -34,7 +34,7 @@ def test_a_kill_between_raise_and_restore_ends_with_the_threshold_back_after_res
     assert killed.returncode == -9, killed.stderr[-2000:]
     steps = journal_steps(tmp_path)
     assert "rebuild.threshold.raise" in steps and "threshold.restore" not in steps, steps
-    assert store.load(tmp_path / "lab.json").server.deletion_threshold == 31
+    assert store.load(tmp_path / "lab.json").server.deletion_threshold == 36
     assert last_interrupted(next(tmp_path.glob("*.journal"))).threshold_owed == 10
     resumed = harness(tmp_path, "none", "apply", REBUILD, "--resume", "--auto-approve", *FLAGS)
     assert resumed.returncode in (0, 4), resumed.stderr[-2000:]
