@@ -9,33 +9,44 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reconciler.cli.options import ALLOW_ENV, CA_BUNDLE_ENV, EXIT_OK, Parser, escape
+from reconciler.cli.options import ALLOW_ENV, CA_BUNDLE_ENV, EXIT_OK, Parser, env_line, escape, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "lab"
 SCENARIOS = "default, already-prepared, empty-tenant, duplicate-upn-in-bin, escaped-comma-dn, half-done, group-licensed or two-forest"
 
 
+LAB_EXITS = {0: "done", 1: "error"}
+SERVE_ENV = {
+    "SYNCPREP_GRAPH_TOKEN": "the bearer token the Graph endpoint accepts (clients send the same variable's value)",
+    "SYNCPREP_WINRM_USERNAME, SYNCPREP_WINRM_PASSWORD": "the account the WinRM endpoint accepts",
+}
+
+
 def add_parser(commands, parents):
-    lab = commands.add_parser(NAME, parents=[parents.common], help="manage the embedded lab")
+    lab = verb_parser(commands, NAME, parents=[parents.common], help="manage the embedded lab", exits=LAB_EXITS)
     verbs = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True, parser_class=Parser)
     own = [parents.common, parents.lab]
-    init = verbs.add_parser("init", parents=own, help="create the lab from a scenario")
+
+    def verb(name, help, environment=None):
+        return verb_parser(verbs, name, parents=own, help=help, exits=LAB_EXITS, environment=environment)
+
+    init = verb("init", "create the lab from a scenario")
     init.add_argument("--scenario", default="default", help=SCENARIOS)
     init.add_argument("--users", type=int, default=20, help="mailbox users in the synced OU (default 20)")
     init.add_argument("--force", action="store_true", help="replace an existing lab")
-    show = verbs.add_parser("show", parents=own, help="show the lab")
+    show = verb("show", "show the lab")
     show.add_argument("--json", action="store_true")
     show.add_argument("--all-users", action="store_true")
-    scheduler = verbs.add_parser("scheduler", parents=own, help="pause or resume the sync scheduler")
+    scheduler = verb("scheduler", "pause or resume the sync scheduler")
     scheduler.add_argument("state", choices=["pause", "resume"])
-    sync = verbs.add_parser("sync", parents=own, help="run a sync cycle (Start-ADSyncSyncCycle)")
+    sync = verb("sync", "run a sync cycle (Start-ADSyncSyncCycle)")
     sync.add_argument("--policy", choices=["Delta", "Initial"], default="Delta")
     sync.add_argument("--no-wait", action="store_true", help="start it and return; it runs as lab time passes")
-    verbs.add_parser("upgrade", parents=own, help="an Entra Connect upgrade: deleted stock rules come back")
-    advance = verbs.add_parser("advance", parents=own, help="let lab time pass")
+    verb("upgrade", "an Entra Connect upgrade: deleted stock rules come back")
+    advance = verb("advance", "let lab time pass")
     advance.add_argument("minutes", type=int)
-    serve = verbs.add_parser("serve", parents=own, help="serve the lab as a Graph endpoint and a WinRM endpoint on loopback, for the real providers")
+    serve = verb("serve", "serve the lab as a Graph endpoint and a WinRM endpoint on loopback, for the real providers", SERVE_ENV)
     serve.add_argument("--graph-port", type=int, default=0, help="default: any free port")
     serve.add_argument("--winrm-port", type=int, default=0, help="default: any free port")
     serve.add_argument("--speed", type=float, default=60.0, help="lab minutes per real second while serving (default 60)")
@@ -166,9 +177,9 @@ def _announce(out, path, speed, graph_url, winrm_host, winrm_port, tls):
     out.print(f"  Microsoft Graph: {graph_url}")
     out.print(f"  WinRM (HTTP, Basic): {winrm_host}:{winrm_port}")
     out.print("Allow its endpoints where syncprep runs (credentials go only where you allow):")
-    out.print(escape(f"export {ALLOW_ENV}={graph_url},http://{winrm_host}:{winrm_port}"))
+    out.print(escape(env_line(ALLOW_ENV, f"{graph_url},http://{winrm_host}:{winrm_port}")))
     if tls:
-        out.print(escape(f"export {CA_BUNDLE_ENV}={tls[0]}"))
+        out.print(escape(env_line(CA_BUNDLE_ENV, tls[0])))
     out.print("Put this target in a desired-state file:")
     target = [
         "[target]",

@@ -16,7 +16,7 @@ import os
 import sys
 
 from reconciler import __version__
-from reconciler.cli import apply, drift, export, plan, show, sync, unlock, validate
+from reconciler.cli import apply, completion, drift, export, plan, show, sync, unlock, validate
 from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, error_line, escape, make_console, merge_common
 from reconciler.errors import ConfigError, ReconcilerError
 
@@ -24,7 +24,7 @@ from reconciler.errors import ConfigError, ReconcilerError
 def _verbs():
     from providers.lab import cli as lab
 
-    return [validate, plan, show, drift, apply, sync, unlock, export, lab]
+    return [validate, plan, show, drift, apply, sync, unlock, export, lab, completion]
 
 
 def build_parser():

@@ -9,14 +9,25 @@ import re
 import sys
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, EXIT_USERS, escape, open_target, report_inputs, scripts_of
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, EXIT_USERS, TARGET_ENV, escape, verb_parser, open_target, report_inputs, scripts_of
 from reconciler.errors import ReconcilerError
 
 NAME = "apply"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="plan, confirm, and carry it out (or apply a saved plan)")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="plan, confirm, and carry it out (or apply a saved plan)",
+        exits={
+            0: "applied, or nothing to do",
+            1: "error, a step failed, or not approved (the scheduler is resumed either way; 'apply --resume' finishes)",
+            4: "applied, but a user a licence set targets did not end with a licence and a mailbox (each is named)",
+        },
+        environment={**TARGET_ENV, "SYNCPREP_PLAN_SIGNING_KEY": "a saved plan must carry this key's signature"},
+    )
     parser.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
     parser.add_argument(
         "--desired", metavar="DESIRED", help="with a saved plan: the desired-state file it was made from (checked by content; the path in the plan is never used)"

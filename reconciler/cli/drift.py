@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import Output, add_output_option, check_output, open_target
+from reconciler.cli.options import TARGET_ENV, Output, add_output_option, check_output, open_target, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "drift"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="report drift from the desired state (read-only)")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="report drift from the desired state (read-only)",
+        exits={0: "in sync", 1: "error", 2: "drift", 3: "drift unknown: something could not be read"},
+        environment=TARGET_ENV,
+    )
     parser.add_argument("file", metavar="FILE")
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_OK, escape, open_target
+from reconciler.cli.options import EXIT_OK, TARGET_ENV, escape, open_target, verb_parser
 
 NAME = "export"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="write the observed state as a desired-state file")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="write the observed state as a desired-state file",
+        exits={0: "written", 1: "error"},
+        environment=TARGET_ENV,
+    )
     parser.add_argument("--from", dest="source", metavar="FILE", help="a desired-state file whose [target] to export (default: the lab)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write here instead of standard output")
     return parser

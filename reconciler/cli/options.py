@@ -20,6 +20,44 @@ LOG_ENV = "SYNCPREP_LOG"
 LOG_LEVEL_ENV = "SYNCPREP_LOG_LEVEL"  # the older name, still read
 
 
+#: The variables every verb reads.
+COMMON_ENV = {
+    "NO_COLOR": "set: plain output, as --no-color",
+    LOG_ENV: f"debug, info, warning or error: the diagnostics' level, as -v/-vv ({LOG_LEVEL_ENV}, the older name, is still read)",
+}
+#: The variables a verb that reaches a target reads.
+TARGET_ENV = {
+    ALLOW_ENV: "endpoints credentials may go to (comma-separated URLs or hosts), as --allow-endpoint",
+    CA_BUNDLE_ENV: "a CA bundle (PEM) to check TLS certificates against, as --ca-bundle",
+    "SYNCPREP_GRAPH_TOKEN[_*]": "a Graph bearer token, for [target.graph] auth = \"token-env\" (the name token_env gives)",
+    "SYNCPREP_WINRM_USERNAME[_*], SYNCPREP_WINRM_PASSWORD[_*]": "the WinRM account (the names username_env and password_env give)",
+    "AZURE_*": "azure-identity's own variables, for the [target.graph] sign-in they serve (README: Real targets)",
+}
+SIGNING_ENV = {"SYNCPREP_PLAN_SIGNING_KEY": "the key saved plans are signed and checked with (HMAC-SHA256)"}
+INTERRUPTED = {130: "interrupted (Ctrl-C, Ctrl-Break or SIGTERM)"}
+
+
+def epilog(exits, environment):
+    """The end of a verb's help: its exit codes and the environment variables it reads."""
+    lines = ["exit codes:"]
+    lines += [f"  {code:<4}{meaning}" for code, meaning in sorted({**exits, **INTERRUPTED}.items())]
+    lines += ["", "environment:"]
+    lines += [f"  {name}\n      {meaning}" for name, meaning in {**COMMON_ENV, **environment}.items()]
+    return "\n".join(lines)
+
+
+def verb_parser(commands, name, *, parents, help, exits, environment=None, description=None):
+    """A verb's parser, whose help ends with its exit codes and the variables it reads."""
+    return commands.add_parser(
+        name,
+        parents=parents,
+        help=help,
+        description=description or help[:1].upper() + help[1:] + ".",
+        epilog=epilog(exits, environment or {}),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job."""
 
@@ -167,6 +205,13 @@ class Output:
             write_private(self.path, self.buffer.getvalue(), self.inputs)
             self.err.print(f"Wrote {escape(self.path)} (UTF-8)")
         return False
+
+
+def env_line(name, value, platform=None):
+    """How to set a variable in the shell syncprep runs in: PowerShell on Windows, sh elsewhere."""
+    if (platform or sys.platform) == "win32":
+        return f"$env:{name} = '{value}'"
+    return f"export {name}={value}"
 
 
 def one_line(text):

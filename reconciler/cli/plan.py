@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, Output, add_output_option, check_output, escape, open_target, report_inputs, scripts_of
+from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, TARGET_ENV, Output, verb_parser, add_output_option, check_output, escape, open_target, report_inputs, scripts_of
 
 NAME = "plan"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="show what apply would do")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="show what apply would do",
+        exits={0: "planned (with --detailed-exitcode: no changes)", 1: "error", 2: "changes (with --detailed-exitcode)"},
+        environment={**TARGET_ENV, "SYNCPREP_PLAN_SIGNING_KEY": "signs the plan -out saves (HMAC-SHA256)"},
+    )
     parser.add_argument("file", metavar="FILE")
     parser.add_argument("--json", action="store_true", help="the plan as JSON")
     parser.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")

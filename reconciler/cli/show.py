@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_OK, Output, add_output_option, check_output
+from reconciler.cli.options import EXIT_OK, Output, add_output_option, check_output, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "show"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=[parents.common], help="render a saved plan")
+    parser = verb_parser(
+        commands, NAME, parents=[parents.common], help="render a saved plan", exits={0: "shown", 1: "error (not a syncprep plan, or altered)"}
+    )
     parser.add_argument("planfile", metavar="PLANFILE")
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true")

@@ -9,14 +9,21 @@ target lock and journal. It refuses to start while an interrupted apply is owed 
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, escape, open_target
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, TARGET_ENV, escape, open_target, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "sync"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="run a sync cycle on the target and wait for it, as apply does")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="run a sync cycle on the target and wait for it, as apply does",
+        exits={0: "the cycle ran and every run of it succeeded", 1: "error, or a run of the cycle stopped (stopped-*)"},
+        environment=TARGET_ENV,
+    )
     parser.add_argument("file", metavar="FILE", help="the desired-state file that names the target")
     parser.add_argument(
         "--policy", type=_policy, default="Initial", metavar="Initial|Delta", help="Initial (a full sync, the default) or Delta"
@@ -63,6 +70,9 @@ def _locked(out, target, desired, policy):
     out.print(f"Sync on {escape(target.description)}: {escape(plan.steps[0].summary)}")
     renderer = ApplyRenderer(out, 1)
     # SIGTERM and Ctrl-C stop it as they stop apply (main runs every verb under stop_signals).
-    report = run_sync(plan, desired, target, on_event=renderer, journal=journal)
+    try:
+        report = run_sync(plan, desired, target, on_event=renderer, journal=journal)
+    finally:
+        renderer.waits.stop()  # a progress display left running would keep the cursor hidden
     renderer.report(report)
     return EXIT_OK if report.ok else EXIT_ERROR

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_OK, escape, open_named_or_lab
+from reconciler.cli.options import EXIT_OK, TARGET_ENV, escape, open_named_or_lab, verb_parser
 
 NAME = "force-unlock"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=parents.for_target, help="release the lock of an apply that is gone")
+    parser = verb_parser(
+        commands,
+        NAME,
+        parents=parents.for_target,
+        help="release the lock of an apply that is gone",
+        exits={0: "released", 1: "error (no lock held, or another id)"},
+        environment=TARGET_ENV,
+    )
     parser.add_argument("lock_id", metavar="LOCK_ID")
     parser.add_argument("file", metavar="FILE", nargs="?", help="the desired-state file whose target is locked (default: the lab)")
     return parser

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, error_line, escape
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, error_line, escape, verb_parser
 from reconciler.errors import ConfigError
 
 NAME = "validate"
 
 
 def add_parser(commands, parents):
-    parser = commands.add_parser(NAME, parents=[parents.common], help="check desired-state files")
+    parser = verb_parser(
+        commands, NAME, parents=[parents.common], help="check desired-state files", exits={0: "every file is valid", 1: "a problem (each on its own line)"}
+    )
     parser.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
