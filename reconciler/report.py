@@ -15,6 +15,9 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 
+#: The version of the JSON report (schemas/report.json). 1: issue 17, the first versioned.
+REPORT_FORMAT_VERSION = 1
+
 COLUMNS = (
     "upn",
     "object_type",
@@ -56,7 +59,7 @@ def write(rows, path, inputs=None):
     check_path(path, inputs)
     path = Path(path)
     if path.suffix.lower() == ".json":
-        text = json.dumps({"users": rows}, indent=2) + "\n"
+        text = json.dumps({"format_version": REPORT_FORMAT_VERSION, "users": rows}, indent=2) + "\n"
     else:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
