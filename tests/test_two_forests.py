@@ -181,3 +181,44 @@ def test_two_forests_through_syncprep_lab_serve(tmp_path, path):
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     finally:
         serving.close()
+
+
+def test_a_container_no_forest_holds_is_one_clear_line():
+    lab = scenario.build("two-forest", users=4)
+    text = TWO_FORESTS.read_text().replace('"OU=Staff,OU=Fabrikam,DC=fabrikam,DC=com"]\nmax_count', '"OU=Staff,DC=tailspin,DC=com"]\nmax_count')
+    with pytest.raises(PlanError) as err:
+        plan_for(loads_desired(text, "t.toml"), LabTarget(lab))
+    assert str(err.value).startswith("scope: no AD connector of the server's 2 hold the domain of OU=Staff,DC=tailspin,DC=com")
+
+
+def test_drift_after_solution_1_on_two_forests_is_in_sync():
+    from reconciler import drift
+
+    lab = scenario.build("two-forest", users=8)
+    target = LabTarget(lab)
+    _converge(EXAMPLE, target)
+    desired = load_desired(EXAMPLE)
+    report = drift.detect(desired, drift.observe_read_only(target.server, target.tenant, desired), "lab")
+    assert report.exit_code == drift.EXIT_IN_SYNC, [i.what for i in report.items]
+
+
+def test_an_upgrade_brings_back_each_connectors_stock_rule_and_the_next_plan_deletes_each():
+    lab = scenario.build("two-forest", users=8)
+    target = LabTarget(lab)
+    _converge(EXAMPLE, target)
+    restored = lab.upgrade()
+    assert sorted((lab.connector(r.connector).name, r.name) for r in restored) == [
+        (forest, name) for forest in ("contoso.com", "fabrikam.com") for name in ("In from AD - InetOrgPerson Exchange", EXCHANGE)
+    ]
+    plan = plan_for(EXAMPLE, target)
+    returned = sorted(s.id for s in plan.steps if s.id.endswith(".remove-returned"))
+    assert returned == sorted(f"rule[{name} ({forest})].remove-returned" for forest in ("contoso.com", "fabrikam.com") for name in ("In from AD - InetOrgPerson Exchange", EXCHANGE))
+
+
+def test_an_upgrade_restores_a_stock_rule_deleted_on_one_connector_only():
+    """The other connector's rule carries the same tag: it must not hide the missing one."""
+    lab = scenario.build("two-forest", users=4)
+    fabrikams = next(r for r in lab.server.rules if r.name == EXCHANGE and r.connector == scenario.FABRIKAM_CONNECTOR)
+    lab.remove_rule(fabrikams.identifier)
+    (restored,) = lab.upgrade()
+    assert restored.identifier == fabrikams.identifier and restored.connector == scenario.FABRIKAM_CONNECTOR
