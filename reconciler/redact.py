@@ -19,7 +19,7 @@ MASK = "***"
 #: Variables whose values are secrets wherever they appear (the credential variables
 #: a desired-state file may name are these names, or these with a suffix).
 SECRET_VARIABLES = re.compile(
-    r"^(?:AZURE_CLIENT_SECRET|AZURE_PASSWORD|AZURE_CLIENT_CERTIFICATE_PASSWORD|SYNCPREP_PLAN_SIGNING_KEY"
+    r"^(?:AZURE_CLIENT_SECRET|AZURE_PASSWORD|AZURE_CLIENT_CERTIFICATE_PASSWORD|SYNCPREP_PLAN_SIGNING_KEY|ACTIONS_ID_TOKEN_REQUEST_TOKEN"
     r"|SYNCPREP_GRAPH_TOKEN(?:_\w+)?|SYNCPREP_WINRM_PASSWORD(?:_\w+)?)$"
 )
 #: Shorter values would mask ordinary words; such a secret is weak anyway.
@@ -50,12 +50,21 @@ def secret_values(environ=None):
     return sorted(values, key=len, reverse=True)
 
 
+#: A secret as a JSON or dict member, as MSAL logs a token request at DEBUG
+#: (``"device_code": "..."``, with the same value again under ``"code"``).
+_MEMBER = re.compile(
+    r"(?i)['\"](?:client_secret|client_assertion|password|access_token|refresh_token|id_token|device_code|code_verifier)['\"]\s*:\s*['\"]([^'\"]+)['\"]"
+)
+
+
 def scrub(text, environ=None):
-    """``text`` without credentials: patterns first, then the environment's secret values."""
+    """``text`` without credentials: patterns first, then the environment's secret values, then
+    every other place a value named as a secret member (``"device_code": "..."``) appears."""
     text = str(text)
+    members = {m.group(1) for m in _MEMBER.finditer(text) if len(m.group(1)) >= MIN_SECRET_LENGTH and m.group(1) != MASK}
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    for value in secret_values(environ):
+    for value in [*secret_values(environ), *sorted(members, key=len, reverse=True)]:
         text = text.replace(value, MASK)
     return text
 

@@ -411,3 +411,42 @@ def test_a_client_certificate_signs_the_assertion_the_token_endpoint_checks(grap
         monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(other))
         with pytest.raises(ProviderError, match="AADSTS7000215"):
             observe(GraphTargetSpec(endpoint=graph.base_url, auth="environment"), entra.ca_bundle)
+
+
+# ---------------------------------------------------------------------------- nothing secret in the log
+
+
+def test_no_sign_in_secret_reaches_a_debug_log(entra, graph, monkeypatch, tmp_path, capsys):
+    """GitHub's request token, the assertion, the client secret, Entra ID's tokens: at DEBUG, with
+    azure-identity, MSAL and azure-core logging all they log, none reaches stderr or the log file."""
+    import logging
+
+    from reconciler.cli import logs
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    log_file = tmp_path / "debug.log"
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", entra.github_url)
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    try:
+        logs.configure(logging.DEBUG, log_file=log_file)
+        for auth, extra in (("environment", {}), ("workload-identity", {}), ("device-code", {"token_cache": "unencrypted", "tenant_id": TENANT})):
+            observe(GraphTargetSpec(endpoint=graph.base_url, auth=auth, **extra), entra.ca_bundle)
+        monkeypatch.setenv("AZURE_CLIENT_SECRET", "a-wrong-secret-0042")
+        with pytest.raises(ProviderError):
+            observe(GraphTargetSpec(endpoint=graph.base_url, auth="environment"), entra.ca_bundle)
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        logs._installed.clear()
+        root.setLevel(level)
+    written = log_file.read_text() + capsys.readouterr().err
+    assert "azure.identity" in written and "msal" in written  # the libraries did log at DEBUG
+    from reconciler.redact import scrub
+
+    assert scrub(f"GET {entra.github_url} failed for {REQUEST_TOKEN}") == f"GET {entra.github_url} failed for ***"
+    leaked = [s for s in (SECRET, "a-wrong-secret-0042", REQUEST_TOKEN, ASSERTION, ACCESS, "refresh-token-1", "device-code-1") if s in written]
+    assert not leaked, [line for line in written.splitlines() if any(s in line for s in leaked)][:5]
