@@ -261,9 +261,38 @@ class TargetSpec:
     entra_connect: Optional[EntraConnectTargetSpec] = None
 
 
+class StateBackendKind(enum.Enum):
+    LOCAL = "local"
+    SERVER = "server"
+    AZUREBLOB = "azureblob"
+
+
+@frozen
+class StateSpec:
+    """Where the target's lock and journal live (see :mod:`reconciler.state`). No secrets here."""
+
+    #: local, server or azureblob; unset: local for the lab, server for a remote target.
+    backend: Optional[StateBackendKind] = None
+    #: local: a folder of this machine (default: next to the lab file, or .syncprep);
+    #: server: a folder of the Entra Connect server (default C:\ProgramData\syncprep\state).
+    folder: Optional[str] = None
+    #: azureblob: the storage account's blob endpoint, e.g. https://contosostate.blob.core.windows.net
+    account_url: Optional[str] = None
+    #: azureblob: the container (created when missing).
+    container: Optional[str] = None
+    #: azureblob: default (DefaultAzureCredential), environment, managed-identity,
+    #: workload-identity, azure-cli, or token-env (a bearer token in SYNCPREP_STORAGE_TOKEN).
+    auth: str = "default"
+    token_env: str = "SYNCPREP_STORAGE_TOKEN"
+    client_id: Optional[str] = None
+    #: azureblob: the lease's length in seconds (15 to 60); it is renewed at a third of that.
+    lease_seconds: int = 60
+
+
 @frozen
 class DesiredState:
     target: TargetSpec = TargetSpec()
+    state: StateSpec = StateSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     rules: tuple[RuleSpec, ...] = ()
     licenses: tuple[LicenseSpec, ...] = ()

@@ -1,7 +1,8 @@
 """The apply journal and the target lock: what makes an apply resumable and exclusive.
 
 Journal: one JSON line per event (run start, step start, step end, run end),
-each written and fsynced before the apply goes on, so after any crash the file
+each written durably through the target's state backend (:mod:`reconciler.state`;
+here the local one, :class:`LocalState`: fsynced) before the apply goes on, so after any crash the file
 says which run was cut short, in which step, and whether it had paused the
 scheduler.
 
@@ -27,10 +28,9 @@ from attrs import frozen
 from reconciler.errors import ReconcilerError
 from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
 from reconciler.processes import exclusive, pid_alive
+from reconciler.state import LockedError, StateBackend, held_error, parse_records
 
-
-class LockedError(ReconcilerError):
-    pass
+__all__ = ["LocalState", "Journal", "TargetLock", "LockedError", "last_interrupted", "purge_owed", "read_lock", "force_unlock", "target_slug"]
 
 
 def _now():
@@ -41,7 +41,7 @@ def target_slug(key):
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _fsync_append(path, record):
+def fsync_append(path, record):
     # 0600 (it names the steps' users), and never through a symlink.
     with open_append_private(path) as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
@@ -67,9 +67,23 @@ class Interrupted:
 _UNCHANGED = object()
 
 
+def _store(source):
+    """A journal source: a state backend, or the path of a local journal file."""
+    if hasattr(source, "append") and hasattr(source, "read_journal"):
+        return source
+    path = Path(source)
+    store = LocalState(path.parent, "x")
+    store.journal_path = path
+    return store
+
+
 class Journal:
-    def __init__(self, path):
-        self.path = Path(path)
+    """``source``: the target's state backend (:mod:`reconciler.state`), or a journal file's path."""
+
+    def __init__(self, source):
+        self.store = _store(source)
+        #: The journal file, for the local backend (None elsewhere).
+        self.path = getattr(self.store, "journal_path", None) if self.store.name == "local" else None
         self.run = None
         self._paused = False
         self._threshold_owed = None
@@ -103,30 +117,21 @@ class Journal:
         self._write({"event": "purge-settled", "upns": sorted(upns)})
 
     def purge_owed(self):
-        return purge_owed(self.path)
+        return purge_owed(self.store)
 
     def _write(self, record):
-        _fsync_append(self.path, {**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused, "threshold_owed": self._threshold_owed})
+        self.store.append({**record, "run": self.run, "time": _now(), "scheduler_paused": self._paused, "threshold_owed": self._threshold_owed})
 
     def last_interrupted(self):
         """The last run if it did not finish, else None (a torn last line is ignored)."""
-        return last_interrupted(self.path)
+        return last_interrupted(self.store)
 
 
-def last_interrupted(path):
-    """The last run of the journal at ``path`` if it did not finish its plan, else None."""
-    path = Path(path)
-    if not path.exists():
-        return None
+def last_interrupted(source):
+    """The last run of the journal (a backend, or a file's path) if it did not finish its plan, else None."""
     runs = {}
     order = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a crash mid-write
-        if not isinstance(record, dict):
-            continue  # valid JSON, but not one of ours
+    for record in parse_records(_store(source).read_journal()):
         run = record.get("run")
         if run not in runs:
             runs[run] = {"started": record.get("time"), "step": None, "paused": False, "ended": False, "command": record.get("command", "")}
@@ -150,19 +155,10 @@ def last_interrupted(path):
     )
 
 
-def purge_owed(path):
+def purge_owed(source):
     """The journal's purge records not settled yet, one entry per UPN (the latest), across runs."""
-    path = Path(path)
-    if not path.exists():
-        return ()
     owed = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for record in parse_records(_store(source).read_journal()):
         if record.get("event") == "purge-record" and isinstance(record.get("users"), list):
             for user in record["users"]:
                 if isinstance(user, dict) and isinstance(user.get("upn"), str):
@@ -187,7 +183,7 @@ class TargetLock:
 
     def __enter__(self):
         make_private_dir(self.path.parent)
-        info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
+        self.info = info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
         staged = self._stage(info)
         try:
             try:
@@ -202,13 +198,16 @@ class TargetLock:
             if self.take_over_dead and not _alive(held):
                 self.taken_over = self._take_over(held, staged)
                 return self
-            gone = "" if _alive(held) else " (that process is gone)"
-            raise LockedError(
-                f"another apply holds the lock: id {held.get('id')}, {held.get('user')}@{held.get('host')} pid {held.get('pid')}{gone}, "
-                f"since {held.get('since')}; if it is no longer running, release it with 'syncprep force-unlock {held.get('id')}'"
-            )
+            gone = None if _alive(held) else f"pid {held.get('pid')} on {held.get('host')}, this host: that process is gone"
+            raise held_error(held, self.path.parent, gone)
         finally:
             staged.unlink(missing_ok=True)
+
+    def record_plan(self, plan_hash):
+        """Name the plan this apply carries out in its lock (written whole, as the lock was)."""
+        held = read_lock(self.path)
+        if held and held.get("id") == self.id:
+            write_private(self.path, json.dumps({**held, "plan": plan_hash}))
 
     def _stage(self, info):
         """The lock's content, written and fsynced to a private file next to it."""
@@ -273,3 +272,35 @@ def _user():
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+class LocalState(StateBackend):
+    """Files ``<slug>.lock`` and ``<slug>.journal`` in ``folder`` ."""
+
+    name = "local"
+
+    def __init__(self, folder, slug):
+        self.folder = Path(folder)
+        self.lock_path = self.folder / f"{slug}.lock"
+        self.journal_path = self.folder / f"{slug}.journal"
+
+    def where(self):
+        return f"{self.folder} (local)"
+
+    def lock(self, command, take_over_dead=False):
+        return TargetLock(self.lock_path, command, take_over_dead=take_over_dead)
+
+    def read_lock(self):
+        return read_lock(self.lock_path)
+
+    def force_unlock(self, lock_id):
+        return force_unlock(self.lock_path, lock_id)
+
+    def append(self, record):
+        fsync_append(self.journal_path, record)
+
+    def read_journal(self):
+        try:
+            return self.journal_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -333,12 +333,15 @@ def _kind_keys(raw):
 class _Parts:
     """What structured of a file, with each item's index in the file (for messages)."""
 
-    def __init__(self, rules, licenses, scope=None, purge=None, target=None, export=None):
+    def __init__(self, rules, licenses, scope=None, purge=None, target=None, export=None, state=None):
         self.rules, self.licenses, self.scope, self.purge, self.target, self.export = rules, licenses, scope, purge, target, export
+        self.state = state
 
     @classmethod
     def of(cls, desired):
-        return cls(list(enumerate(desired.rules)), list(enumerate(desired.licenses)), desired.scope, desired.purge, desired.target, desired.export)
+        return cls(
+            list(enumerate(desired.rules)), list(enumerate(desired.licenses)), desired.scope, desired.purge, desired.target, desired.export, desired.state
+        )
 
     @classmethod
     def salvage(cls, raw):
@@ -477,6 +480,40 @@ def _check(parts, place_of=lambda key_path: key_path):
             yield "target", "a remote target needs [target.graph]"
         if target.entra_connect is None:
             yield "target", "a remote target needs [target.entra_connect]"
+    if parts.state is not None:
+        yield from check_state(parts.state, target)
+
+
+STORAGE_TOKEN_ENV = "SYNCPREP_STORAGE_TOKEN"
+STORAGE_AUTHS = ("default", "environment", "managed-identity", "workload-identity", "azure-cli", "token-env")
+
+
+def check_state(state, target):
+    """``[state]``: the backend's own keys, and a backend the target can have."""
+    from reconciler.desired import StateBackendKind
+
+    backend = state.backend
+    if backend is StateBackendKind.SERVER and target.kind is TargetKind.LAB:
+        yield "state.backend", "an in-process lab has no server to keep the lock on: use \"local\" (or a remote target, e.g. 'syncprep lab serve')"
+    blob_keys = {"account_url": state.account_url, "container": state.container}
+    if backend is StateBackendKind.AZUREBLOB:
+        for key, value in blob_keys.items():
+            if not value:
+                yield "state", f"backend \"azureblob\" needs {key}"
+        if state.account_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", state.account_url):
+            yield "state.account_url", f"{state.account_url!r} is not a URL (https://ACCOUNT.blob.core.windows.net)"
+        if state.container and not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", state.container):
+            yield "state.container", f"{state.container!r} is not a container name (3 to 63 lower-case letters, digits and single hyphens)"
+        if state.auth not in STORAGE_AUTHS:
+            yield "state.auth", f"{state.auth!r}: choose one of {', '.join(STORAGE_AUTHS)}"
+        if not re.fullmatch(rf"{STORAGE_TOKEN_ENV}(?:_[A-Z0-9]+)*", state.token_env):
+            yield "state.token_env", f"must be {STORAGE_TOKEN_ENV} or {STORAGE_TOKEN_ENV}_<SUFFIX> (upper case), not {state.token_env!r}"
+        if not 15 <= state.lease_seconds <= 60:
+            yield "state.lease_seconds", "must be from 15 to 60 (Azure's lease lengths)"
+    else:
+        for key, value in blob_keys.items():
+            if value:
+                yield f"state.{key}", "only the azureblob backend takes it"
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

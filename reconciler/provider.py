@@ -171,8 +171,14 @@ class Target:
     def checkpoint(self):
         """Called by the apply engine after every step (the lab persists here)."""
 
+    #: The lock and journal's backend (:mod:`reconciler.state`), set by whoever opens the target.
+    state = None
+
     def close(self):
-        """Release the providers' connections (a WinRM shell, an HTTP client)."""
+        """Release the providers' connections (a WinRM shell, an HTTP client) and the state backend."""
+        state, self.state = self.state, None
+        if state is not None:
+            state.close()
         for provider in (self.server, self.tenant):
             close = getattr(provider, "close", None)
             if close is not None:

@@ -194,7 +194,7 @@ def test_a_second_apply_is_refused_while_one_holds_the_lock(tmp_path, cli):
     lock_path.write_text(json.dumps({"id": "deadbeef", "pid": 2**22 + 12345, "host": os.uname().nodename, "user": "x", "since": "2026-11-28T01:00:00Z"}))
     code, _out, err = cli("apply", EXAMPLE, "--auto-approve", "--lab", lab_path)
     assert code == 1 and "that process is gone" in err
-    assert cli("force-unlock", "deadbeef", "--lab", lab_path)[0] == 0
+    assert cli("force-unlock", "deadbeef", "--yes", "--lab", lab_path)[0] == 0
     assert cli("apply", EXAMPLE, "--auto-approve", "--lab", lab_path)[0] == 4  # 4: user07 (no usage location) and user20 (no unit) end without a licence
 
 

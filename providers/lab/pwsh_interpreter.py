@@ -39,7 +39,7 @@ import uuid
 
 from attrs import evolve
 
-from providers.lab import signatures
+from providers.lab import pwsh_files, signatures
 from reconciler.errors import ProviderError
 from reconciler.model import (
     COMPARISON_OPERATORS,
@@ -408,9 +408,12 @@ class _Capture(list):
 
 
 class Interpreter:
-    def __init__(self, host, sink):
+    """``identity``: the WinRM account the script runs as (the lab's file system names it)."""
+
+    def __init__(self, host, sink, identity=None):
         self.host = host
         self.sink = sink
+        self.identity = identity
         self.lab = None
         self.variables = {"erroractionpreference": "Continue"}
         self.imported = set()
@@ -634,15 +637,26 @@ class Interpreter:
 
     def invoke_method(self, node):
         kids = _named(node)
-        target = self.expression(kids[0])
         name = self.member_name(node).lower()
         arg_list = next((c for c in node.named_children if c.type == "argument_list"), None)
         args = []
         if arg_list is not None:
             for expr_list in arg_list.named_children:
                 args.extend(self.expression(a) for a in _named(expr_list))
+        if _unwrap(kids[0]).type == "type_literal":
+            type_name = _unwrap(kids[0]).text.decode().strip("[]")
+            result = pwsh_files.call_static(self, type_name, name, args)
+            if result is NotImplemented:
+                raise _unsupported(node, f"the static method [{type_name}]::{name}")
+            return result
+        target = self.expression(kids[0])
         if target is None:
             raise ScriptError("You cannot call a method on a null-valued expression.", "InvokeMethodOnNull")
+        if isinstance(target, PSObj):
+            result = pwsh_files.call_method(self, target, name, args)
+            if result is NotImplemented:
+                raise _unsupported(node, f"the method '{name}' on {target.type_name}")
+            return result
         if not isinstance(target, list):
             raise _unsupported(node, f"the method '{name}' on this object")
         if name == "add" and len(args) == 1:
@@ -1096,6 +1110,9 @@ def _new_object(it, named, positional, _input):
                 "ConstructorNotFound",
             )
         return [_join_condition_object(JoinCondition(args[0], args[1], args[2]))]
+    made = pwsh_files.new_object(str(type_name), args)
+    if made is not None:
+        return [made]
     raise ScriptError(f"The lab's PowerShell creates only {SCOPE_CONDITION_TYPE} and {JOIN_CONDITION_TYPE} objects, not '{type_name}'.", "NotSupported")
 
 
@@ -1466,5 +1483,6 @@ CMDLETS = {
         Cmdlet("Import-Module", ("Name",), run=_import_module),
     )
 }
+CMDLETS.update((c.name.lower(), c) for c in pwsh_files.cmdlets())
 
 __all__ = ["Interpreter", "ScriptError", "parse", "CMDLETS", "rule_object", "rule_from_object", "evolve"]

@@ -292,7 +292,7 @@ class WinRMEndpoint:
             try:
                 if pipe.stopped.wait(self.script_delay) if self.script_delay else False:
                     raise ScriptError("The pipeline has been stopped.", "PipelineStopped", "Management.Automation.PipelineStoppedException")
-                Interpreter(self.host, sink).run(script)
+                Interpreter(self.host, sink, identity=self.username).run(script)
                 error = None
             except ScriptError as exc:
                 error = exc

@@ -219,6 +219,19 @@ class RunningCycle:
 
 
 @define
+class LabFile:
+    """A file or a folder a script made on the lab's server."""
+
+    path: str
+    directory: bool = False
+    content: str = ""
+    #: The identities its own ACL grants full control (None: inherited from the folder above).
+    acl: Optional[list[str]] = None
+    #: Whether the ACL is protected from inheritance (SetAccessRuleProtection).
+    protected: bool = False
+
+
+@define
 class Server:
     sync_cycle_enabled: bool = True
     staging_mode: bool = False
@@ -235,6 +248,9 @@ class Server:
     # The connector-space memory: AD objectGUID -> minute it was last synced.
     connector_space: dict[str, int] = field(factory=dict)
     build: str = "2.4.18.0"
+    # The server's own files and folders that scripts made (the state backend's folder),
+    # by path in lower case (Windows paths are case-insensitive): see providers.lab.pwsh_files.
+    files: dict[str, LabFile] = field(factory=dict)
 
 
 @define

@@ -68,7 +68,7 @@ def run(args, out, err):
         with targetstate.lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
             if lock.taken_over:
                 err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted apply (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
-            return _locked(args, out, err, target, desired, saved)
+            return _locked(args, out, err, target, desired, saved, lock)
     finally:
         target.close()
 
@@ -81,7 +81,7 @@ def _desired_only(args):
     return load_desired(args.file)
 
 
-def _locked(args, out, err, target, desired, saved):
+def _locked(args, out, err, target, desired, saved, lock):
     """Under the target's lock: observe, plan (and check the saved plan), approve, apply."""
     from reconciler.apply import observe
     from reconciler.journal import Journal
@@ -89,7 +89,7 @@ def _locked(args, out, err, target, desired, saved):
     from reconciler.render import PlanRenderer
 
     target.refresh()
-    journal = Journal(targetstate.state_file(target, "journal"))
+    journal = Journal(targetstate.backend(target))
     interrupted = journal.last_interrupted()
     if interrupted is not None:
         err.print(f"[yellow]{escape(targetstate.interrupted_text(interrupted))}; this apply observes again and carries on from there[/yellow]")
@@ -105,6 +105,10 @@ def _locked(args, out, err, target, desired, saved):
     plan = build_plan(desired, observed, target.description, purged=targetstate.purged(target, observed))
     if saved is not None:
         _check_saved(saved, desired, observed, plan, target)
+    from reconciler.serialize import plan_checksum
+
+    # The lock names the plan it carries out (a saved plan's own checksum when there is one).
+    lock.record_plan(saved["checksum"] if saved is not None else plan_checksum(plan))
     PlanRenderer(out).render(plan)
     if not plan.has_changes:
         return _nothing_left(plan, desired, target, journal, interrupted, out)

@@ -126,6 +126,11 @@ def target_options():
         "--no-cert-validation", action="store_true", help="accept cert_validation = false of the desired-state file for a host that is not loopback"
     )
     options.add_argument("--ca-bundle", metavar="PEM", help=f"check TLS certificates against this CA bundle (also {CA_BUNDLE_ENV})")
+    options.add_argument(
+        "--state",
+        choices=["local", "server", "azureblob"],
+        help="where the lock and journal live (overrides [state] backend; default: local for the lab, server for a real target)",
+    )
     return options
 
 
@@ -239,6 +244,13 @@ def open_target(desired, args, err=None):
 
     allowance = _allowance(args)
     target = _open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source, allowance=allowance)
+    try:
+        from providers.statebackends import open_state
+
+        target.state = open_state(desired.state, target, desired.target.kind, getattr(args, "state", None), allowance, desired.source)
+    except BaseException:
+        target.close()
+        raise
     for warning in allowance.warnings:
         (err or make_console(True, stderr=True)).print(f"[yellow]warning: {escape(warning)}[/yellow]")
     return target
@@ -271,6 +283,8 @@ def open_named_or_lab(path, args, err):
         return open_target(load_desired(path), args, err)
     from providers.lab import open_lab_target
 
+    if getattr(args, "state", None) not in (None, "local"):
+        raise ReconcilerError(f"--state {args.state}: name the desired-state file whose [state] says where (the lab alone keeps its state locally)")
     return open_lab_target(args.lab)
 
 

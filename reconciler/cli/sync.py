@@ -60,7 +60,7 @@ def _locked(out, target, desired, policy):
     from reconciler.sync import run_sync, sync_plan
 
     target.refresh()
-    journal = Journal(targetstate.state_file(target, "journal"))
+    journal = Journal(targetstate.backend(target))
     interrupted = journal.last_interrupted()
     if interrupted is not None and (interrupted.killed or interrupted.scheduler_paused or interrupted.threshold_owed is not None):
         raise ReconcilerError(

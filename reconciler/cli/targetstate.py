@@ -6,16 +6,19 @@ from __future__ import annotations
 from reconciler.cli.options import escape
 
 
-def state_file(target, kind):
-    from reconciler.journal import target_slug
+def backend(target):
+    """The target's state backend (opened with it, see ``options.open_target``), else local files."""
+    state = getattr(target, "state", None)
+    if state is None:
+        from reconciler.journal import target_slug
+        from reconciler.journal import LocalState
 
-    return target.state_dir() / f"{target_slug(target.key)}.{kind}"
+        state = target.state = LocalState(target.state_dir(), target_slug(target.key))
+    return state
 
 
 def lock(target, command, take_over_dead=False):
-    from reconciler.journal import TargetLock
-
-    return TargetLock(state_file(target, "lock"), command, take_over_dead=take_over_dead)
+    return backend(target).lock(command, take_over_dead=take_over_dead)
 
 
 def purged(target, observed):
@@ -23,7 +26,7 @@ def purged(target, observed):
     from reconciler.journal import purge_owed
     from reconciler.recreated import from_record
 
-    return from_record(purge_owed(state_file(target, "journal")), observed.tenant.skus)
+    return from_record(purge_owed(backend(target)), observed.tenant.skus)
 
 
 def interrupted_text(run):
@@ -40,7 +43,7 @@ def warn_interrupted(target, observed, err):
 
     from reconciler.journal import last_interrupted
 
-    run = last_interrupted(state_file(target, "journal"))
+    run = last_interrupted(backend(target))
     if run is None or not run.killed:
         return None
     still_paused = run.scheduler_paused and not observed.server.scheduler.sync_cycle_enabled
