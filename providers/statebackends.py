@@ -41,7 +41,6 @@ def open_state(spec, target, target_kind, override=None, allowance=None, source=
         return ServerState(session, slug, spec.folder)
     if not spec.account_url or not spec.container:
         raise ConfigError([f"{source}: state: the azureblob backend needs account_url and container in [state]"])
-    raise ConfigError([f"{source}: state.backend: \"azureblob\" is not in this build yet (azure-storage-blob is not installed with it); use server or local"])
     from providers.azureblob import BlobState, check_endpoint
 
     check_endpoint(spec, allowance, source)

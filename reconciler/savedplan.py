@@ -2,8 +2,13 @@
 
 A saved plan is the JSON plan plus what binds it to the world it was made in:
 
-* ``desired_sha256``: SHA-256 of the desired-state file's bytes (``desired_path`` is
-  for people only: apply never reads a path written in the plan);
+* ``desired_sha256``: SHA-256 of the desired-state file's bytes: the file is bound by
+  content (``desired_path``, absolute, is for people only);
+* ``desired_ref``: where to find that file in another checkout: ``{"base": "repository",
+  "path": "desired-state/x.toml"}`` (relative to the git repository's root) or ``{"base":
+  "plan", ...}`` (relative to the plan's own folder, when the file is in no repository).
+  ``apply PLAN`` without ``--desired`` reads the file there, inside that root only, and
+  refuses it unless its SHA-256 is the plan's;
 * ``desired_files``: the SHA-256 of each other file the desired state reads (a wave's
   CSV file, by the path the desired state gives it), so a changed wave file is stale too;
 * ``target_key``: the environment it was made for (required);
@@ -87,13 +92,16 @@ def desired_hash(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def make_saved(plan, desired, observed, scripts=None, target_key="", now=None, signing_key=None):
+def make_saved(plan, desired, observed, scripts=None, target_key="", now=None, signing_key=None, plan_path=None):
     if not target_key:
         raise ReconcilerError("a saved plan needs the identity of its target")
     data = plan_to_dict(plan, scripts)
     data["format"] = SAVED_FORMAT
     # For people (show, the pull-request comment); apply is given the file and never reads this path.
     data["desired_path"] = str(Path(desired.source).resolve())
+    reference = desired_reference(desired.source, plan_path)
+    if reference is not None:
+        data["desired_ref"] = reference
     data["target_key"] = target_key
     data["desired_sha256"] = desired.sha256
     data["desired_files"] = dict(desired.files)
@@ -268,3 +276,46 @@ def check_fresh(data, desired, observed, target_key):
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise StalePlan(f"plan is stale: changed since the plan was made: {shown}; nothing was changed; make a new plan")
+
+
+def repository_root(start):
+    """The nearest folder at or above ``start`` holding ``.git`` (a folder, or a worktree's file), or None."""
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def desired_reference(source, plan_path):
+    """How another checkout finds the desired-state file: relative to the repository's root,
+    else to the plan's folder; None when neither holds it."""
+    path = Path(source).resolve()
+    root = repository_root(path.parent)
+    if root is not None:
+        return {"base": "repository", "path": path.relative_to(root).as_posix()}
+    if plan_path is not None:
+        folder = Path(plan_path).resolve().parent
+        if path.is_relative_to(folder):
+            return {"base": "plan", "path": path.relative_to(folder).as_posix()}
+    return None
+
+
+def locate_desired(data, planfile, cwd=None):
+    """The desired-state file of this checkout that the plan names (see ``desired_ref``):
+    under the repository root of ``cwd`` (or beside the plan), never outside it. None when
+    the plan names none or there is no repository here; the caller binds it by content."""
+    reference = data.get("desired_ref")
+    if not isinstance(reference, dict) or not isinstance(reference.get("path"), str):
+        return None
+    base = {"repository": lambda: repository_root(cwd or Path.cwd()), "plan": lambda: Path(planfile).resolve().parent}.get(reference.get("base"))
+    root = base() if base is not None else None
+    if root is None:
+        return None
+    relative = Path(reference["path"])
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ReconcilerError(f"{planfile}: the plan's desired-state path {reference['path']!r} leaves its {reference.get('base')} folder; nothing was read or changed")
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()):
+        raise ReconcilerError(f"{planfile}: the plan's desired-state path {reference['path']!r} leads outside {root} (a link?); nothing was read or changed")
+    return candidate

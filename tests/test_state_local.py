@@ -63,3 +63,14 @@ def test_state_on_the_command_line_overrides_the_file(tmp_path, cli):
     assert code == 1 and 'state.backend: "server" keeps the lock on the Entra Connect server' in err
     code, _out, err = cli("force-unlock", "x", "--state", "server", "--lab", tmp_path / "lab.json")
     assert code == 1 and "--state server: name the desired-state file" in err
+
+
+def test_the_storage_account_gets_credentials_only_when_the_operator_allows_it(tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("SYNCPREP_ALLOW_ENDPOINTS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("SYNCPREP_STORAGE_TOKEN", "not-to-be-sent")
+    state = '[state]\nbackend = "azureblob"\naccount_url = "https://storage.attacker.example"\ncontainer = "loot"\nauth = "token-env"\n'
+    (tmp_path / "d.toml").write_text(EXAMPLE.read_text() + "\n" + state)
+    code, _out, err = cli("plan", "d.toml", "--lab", tmp_path / "lab.json")
+    assert code == 1 and "storage.attacker.example" in err and err.count("\n") == 1
+    assert "not-to-be-sent" not in err

@@ -30,7 +30,9 @@ def add_parser(commands, parents):
     )
     parser.add_argument("file", metavar="FILE", help="a desired-state file, or a plan saved with 'plan -out'")
     parser.add_argument(
-        "--desired", metavar="DESIRED", help="with a saved plan: the desired-state file it was made from (checked by content; the path in the plan is never used)"
+        "--desired",
+        metavar="DESIRED",
+        help="with a saved plan: the desired-state file it was made from (checked by content; default: the plan's path relative to this checkout's repository)",
     )
     parser.add_argument("--max-plan-age", metavar="AGE", help="with a saved plan: refuse it when older than AGE (90m, 72h, 7d; default 72h)")
     parser.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
@@ -168,10 +170,15 @@ def _saved_and_desired(args):
 
     max_age = savedplan.parse_age(args.max_plan_age) if args.max_plan_age else savedplan.DEFAULT_MAX_AGE
     saved = savedplan.load_verified(args.file, key=savedplan.signing_key(), max_age=max_age)
+    located = None if args.desired else savedplan.locate_desired(saved, args.file)
+    if located is not None:
+        desired = load_desired(located)
+        savedplan.bind(saved, desired, args.file)
+        return saved, desired
     if not args.desired:
         raise ReconcilerError(
             f"{args.file}: give the desired-state file the plan was made from: syncprep apply {args.file} --desired FILE "
-            "(the path written in a plan is not trusted); nothing was read or changed"
+            "(run in a checkout of the plan's repository, apply finds it by its path there); nothing was read or changed"
         )
     desired = load_desired(args.desired)
     savedplan.bind(saved, desired, args.file)

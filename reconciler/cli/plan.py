@@ -97,9 +97,11 @@ def _observe_and_plan(target, desired, err):
 def _save(args, plan, desired, observed, scripts, target, err):
     from reconciler import savedplan
 
-    saved = savedplan.make_saved(plan, desired, observed, scripts, target.key, signing_key=savedplan.signing_key())
+    saved = savedplan.make_saved(plan, desired, observed, scripts, target.key, signing_key=savedplan.signing_key(), plan_path=args.out)
     savedplan.write(saved, args.out, inputs={"the desired-state file": args.file, "the lab file": getattr(target, "path", None)})
-    err.print(f"Saved the plan to {escape(args.out)}; apply exactly this plan with: syncprep apply {escape(args.out)} --desired {escape(args.file)}")
+    where = saved.get("desired_ref")
+    found = f" (it finds {escape(where['path'])} by its path in the {where['base']}'s folder and checks it by content)" if where else f" --desired {escape(args.file)}"
+    err.print(f"Saved the plan to {escape(args.out)}; apply exactly this plan with: syncprep apply {escape(args.out)}{found}")
 
 
 def _render(args, plan, scripts, out):

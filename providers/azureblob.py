@@ -1,0 +1,322 @@
+"""The ``azureblob`` state backend: the lock and the journal in Azure Blob Storage.
+
+As Terraform's azurerm backend: a container of a storage account, credentials from
+azure-identity (never from the desired-state file), the lock as a blob lease.
+
+One append blob per target, ``<slug>.journal``:
+
+* the journal is the blob's content, one JSON line per ``Append Block``, which the
+  service has committed (durably, replicated) when the call returns;
+* the lock is a lease on that same blob, so while an apply holds it the service
+  refuses every other writer's append: an apply whose lease was broken cannot write
+  on. The lease lasts ``lease_seconds`` (15 to 60) and is renewed at a third of that
+  by a thread while the apply runs;
+* the holder's record (id, user, host, pid, since, command, plan) is the blob's
+  metadata, with ``syncprep_state`` = ``held``; a clean end sets ``released``.
+
+Abandoned: the lease is free (it expired: its holder stopped renewing it) but the
+metadata still says ``held``. That is reported with the holder, and only
+``syncprep force-unlock ID`` clears it; ``--resume`` never takes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.state import LockedError, StateBackend, held_error
+
+STATE_KEY = "syncprep_state"
+HOLDER_KEY = "syncprep_holder"
+#: The public clouds' blob endpoints (over https) are allowed by default, as Graph's are.
+DEFAULT_SUFFIXES = (".blob.core.windows.net", ".blob.core.usgovcloudapi.net", ".blob.core.chinacloudapi.cn")
+
+
+def check_endpoint(spec, allowance, source):
+    """Credentials go only to an endpoint the operator allowed (see providers.endpoints)."""
+    from providers.endpoints import Allowance, Endpoint
+
+    parts = urlsplit(spec.account_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError([f"{source}: state.account_url: {spec.account_url!r} is not an http(s) URL"])
+    endpoint = Endpoint("Azure Blob Storage", parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    default = parts.scheme == "https" and endpoint.port == 443 and parts.hostname.lower().endswith(DEFAULT_SUFFIXES)
+    (allowance if allowance is not None else Allowance()).require(endpoint, source, default=default)
+
+
+def credential(spec, environ=None):
+    """The azure-identity credential ``[state] auth`` names (imported only here)."""
+    environ = os.environ if environ is None else environ
+    if spec.auth == "token-env":
+        token = environ.get(spec.token_env)
+        if not token:
+            raise ReconcilerError(f"state: auth = \"token-env\": set {spec.token_env} to a bearer token for Azure Storage")
+        return _StaticToken(token)
+    from azure import identity
+
+    if spec.auth == "environment":
+        return identity.EnvironmentCredential()
+    if spec.auth == "managed-identity":
+        return identity.ManagedIdentityCredential(client_id=spec.client_id) if spec.client_id else identity.ManagedIdentityCredential()
+    if spec.auth == "workload-identity":
+        return _workload_identity(identity, spec, environ)
+    if spec.auth == "azure-cli":
+        return identity.AzureCliCredential()
+    return identity.DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+def _workload_identity(identity, spec, environ):
+    """Workload identity federation as the Graph provider does it (providers.graph.federation):
+    a federated token file, else GitHub Actions' own OIDC token; no secret."""
+    from types import SimpleNamespace
+
+    from providers.graph.federation import federated_credential
+    from reconciler.errors import ProviderError
+
+    ids = SimpleNamespace(tenant_id=None, client_id=spec.client_id)
+    try:
+        return federated_credential(ids, {}, environ=environ)
+    except ProviderError as exc:
+        raise ReconcilerError(f"state: {exc.message}") from None
+
+
+class _StaticToken:
+    """A bearer token the pipeline holds (``token-env``), as a TokenCredential."""
+
+    def __init__(self, token):
+        self._token = token
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    def __repr__(self):
+        return "_StaticToken(***)"
+
+
+def _encode(record):
+    return base64.b64encode(json.dumps(record, sort_keys=True).encode()).decode()
+
+
+def _decode(text):
+    try:
+        record = json.loads(base64.b64decode(text or "").decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _code(exc):
+    return getattr(exc, "error_code", None) or ""
+
+
+class _Renewer(threading.Thread):
+    def __init__(self, lease, every):
+        super().__init__(name="syncprep-lease-renewer", daemon=True)
+        self.lease = lease
+        self.every = every
+        self.stopped = threading.Event()
+        self.lost = None
+
+    def run(self):
+        while not self.stopped.wait(self.every):
+            try:
+                self.lease.renew()
+            except Exception as exc:  # noqa: BLE001 - remembered; the next append fails on its own
+                self.lost = f"{type(exc).__name__}: {_code(exc) or exc}"
+                if _code(exc) in ("LeaseIdMismatchWithLeaseOperation", "LeaseLost", "LeaseNotPresentWithLeaseOperation", "LeaseIsBrokenAndCannotBeRenewed"):
+                    return
+
+
+class _BlobLock:
+    def __init__(self, state, command):
+        self.state = state
+        self.id = uuid.uuid4().hex[:8]
+        self.taken_over = None
+        self.info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": command}
+        self._renewer = None
+
+    def __enter__(self):
+        from azure.core.exceptions import HttpResponseError
+
+        state = self.state
+        blob = state.prepare()
+        try:
+            lease = blob.acquire_lease(lease_duration=state.lease_seconds)
+        except HttpResponseError as exc:
+            if _code(exc) != "LeaseAlreadyPresent":
+                raise state.failure("take the lease", exc) from None
+            held = state.read_lock() or {"id": "?", "user": "?", "host": "?", "pid": "?", "since": "?"}
+            raise held_error(held, state.where()) from None
+        try:
+            held = state.read_lock()
+            if held is not None:
+                lease.release()
+                raise held_error(held, state.where(), "its lease expired: the holder stopped renewing it")
+            blob.set_blob_metadata({STATE_KEY: "held", HOLDER_KEY: _encode(self.info)}, lease=lease)
+        except HttpResponseError as exc:
+            _release_quietly(lease)
+            raise state.failure("record the holder", exc) from None
+        state.lease = lease
+        self._renewer = _Renewer(lease, max(1.0, state.lease_seconds / 3))
+        self._renewer.start()
+        return self
+
+    def record_plan(self, plan_hash):
+        self.info = {**self.info, "plan": plan_hash}
+        self.state.blob.set_blob_metadata({STATE_KEY: "held", HOLDER_KEY: _encode(self.info)}, lease=self.state.lease)
+
+    def __exit__(self, *exc):
+        state = self.state
+        if self._renewer is not None:
+            self._renewer.stopped.set()
+            self._renewer.join()
+        lease, state.lease = state.lease, None
+        if lease is not None:
+            try:
+                state.blob.set_blob_metadata({STATE_KEY: "released"}, lease=lease)
+                lease.release()
+            except Exception:  # noqa: BLE001 - a lease broken by force-unlock is not ours to release
+                pass
+        return False
+
+
+def _release_quietly(lease):
+    try:
+        lease.release()
+    except Exception:  # noqa: BLE001 - it expires on its own
+        pass
+
+
+class BlobState(StateBackend):
+    name = "azureblob"
+
+    def __init__(self, container_client, slug, lease_seconds=60, where=""):
+        self.container = container_client
+        self.blob = container_client.get_blob_client(f"{slug}.journal")
+        self.lease_seconds = lease_seconds
+        self.lease = None
+        self._where = where
+        self._ready = False
+
+    @classmethod
+    def open(cls, spec, slug, ca_bundle=None, environ=None):
+        from azure.storage.blob import BlobServiceClient
+
+        options = {"connection_verify": ca_bundle} if ca_bundle else {}
+        service = BlobServiceClient(spec.account_url, credential=credential(spec, environ), **options)
+        where = f"container {spec.container} of {spec.account_url} (azureblob)"
+        return cls(service.get_container_client(spec.container), slug, spec.lease_seconds, where)
+
+    def where(self):
+        return self._where or f"container {self.container.container_name} (azureblob)"
+
+    def failure(self, what, exc):
+        message = getattr(exc, "message", None) or str(exc)
+        first = " ".join(str(message).split("\n")[0].split())
+        return ReconcilerError(f"the lock and journal in {self.where()}: {what}: {_code(exc) or type(exc).__name__}: {first}")
+
+    def prepare(self):
+        """The container and the journal blob exist (made when missing)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+        if self._ready:
+            return self.blob
+        try:
+            try:
+                self.container.create_container()
+            except ResourceExistsError:
+                pass
+            try:
+                self.blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+            except ResourceExistsError:
+                pass
+        except HttpResponseError as exc:
+            raise self.failure("prepare the container", exc) from None
+        self._ready = True
+        return self.blob
+
+    def lock(self, command, take_over_dead=False):
+        # take_over_dead: never here; an abandoned lease is cleared by force-unlock only.
+        return _BlobLock(self, command)
+
+    def _properties(self):
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            return self.blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            raise self.failure("read the lock", exc) from None
+
+    def read_lock(self):
+        props = self._properties()
+        if props is None or (props.metadata or {}).get(STATE_KEY) != "held":
+            return None
+        return _decode(props.metadata.get(HOLDER_KEY)) or {"id": "?"}
+
+    def force_unlock(self, lock_id):
+        from azure.core.exceptions import HttpResponseError
+        from azure.storage.blob import BlobLeaseClient
+
+        held = self.read_lock()
+        if held is None:
+            raise ReconcilerError("no lock is held on this target")
+        if held.get("id") != lock_id:
+            raise ReconcilerError(f"the lock's id is {held.get('id')}, not {lock_id}: nothing released")
+        try:
+            if self._properties().lease.state == "leased":
+                BlobLeaseClient(self.blob).break_lease(lease_break_period=0)
+            self.blob.set_blob_metadata({STATE_KEY: "broken", "syncprep_broken": _encode(held)})
+        except HttpResponseError as exc:
+            raise self.failure("break the lease", exc) from None
+        return held
+
+    def append(self, record):
+        from azure.core.exceptions import HttpResponseError
+
+        self.prepare()
+        data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        try:
+            self.blob.append_block(data, lease=self.lease) if self.lease is not None else self.blob.append_block(data)
+        except HttpResponseError as exc:
+            if _code(exc).startswith("Lease"):
+                raise ReconcilerError(
+                    f"the lease on {self.where()} is no longer this apply's ({_code(exc)}: force-unlocked?): the journal was not written; stopping"
+                ) from None
+            raise self.failure("append to the journal", exc) from None
+
+    def read_journal(self):
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            return self.blob.download_blob().readall().decode("utf-8", errors="replace")
+        except ResourceNotFoundError:
+            return ""
+        except HttpResponseError as exc:
+            raise self.failure("read the journal", exc) from None
+
+    def close(self):
+        self.container.close()
+
+
+def _now():
+    from reconciler.journal import _now as now
+
+    return now()
+
+
+def _user():
+    from reconciler.journal import _user as user
+
+    return user()

@@ -1,0 +1,149 @@
+"""The ``azureblob`` state backend against Azurite (started by the fixture on loopback, stopped after):
+two applies from two processes and two working directories, a killed apply resumed
+from another, an abandoned lease reported and cleared only by force-unlock."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import azurite
+from conftest import EXAMPLE
+from providers.lab import scenario, store
+from providers.lab.provider import LabTarget
+from reconciler.apply import observe
+from reconciler.loader import load_desired
+from reconciler.plan import build_plan
+
+HARNESS = Path(__file__).parent / "faults" / "harness.py"
+
+
+@pytest.fixture(scope="module")
+def storage():
+    yield from azurite.start()
+
+
+def _setup(tmp_path, storage, container):
+    """A lab, and the same desired-state file (lab target, azureblob state) in two working directories."""
+    lab = scenario.build(users=20)
+    lab.server.sync_interval = 100_000
+    store.save(lab, tmp_path / "lab.json")
+    text = EXAMPLE.read_text() + "\n" + storage.state_toml(container=container)
+    dirs = []
+    for name in ("checkout-a", "checkout-b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "d.toml").write_text(text)
+        dirs.append(folder)
+    env = {**os.environ, **storage.env, "NO_COLOR": "1", "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json")}
+    return dirs, env
+
+
+def _run(env, cwd, ops, kill, *args):
+    command = [sys.executable, str(HARNESS), str(ops), kill, "--", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _licences_changed_once(ops):
+    counted = {}
+    for line in ops.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["op"] in ("AssignLicense", "RemoveLicense"):
+            for upn in entry["users"]:
+                counted[(entry["op"], upn)] = counted.get((entry["op"], upn), 0) + 1
+    return max(counted.values(), default=1) == 1
+
+
+def _converged(tmp_path):
+    lab = store.load(tmp_path / "lab.json")
+    desired = load_desired(EXAMPLE)
+    target = LabTarget(lab)
+    return build_plan(desired, observe(target, desired), "lab").steps == () and lab.server.sync_cycle_enabled
+
+
+def test_two_applies_from_two_processes_exactly_one_runs(tmp_path, storage):
+    (a, b), env = _setup(tmp_path, storage, "two-applies")
+    lab = tmp_path / "lab.json"
+    ops = tmp_path / "ops.jsonl"
+    command = [sys.executable, str(HARNESS), str(ops), "none", "--", "apply", "d.toml", "--auto-approve", "--lab", str(lab)]
+    first = subprocess.Popen(command, cwd=a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, cwd=b, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in (first, second)]
+    assert sorted(code for code, _o, _e in results) in ([0, 4], [1, 4]), results
+    for code, _out, err in results:
+        if code == 1:
+            assert "another apply holds the lock" in err and "(azureblob)" in err, err
+    assert sum("Apply complete" in out for _c, out, _e in results) == 1, "exactly one apply ran"
+    assert _licences_changed_once(ops)
+    assert _converged(tmp_path)
+
+
+def test_a_killed_apply_is_resumed_from_another_working_directory_after_force_unlock(tmp_path, storage):
+    from providers.azureblob import BlobState
+    from reconciler.desired import StateSpec
+
+    (a, b), env = _setup(tmp_path, storage, "killed")
+    lab = tmp_path / "lab.json"
+    ops = tmp_path / "ops.jsonl"
+    killed = _run(env, a, ops, "boundary:3", "apply", "d.toml", "--auto-approve", "--lab", lab)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    plan = _run(env, b, ops, "none", "plan", "d.toml", "--lab", lab)
+    assert "was interrupted" in plan.stderr, plan.stderr
+    # While the lease has not run out it is held; once it has, it is abandoned: refused either way.
+    held = _run(env, b, ops, "none", "apply", "d.toml", "--auto-approve", "--lab", lab)
+    assert held.returncode == 1 and ("another apply holds the lock" in held.stderr or "abandoned" in held.stderr), held.stderr
+    lock_id = re.search(r"id ([0-9a-f]{8}),", held.stderr).group(1)
+    spec = StateSpec(account_url=storage.account_url, container="killed", auth="token-env", lease_seconds=15)
+    state = BlobState.open(spec, "unused", ca_bundle=storage.ca_bundle, environ=storage.env)
+    blob = state.container.get_blob_client(next(state.container.list_blobs()).name)
+    for _ in range(600):  # the killed apply's lease runs out (15 s): nobody renews it
+        if blob.get_blob_properties().lease.state != "leased":
+            break
+        time.sleep(0.1)
+    state.close()
+    for args in (("apply", "d.toml", "--auto-approve"), ("apply", "d.toml", "--resume", "--auto-approve")):
+        abandoned = _run(env, b, ops, "none", *args, "--lab", lab)
+        assert abandoned.returncode == 1, abandoned.stderr
+        assert f"the lock is abandoned (its lease expired: the holder stopped renewing it): id {lock_id}" in abandoned.stderr
+    asked = _run(env, b, ops, "none", "force-unlock", lock_id, "d.toml", "--lab", lab)
+    assert asked.returncode == 1 and "its lease is broken" in asked.stderr and "needs confirmation" in asked.stderr
+    released = _run(env, b, ops, "none", "force-unlock", lock_id, "d.toml", "--yes", "--lab", lab)
+    assert released.returncode == 0, released.stderr
+    resumed = _run(env, b, ops, "none", "apply", "d.toml", "--resume", "--auto-approve", "--lab", lab)
+    assert resumed.returncode == 4, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    assert "was interrupted" in resumed.stderr
+    assert _licences_changed_once(ops)
+    assert _converged(tmp_path)
+
+
+def test_a_broken_lease_stops_its_holder_from_writing_the_journal(storage):
+    from providers.azureblob import BlobState
+    from reconciler.desired import StateSpec
+    from reconciler.errors import ReconcilerError
+    from reconciler.journal import Journal, last_interrupted
+    from reconciler.state import LockedError
+
+    spec = StateSpec(account_url=storage.account_url, container="fenced", auth="token-env", lease_seconds=15)
+    first = BlobState.open(spec, "t1", ca_bundle=storage.ca_bundle, environ=storage.env)
+    second = BlobState.open(spec, "t1", ca_bundle=storage.ca_bundle, environ=storage.env)
+    try:
+        with first.lock("apply a") as held:
+            held.record_plan("c0ffee")
+            with pytest.raises(LockedError, match=f"another apply holds the lock: id {held.id},.*plan c0ffee"):
+                second.lock("apply b").__enter__()
+            Journal(first).start("sum", "apply", ["x"])
+            assert last_interrupted(second).run is not None
+            assert second.force_unlock(held.id)["id"] == held.id
+            with pytest.raises(ReconcilerError, match="no longer this apply's"):
+                Journal(first).step_started("x")
+        assert second.read_lock() is None
+        with second.lock("apply b"):
+            pass
+    finally:
+        first.close()
+        second.close()
