@@ -17,7 +17,7 @@ from reconciler.markdown import MARKER
 CI = ROOT / "docs" / "ci"
 WORKFLOWS = ("plan.yml", "apply.yml", "drift.yml")
 SIGNING_KEY = "SYNCPREP_PLAN_SIGNING_KEY"
-SECRETS = {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "SYNCPREP_WINRM_USERNAME", "SYNCPREP_WINRM_PASSWORD", SIGNING_KEY}
+SECRETS = {"SYNCPREP_WINRM_USERNAME", "SYNCPREP_WINRM_PASSWORD", SIGNING_KEY}
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}$")
 
 
@@ -60,7 +60,7 @@ def test_least_permissions_nothing_by_default_and_a_block_on_every_job(name):
     for job_name, job in jobs(doc).items():
         assert isinstance(job.get("permissions"), dict) and job["permissions"], f"{name}: job {job_name} has no permissions block"
         assert set(job["permissions"].values()) <= {"read", "write"}
-        assert not any(v == "write" for k, v in job["permissions"].items() if k not in ("pull-requests", "issues")), (name, job_name)
+        assert not any(v == "write" for k, v in job["permissions"].items() if k not in ("pull-requests", "issues", "id-token")), (name, job_name)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -85,6 +85,10 @@ def test_dependencies_come_from_the_hashed_lock_file_outside_the_workspace(name)
     for job_name, job in jobs(workflow(name)).items():
         runs = [s["run"] for s in job["steps"] if "run" in s]
         pip = [line.strip() for run in runs for line in run.splitlines() if "pip" in line and "install" in line]
+        if not any(syncprep_commands(run) for run in runs):
+            # The fleet's jobs (the matrix, the table) run fleet.py, standard library only.
+            assert not pip and all("syncprep " not in run or "fleet.py" in run for run in runs), f"{name}: {job_name}"
+            continue
         assert pip, f"{name}: {job_name} installs nothing"
         assert '"$RUNNER_TEMP/venv/bin/pip" install -q --require-hashes -r requirements.lock' in pip
         assert '"$RUNNER_TEMP/venv/bin/pip" install -q --no-deps .' in pip
@@ -118,10 +122,10 @@ def test_the_signing_key_is_only_where_main_is_planned_and_where_plans_are_appli
         for job_name, job in jobs(workflow(name)).items():
             if any(SIGNING_KEY in (s.get("env") or {}) for s in job["steps"]):
                 holders.append((name, job_name, job["environment"]))
-    assert holders == [("plan.yml", "main", "syncprep-sign"), ("apply.yml", "apply", "syncprep-production")]
+    assert holders == [("plan.yml", "main", "syncprep-${{ matrix.target }}-sign"), ("apply.yml", "apply", "syncprep-${{ matrix.target }}")]
     plan = workflow("plan.yml")
-    assert jobs(plan)["main"]["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
-    assert jobs(plan)["review"]["environment"] == "syncprep-plan"
+    assert jobs(plan)["main"]["if"].startswith("github.event_name == 'push' && github.ref == 'refs/heads/main'")
+    assert jobs(plan)["review"]["environment"] == "syncprep-${{ matrix.target }}-plan"
     assert plan["on"]["push"]["branches"] == ["main"]
 
 
@@ -129,9 +133,11 @@ def test_apply_takes_only_the_plan_of_main_s_current_commit_from_the_plan_workfl
     doc = workflow("apply.yml")
     assert doc["on"]["workflow_run"] == {"workflows": ["syncprep plan"], "types": ["completed"], "branches": ["main"]}
     job = jobs(doc)["apply"]
-    assert job["environment"] == "syncprep-production"
-    assert "github.event.workflow_run.event == 'push'" in job["if"] and "github.ref == 'refs/heads/main'" in job["if"]
-    check = step(doc, "apply", id="find")["with"]["script"]
+    assert job["environment"] == "syncprep-${{ matrix.target }}"
+    gate = jobs(doc)["check"]
+    assert "github.event.workflow_run.event == 'push'" in gate["if"] and "github.ref == 'refs/heads/main'" in gate["if"]
+    assert job["needs"] == "check"
+    check = step(doc, "check", id="find")["with"]["script"]
     for condition in (
         'run.path !== ".github/workflows/syncprep-plan.yml"',
         'run.event !== "push"',
@@ -145,16 +151,16 @@ def test_apply_takes_only_the_plan_of_main_s_current_commit_from_the_plan_workfl
     # Installed before anything is downloaded; the checkout is the planned commit.
     assert names.index("Install syncprep (hashed lock file)") < names.index("Download the plan (outside the workspace)")
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
-    assert checkout["with"]["ref"] == "${{ steps.find.outputs.sha }}"
+    assert checkout["with"]["ref"] == "${{ needs.check.outputs.sha }}"
     download = step(doc, "apply", uses="actions/download-artifact@")
-    assert download["with"]["name"] == "syncprep-plan" and download["with"]["run-id"] == "${{ steps.find.outputs.run_id }}"
+    assert download["with"]["name"] == "syncprep-plan-${{ matrix.target }}" and download["with"]["run-id"] == "${{ needs.check.outputs.run_id }}"
     apply_step = step(doc, "apply", name="Apply")
     assert apply_step["env"]["APPROVE_IRREVERSIBLE"] == "${{ github.event_name == 'workflow_dispatch' && inputs.approve_irreversible }}"
     for line in apply_step["run"].splitlines():
         if "--approve-irreversible" in line:
             assert line.startswith('if [ "$APPROVE_IRREVERSIBLE" = "true" ]')
     assert doc["on"]["workflow_dispatch"]["inputs"]["approve_irreversible"]["default"] is False
-    assert doc["concurrency"]["cancel-in-progress"] is False
+    assert job["concurrency"] == {"group": "syncprep-apply-${{ matrix.target }}", "cancel-in-progress": False}
     assert "`syncprep-plan.yml`" in (CI / "README.md").read_text()
 
 
@@ -162,18 +168,23 @@ def test_the_signed_plan_is_uploaded_only_by_the_main_job():
     doc = workflow("plan.yml")
     uploads = [(job_name, s) for job_name, job in jobs(doc).items() for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert [job_name for job_name, _ in uploads] == ["main"]
-    assert uploads[0][1]["with"]["name"] == "syncprep-plan" and uploads[0][1]["with"]["path"] == "${{ runner.temp }}/plan.json"
+    assert uploads[0][1]["with"]["name"] == "syncprep-plan-${{ matrix.target }}" and uploads[0][1]["with"]["path"] == "${{ runner.temp }}/plan.json"
 
 
 def test_plan_posts_one_comment_found_by_the_marker():
     doc = workflow("plan.yml")
     assert doc["on"]["pull_request"]["paths"] == ["desired-state/**"]
-    assert jobs(doc)["review"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert jobs(doc)["review"]["permissions"] == {"contents": "read", "pull-requests": "write", "id-token": "write"}
     script = step(doc, "review", uses="actions/github-script@")["with"]["script"]
-    assert f'"{MARKER}"' in script and "updateComment" in script and "createComment" in script
+    # One comment per target: its own marker first, then show --markdown's (MARKER).
+    target_marker = MARKER.replace("-->", ":").rstrip(": ")
+    assert "const marker = `" + target_marker + ":${process.env.TARGET} -->`;" in script
+    assert "updateComment" in script and "createComment" in script
+    render = step(doc, "review", name="Render the comment")["run"]
+    assert render.startswith('echo "' + target_marker + ':$TARGET -->" > plan.md')
     # The failure note keeps the marker, so it replaces the old plan instead of adding a comment.
     failure = step(doc, "review", name="Explain a failed plan")
-    assert MARKER in failure["run"] and "${{" not in failure["run"]
+    assert target_marker + ":$TARGET -->" in failure["run"] and "${{" not in failure["run"]
     assert '-ne 0 ] && [ "$code" -ne 2 ]' in step(doc, "review", id="plan")["run"]
 
 
@@ -182,10 +193,10 @@ def test_drift_runs_nightly_masks_users_and_tells_the_exit_codes_apart():
     assert doc["on"]["schedule"][0]["cron"]
     script = step(doc, "drift", id="drift")["run"]
     assert "0|2) ;;" in script and "3) echo \"::warning" in script and '*) exit "$code"' in script
-    issue = step(doc, "drift", uses="actions/github-script@")
-    assert issue["if"] == "steps.drift.outputs.code == '2' || steps.drift.outputs.code == '0'"
+    issue = step(doc, "summary", uses="actions/github-script@")
     assert "issues.create(" in issue["with"]["script"] and "issues.update(" in issue["with"]["script"]
     assert ["drift", "desired-state/example.toml", "--markdown", "--mask-users"] in all_commands("drift.yml")
+    assert ["drift", "desired-state/example.toml", "--json"] in all_commands("drift.yml")
 
 
 # ---------------------------------------------------------------------------- the commands
@@ -290,3 +301,145 @@ def test_the_lock_files_pin_every_dependency_with_hashes(name, extras):
         assert key in pins, f"{name} does not pin {requirement.name}"
         assert requirement.specifier.contains(pins[key], prereleases=True), f"{name}: {key}=={pins[key]} does not satisfy {text}"
     assert set(locked("requirements.lock").items()) <= set(locked("requirements-test.lock").items())
+
+
+# ---------------------------------------------------------------------------- workload identity
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_graph_signs_in_with_the_job_s_oidc_token_and_no_client_secret(name):
+    text = (CI / name).read_text()
+    assert "AZURE_CLIENT_SECRET" not in text
+    for job_name, job in jobs(workflow(name)).items():
+        env = {k: v for s in job["steps"] for k, v in (s.get("env") or {}).items()}
+        if "AZURE_CLIENT_ID" in env:
+            assert env["AZURE_CLIENT_ID"] == "${{ vars.AZURE_CLIENT_ID }}" and env["AZURE_TENANT_ID"] == "${{ vars.AZURE_TENANT_ID }}"
+            assert job["permissions"].get("id-token") == "write", f"{name}: {job_name} signs in to Graph without id-token: write"
+        else:
+            assert "id-token" not in job["permissions"], f"{name}: {job_name} asks for an OIDC token it does not use"
+    readme = (CI / "README.md").read_text()
+    assert 'auth = "workload-identity"' in readme and "id-token: write" in readme
+
+
+# ---------------------------------------------------------------------------- the fleet's matrix
+
+
+def fleet():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fleet", CI / "fleet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def git(repo, *args):
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(repo)}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def sample(tmp_path):
+    """An MSP's repository: one desired-state file per customer target, and other files."""
+    repo = tmp_path / "msp"
+    (repo / "desired-state").mkdir(parents=True)
+    for name in ("contoso", "fabrikam", "northwind"):
+        (repo / "desired-state" / f"{name}.toml").write_text(f"# {name}\n")
+    (repo / "README.md").write_text("fleet\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "fleet")
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "change")
+    (repo / "desired-state" / "fabrikam.toml").write_text("# fabrikam, changed\n")
+    (repo / "desired-state" / "tailspin.toml").write_text("# a new customer\n")
+    (repo / "desired-state" / "notes").mkdir()
+    (repo / "desired-state" / "notes" / "ignored.toml").write_text("# not a target\n")
+    (repo / "desired-state" / "northwind.toml").unlink()
+    (repo / "README.md").write_text("fleet, changed\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "change")
+    return repo, base, git(repo, "rev-parse", "HEAD")
+
+
+def test_the_matrix_is_the_targets_a_change_adds_or_changes(sample, tmp_path, monkeypatch, capsys):
+    import json
+
+    repo, base, head = sample
+    module = fleet()
+    assert module.changed_files(repo, base, head) == ["desired-state/fabrikam.toml", "desired-state/tailspin.toml"]
+    output = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    assert module.main(["targets", "--root", str(repo), "--changed", base, head]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"include": [{"target": "fabrikam", "file": "desired-state/fabrikam.toml"}, {"target": "tailspin", "file": "desired-state/tailspin.toml"}]}
+    assert output.read_text().splitlines() == [f"matrix={json.dumps(printed, separators=(',', ':'))}", "count=2"]
+    # The nightly drift: every target there is now (the deleted one is gone).
+    assert module.matrix(module.all_files(repo))["include"] == [
+        {"target": "contoso", "file": "desired-state/contoso.toml"},
+        {"target": "fabrikam", "file": "desired-state/fabrikam.toml"},
+        {"target": "tailspin", "file": "desired-state/tailspin.toml"},
+    ]
+    # A change that touches no target's file plans nothing.
+    assert module.changed_files(repo, head, head) == []
+
+
+def test_a_file_that_cannot_name_an_environment_is_refused(sample, capsys):
+    repo, _base, _head = sample
+    (repo / "desired-state" / "Big_Customer.toml").write_text("")
+    assert fleet().main(["targets", "--root", str(repo)]) == 1
+    assert "Big_Customer.toml: a target's file is named <target>.toml" in capsys.readouterr().err
+
+
+def test_the_jobs_run_one_per_target_with_its_environment_and_concurrency_group():
+    """The job list: every job that touches a target takes it from the matrix fleet.py makes."""
+    expected = {
+        ("plan.yml", "review"): ("syncprep-${{ matrix.target }}-plan", "syncprep-plan-${{ matrix.target }}-${{ github.event.pull_request.number }}"),
+        ("plan.yml", "main"): ("syncprep-${{ matrix.target }}-sign", "syncprep-plan-main-${{ matrix.target }}"),
+        ("apply.yml", "apply"): ("syncprep-${{ matrix.target }}", "syncprep-apply-${{ matrix.target }}"),
+        ("drift.yml", "drift"): ("syncprep-${{ matrix.target }}-plan", "syncprep-drift-${{ matrix.target }}"),
+    }
+    seen = {}
+    for name in WORKFLOWS:
+        for job_name, job in jobs(workflow(name)).items():
+            if "strategy" not in job:
+                assert "environment" not in job, f"{name}: {job_name} has credentials but no target"
+                continue
+            assert job["strategy"]["fail-fast"] is False, "one target's failure does not stop the others"
+            assert job["strategy"]["matrix"].startswith("${{ fromJSON(needs.")
+            seen[(name, job_name)] = (job["environment"], job["concurrency"]["group"])
+            assert job.get("env", {}).get("SYNCPREP_FILE") in (None, "${{ matrix.file }}")
+    assert seen == expected
+    for name in ("plan.yml", "drift.yml"):
+        fleet_step = step(workflow(name), "targets", id="fleet")
+        assert fleet_step["run"].startswith("python3 .github/syncprep/fleet.py targets")
+    assert "--changed" in step(workflow("plan.yml"), "targets", id="fleet")["run"]
+
+
+def test_the_nightly_table_covers_the_fleet(tmp_path):
+    import json
+
+    folder = tmp_path / "drift"
+    for target, code, report in (
+        ("contoso", 0, {"drift": [], "unknown": []}),
+        ("fabrikam", 2, {"drift": [{"resource": "rule", "what": "stock rule back: In from AD - User Exchange"}, {"resource": "licence", "what": "user07@fabrikam.com licensed without a mailbox"}], "unknown": []}),
+        ("northwind", 3, {"drift": [], "unknown": ["recycle bin"]}),
+    ):
+        (folder / f"syncprep-drift-{target}").mkdir(parents=True)
+        (folder / f"syncprep-drift-{target}" / f"{target}.exit").write_text(f"{code}\n")
+        (folder / f"syncprep-drift-{target}" / f"{target}.json").write_text(json.dumps(report))
+    (folder / "missing").mkdir()
+    (folder / "missing" / "tailspin.exit").write_text("1\n")
+    text, anything = fleet().summary(folder)
+    assert anything
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith(("| target", "| ---"))]
+    assert rows == [
+        "| contoso | in sync | — |",
+        "| fabrikam | drift | rule: stock rule back: In from AD - User Exchange; licence: a user licensed without a mailbox |",
+        "| northwind | unknown | could not read recycle bin |",
+        "| tailspin | unknown (the job failed) | — |",
+    ]
+    shown, _ = fleet().summary(folder, mask_users=False)
+    assert "user07@\u200bfabrikam.com" in shown
