@@ -74,3 +74,31 @@ def test_the_storage_account_gets_credentials_only_when_the_operator_allows_it(t
     code, _out, err = cli("plan", "d.toml", "--lab", tmp_path / "lab.json")
     assert code == 1 and "storage.attacker.example" in err and err.count("\n") == 1
     assert "not-to-be-sent" not in err
+
+
+def test_local_a_killed_apply_is_reported_abandoned_and_resumed_from_another_working_directory(tmp_path):
+    """local keeps the lock and journal next to the lab file, so another working directory sees them."""
+    import subprocess
+    import sys
+
+    from providers.lab import scenario, store
+    from test_faults import HARNESS, assert_converged
+
+    store.save(scenario.build(users=20), tmp_path / "lab.json")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    env = {**os.environ, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json"), "NO_COLOR": "1"}
+
+    def run(cwd, kill, *args):
+        command = [sys.executable, str(HARNESS), str(tmp_path / "ops.jsonl"), kill, "--", *map(str, args), "--lab", str(tmp_path / "lab.json")]
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+    killed = run(a, "boundary:3", "apply", EXAMPLE, "--auto-approve")
+    assert killed.returncode == -9
+    assert "was interrupted" in run(b, "none", "plan", EXAMPLE).stderr
+    refused = run(b, "none", "apply", EXAMPLE, "--auto-approve")
+    assert refused.returncode == 1 and "the lock is abandoned" in refused.stderr
+    resumed = run(b, "none", "apply", EXAMPLE, "--resume", "--auto-approve")
+    assert resumed.returncode == 4 and "took over the lock" in resumed.stderr, resumed.stderr
+    assert_converged(tmp_path, EXAMPLE)
