@@ -23,6 +23,17 @@ def backend_kind(spec, target_kind, override=None):
     return StateBackendKind.LOCAL if target_kind is TargetKind.LAB else StateBackendKind.SERVER
 
 
+def check(spec, target_kind, override=None, source="desired state"):
+    """Refuse, before anything is read or sent, a backend this target cannot have."""
+    spec = spec or StateSpec()
+    kind = backend_kind(spec, target_kind, override)
+    if kind is StateBackendKind.SERVER and target_kind is TargetKind.LAB:
+        raise ConfigError([f"{source}: state.backend: \"server\" keeps the lock on the Entra Connect server through PowerShell remoting; this target has none (use local)"])
+    if kind is StateBackendKind.AZUREBLOB and (not spec.account_url or not spec.container):
+        raise ConfigError([f"{source}: state: the azureblob backend needs account_url and container in [state]"])
+    return kind
+
+
 def open_state(spec, target, target_kind, override=None, allowance=None, source="desired state"):
     """The backend for ``target`` (``spec``: the file's ``[state]``; ``override``: ``--state``)."""
     spec = spec or StateSpec()

@@ -242,15 +242,20 @@ def open_target(desired, args, err=None):
     """The target of ``desired``, with the endpoints the operator allowed (and warnings on stderr)."""
     from providers.factory import open_target as _open_target
 
+    from providers.statebackends import check
+
+    override = getattr(args, "state", None)
+    check(desired.state, desired.target.kind, override, desired.source)  # before anything is read or sent
     allowance = _allowance(args)
     target = _open_target(desired.target, lab_path=getattr(args, "lab", None), source=desired.source, allowance=allowance)
-    try:
-        from providers.statebackends import open_state
 
-        target.state = open_state(desired.state, target, desired.target.kind, getattr(args, "state", None), allowance, desired.source)
-    except BaseException:
-        target.close()
-        raise
+    def open_state():
+        # Opened when a verb first needs the lock or the journal (export never does).
+        from providers.statebackends import open_state as _open_state
+
+        return _open_state(desired.state, target, desired.target.kind, override, allowance, desired.source)
+
+    target.open_state = open_state
     for warning in allowance.warnings:
         (err or make_console(True, stderr=True)).print(f"[yellow]warning: {escape(warning)}[/yellow]")
     return target

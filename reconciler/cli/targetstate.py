@@ -7,11 +7,13 @@ from reconciler.cli.options import escape
 
 
 def backend(target):
-    """The target's state backend (opened with it, see ``options.open_target``), else local files."""
+    """The target's state backend (``[state]`` and ``--state``, opened on first use: see
+    ``options.open_target``), else local files."""
     state = getattr(target, "state", None)
+    if state is None and getattr(target, "open_state", None) is not None:
+        state = target.state = target.open_state()
     if state is None:
-        from reconciler.journal import target_slug
-        from reconciler.journal import LocalState
+        from reconciler.journal import LocalState, target_slug
 
         state = target.state = LocalState(target.state_dir(), target_slug(target.key))
     return state
