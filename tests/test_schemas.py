@@ -25,7 +25,8 @@ def check(name, data):
 
 
 CASES = [(d, s) for d in (EXAMPLE, REBUILD, UPGRADE_SAFE) for s in ("default", "half-done", "duplicate-upn-in-bin", "escaped-comma-dn")]
-CASES += [(EXAMPLE, "already-prepared"), (REBUILD, "already-prepared")]
+CASES += [(EXAMPLE, "already-prepared"), (REBUILD, "already-prepared"), (EXAMPLE, "group-licensed")]
+CASES += [(ROOT / "desired-state" / "two-forests.toml", "two-forest"), (ROOT / "desired-state" / "waves.toml", "group-licensed")]
 
 
 @pytest.mark.parametrize("desired, scenario", CASES, ids=[f"{d.stem}-{s}" for d, s in CASES])
