@@ -107,3 +107,20 @@ def test_an_unknown_log_level_in_the_environment_is_one_line(cli, monkeypatch):
     code, _out, err = cli("validate", EXAMPLE)
     assert code == 1
     assert err == "error: SYNCPREP_LOG='verbose': choose debug, info, warning or error\n"
+
+
+def test_a_name_the_console_cannot_encode_does_not_end_in_a_traceback():
+    """Windows PowerShell 5.1 redirecting to a file gives Python a cp1252 stdout."""
+    import io
+
+    from reconciler.cli import tolerate_encoding
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252")
+    tolerate_encoding(stream)
+    stream.write("Дмитрий@contoso.com jérôme@contoso.com\n")
+    stream.flush()
+    assert raw.getvalue() == "???????@contoso.com jérôme@contoso.com\n".encode("cp1252")
+    utf8 = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    tolerate_encoding(utf8)
+    assert utf8.errors == "strict"

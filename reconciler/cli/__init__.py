@@ -46,6 +46,8 @@ def main(argv=None):
     from reconciler.interrupts import stop_signals
 
     args = merge_common(build_parser().parse_args(argv))
+    for stream in (sys.stdout, sys.stderr):
+        tolerate_encoding(stream)
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
     out = make_console(no_color)
     err = make_console(no_color, stderr=True)
@@ -69,6 +71,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         return EXIT_INTERRUPTED
+
+
+def tolerate_encoding(stream):
+    """A name the console's code page cannot encode (Windows PowerShell 5.1 redirected to a file:
+    cp1252; a C locale: ASCII) is written as '?' rather than ending the command in a traceback.
+    -o FILE writes UTF-8 whatever the console's encoding."""
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+    if encoding != "utf8" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="replace")
 
 
 def configure_logging(args):
