@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from attrs import evolve, frozen
 
-from reconciler import dn
+from reconciler import dn, interrupts
 from reconciler.errors import ApplyError, ProviderError, TransientError
 from reconciler.model import Observed, SyncPolicy, UserRef
 from reconciler.operations import (
@@ -294,34 +294,36 @@ def apply_plan(
                 _no_wait_for(steps, index + 1, outcome.failures, on_event)
             index += 1
     finally:
-        if raised_threshold is not None:
-            # The raise was for one sync only: never leave it behind.
-            try:
-                target.server.apply(SetDeletionThreshold(raised_threshold))
-                target.checkpoint()
-                if journal is not None:
-                    journal.step_ended("threshold.restore-owed", "done", threshold_owed=None)
-                on_event(Event("note", message=f"the export deletion threshold was put back to {raised_threshold}"))
-            except ProviderError as exc:
-                on_event(Event("note", message=f"could not put the export deletion threshold back to {raised_threshold}: {exc}"))
-        if paused_by_us:
-            # The bracket: never leave the scheduler off because of us.
-            try:
-                target.server.apply(SetScheduler(True))
-                target.checkpoint()
-                restored = True
-                if journal is not None:
-                    journal.step_ended("scheduler.restore", "done", scheduler_paused=False)
-                on_event(Event("note", message="the sync scheduler was resumed"))
-            except ProviderError as exc:
-                on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
-        if journal is not None and record:
-            licensed = settled(from_record(record, ()), results, steps)
-            if licensed:
-                journal.settle_purge(licensed)
-        if journal is not None:
-            report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
-            journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
+        # A stop signal that comes while things are put back waits until they are (interrupts.deferred).
+        with interrupts.deferred():
+            if raised_threshold is not None:
+                # The raise was for one sync only: never leave it behind.
+                try:
+                    target.server.apply(SetDeletionThreshold(raised_threshold))
+                    target.checkpoint()
+                    if journal is not None:
+                        journal.step_ended("threshold.restore-owed", "done", threshold_owed=None)
+                    on_event(Event("note", message=f"the export deletion threshold was put back to {raised_threshold}"))
+                except ProviderError as exc:
+                    on_event(Event("note", message=f"could not put the export deletion threshold back to {raised_threshold}: {exc}"))
+            if paused_by_us:
+                # The bracket: never leave the scheduler off because of us.
+                try:
+                    target.server.apply(SetScheduler(True))
+                    target.checkpoint()
+                    restored = True
+                    if journal is not None:
+                        journal.step_ended("scheduler.restore", "done", scheduler_paused=False)
+                    on_event(Event("note", message="the sync scheduler was resumed"))
+                except ProviderError as exc:
+                    on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
+            if journal is not None and record:
+                licensed = settled(from_record(record, ()), results, steps)
+                if licensed:
+                    journal.settle_purge(licensed)
+            if journal is not None:
+                report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
+                journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
     return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window, tuple(outcomes))
 
 

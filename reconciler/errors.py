@@ -1,5 +1,13 @@
 """One error hierarchy. The CLI prints any :class:`ReconcilerError` as one line."""
 
+import re
+
+
+def one_line(text):
+    """A message as one line whatever a server put in it: line breaks and other control
+    characters (a terminal's escape sequences included) become single spaces."""
+    return re.sub(r"\s*[\x00-\x1f\x7f]+\s*", " ", str(text)).strip()
+
 
 class ReconcilerError(Exception):
     """A failure the user can act on; shown without a traceback."""
@@ -22,7 +30,8 @@ class ProviderError(ReconcilerError):
 
     ``provider`` names the system, ``resource`` the thing it was acting on. The message
     often quotes the system's own error text, which may echo the request: it is scrubbed
-    of credentials (:func:`reconciler.redact.scrub`).
+    of credentials (:func:`reconciler.redact.scrub`) and made one line, so every place
+    that shows it (a step's failure, the apply's summary, a note) shows one line.
     """
 
     def __init__(self, provider, resource, message):
@@ -30,7 +39,7 @@ class ProviderError(ReconcilerError):
 
         self.provider = provider
         self.resource = resource
-        self.message = scrub(message)
+        self.message = one_line(scrub(message))
         super().__init__(f"{provider}: {resource}: {self.message}")
 
 

@@ -54,6 +54,37 @@ def stop_signals(platform=None, signal_module=_signal):
             signal_module.signal(number, handler)
 
 
+@contextlib.contextmanager
+def deferred(platform=None, signal_module=_signal):
+    """Inside, a stop signal (Ctrl-C, SIGTERM, on Windows Ctrl-Break) does not cut short the work
+    that puts things back (the scheduler resumed, a threshold restored): it is raised as
+    ``KeyboardInterrupt`` once that work is done. A second one inside raises at once: the
+    operator insists. CI runners send SIGINT and then SIGTERM seconds later; the second
+    signal must not land in the middle of the restore."""
+    names = ("SIGINT",) + STOP_SIGNALS["win32" if (platform or sys.platform) == "win32" else "posix"]
+    if signal_module is _signal and threading.current_thread() is not threading.main_thread():
+        names = ()
+    came = []
+
+    def _hold(signum, _frame):
+        came.append(signum)
+        if len(came) > 1:
+            raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for name in names:
+            number = getattr(signal_module, name, None)
+            if number is not None:
+                previous[number] = signal_module.signal(number, _hold)
+        yield came
+    finally:
+        for number, handler in previous.items():
+            signal_module.signal(number, handler)
+    if len(came) == 1:
+        raise KeyboardInterrupt
+
+
 def wait_for(future, slice_seconds=SLICE):
     """``future.result()`` that Ctrl-C interrupts on Windows too; the caller cancels on the way out."""
     while True:

@@ -847,6 +847,8 @@ def _take_record(changes, record, source):
     for name, (length, changed) in record.users.items():
         if name not in changes.users:
             raise _Corrupt(f"no user list {name!r} in the lab")
+        if length < 0:
+            raise _Corrupt(f"{name} has a negative length {length}")
         decode = _LINE_DECODERS[name].decode
         lines = {}
         for index, raw in changed:

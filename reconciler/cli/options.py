@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, one_line  # noqa: F401 - one_line: the verbs import it from here
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USERS, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
@@ -217,14 +217,6 @@ def env_line(name, value, platform=None):
     if (platform or sys.platform) == "win32":
         return f"$env:{name} = '{value}'"
     return f"export {name}={value}"
-
-
-def one_line(text):
-    """A message as one line whatever a server put in it: line breaks and other control
-    characters (a terminal's escape sequences included) become single spaces."""
-    import re
-
-    return re.sub(r"\s*[\x00-\x1f\x7f]+\s*", " ", str(text)).strip()
 
 
 def error_line(text):
