@@ -16,6 +16,25 @@ EXAMPLE = ROOT / "desired-state" / "example.toml"
 UPGRADE_SAFE = ROOT / "desired-state" / "upgrade-safe.toml"
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Each ``main()`` configures logging for its process (handlers, level, warnings captured);
+    in the test process that would leak into the next test. Put it back after each test."""
+    import logging
+
+    from reconciler.cli import logs
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    logs._installed.clear()
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
 @pytest.fixture
 def lab():
     return scenario.build("default", users=20)
