@@ -176,6 +176,12 @@ def test_azure_cli_sign_in_is_reused_and_asked_once(graph, monkeypatch, tmp_path
     assert line == f"account get-access-token --output json --resource https://graph.microsoft.com --tenant {TENANT}"
 
 
+def test_azure_cli_missing_is_one_line_before_anything_is_sent(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ProviderError, match=r"auth = azure-cli needs the Azure CLI \(az\) on PATH, signed in with az login"):
+        open_tenant(GraphTargetSpec(auth="azure-cli"))
+
+
 def test_a_reused_token_is_renewed_five_minutes_before_it_expires():
     from azure.core.credentials import AccessToken
 

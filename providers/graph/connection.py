@@ -135,6 +135,12 @@ def check_credentials_configured(spec, environ=None):
         from providers.graph.federation import check_configured
 
         check_configured(spec, environ)
+    if spec.auth == "azure-cli":
+        import shutil
+
+        names = ("az.cmd", "az") if sys.platform.startswith("win") else ("az",)
+        if not any(shutil.which(name, path=environ.get("PATH")) for name in names):
+            raise ProviderError("graph", "sign-in", "auth = azure-cli needs the Azure CLI (az) on PATH, signed in with az login")
 
 
 def build_auth_provider(spec, endpoint, ca_bundle=None):
