@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from reconciler.plan import Action, Impact, Level
+from reconciler.errors import one_line
 
 SYMBOLS = {
     Action.CREATE: ("+", "green"),
@@ -235,12 +236,12 @@ class ApplyRenderer:
             self.count += 1
             out.print(f"[dim][{self.count}/{self.total}][/dim] {escape(event.step.summary)} ...")
         elif event.kind == "finished":
-            detail = f" ({escape(event.message)})" if event.message else ""
+            detail = f" ({escape(one_line(event.message))})" if event.message else ""
             out.print(f"      [green]done[/green]{detail}")
             for upn, reason in event.result.failures:
-                out.print(f"      [red]x {escape(upn)}: {escape(reason)}[/red]")
+                out.print(f"      [red]x {escape(upn)}: {escape(one_line(reason))}[/red]")
         elif event.kind == "failed":
-            out.print(f"      [bold red]failed:[/bold red] {escape(event.message)}")
+            out.print(f"      [bold red]failed:[/bold red] {escape(one_line(event.message))}")
         elif event.kind == "replanned":
             steps, notices = event.result
             self.total = self.count + len(steps)
@@ -249,7 +250,7 @@ class ApplyRenderer:
                 if notice.level is Level.WARNING:
                     out.print(f"      [yellow]! {escape(notice.short())}[/yellow]")
         elif event.kind == "note":
-            out.print(f"[yellow]{escape(event.message)}[/yellow]")
+            out.print(f"[yellow]{escape(one_line(event.message))}[/yellow]")
 
     def report(self, report):
         self.waits.stop()
@@ -263,9 +264,9 @@ class ApplyRenderer:
         else:
             out.print(f"[bold red]Apply incomplete:[/bold red] {done} done, {len(failed)} failed, {skipped} skipped.")
             for result in failed:
-                out.print(f"  [red]{escape(result.step_id)}: {escape(result.detail)}[/red]")
+                out.print(f"  [red]{escape(result.step_id)}: {escape(one_line(result.detail))}[/red]")
             for upn, reason, step_id in report.user_failures:
-                out.print(f"  [red]{escape(upn)}: {escape(reason)}[/red] [dim]({escape(step_id)})[/dim]")
+                out.print(f"  [red]{escape(upn)}: {escape(one_line(reason))}[/red] [dim]({escape(step_id)})[/dim]")
             if report.scheduler_restored:
                 out.print("  [yellow]The sync scheduler was resumed.[/yellow]")
 

@@ -124,3 +124,24 @@ def test_a_name_the_console_cannot_encode_does_not_end_in_a_traceback():
     utf8 = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     tolerate_encoding(utf8)
     assert utf8.errors == "strict"
+
+
+def test_a_step_failure_holding_line_breaks_is_one_line_in_the_apply_output():
+    import io
+
+    from rich.console import Console
+
+    from reconciler.apply import ApplyReport, Event, Status, StepResult
+    from reconciler.render import ApplyRenderer
+
+    buffer = io.StringIO()
+    renderer = ApplyRenderer(Console(file=buffer, no_color=True, width=300), 1)
+    message = "graph: licences: Microsoft Graph rejected the credentials (401: Access token validation failure.\nInvalid audience.)"
+    renderer(Event("failed", message=message))
+    renderer(Event("note", message="could not resume the sync scheduler: line one\r\nline two"))
+    renderer.report(ApplyReport((StepResult("license.assign", Status.FAILED, message, (("user01@contoso.com", "a\nb"),)),)))
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    assert "      failed: graph: licences: Microsoft Graph rejected the credentials (401: Access token validation failure. Invalid audience.)" in lines
+    assert "could not resume the sync scheduler: line one line two" in lines
+    assert "  user01@contoso.com: a b (license.assign)" in lines
+    assert len(lines) == 5, lines
