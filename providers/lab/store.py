@@ -38,7 +38,6 @@ import operator
 import os
 import re
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin
@@ -633,6 +632,8 @@ def _write_whole(path, key, head, lines, sources):
 
 
 def _write_atomically(path, parts):
+    import tempfile  # only to write: plan never loads it
+
     fd, tmp = tempfile.mkstemp(prefix=".lab-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
