@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLE, FIGURES, ROOT, plan_for
+from faults import harness as faults_harness
 from providers.lab import scenario, store
 from providers.lab.provider import LabServer, LabTarget, LabTenant
 from reconciler.apply import apply_plan
@@ -33,16 +34,11 @@ def fresh_lab(path):
 
 
 def harness(tmp_path, kill, *args):
+    """syncprep ARGS --lab tmp_path/lab.json, killed as ``kill`` says, in a process of its own
+    (forked from this one: a new interpreter each time cost this suite most of its time)."""
     lab = tmp_path / "lab.json"
     env = {**os.environ, "SYNCPREP_FAULT_LAB": str(lab), "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, str(HARNESS), str(tmp_path / "ops.jsonl"), kill, "--", *[str(a) for a in args], "--lab", str(lab)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
+    return faults_harness.run_forked(tmp_path / "ops.jsonl", kill, [*args, "--lab", lab], cwd=tmp_path, env=env, timeout=120)
 
 
 def oplog(tmp_path):

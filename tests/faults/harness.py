@@ -6,67 +6,131 @@ KILL is ``none``, ``boundary:N`` (after the N-th step is journalled done) or
 ``inside:N`` (inside the N-th provider call: its effect is saved, the engine has
 not recorded it). Every provider write is appended to OPLOG (one JSON line,
 fsynced) so the test can prove that nothing was done twice across the kill.
+
+:func:`run_forked` does the same in a child forked from the test process, which
+has imported syncprep already (issue 19: a new interpreter per run cost the fault
+suite most of its time). The child is a process of its own, killed with SIGKILL
+as the script is; it starts from a lab store that remembers no file, as a new
+process does.
 """
 
 import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
-
-from providers.lab import provider as lab_provider
-from reconciler import journal
-from reconciler.cli import main
-
-oplog_path, kill = sys.argv[1], sys.argv[2]
-args = sys.argv[sys.argv.index("--") + 1 :]
-mode, _, number = kill.partition(":")
-number = int(number or 0)
-calls = {"provider": 0, "boundary": 0}
+import tempfile
+import time
 
 
-def record(operation):
-    entry = {"op": type(operation).__name__}
-    users = getattr(operation, "users", None)
-    if users is not None:
-        entry["users"] = [u.upn for u in users]
-    with open(oplog_path, "a") as fh:
-        fh.write(json.dumps(entry) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+def install(oplog_path, kill):
+    """Wraps the providers and the journal of this process to log and to die as ``kill`` says."""
+    from providers.lab import provider as lab_provider
+    from reconciler import journal
 
+    mode, _, number = kill.partition(":")
+    number = int(number or 0)
+    calls = {"provider": 0, "boundary": 0}
 
-def wrap(cls):
-    original = cls.apply
+    def record(operation):
+        entry = {"op": type(operation).__name__}
+        users = getattr(operation, "users", None)
+        if users is not None:
+            entry["users"] = [u.upn for u in users]
+        with open(oplog_path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
-    def apply(self, operation):
-        outcome = original(self, operation)
-        record(operation)
-        calls["provider"] += 1
-        if mode == "inside" and calls["provider"] == number:
-            # The effect happened and is saved (a served lab saves by itself); the engine never hears of it.
-            if hasattr(self, "lab"):
-                lab_provider.store.save(self.lab, os.environ["SYNCPREP_FAULT_LAB"])
+    def wrap(cls):
+        original = cls.apply
+
+        def apply(self, operation):
+            outcome = original(self, operation)
+            record(operation)
+            calls["provider"] += 1
+            if mode == "inside" and calls["provider"] == number:
+                # The effect happened and is saved (a served lab saves by itself); the engine never hears of it.
+                if hasattr(self, "lab"):
+                    lab_provider.store.save(self.lab, os.environ["SYNCPREP_FAULT_LAB"])
+                os.kill(os.getpid(), signal.SIGKILL)
+            return outcome
+
+        cls.apply = apply
+
+    # SYNCPREP_FAULT_CLASSES="module:Class,..." picks the providers to wrap (default: the lab's).
+    for spec in os.environ.get("SYNCPREP_FAULT_CLASSES", "providers.lab.provider:LabServer,providers.lab.provider:LabTenant").split(","):
+        module, _, name = spec.partition(":")
+        wrap(getattr(importlib.import_module(module), name))
+
+    original_ended = journal.Journal.step_ended
+
+    def step_ended(self, step_id, status, detail="", *args, **kwargs):
+        original_ended(self, step_id, status, detail, *args, **kwargs)
+        calls["boundary"] += 1
+        if mode == "boundary" and calls["boundary"] == number:
             os.kill(os.getpid(), signal.SIGKILL)
-        return outcome
 
-    cls.apply = apply
-
-
-# SYNCPREP_FAULT_CLASSES="module:Class,..." picks the providers to wrap (default: the lab's).
-for spec in os.environ.get("SYNCPREP_FAULT_CLASSES", "providers.lab.provider:LabServer,providers.lab.provider:LabTenant").split(","):
-    module, _, name = spec.partition(":")
-    wrap(getattr(importlib.import_module(module), name))
-
-original_ended = journal.Journal.step_ended
+    journal.Journal.step_ended = step_ended
 
 
-def step_ended(self, step_id, status, detail="", *args, **kwargs):
-    original_ended(self, step_id, status, detail, *args, **kwargs)
-    calls["boundary"] += 1
-    if mode == "boundary" and calls["boundary"] == number:
-        os.kill(os.getpid(), signal.SIGKILL)
+def run(oplog_path, kill, args):
+    from reconciler.cli import main
+
+    install(oplog_path, kill)
+    return main(args)
 
 
-journal.Journal.step_ended = step_ended
-sys.exit(main(args))
+def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
+    """``python harness.py OPLOG KILL -- ARGS`` in ``cwd`` with ``env``, in a forked child:
+    a CompletedProcess (returncode -9 when killed), its output as text."""
+    import providers.lab.store  # noqa: F401 - imported before the fork, like the rest of syncprep
+    import reconciler.cli  # noqa: F401
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the test process
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, "w", closefd=False)
+                sys.stderr = open(2, "w", closefd=False)
+                os.chdir(cwd)
+                os.environ.clear()
+                os.environ.update(env)
+                sys.modules["providers.lab.store"]._written.clear()  # a new process remembers no file
+                code = run(oplog_path, kill, [str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code if isinstance(code, int) else 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(["harness", kill, *map(str, args)], timeout)
+            time.sleep(0.005)
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(args, code, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], sys.argv[2], sys.argv[sys.argv.index("--") + 1 :]))
