@@ -24,7 +24,7 @@ def open_target(spec, lab_path=None, source="desired state", allowance=None):
     ``allowance`` (:class:`~providers.endpoints.Allowance`) says where credentials
     may go; without one, only the national clouds' Graph is allowed.
     """
-    from providers.lab import open_lab_target
+    from providers.lab.provider import open_lab_target
 
     if spec.kind is TargetKind.LAB:
         return open_lab_target(lab_path or spec.lab, allow_staging=spec.allow_staging)

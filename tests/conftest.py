@@ -5,7 +5,7 @@ import pytest
 from providers.lab import scenario
 from providers.lab.provider import LabTarget
 from reconciler.apply import apply_plan, observe
-from reconciler.cli import main
+from reconciler.cli.command import main
 from reconciler.loader import load_desired
 from reconciler.plan import build_plan
 

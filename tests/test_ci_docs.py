@@ -11,7 +11,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from conftest import ROOT
-from reconciler.cli import _parser
+from reconciler.cli.command import build_parser as _parser
 from reconciler.markdown import MARKER
 
 CI = ROOT / "docs" / "ci"

@@ -141,7 +141,7 @@ def test_no_color_means_no_escape_codes(cli, monkeypatch):
 def test_help_loads_neither_msgraph_nor_pypsrp():
     code = (
         "import sys\n"
-        "from reconciler.cli import main\n"
+        "from reconciler.cli.command import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('msgraph', 'pypsrp', 'azure', 'kiota_abstractions', 'psrpcore', 'deepdiff')}))"
     )

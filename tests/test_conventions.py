@@ -22,7 +22,7 @@ def test_no_color_before_the_verb_works_as_after_it(cli, monkeypatch):
 
 
 def test_verbose_before_and_after_the_verb_add_up(cli, monkeypatch, tmp_path):
-    from reconciler.cli import build_parser, merge_common
+    from reconciler.cli.command import build_parser, merge_common
 
     args = merge_common(build_parser().parse_args(["-v", "plan", "x.toml", "-v", "--log-file", "run.log"]))
     assert args.verbose == 2 and args.log_file == "run.log" and not args.no_color
@@ -113,7 +113,7 @@ def test_a_name_the_console_cannot_encode_does_not_end_in_a_traceback():
     """Windows PowerShell 5.1 redirecting to a file gives Python a cp1252 stdout."""
     import io
 
-    from reconciler.cli import tolerate_encoding
+    from reconciler.cli.command import tolerate_encoding
 
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="cp1252")

@@ -58,7 +58,7 @@ def test_outputs_and_the_journal_never_write_through_a_symlink(cli, tmp_path):
     assert code == 1 and "is a symbolic link" in err
     cli("lab", "init")
     from reconciler.journal import target_slug
-    from providers.lab import open_lab_target
+    from providers.lab.provider import open_lab_target
 
     journal = Path(".syncprep") / f"{target_slug(open_lab_target('.syncprep/lab.json').key)}.journal"
     journal.symlink_to(victim)
@@ -85,7 +85,7 @@ def test_a_plan_is_written_whole_or_not_at_all(cli, monkeypatch):
 def test_a_journal_line_that_is_json_but_not_an_object_is_skipped(cli):
     cli("lab", "init")
     from reconciler.journal import target_slug
-    from providers.lab import open_lab_target
+    from providers.lab.provider import open_lab_target
 
     journal = Path(".syncprep") / f"{target_slug(open_lab_target('.syncprep/lab.json').key)}.journal"
     journal.write_text('[1, 2]\n"text"\n' + json.dumps({"event": "run-start", "run": "r1", "time": "t", "command": "apply"}) + "\n42\n")

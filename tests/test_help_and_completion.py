@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from reconciler import __version__
-from reconciler.cli import build_parser
+from reconciler.cli.command import build_parser
 from reconciler.cli.completion import bash_script, command_tree, powershell_script
 from reconciler.cli.options import env_line
 

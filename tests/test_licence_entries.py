@@ -314,7 +314,7 @@ def test_the_graph_emulator_refuses_removing_an_inherited_licence_and_adding_a_m
 def test_apply_of_the_waves_example_reports_per_sku_and_per_wave(tmp_path, monkeypatch, capsys):
     import csv
 
-    from reconciler.cli import main
+    from reconciler.cli.command import main
 
     monkeypatch.chdir(tmp_path)
     lab_file = str(tmp_path / "lab.json")

@@ -100,7 +100,7 @@ def test_a_later_plan_licenses_users_an_earlier_apply_purged(tmp_path):
 
 def test_drift_reads_the_purge_record_and_names_the_licences_owed(tmp_path, monkeypatch, capsys):
     """drift says what an earlier, killed apply owes the users it purged, never that their GUID stays."""
-    from reconciler.cli import main
+    from reconciler.cli.command import main
 
     lab_with_licences(tmp_path / "lab.json")
     plan = plan_for(load_desired(REBUILD), LabTarget(store.load(tmp_path / "lab.json")))

@@ -8,7 +8,7 @@ import pytest
 
 from providers.lab import provider, scenario, store
 from reconciler import interrupts
-from reconciler.cli import main
+from reconciler.cli.command import main
 from reconciler.errors import ProviderError
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "desired-state" / "example.toml")
@@ -104,3 +104,21 @@ def test_a_change_log_with_a_negative_list_length_is_refused_in_one_line(tmp_pat
     with pytest.raises(LabError, match="negative length") as refused:
         store.load(path)
     assert "\n" not in str(refused.value)
+
+
+def test_plan_out_and_export_o_never_write_over_the_lab_s_change_log(cli):
+    from reconciler.cli.options import lab_files
+
+    assert cli("lab", "init")[0] == 0
+    log = lab_files(".syncprep/lab.json")["the lab file's change log"]
+    for command in (("plan", EXAMPLE, "-out", log), ("export", "-o", log), ("drift", EXAMPLE, "-o", log)):
+        code, _out, err = cli(*command)
+        assert code == 1 and "change log" in err and "nothing was written" in err, (command, err)
+        assert not Path(log).exists() or Path(log).read_bytes().startswith(b"{"), command
+
+
+@pytest.mark.parametrize("speed", ["nan", "inf", "0", "-1", "fast"])
+def test_lab_serve_refuses_a_speed_that_is_not_a_finite_number_above_zero(cli, speed):
+    with pytest.raises(SystemExit) as refused:
+        cli("lab", "serve", "--speed", speed)
+    assert refused.value.code == 1

@@ -75,7 +75,7 @@ def test_syncprep_sync_runs_the_cycle_through_lab_serve_and_waits_for_it(tmp_pat
 
 
 def test_syncprep_sync_refuses_while_a_killed_apply_is_owed_a_resume(tmp_path, monkeypatch):
-    from reconciler.cli import main
+    from reconciler.cli.command import main
     from reconciler.journal import Journal, target_slug
 
     monkeypatch.chdir(tmp_path)

@@ -44,7 +44,8 @@ from reconciler.operations import (
 from reconciler.model import SyncPolicy, SyncRule, count_objects
 from reconciler.progress import Progress
 from reconciler.provider import ServerProvider
-from providers.entraconnect import parse, scripts
+import providers.entraconnect.parse as parse
+import providers.entraconnect.scripts as scripts
 
 CONFIGURATION_CHANGES = (SetScheduler, SetRuleDisabled, CreateRule, UpdateRule, RemoveRule, SetContainerScope, SetExcludedAttributes, SetDeletionThreshold)
 

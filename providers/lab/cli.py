@@ -49,11 +49,25 @@ def add_parser(commands, parents):
     serve = verb("serve", "serve the lab as a Graph endpoint and a WinRM endpoint on loopback, for the real providers", SERVE_ENV)
     serve.add_argument("--graph-port", type=int, default=0, help="default: any free port")
     serve.add_argument("--winrm-port", type=int, default=0, help="default: any free port")
-    serve.add_argument("--speed", type=float, default=60.0, help="lab minutes per real second while serving (default 60)")
+    serve.add_argument("--speed", type=_speed, default=60.0, help="lab minutes per real second while serving (default 60)")
     serve.add_argument(
         "--tls", action="store_true", help="serve Graph over HTTPS (HTTP/2 to clients that offer it) with a self-signed certificate it prints the CA bundle of"
     )
     return lab
+
+
+def _speed(text):
+    """Lab minutes per real second: a finite number above 0 (``nan`` and ``inf`` are numbers to float())."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of lab minutes per second above 0")
+    return value
 
 
 def run(args, out, err):

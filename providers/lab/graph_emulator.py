@@ -419,6 +419,11 @@ class GraphEmulator:
 
     # ------------------------------------------------------------------ requests
 
+    @staticmethod
+    def internal_error(exc):
+        """The answer to a request the emulator itself failed on: a 500, as Graph's own."""
+        return _error(500, "InternalServerError", f"emulator error: {type(exc).__name__}: {exc}")
+
     def handle(self, method, target, headers, body):
         """One top-level HTTP request; returns a :class:`_Reply`."""
         self._count("http_requests")

@@ -111,9 +111,7 @@ def _answer(conn, emulator, stream_id, headers, body, pending):
     try:
         reply = emulator.handle(headers[":method"], headers[":path"], message, body)
     except Exception as exc:  # noqa: BLE001 - an emulator bug answers 500, as in HTTP/1.1
-        from providers.lab.graph_emulator import _error
-
-        reply = _error(500, "InternalServerError", f"emulator error: {type(exc).__name__}: {exc}")
+        reply = emulator.internal_error(exc)
     if reply.drop:
         import h2.errors
 

@@ -1,4 +1,5 @@
-"""The ``syncprep`` command: one module per verb, :mod:`.options` for what they share.
+"""The ``syncprep`` command: one module per verb, :mod:`.options` for what they share,
+:mod:`.command` for the parser and ``main`` (the entry point, ``reconciler.cli.command:main``).
 
 Exit codes: 0 success (for ``plan --detailed-exitcode``: no changes), 1 error,
 2 changes present (``plan --detailed-exitcode``), 4 ``apply`` done but a targeted
@@ -7,87 +8,7 @@ Known errors are one line each on stderr, never a traceback.
 
 Heavy imports (the planner's deepdiff, the real providers' SDKs) happen inside
 the verbs that need them, so ``syncprep --help`` stays fast. The lab's verbs live
-beside the lab, in :mod:`providers.lab.cli`.
+beside the lab, in :mod:`providers.lab.cli`. This file imports nothing: a verb that
+imports a sibling (``from reconciler.cli import targetstate``) runs it first, and an
+import here would make a circle with every verb.
 """
-
-from __future__ import annotations
-
-import os
-import sys
-
-from reconciler import __version__
-from reconciler.cli import apply, completion, drift, export, plan, show, sync, unlock, validate
-from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, error_line, escape, make_console, merge_common
-from reconciler.errors import ConfigError, ReconcilerError
-
-
-def _verbs():
-    from providers.lab import cli as lab
-
-    return [validate, plan, show, drift, apply, sync, unlock, export, lab, completion]
-
-
-def build_parser():
-    """The whole command line: each verb adds its own parser."""
-    parents = Parents()
-    parser = Parser(
-        prog="syncprep",
-        description="Plan and apply the preparation of an Entra Connect hybrid Exchange environment for third-party mailbox migration.",
-        parents=[parents.top],
-    )
-    parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for verb in _verbs():
-        verb.add_parser(commands, parents).set_defaults(run=verb.run)
-    return parser
-
-
-def main(argv=None):
-    from reconciler.interrupts import stop_signals
-
-    args = merge_common(build_parser().parse_args(argv))
-    for stream in (sys.stdout, sys.stderr):
-        tolerate_encoding(stream)
-    no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
-    out = make_console(no_color)
-    err = make_console(no_color, stderr=True)
-    try:
-        configure_logging(args)
-        # SIGTERM, and Ctrl-Break on Windows, take Ctrl-C's road: the apply's brackets hold.
-        with stop_signals():
-            return args.run(args, out, err)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(error_line(problem))
-        return EXIT_ERROR
-    except ReconcilerError as exc:
-        err.print(error_line(str(exc)))
-        return EXIT_ERROR
-    except OSError as exc:
-        # A path given on the command line that cannot be read or written.
-        where = exc.filename if exc.filename is not None else "file"
-        err.print(error_line(f"{where}: {exc.strerror or exc}"))
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]")
-        return EXIT_INTERRUPTED
-
-
-def tolerate_encoding(stream):
-    """A name the console's code page cannot encode (Windows PowerShell 5.1 redirected to a file:
-    cp1252; a C locale: ASCII) is written as '?' rather than ending the command in a traceback.
-    -o FILE writes UTF-8 whatever the console's encoding."""
-    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-    if encoding != "utf8" and hasattr(stream, "reconfigure"):
-        stream.reconfigure(errors="replace")
-
-
-def configure_logging(args):
-    """Diagnostics as -v, --log-level, --log-file and SYNCPREP_LOG say (WARNING and stderr otherwise)."""
-    from reconciler.cli import logs
-
-    logs.configure(logs.level_for(args.verbose, args.log_level), log_file=args.log_file)
-
-
-# The name tests and older callers import.
-_parser = build_parser

@@ -30,9 +30,8 @@ def add_parser(commands, parents):
 
 
 def run(args, out, err):
-    from reconciler.cli import build_parser
-
-    tree = command_tree(build_parser())
+    # The whole parser, which main hands to every verb (completion is one of its verbs).
+    tree = command_tree(args.whole_parser)
     out.file.write(bash_script(tree) if args.shell == "bash" else powershell_script(tree))
     return EXIT_OK
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import TARGET_ENV, Output, add_output_option, check_output, open_target, verb_parser
+from reconciler.cli.options import TARGET_ENV, Output, add_output_option, check_output, lab_files, open_target, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "drift"
@@ -34,7 +34,7 @@ def run(args, out, err):
 
     if args.mask_users and not args.markdown:
         raise ReconcilerError("--mask-users goes with --markdown")
-    inputs = {"the desired-state file": args.file, "the lab file": args.lab}
+    inputs = {"the desired-state file": args.file, **lab_files(args.lab)}
     check_output(args, inputs)
     desired = load_desired(args.file)
     target = open_target(desired, args, err)
@@ -49,7 +49,7 @@ def run(args, out, err):
         from attrs import evolve
 
         report = evolve(report, interrupted=interrupted)
-    inputs["the lab file"] = getattr(target, "path", None) or args.lab
+    inputs.update(lab_files(getattr(target, "path", None) or args.lab))
     with Output(args, out, err, inputs) as console:
         if args.json:
             print_json(console, report.to_dict())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_OK, TARGET_ENV, escape, open_target, verb_parser
+from reconciler.cli.options import EXIT_OK, TARGET_ENV, escape, lab_files, open_target, verb_parser
 
 NAME = "export"
 
@@ -28,7 +28,7 @@ def run(args, out, err):
         from reconciler.files import refuse_inputs, refuse_symlink
 
         refuse_symlink(args.output)
-        refuse_inputs(args.output, {"the desired-state file": args.source, "the lab file": args.lab})
+        refuse_inputs(args.output, {"the desired-state file": args.source, **lab_files(args.lab)})
     spec, target = _source(args, err)
     try:
         observed = observe_for_export(target)
@@ -38,7 +38,7 @@ def run(args, out, err):
     if args.output:
         from reconciler.files import write_private
 
-        inputs = {"the desired-state file": args.source, "the lab file": getattr(target, "path", None)}
+        inputs = {"the desired-state file": args.source, **lab_files(getattr(target, "path", None))}
         write_private(args.output, text, inputs)
         err.print(f"Wrote {escape(args.output)}; 'syncprep plan {escape(args.output)}' shows no changes.")
     else:
@@ -53,7 +53,7 @@ def _source(args, err):
 
         desired = load_desired(args.source)
         return desired.target, open_target(desired, args, err)
-    from providers.lab import open_lab_target
+    from providers.lab.provider import open_lab_target
     from reconciler.desired import TargetSpec
 
     return (TargetSpec(lab=args.lab) if args.lab else None), open_lab_target(args.lab)

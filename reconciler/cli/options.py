@@ -278,7 +278,7 @@ def open_named_or_lab(path, args, err):
         from reconciler.loader import load_desired
 
         return open_target(load_desired(path), args, err)
-    from providers.lab import open_lab_target
+    from providers.lab.provider import open_lab_target
 
     if getattr(args, "state", None) not in (None, "local"):
         raise ReconcilerError(f"--state {args.state}: name the desired-state file whose [state] says where (the lab alone keeps its state locally)")
@@ -296,11 +296,20 @@ def scripts_of(plan, target):
     return scripts
 
 
+def lab_files(path):
+    """The lab file and its change log (beside it): inputs no output may replace."""
+    if not path:
+        return {"the lab file": None}
+    from providers.lab.store import changes_path
+
+    return {"the lab file": path, "the lab file's change log": str(changes_path(path))}
+
+
 def report_inputs(args, target=None):
     """The files a ``--report`` must never replace: the command's inputs and outputs."""
     return {
         "the desired-state file": getattr(args, "desired", None) or args.file,
         "the plan file": args.file,
         "the plan written by -out": getattr(args, "out", None),
-        "the lab file": getattr(target, "path", None) or getattr(args, "lab", None),
+        **lab_files(getattr(target, "path", None) or getattr(args, "lab", None)),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, TARGET_ENV, Output, verb_parser, add_output_option, check_output, escape, open_target, report_inputs, scripts_of
+from reconciler.cli.options import EXIT_CHANGES, EXIT_OK, TARGET_ENV, Output, verb_parser, add_output_option, check_output, escape, open_target, lab_files, report_inputs, scripts_of
 
 NAME = "plan"
 
@@ -59,7 +59,7 @@ def _inputs(args, target=None):
         "the desired-state file": args.file,
         "the plan written by -out": args.out,
         "the report": args.report,
-        "the lab file": getattr(target, "path", None) or getattr(args, "lab", None),
+        **lab_files(getattr(target, "path", None) or getattr(args, "lab", None)),
     }
 
 
@@ -77,7 +77,7 @@ def _check_outputs(args):
         from reconciler.files import refuse_inputs, refuse_symlink
 
         refuse_symlink(args.out)
-        refuse_inputs(args.out, {"the desired-state file": args.file})
+        refuse_inputs(args.out, {"the desired-state file": args.file, **lab_files(getattr(args, "lab", None))})
     if args.report:
         from reconciler import report as report_file
 
@@ -98,7 +98,7 @@ def _save(args, plan, desired, observed, scripts, target, err):
     from reconciler import savedplan
 
     saved = savedplan.make_saved(plan, desired, observed, scripts, target.key, signing_key=savedplan.signing_key(), plan_path=args.out)
-    savedplan.write(saved, args.out, inputs={"the desired-state file": args.file, "the lab file": getattr(target, "path", None)})
+    savedplan.write(saved, args.out, inputs={"the desired-state file": args.file, **lab_files(getattr(target, "path", None))})
     where = saved.get("desired_ref")
     found = f" (it finds {escape(where['path'])} by its path in the {where['base']}'s folder and checks it by content)" if where else f" --desired {escape(args.file)}"
     err.print(f"Saved the plan to {escape(args.out)}; apply exactly this plan with: syncprep apply {escape(args.out)}{found}")

@@ -76,7 +76,7 @@ def install(oplog_path, kill):
 
 
 def run(oplog_path, kill, args):
-    from reconciler.cli import main
+    from reconciler.cli.command import main
 
     install(oplog_path, kill)
     return main(args)
