@@ -35,11 +35,11 @@ def same_file(a, b):
 def refuse_inputs(path, inputs):
     """``inputs`` maps a description ("the desired-state file") to a path, or None."""
     for what, other in inputs.items():
-        if other is not None and _same_path(path, other):
+        if other is not None and same_place(path, other):
             raise ReconcilerError(f"{path}: is {what} this command reads; write the output somewhere else (nothing was written)")
 
 
-def _same_path(path, other):
+def same_place(path, other):
     """The same file, or (for one that does not exist yet, such as a change log the command may
     write) the same place."""
     if Path(other).exists():

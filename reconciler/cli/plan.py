@@ -65,14 +65,14 @@ def _inputs(args, target=None):
 
 def _check_outputs(args):
     """Refuse an output path that would replace an input, before anything is observed."""
-    check_output(args, _inputs(args))
     if args.output and args.out:
-        from reconciler.files import same_file
+        from reconciler.files import same_place
 
-        if same_file(args.output, args.out):
+        if same_place(args.output, args.out):
             from reconciler.errors import ReconcilerError
 
             raise ReconcilerError(f"{args.output}: -o and -out name the same file; -out saves the plan for apply, -o the view (nothing was written)")
+    check_output(args, _inputs(args))
     if args.out:
         from reconciler.files import refuse_inputs, refuse_symlink
 
