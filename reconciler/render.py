@@ -302,6 +302,8 @@ def render_lab(console, summary, all_users=False):
     out.print(f"{s['rule_count']} rules in all; last runs: " + ("; ".join(f"{r['connector']} {r['profile']} {r['result']}" for r in s["last_runs"]) or "none"))
     t = summary["tenant"]
     out.print("SKUs: " + ", ".join(f"{k['part_number']} {k['consumed']}/{k['prepaid']}" for k in t["skus"]))
+    if t.get("groups"):
+        out.print("Licensing groups: " + escape(", ".join(f"{g['name']} ({', '.join(g['licenses']) or 'no licence'}; {g['members']} member(s))" for g in t["groups"])))
     users = t["users"] if all_users else t["users"][:40]
     table = Table(title=f"Cloud users ({len(t['users'])}; {t['with_mailbox']} with a mailbox)", title_justify="left")
     for column in ("upn", "synced", "usage loc.", "msExchMailboxGuid", "licences", "mailbox"):

@@ -348,3 +348,44 @@ def test_drift_names_users_missing_from_the_licensing_group_and_group_licences_w
     assert ("licensed without a mailbox", "3 user(s) with a group licence") in whats
     apply_plan(plan_for(desired, target), desired, target)
     assert detect(desired, observe(target, desired), "lab").items == ()
+
+
+def test_several_skus_relicensed_keep_the_plans_an_admin_switched_off(tmp_path):
+    from providers.lab.world import LabSku
+
+    teams = "57ff2da0-773e-42df-b2af-ffb7a2317929"  # not an Exchange plan: the mailbox still comes
+    lab = scenario.build("default")
+    lab.skus.append(LabSku(scenario.EXCHANGESTANDARD_ID, "EXCHANGESTANDARD", prepaid=2))
+    lab.cloud_user("user01@contoso.com").license(scenario.ENTERPRISEPACK_ID).disabled_plans = [teams]
+    lab.assign_license("user05@contoso.com", scenario.EXCHANGESTANDARD_ID, [teams])  # the GUID is in the cloud: no mailbox
+    target = LabTarget(lab)
+    path = with_licences(
+        tmp_path,
+        EXAMPLE,
+        '[[licenses]]\nsku = "ENTERPRISEPACK"\nusers = ["user01@contoso.com", "user02@contoso.com"]\n\n'
+        '[[licenses]]\nsku = "EXCHANGESTANDARD"\nusers = ["user05@contoso.com"]\n',
+    )
+    desired = load_desired(path)
+    plan = plan_for(desired, target)
+    assert {o.upn: o.verdict.value for o in plan.outcomes} == {
+        "user01@contoso.com": "remove and assign again",
+        "user02@contoso.com": "remove and assign again",
+        "user05@contoso.com": "remove and assign again",
+    }
+    apply_plan(plan, desired, target)
+    user01, user05 = lab.cloud_user("user01@contoso.com"), lab.cloud_user("user05@contoso.com")
+    assert user01.license(scenario.ENTERPRISEPACK_ID).disabled_plans == [teams]
+    assert user05.license(scenario.EXCHANGESTANDARD_ID).disabled_plans == [teams]
+    assert lab.mailbox_state(user01) == "present" and lab.mailbox_state(user05) == "present"
+
+
+def test_lab_show_lists_the_licensing_groups(tmp_path, capsys):
+    from reconciler.cli import main
+
+    lab_file = str(tmp_path / "lab.json")
+    assert main(["lab", "init", "--scenario", "group-licensed", "--lab", lab_file]) == 0
+    assert main(["lab", "show", "--lab", lab_file]) == 0
+    assert "Licensing groups: Licensing-E3 (ENTERPRISEPACK; 3 member(s))" in capsys.readouterr().out
+    assert main(["lab", "show", "--json", "--lab", lab_file]) == 0
+    groups = json.loads(capsys.readouterr().out)["tenant"]["groups"]
+    assert [(g["name"], g["licenses"], g["members"]) for g in groups] == [("Licensing-E3", ["ENTERPRISEPACK"], 3)]

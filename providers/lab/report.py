@@ -63,6 +63,10 @@ def lab_summary(lab, path):
         },
         "tenant": {
             "skus": [{"part_number": s.part_number, "sku_id": s.sku_id, "prepaid": s.prepaid, "consumed": consumed.get(s.sku_id, 0)} for s in lab.skus],
+            "groups": [
+                {"name": g.display_name, "id": g.id, "licenses": [sku_names.get(x.sku_id, x.sku_id) for x in g.licenses], "members": len(g.members)}
+                for g in lab.groups
+            ],
             "with_mailbox": sum(1 for u in users if u["mailbox"] == "present"),
             "users": users,
             "deleted": [{"upn": u.upn, "id": u.id, "deleted_at": minute_to_iso(u.deleted_at)} for u in lab.cloud_users if u.deleted_at is not None],
