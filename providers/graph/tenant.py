@@ -529,7 +529,7 @@ class GraphTenant(TenantProvider):
             Item(
                 "POST",
                 f"/users/{user_path(ref.id)}/reprocessLicenseAssignment",
-                {},
+                None,  # the action takes no request body
                 reread=f"/users/{user_path(ref.id)}?$select=id",
                 decide=lambda read: (read.message or "user not found") if read.status == 404 else "again",
             )
