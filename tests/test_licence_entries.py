@@ -380,7 +380,7 @@ def test_several_skus_relicensed_keep_the_plans_an_admin_switched_off(tmp_path):
 
 
 def test_lab_show_lists_the_licensing_groups(tmp_path, capsys):
-    from reconciler.cli import main
+    from reconciler.cli.command import main
 
     lab_file = str(tmp_path / "lab.json")
     assert main(["lab", "init", "--scenario", "group-licensed", "--lab", lab_file]) == 0
