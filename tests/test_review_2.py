@@ -1,6 +1,8 @@
-"""Review 2's findings on the operable CLI (issue 17), each reproduced before its fix."""
+"""Review 2's findings (issues 17 and 19), each reproduced before its fix."""
 
 import os
+import subprocess
+import sys
 import signal
 from pathlib import Path
 
@@ -122,3 +124,57 @@ def test_lab_serve_refuses_a_speed_that_is_not_a_finite_number_above_zero(cli, s
     with pytest.raises(SystemExit) as refused:
         cli("lab", "serve", "--speed", speed)
     assert refused.value.code == 1
+
+
+
+# ---------------------------------------------------------------------------- review 2, finding 1
+
+
+def _checkpointed(path):
+    from providers.lab.provider import open_lab_target
+
+    store.save(scenario.build("default", users=20), path)
+    target = open_lab_target(path)
+    target.lab.advance(1)
+    target.checkpoint()
+    return target
+
+
+def _race(monkeypatch, path, subcommand):
+    real = store._encoded
+    def encoded(lab, last=None):
+        # another syncprep process writes the lab while this one encodes its checkpoint
+        # (after save() compared identities, before it appends)
+        if last is not None:
+            subprocess.run([sys.executable, "-m", "reconciler.cli"] + ["lab", *subcommand, "--lab", str(path)], check=True, capture_output=True)
+            monkeypatch.setattr(store, "_encoded", real)
+        return real(lab, last)
+    monkeypatch.setattr(store, "_encoded", encoded)
+
+
+def test_another_process_writing_the_lab_during_a_checkpoint_leaves_a_lab_that_loads(tmp_path, monkeypatch):
+    path = tmp_path / "lab.json"
+    target = _checkpointed(path)  # the log exists now
+    _race(monkeypatch, path, ["advance", "1"])
+    target.lab.advance(2)
+    target.checkpoint()
+    store.load(path)                      # the lab must still load
+
+
+def test_another_process_writing_the_lab_during_the_first_checkpoint_loses_no_later_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "lab.json"
+    store.save(scenario.build("default", users=20), path)
+    from providers.lab.provider import open_lab_target
+
+    target = open_lab_target(path)
+    target.lab.advance(1)
+    target.checkpoint()                   # writes whole (no log yet)
+    store.changes_path(path).unlink(missing_ok=True)
+    _race(monkeypatch, path, ["scheduler", "pause"])
+    target.lab.advance(7)
+    target.checkpoint()                   # appends the first log line
+    target.lab.server.deletion_threshold = 123
+    target.checkpoint()
+    # the process is killed here (no close): what does the lab file say?
+    loaded = store.load(path)
+    assert loaded.clock == target.lab.clock and loaded.server.deletion_threshold == 123, (loaded.clock, target.lab.clock, loaded.server.deletion_threshold)

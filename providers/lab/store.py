@@ -596,10 +596,15 @@ def save(lab, path):
         else:
             if record is None:
                 return last.identity
-            _append_change(path, last, record)
-            last.head, last.lines, last.sources, last.tree = head, lines, sources, tree
-            last.identity = identity(path)
-            return last.identity
+            # Encoding took a while: another process may have written the lab meanwhile. Then
+            # the log is not ours to append to (it may be gone, or name the old file): write whole.
+            lab_file = last.identity[0]
+            if identity(path) == last.identity and _append_change(path, last, record):
+                last.head, last.lines, last.sources, last.tree = head, lines, sources, tree
+                last.identity = identity(path)
+                if last.identity is None or last.identity[0] != lab_file:
+                    _written.pop(key, None)  # the lab file changed under the append: next time, whole
+                return last.identity
     return _write_whole(path, key, head, lines, sources)
 
 
@@ -750,12 +755,19 @@ def _append_change(path, last, record):
         head = _encoder.encode({"format": CHANGES_FORMAT, "version": VERSION, "lab_file": last.check}) + b"\n"
         _write_atomically(log, [head, record])
         last.log_size = len(head) + len(record)
-        return
-    with open(log, "ab") as fh:
+        return True
+    try:
+        # Never O_CREAT: a log that is gone was removed by a whole write of another process,
+        # and a log made here would have no header line (the lab would be refused).
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return False
+    with os.fdopen(fd, "ab") as fh:
         fh.write(record)
         fh.flush()
         os.fsync(fh.fileno())
     last.log_size += len(record)
+    return True
 
 
 class _Changes:
