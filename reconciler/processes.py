@@ -29,15 +29,20 @@ ERROR_ACCESS_DENIED = 5
 ERROR_INVALID_PARAMETER = 87
 
 
+#: The largest pid each kind of system can give: a C int on POSIX, a DWORD on Windows.
+_MAX_POSIX_PID, _MAX_WINDOWS_PID = 2**31 - 1, 2**32 - 1
+
+
 def pid_alive(pid, platform=None, kernel32=None, get_last_error=None):
     """Whether process ``pid`` of this host runs. ``platform`` defaults to :data:`PLATFORM`."""
     try:
         pid = int(pid)
     except (TypeError, ValueError):
         return False
-    if pid <= 0:
-        return False
-    if (platform or PLATFORM) == "win32":
+    windows = (platform or PLATFORM) == "win32"
+    if pid <= 0 or pid > (_MAX_WINDOWS_PID if windows else _MAX_POSIX_PID):
+        return False  # no process can have it (os.kill would raise OverflowError, ctypes ArgumentError)
+    if windows:
         return _alive_windows(pid, kernel32, get_last_error)
     return _alive_posix(pid)
 

@@ -178,3 +178,15 @@ def test_another_process_writing_the_lab_during_the_first_checkpoint_loses_no_la
     # the process is killed here (no close): what does the lab file say?
     loaded = store.load(path)
     assert loaded.clock == target.lab.clock and loaded.server.deletion_threshold == 123, (loaded.clock, target.lab.clock, loaded.server.deletion_threshold)
+
+
+def test_a_lock_pid_no_process_can_have_is_not_alive_instead_of_a_traceback():
+    from reconciler.processes import pid_alive
+
+    class Kernel32:
+        def OpenProcess(self, *args):  # noqa: N802 - the Windows name
+            raise AssertionError("a pid no process can have is never asked about")
+
+    assert pid_alive(2**31, platform="linux") is False
+    assert pid_alive(2**40, platform="win32", kernel32=Kernel32(), get_last_error=lambda: 0) is False
+    assert pid_alive(os.getpid(), platform="linux") is True
