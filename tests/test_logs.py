@@ -20,22 +20,6 @@ SECRETS = (TOKEN, PASSWORD, CLIENT_SECRET, COOKIE, BASIC, "AkSession123xyz", "op
 
 
 @pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    # A main() run in-process by an earlier test left warnings captured: undo it, or the
-    # test's captureWarnings(True) is a no-op and warnings go to pytest's recorder instead.
-    logging.captureWarnings(False)
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    logs._installed.clear()
-    root.setLevel(level)
-    logging.captureWarnings(False)
-
-
-@pytest.fixture
 def secret_environment(monkeypatch):
     monkeypatch.setenv("SYNCPREP_WINRM_USERNAME", "admin")
     monkeypatch.setenv("SYNCPREP_WINRM_PASSWORD", PASSWORD)
@@ -70,7 +54,7 @@ ALL_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, loggi
 
 
 @pytest.mark.parametrize("configured", ["debug", "info", "warning", "error"])
-def test_no_secret_reaches_stderr_or_the_log_file_at_any_level(configured, restore_logging, secret_environment, capsys, tmp_path):
+def test_no_secret_reaches_stderr_or_the_log_file_at_any_level(configured, secret_environment, capsys, tmp_path):
     log_file = tmp_path / "syncprep.log"
     logs.configure(logs.LEVELS[configured], log_file=log_file)
     for level in ALL_LEVELS:
@@ -95,7 +79,7 @@ def test_no_secret_reaches_stderr_or_the_log_file_at_any_level(configured, resto
         assert "hpack" not in written and "h2.connection" not in written
 
 
-def test_a_handler_a_library_installed_itself_is_scrubbed_too(restore_logging, secret_environment):
+def test_a_handler_a_library_installed_itself_is_scrubbed_too(secret_environment):
     own = io.StringIO()
     library = logging.getLogger("library.with.own.handler")
     handler = logging.StreamHandler(own)
@@ -109,7 +93,7 @@ def test_a_handler_a_library_installed_itself_is_scrubbed_too(restore_logging, s
     assert "Authorization: ***" in own.getvalue()
 
 
-def test_without_any_switch_warnings_still_show_and_are_scrubbed(restore_logging, secret_environment, capsys):
+def test_without_any_switch_warnings_still_show_and_are_scrubbed(secret_environment, capsys):
     logs.configure(logs.level_for())
     logging.getLogger("azure.identity").info("not shown")
     logging.getLogger("azure.identity").warning("token %s refused", TOKEN)
@@ -117,7 +101,7 @@ def test_without_any_switch_warnings_still_show_and_are_scrubbed(restore_logging
     assert err == "WARNING azure.identity: token *** refused\n"
 
 
-def test_the_log_file_takes_the_level_and_stderr_keeps_the_warnings(restore_logging, capsys, tmp_path):
+def test_the_log_file_takes_the_level_and_stderr_keeps_the_warnings(capsys, tmp_path):
     log_file = tmp_path / "run.log"
     logs.configure(logging.DEBUG, log_file=log_file)
     logging.getLogger("syncprep.apply").debug("step started")
@@ -128,7 +112,7 @@ def test_the_log_file_takes_the_level_and_stderr_keeps_the_warnings(restore_logg
     assert log_file.stat().st_mode & 0o777 == 0o600
 
 
-def test_configuring_again_replaces_the_handlers(restore_logging, capsys):
+def test_configuring_again_replaces_the_handlers(capsys):
     logs.configure(logging.INFO)
     logs.configure(logging.INFO)
     logging.getLogger("syncprep").info("once")
