@@ -37,10 +37,18 @@ SPN_AUTHS = ("negotiate", "kerberos", "ntlm")
 
 def credential_variable_problem(key, name):
     """None if ``name`` may hold the credential ``key`` names, else why not."""
-    base = CREDENTIAL_VARIABLES[key]
+    return variable_name_problem(CREDENTIAL_VARIABLES[key], name)
+
+
+def variable_name_problem(base, name):
+    """None if ``name`` is ``base`` or ``base_<SUFFIX>``, else why not, without ``name`` itself:
+    a value that is not such a name may be the secret, pasted here by mistake, and the error line
+    ends up in CI logs that everyone reads."""
     if isinstance(name, str) and re.fullmatch(rf"{base}(?:_[A-Z0-9]+)*", name):
         return None
-    return f"must be {base} or {base}_<SUFFIX> (upper case), not {name!r}: credentials come only from syncprep's own variables"
+    if isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return f"must be {base} or {base}_<SUFFIX> (upper case), not another variable: credentials come only from syncprep's own variables"
+    return f"must be {base} or {base}_<SUFFIX> (upper case); the value is not a variable name and is not shown (if it is the secret itself, put it in {base} instead)"
 
 
 class RuleKind(enum.Enum):

@@ -30,6 +30,7 @@ from reconciler.desired import (
     RuleKind,
     TargetKind,
     credential_variable_problem,
+    variable_name_problem,
 )
 from reconciler.dn import is_container
 from reconciler.errors import ConfigError
@@ -506,8 +507,8 @@ def check_state(state, target):
             yield "state.container", f"{state.container!r} is not a container name (3 to 63 lower-case letters, digits and single hyphens)"
         if state.auth not in STORAGE_AUTHS:
             yield "state.auth", f"{state.auth!r}: choose one of {', '.join(STORAGE_AUTHS)}"
-        if not re.fullmatch(rf"{STORAGE_TOKEN_ENV}(?:_[A-Z0-9]+)*", state.token_env):
-            yield "state.token_env", f"must be {STORAGE_TOKEN_ENV} or {STORAGE_TOKEN_ENV}_<SUFFIX> (upper case), not {state.token_env!r}"
+        if problem := variable_name_problem(STORAGE_TOKEN_ENV, state.token_env):
+            yield "state.token_env", problem
         if not 15 <= state.lease_seconds <= 60:
             yield "state.lease_seconds", "must be from 15 to 60 (Azure's lease lengths)"
     else:

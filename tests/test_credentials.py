@@ -224,3 +224,44 @@ def test_a_ca_bundle_checks_both_ends_against_the_operator_s_ca(cli, env, tmp_pa
     assert target.tenant._tuning["ca_bundle"] == str(bundle)
     code, _out, err = cli("plan", tmp_path / "x.toml", "--ca-bundle", tmp_path / "missing.pem")
     assert code == 1 and one_line(err) and "missing.pem is not a file" in err
+
+
+# A secret pasted by mistake where a variable's name belongs: the error says what is wrong
+# without the value (review 2). Every ``*_env`` setting of the spec classes is tried, so a new one
+# is covered too.
+PASTED = ("Winter2026!Pa55", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "hunter2", "ghp_0c55repositorytoken")
+STATE_BLOB = '[state]\nbackend = "azureblob"\naccount_url = "https://contosostate.blob.core.windows.net"\ncontainer = "syncprep"\n'
+
+
+def _env_settings():
+    import attrs
+
+    from reconciler.desired import EntraConnectTargetSpec, GraphTargetSpec, StateSpec
+
+    sections = (("graph", GraphTargetSpec), ("entra_connect", EntraConnectTargetSpec), ("state", StateSpec))
+    return [(section, field.name) for section, cls in sections for field in attrs.fields(cls) if field.name.endswith("_env")]
+
+
+def test_every_env_setting_is_checked_here():
+    assert {f"{section}.{key}" for section, key in _env_settings()} == {
+        "graph.token_env",
+        "entra_connect.username_env",
+        "entra_connect.password_env",
+        "state.token_env",
+    }
+
+
+@pytest.mark.parametrize("section, key", _env_settings())
+@pytest.mark.parametrize("pasted", PASTED)
+def test_a_secret_pasted_into_an_env_setting_is_never_echoed(cli, env, tmp_path, section, key, pasted):
+    line = f'{key} = "{pasted}"\n'
+    extra = {"graph": (line, ""), "entra_connect": ("", line)}.get(section, ("", ""))
+    desired = remote_file(tmp_path / "pasted.toml", "https://graph.example.com", 5986, *extra, host="aadc01.contoso.com", ssl="true")
+    if section == "state":
+        desired.write_text(desired.read_text() + STATE_BLOB + line)
+    where = f"target.{section}.{key}" if section != "state" else f"state.{key}"
+    for command in (("validate", desired), ("plan", desired), ("-vv", "plan", desired)):
+        code, out, err = cli(*command)
+        assert code == 1 and one_line(err) and f"{where}: must be SYNCPREP_" in err, (command, err)
+        assert pasted not in out + err, (command, err)
+    assert "not shown" in err or "not another variable" in err
