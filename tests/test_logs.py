@@ -142,3 +142,63 @@ def test_the_most_verbose_request_wins(verbose, option, environ, level):
 def test_an_unknown_level_is_one_line():
     with pytest.raises(ReconcilerError, match=r"^SYNCPREP_LOG='loud': choose debug, info, warning or error$"):
         logs.level_for(environ={"SYNCPREP_LOG": "loud"})
+
+
+@pytest.mark.parametrize("where", ["", "some.http.library", "hpack", "h2", "py.warnings"])
+def test_a_handler_added_after_configure_sees_only_scrubbed_records(where, secret_environment):
+    """A library that installs its handler later (pypsrp's PYPSRP_LOG_CFG runs dictConfig when
+    the WinRM provider imports it) gets no record unscrubbed (review 2, finding 5)."""
+    logs.configure(logging.WARNING)
+    own = io.StringIO()
+    handler = logging.StreamHandler(own)
+    logger = logging.getLogger(where or None)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        for each in ALL_LEVELS:
+            emit_secrets(each)
+            logging.getLogger("hpack.huffman").log(each, "Decoded %s", (b"authorization", f"Bearer {TOKEN}".encode()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            logging.captureWarnings(False)
+            logging.captureWarnings(True)
+            warnings.warn(f"retrying with Authorization: Bearer {TOKEN} and password {PASSWORD}")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    written = own.getvalue()
+    leaked = [secret for secret in SECRETS if secret in written]
+    assert not leaked, f"secrets through a handler on {where or 'the root'} added after configure: {leaked}"
+    if where in ("", "some.http.library"):
+        assert "the password is *** and the token ***" in written  # the records did get through
+    if where == "py.warnings":
+        assert "UserWarning: retrying with Authorization: ***" in written
+
+
+def test_pypsrp_s_own_log_configuration_is_scrubbed_too(tmp_path):
+    """The review's reproduction, in a process of its own: PYPSRP_LOG_CFG makes pypsrp install a
+    DEBUG handler when it is imported, after syncprep configured logging."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "logcfg.json"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+                "loggers": {"pypsrp": {"level": "DEBUG", "handlers": ["console"]}},
+            }
+        )
+    )
+    script = (
+        "import logging\nfrom reconciler.cli import logs\nlogs.configure(logging.WARNING)\nimport pypsrp.wsman\n"
+        f"logging.getLogger('pypsrp.wsman').debug('auth password=%s header Authorization: Basic %s', {PASSWORD!r}, {BASIC!r})\n"
+    )
+    environ = dict(os.environ, PYPSRP_LOG_CFG=str(config), SYNCPREP_WINRM_USERNAME="admin", SYNCPREP_WINRM_PASSWORD=PASSWORD)
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
+    assert "auth password=*** header Authorization: ***" in done.stderr
+    assert PASSWORD not in done.stderr and BASIC not in done.stderr

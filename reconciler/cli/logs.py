@@ -7,12 +7,14 @@ WARNING: a library's warning is still shown, as Python would show it, but scrubb
 Records go to stderr, or with ``--log-file FILE`` to that file (created 0600: records
 name users), with warnings and worse on stderr as well.
 
-Every handler (ours, and any a library installed before) has the same :class:`Redact`
-filter in front of it, so no record leaves unscrubbed at any level: credentials
+Every record is scrubbed as it is made (a wrapped record factory), so no handler, also one
+a library adds later, sees it unscrubbed, at any level; and every handler that exists when
+logging is configured has the same :class:`Redact` filter in front of it (for records made
+another way, e.g. ``logging.makeLogRecord``): credentials
 (Authorization and Cookie headers, bearer tokens, JWTs, passwords in query strings,
 the values of the credential variables) are masked, and the HTTP/2 libraries' records,
 which hold header blocks (encoded, where a token cannot be masked), are dropped at every
-level. Python's ``warnings`` go through logging too, and so through the filter.
+level (a handler added later sees only that one was made, not its text). Python's ``warnings`` go through logging too, and so through the filter.
 """
 
 from __future__ import annotations
@@ -55,23 +57,61 @@ def _parse(text, where):
         raise ReconcilerError(f"{where}={text!r}: choose debug, info, warning or error") from None
 
 
+#: What a record of the HTTP/2 libraries says instead when a handler sees it at all.
+HEADER_BLOCK_TEXT = "(an HTTP/2 library record: not shown, it may hold a header block)"
+
+
+def scrub_record(record):
+    """Rewrite ``record`` in place without credentials (message, arguments, traceback, stack).
+    An HTTP/2 library's record loses all its text; False for it (a filter drops it)."""
+    if record.name.split(".")[0] in HEADER_BLOCK_LOGGERS:
+        record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = HEADER_BLOCK_TEXT, None, None, None, None
+        return False
+    record.msg = scrub(_message(record))
+    record.args = None
+    if record.exc_info:
+        record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = scrub(record.exc_text)
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
+    return True
+
+
+def _message(record):
+    try:
+        return record.getMessage()
+    except Exception:  # a record whose arguments do not fit its format: a handler would say so, the caller must not see it
+        return f"{record.msg!s} (arguments that did not fit the format: {record.args!r})"
+
+
 class Redact(logging.Filter):
-    """Rewrites each record without credentials (message, arguments, traceback, stack);
-    drops the HTTP/2 libraries' records."""
+    """Rewrites each record without credentials; drops the HTTP/2 libraries' records."""
 
     def filter(self, record):
-        if record.name.split(".")[0] in HEADER_BLOCK_LOGGERS:
-            return False
-        record.msg = scrub(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = scrub(record.exc_text)
-        if record.stack_info:
-            record.stack_info = scrub(record.stack_info)
-        return True
+        return scrub_record(record)
+
+
+class _ScrubbedRecords:
+    """The record factory, wrapped: each record is scrubbed as it is made, before any logger
+    filter or handler sees it, so a handler a library adds after :func:`configure` (pypsrp's
+    ``PYPSRP_LOG_CFG``, spnego's ``PYSPNEGO_LOG_CFG``, a ``basicConfig``) gets only scrubbed
+    records too. Handler filters cannot do that: they sit only on the handlers that exist when
+    they are added."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __call__(self, *args, **kwargs):
+        record = self.make(*args, **kwargs)
+        scrub_record(record)
+        return record
+
+
+def _scrub_records_as_they_are_made():
+    if not isinstance(logging.getLogRecordFactory(), _ScrubbedRecords):
+        logging.setLogRecordFactory(_ScrubbedRecords(logging.getLogRecordFactory()))
 
 
 class _Stderr(logging.StreamHandler):
@@ -110,6 +150,7 @@ def configure(level=logging.WARNING, log_file=None):
     root.setLevel(level)
     logging.captureWarnings(True)
     quiet_header_blocks()
+    _scrub_records_as_they_are_made()
     for handler in _every_handler():
         if not any(isinstance(f, Redact) for f in handler.filters):
             handler.addFilter(redact)
