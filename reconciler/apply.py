@@ -131,6 +131,7 @@ def apply_plan(
     journal=None,
     until=None,
     retries=3,
+    command="apply",
 ):
     """Run ``plan`` against ``target``. Returns an :class:`ApplyReport`; raises only
     :class:`ApplyError` for a precondition that stops the apply before any change.
@@ -141,6 +142,7 @@ def apply_plan(
     ``until`` (an aware datetime, on the target's clock) starts no step that cannot
     finish before it. A :class:`~reconciler.errors.TransientError` is retried up to
     ``retries`` times with backoff, after observing again what is left to do.
+    ``command`` is the kind of run the journal records ("apply", or "sync POLICY").
     """
     missing = [a for a in plan.approvals_needed if a not in approvals]
     if missing:
@@ -167,7 +169,7 @@ def apply_plan(
     history = None
     index = 0
     if journal is not None:
-        journal.start(plan_checksum(plan), "apply", [s.id for s in steps], threshold_owed=raised_threshold)
+        journal.start(plan_checksum(plan), command, [s.id for s in steps], threshold_owed=raised_threshold)
     last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
     last_sync_id = steps[last_sync].id if last_sync is not None else None
     last_sync_done = False

@@ -46,9 +46,11 @@ def held_error(held, where, abandoned=None):
     """The refusal for a lock ``held`` in ``where``; ``abandoned`` says why it is (or None)."""
     unlock = f"'syncprep force-unlock {held.get('id')}'"
     if abandoned:
+        # A sync's lock is taken over by 'sync --resume', which finishes that sync, not an apply.
+        verb = "sync" if str(held.get("command", "")).startswith("sync ") else "apply"
         return LockedError(
             f"the lock is abandoned ({abandoned}): {holder_text(held)} (the lock is in {where}); it is never taken silently: "
-            f"'syncprep apply --resume' takes over a lock whose process is provably gone, or release it with {unlock}"
+            f"'syncprep {verb} --resume' takes over a lock whose process is provably gone, or release it with {unlock}"
         )
     return LockedError(f"another apply holds the lock: {holder_text(held)} (the lock is in {where}); if it is no longer running, release it with {unlock}")
 

@@ -3,7 +3,7 @@ the same checks, and takes the same lock."""
 
 import pytest
 
-from conftest import EXAMPLE
+from conftest import EXAMPLE, FIGURES
 from providers.lab import scenario
 from providers.lab.provider import LabTarget, LabTenant
 from providers.lab.world import iso_to_minute
@@ -91,3 +91,103 @@ def test_syncprep_sync_refuses_while_a_killed_apply_is_owed_a_resume(tmp_path, m
     before = lab_file.read_bytes()
     assert main(["sync", str(EXAMPLE), "--lab", str(lab_file)]) == 1
     assert lab_file.read_bytes() == before, "no cycle was started"
+
+
+# ---------------------------------------------------------------------------- a killed sync (review 2, finding 8)
+
+
+def _killed_sync(tmp_path, point):
+    from test_faults import fresh_lab, harness
+
+    fresh_lab(tmp_path / "lab.json")
+    killed = harness(tmp_path, point, "sync", EXAMPLE)
+    assert killed.returncode == -9, (point, killed.stdout[-2000:], killed.stderr[-2000:])
+    FIGURES["faults injected"] += 1
+    return tmp_path / "lab.json"
+
+
+def _ops(tmp_path):
+    from test_faults import oplog
+
+    return [op["op"] for op in oplog(tmp_path)]
+
+
+def _left_clean(tmp_path):
+    """No lock left, the journal's last run finished, the scheduler on."""
+    from providers.lab import store
+
+    assert not list(tmp_path.glob("*.lock")), "the lock is released"
+    (journal_path,) = tmp_path.glob("*.journal")
+    assert Journal(journal_path).last_interrupted() is None, "the journal's last run is closed"
+    assert store.load(tmp_path / "lab.json").server.sync_cycle_enabled
+
+
+# before: journalled as started, nothing done; inside: the cycle ran and was saved, the engine
+# never heard of it; boundary: journalled done, killed before the run's end and the lock's release.
+@pytest.mark.parametrize("point", ["before:1", "inside:1", "boundary:1"])
+def test_a_killed_sync_is_finished_by_sync_resume_which_runs_only_its_cycle_again(tmp_path, cli, point):
+    from test_faults import harness
+
+    lab_path = _killed_sync(tmp_path, point)
+    code, _out, err = cli("plan", EXAMPLE, "--lab", lab_path)
+    assert "the last sync (run" in err and "'syncprep sync --resume' runs its cycle again" in err and "apply --resume" not in err, err
+    code, _out, err = cli("sync", EXAMPLE, "--lab", lab_path)
+    assert code == 1 and "'syncprep sync --resume' takes over" in err, err
+    done_before = len(_ops(tmp_path))
+    resumed = harness(tmp_path, "none", "sync", EXAMPLE, "--resume")
+    FIGURES["runs resumed"] += 1
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "took over the lock" in resumed.stderr and "this sync runs the cycle again" in resumed.stderr
+    assert "Initial cycle" in resumed.stdout and "Traceback" not in resumed.stderr
+    assert _ops(tmp_path)[done_before:] == ["RunSyncCycle"], "one cycle again, and nothing else (no rule, scheduler or licence)"
+    _left_clean(tmp_path)
+    code, _out, err = cli("plan", EXAMPLE, "--lab", lab_path)
+    assert "interrupted" not in err, err
+    assert cli("sync", EXAMPLE, "--lab", lab_path, "--policy", "Delta")[0] == 0
+    assert cli("sync", EXAMPLE, "--lab", lab_path, "--resume")[1] == "Nothing to resume: the last sync on this target finished.\n"
+
+
+def test_sync_resume_runs_the_killed_sync_s_own_policy(tmp_path):
+    from test_faults import fresh_lab, harness
+
+    fresh_lab(tmp_path / "lab.json")
+    assert harness(tmp_path, "boundary:1", "sync", EXAMPLE, "--policy", "Delta").returncode == -9
+    resumed = harness(tmp_path, "none", "sync", EXAMPLE, "--resume")
+    assert resumed.returncode == 0 and "Delta cycle" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+
+
+def test_apply_resume_after_a_killed_sync_applies_nothing_and_releases_the_lock(tmp_path, cli):
+    from test_faults import harness
+
+    lab_path = _killed_sync(tmp_path, "inside:1")
+    before, done_before = lab_path.read_bytes(), len(_ops(tmp_path))
+    resumed = harness(tmp_path, "none", "apply", EXAMPLE, "--resume", "--auto-approve")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "Nothing to resume for apply: the last sync (run" in resumed.stdout and "sync --resume" in resumed.stdout
+    assert _ops(tmp_path)[done_before:] == [] and lab_path.read_bytes() == before, "no rule deleted, no licence touched"
+    assert not list(tmp_path.glob("*.lock")), "the dead sync's lock is released"
+
+
+def test_sync_resume_never_takes_over_a_killed_apply_s_lock(tmp_path, cli):
+    from test_faults import fresh_lab, harness
+
+    fresh_lab(tmp_path / "lab.json")
+    assert harness(tmp_path, "boundary:2", "apply", EXAMPLE, "--auto-approve").returncode == -9
+    FIGURES["faults injected"] += 1
+    (lock,) = tmp_path.glob("*.lock")
+    held, before = lock.read_bytes(), (tmp_path / "lab.json").read_bytes()
+    code, _out, err = cli("sync", EXAMPLE, "--lab", tmp_path / "lab.json", "--resume")
+    assert code == 1 and "the last apply (run" in err and "finish it with 'syncprep apply --resume' first; no cycle was started" in err, err
+    assert lock.read_bytes() == held and (tmp_path / "lab.json").read_bytes() == before
+    code, _out, err = cli("sync", EXAMPLE, "--lab", tmp_path / "lab.json")
+    assert code == 1 and "'syncprep apply --resume' takes over" in err, err
+
+
+def test_a_sync_journalled_before_runs_had_kinds_is_known_by_its_step():
+    from reconciler.journal import Interrupted
+    from reconciler.sync import is_sync_run, policy_of
+
+    legacy = Interrupted("r", "2026-12-04T20:00:00Z", "sync.on-demand", False, "apply")
+    assert is_sync_run(legacy) and policy_of(legacy) is SyncPolicy.INITIAL
+    assert not is_sync_run(Interrupted("r", "2026-12-04T20:00:00Z", "sync.initial", False, "apply"))
+    assert policy_of(Interrupted("r", "2026-12-04T20:00:00Z", "sync.on-demand", False, "sync Delta")) is SyncPolicy.DELTA

@@ -69,7 +69,7 @@ def run(args, out, err):
     try:
         with targetstate.lock(target, f"apply {args.file}", take_over_dead=args.resume) as lock:
             if lock.taken_over:
-                err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted apply (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
+                err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted run (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
             return _locked(args, out, err, target, desired, saved, lock)
     finally:
         target.close()
@@ -93,6 +93,12 @@ def _locked(args, out, err, target, desired, saved, lock):
     target.refresh()
     journal = Journal(targetstate.backend(target))
     interrupted = journal.last_interrupted()
+    if args.resume and interrupted is not None and _a_sync_s(interrupted):
+        out.print(
+            f"Nothing to resume for apply: {escape(targetstate.interrupted_text(interrupted))}, and a sync owes an apply nothing; "
+            "'syncprep sync --resume' runs its cycle again, 'syncprep apply' without --resume applies the desired state."
+        )
+        return EXIT_OK
     if interrupted is not None:
         err.print(f"[yellow]{escape(targetstate.interrupted_text(interrupted))}; this apply observes again and carries on from there[/yellow]")
     elif args.resume:
@@ -121,6 +127,13 @@ def _locked(args, out, err, target, desired, saved, lock):
         err.print("Apply cancelled; nothing was changed.")
         return EXIT_ERROR
     return _carry_out(args, out, plan, desired, target, journal, approvals, until)
+
+
+def _a_sync_s(interrupted):
+    """The interrupted run was a sync on demand, and owes nothing (it never pauses or raises)."""
+    from reconciler.sync import is_sync_run
+
+    return is_sync_run(interrupted) and not interrupted.scheduler_paused and interrupted.threshold_owed is None
 
 
 def _nothing_left(plan, desired, target, journal, interrupted, out):

@@ -32,11 +32,23 @@ def purged(target, observed):
 
 
 def interrupted_text(run):
+    from reconciler.sync import is_sync_run
+
+    verb = "sync" if is_sync_run(run) else "apply"
     paused = "; it had paused the sync scheduler, which is still off" if run.scheduler_paused else ""
     where = f" in step '{run.step}'" if run.step else ""
     how = "was interrupted" if run.killed else "stopped before the end of its plan"
     owed = f"; it had raised the export deletion threshold, which it owes back to {run.threshold_owed}" if run.threshold_owed is not None else ""
-    return f"the last apply (run {run.run}, started {run.started}) {how}{where}{paused}{owed}"
+    return f"the last {verb} (run {run.run}, started {run.started}) {how}{where}{paused}{owed}"
+
+
+def resume_hint(run):
+    """What finishes the interrupted ``run``: its own verb's ``--resume``."""
+    from reconciler.sync import is_sync_run
+
+    if is_sync_run(run):
+        return "'syncprep sync --resume' runs its cycle again (it owes nothing else)"
+    return "'syncprep apply --resume' finishes the job"
 
 
 def warn_interrupted(target, observed, err):
@@ -50,5 +62,5 @@ def warn_interrupted(target, observed, err):
         return None
     still_paused = run.scheduler_paused and not observed.server.scheduler.sync_cycle_enabled
     text = interrupted_text(run if still_paused else evolve(run, scheduler_paused=False))
-    err.print(f"[yellow]warning: {escape(text)}; 'syncprep apply --resume' finishes the job[/yellow]")
+    err.print(f"[yellow]warning: {escape(text)}; {resume_hint(run)}[/yellow]")
     return text

@@ -2,7 +2,8 @@
 
 Usage: python harness.py OPLOG KILL -- syncprep-args...
 
-KILL is ``none``, ``boundary:N`` (after the N-th step is journalled done) or
+KILL is ``none``, ``boundary:N`` (after the N-th step is journalled done),
+``before:N`` (as the N-th provider call starts: nothing of it done) or
 ``inside:N`` (inside the N-th provider call: its effect is saved, the engine has
 not recorded it). Every provider write is appended to OPLOG (one JSON line,
 fsynced) so the test can prove that nothing was done twice across the kill.
@@ -47,6 +48,9 @@ def install(oplog_path, kill):
         original = cls.apply
 
         def apply(self, operation):
+            if mode == "before" and calls["provider"] + 1 == number:
+                # Journalled as started, not carried out (on a real server the cycle may be running).
+                os.kill(os.getpid(), signal.SIGKILL)
             outcome = original(self, operation)
             record(operation)
             calls["provider"] += 1
