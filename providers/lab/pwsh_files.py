@@ -22,6 +22,7 @@ atomic one by one, which is all the state backend's protocol relies on).
 
 from __future__ import annotations
 
+from providers.lab import pwsh_objects as pw
 from providers.lab.world import LabFile
 
 ADMINISTRATORS = "BUILTIN\\Administrators"
@@ -36,12 +37,6 @@ PROPAGATION = ("None", "NoPropagateInherit", "InheritOnly")
 WILDCARDS = "*?[]"
 
 
-def _interp():
-    from providers.lab import pwsh_interpreter
-
-    return pwsh_interpreter
-
-
 def _key(path):
     return path.replace("/", "\\").rstrip("\\").lower()
 
@@ -52,7 +47,6 @@ def _parent(key):
 
 def _fail(it, message, error_id):
     """A non-terminating error: terminating under -ErrorAction Stop, else to the error stream."""
-    pw = _interp()
     if it.stop:
         raise pw.ScriptError(message, error_id, "Management.Automation.ItemNotFoundException" if "Cannot find" in message else "System.IO.IOException")
     it.sink.error(message)
@@ -68,14 +62,13 @@ def identity(it):
 
 
 def _path(it, cmdlet, named, positional, allow_wildcards=False):
-    pw = _interp()
     literal, path = named.get("literalpath"), named.get("path")
     if path is None and literal is None and positional:
         path = positional.pop(0)
-    pw._no_positional(cmdlet, positional)
+    pw.refuse_positional(cmdlet, positional)
     if (literal is None) == (path is None):
         raise pw.ScriptError(f"{cmdlet}: Parameter set cannot be resolved using the specified named parameters.", "AmbiguousParameterSet")
-    text = pw._only(cmdlet, literal if literal is not None else path, str)
+    text = pw.single_value(cmdlet, literal if literal is not None else path, str)
     if path is not None and not allow_wildcards and any(c in text for c in WILDCARDS):
         raise pw.ScriptError(f"{cmdlet}: the lab refuses wildcard characters in -Path ({text}); use -LiteralPath", "NotSupported")
     if len(text) < 3 or text[1:3] not in (":\\", ":/") or text[0].lower() != "c":
@@ -107,17 +100,15 @@ def _allowed(it, key):
 
 def _check_access(it, text, key):
     if not _allowed(it, key):
-        raise _interp().ScriptError(f"Access to the path '{text}' is denied.", "UnauthorizedAccessException", "System.UnauthorizedAccessException")
+        raise pw.ScriptError(f"Access to the path '{text}' is denied.", "UnauthorizedAccessException", "System.UnauthorizedAccessException")
 
 
 def _item(entry):
-    pw = _interp()
     kind = "System.IO.DirectoryInfo" if entry.directory else "System.IO.FileInfo"
     return pw.PSObj(kind, FullName=entry.path, Name=entry.path.rpartition("\\")[2], Length=None if entry.directory else len(entry.content.encode("utf-8")))
 
 
 def test_path(it, named, positional, _input):
-    pw = _interp()
     path_type = str(named.pop("pathtype", "Any"))
     text = _path(it, "Test-Path", named, positional)
     if path_type.lower() not in ("any", "leaf", "container"):
@@ -133,7 +124,6 @@ def test_path(it, named, positional, _input):
 
 
 def new_item(it, named, positional, _input):
-    pw = _interp()
     kind = str(named.get("itemtype", "File")).lower()
     if kind not in ("file", "directory"):
         raise pw.ScriptError(f"New-Item: the lab makes files and directories only, not '{named.get('itemtype')}'", "NotSupported")
@@ -161,7 +151,7 @@ def new_item(it, named, positional, _input):
         what = "An item with the specified name" if kind == "directory" else "The file"
         return _fail(it, f"{what} '{text}' already exists.", "NewItemIOError,Microsoft.PowerShell.Commands.NewItemCommand")
     value = named.get("value")
-    files[key] = LabFile(text, directory=kind == "directory", content="" if value is None else pw._text(value))
+    files[key] = LabFile(text, directory=kind == "directory", content="" if value is None else pw.as_text(value))
     return [_item(files[key])]
 
 
@@ -175,7 +165,6 @@ def _read(it, cmdlet, named, positional):
 
 
 def get_content(it, named, positional, _input):
-    pw = _interp()
     raw = bool(named.pop("raw", False))
     _encoding(named)
     text, _key_, entry = _read(it, "Get-Content", named, positional)
@@ -191,11 +180,10 @@ def get_content(it, named, positional, _input):
 def _encoding(named):
     encoding = named.pop("encoding", None)
     if encoding is not None and str(encoding).lower() not in ("utf8", "ascii", "unicode", "default"):
-        raise _interp().ScriptError(f"Cannot convert value \"{encoding}\" to type \"Microsoft.PowerShell.Commands.FileSystemCmdletProviderEncoding\".", "InvalidCastException")
+        raise pw.ScriptError(f"Cannot convert value \"{encoding}\" to type \"Microsoft.PowerShell.Commands.FileSystemCmdletProviderEncoding\".", "InvalidCastException")
 
 
 def _write(it, cmdlet, named, positional, append):
-    pw = _interp()
     _encoding(named)
     value = named.pop("value", None)
     text = _path(it, cmdlet, named, positional)
@@ -207,7 +195,7 @@ def _write(it, cmdlet, named, positional, append):
     if _is_folder(it, key):
         raise pw.ScriptError(f"Access to the path '{text}' is denied.", "UnauthorizedAccessException", "System.UnauthorizedAccessException")
     # Each value goes out as a line (CRLF on Windows).
-    lines = "".join(pw._text(v) + "\r\n" for v in pw._enumerate(value))
+    lines = "".join(pw.as_text(v) + "\r\n" for v in pw.as_items(value))
     entry = files.get(key)
     if entry is None:
         files[key] = LabFile(text, content=lines)
@@ -225,7 +213,6 @@ def add_content(it, named, positional, _input):
 
 
 def remove_item(it, named, positional, _input):
-    pw = _interp()
     text, key, entry = _read(it, "Remove-Item", named, positional)
     files = it.lab.server.files
     if key in BUILT_IN_FOLDERS:
@@ -239,13 +226,11 @@ def remove_item(it, named, positional, _input):
 
 
 def _acl_object(directory, identities, protected):
-    pw = _interp()
     rules = [_rule_object(who, "FullControl", "ContainerInherit, ObjectInherit" if directory else "None", "None", "Allow") for who in identities]
     return pw.PSObj(DIRECTORY_SECURITY if directory else FILE_SECURITY, Access=rules, AreAccessRulesProtected=protected)
 
 
 def _rule_object(who, rights, inheritance, propagation, kind):
-    pw = _interp()
     return pw.PSObj(
         ACCESS_RULE,
         IdentityReference=pw.PSObj("System.Security.Principal.NTAccount", Value=who),
@@ -268,7 +253,6 @@ def get_acl(it, named, positional, _input):
 
 
 def set_acl(it, named, positional, _input):
-    pw = _interp()
     acl = named.pop("aclobject", None)
     text, key, entry = _read(it, "Set-Acl", named, positional)
     if entry is None:
@@ -289,7 +273,6 @@ def set_acl(it, named, positional, _input):
 
 def new_object(type_name, args):
     """The objects ``New-Object`` makes for the state backend's ACL; None for another type."""
-    pw = _interp()
     if type_name == DIRECTORY_SECURITY:
         if args:
             raise pw.ScriptError("New-Object: the lab's DirectorySecurity takes no arguments.", "ConstructorNotFound")
@@ -312,7 +295,7 @@ def new_object(type_name, args):
 def _flags(enum, text, members, single=False):
     parts = [p.strip() for p in text.split(",")]
     if (single and len(parts) != 1) or any(p.lower() not in {m.lower() for m in members} for p in parts):
-        raise _interp().ScriptError(
+        raise pw.ScriptError(
             f"Cannot convert value \"{text}\" to type \"System.Security.AccessControl.{enum}\". The possible enumeration values are \"{', '.join(members)}\".",
             "InvalidCastException",
         )
@@ -320,7 +303,6 @@ def _flags(enum, text, members, single=False):
 
 def call_method(it, target, name, args):
     """A method of an ACL object (``SetAccessRuleProtection``, ``AddAccessRule``); NotImplemented otherwise."""
-    pw = _interp()
     if target.type_name not in (DIRECTORY_SECURITY, FILE_SECURITY):
         return NotImplemented
     if name == "setaccessruleprotection" and len(args) == 2 and all(isinstance(a, bool) for a in args):
@@ -336,14 +318,12 @@ def call_method(it, target, name, args):
 
 def call_static(it, type_name, name, args):
     """``[System.Security.Principal.WindowsIdentity]::GetCurrent()``; NotImplemented otherwise."""
-    pw = _interp()
     if type_name.lower() == WINDOWS_IDENTITY.lower() and name == "getcurrent" and not args:
         return pw.PSObj(WINDOWS_IDENTITY, Name=identity(it), AuthenticationType="Kerberos")
     return NotImplemented
 
 
 def cmdlets():
-    pw = _interp()
     return (
         pw.Cmdlet("Test-Path", ("Path", "LiteralPath", "PathType"), run=test_path),
         pw.Cmdlet("New-Item", ("Path", "ItemType", "Value"), ("Force",), run=new_item),

@@ -40,6 +40,7 @@ import uuid
 from attrs import evolve
 
 from providers.lab import pwsh_files, signatures
+from providers.lab.pwsh_objects import Cmdlet, PSObj, ScriptError, as_items, as_text, refuse_positional, single_value
 from reconciler.errors import ProviderError
 from reconciler.model import (
     COMPARISON_OPERATORS,
@@ -75,15 +76,6 @@ ENUMS = {
 from providers.entraconnect.scripts import AAD_EXPORT_ATTRIBUTES, partition_of  # noqa: E402 - one catalogue for both ends
 
 AD_ATTRIBUTES = ("displayName", "mailNickname", "msExchMailboxGuid", "msExchUsageLocation", "objectGUID", "sAMAccountName", "userPrincipalName")
-
-
-class ScriptError(Exception):
-    """A terminating error: the pipeline ends Failed with this message."""
-
-    def __init__(self, message, error_id="RuntimeException", exception_type="Management.Automation.RuntimeException"):
-        super().__init__(" ".join(str(message).split()))
-        self.error_id = error_id
-        self.exception_type = exception_type
 
 
 def _unsupported(node, what="this construct"):
@@ -123,48 +115,6 @@ class PSEnum:
 
     def __str__(self):
         return self.name
-
-
-class PSObj:
-    """A PowerShell object: a type name and ordered, case-insensitive properties."""
-
-    def __init__(self, type_name, **properties):
-        self.type_name = type_name
-        self._props = {}
-        for key, value in properties.items():
-            self[key] = value
-
-    def _key(self, name):
-        lower = name.lower()
-        return next((k for k in self._props if k.lower() == lower), None)
-
-    def has(self, name):
-        return self._key(name) is not None
-
-    def __getitem__(self, name):
-        key = self._key(name)
-        return None if key is None else self._props[key]
-
-    def __setitem__(self, name, value):
-        self._props[self._key(name) or name] = value
-
-    def items(self):
-        return self._props.items()
-
-    def __str__(self):
-        if self.type_name == "System.Management.Automation.PSCustomObject":
-            return "@{" + "; ".join(f"{k}={_text(v)}" for k, v in self._props.items()) + "}"
-        return self.type_name
-
-
-def _text(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, list):
-        return " ".join(_text(v) for v in value)
-    return str(value)
 
 
 # ---------------------------------------------------------------------- lab <-> ADSync objects
@@ -468,7 +418,7 @@ class Interpreter:
         source = next(c for c in kids if c.type == "pipeline")
         body = next(c for c in kids if c.type == "statement_block")
         out = _Capture()
-        for item in _enumerate(self.pipeline(source).value()):
+        for item in as_items(self.pipeline(source).value()):
             self.assign_variable(variable, item)
             out.extend(self.block(body))
         return out
@@ -543,7 +493,7 @@ class Interpreter:
             if part.type == "command":
                 items = self.command(part, items)
             elif index == 0:
-                items = _Capture(_enumerate(self.expression(part)))
+                items = _Capture(as_items(self.expression(part)))
             else:
                 raise _unsupported(part, "an expression after '|'")
         return items
@@ -689,9 +639,9 @@ class Interpreter:
         if op in ("-ne", "-ine"):
             return not _equal(left, right)
         if op in ("-contains", "-icontains"):
-            return any(_equal(item, right) for item in _enumerate(left))
+            return any(_equal(item, right) for item in as_items(left))
         if op in ("-notcontains", "-inotcontains"):
-            return not any(_equal(item, right) for item in _enumerate(left))
+            return not any(_equal(item, right) for item in as_items(left))
         raise _unsupported(node, f"the operator '{op}'")
 
     def cast(self, node):
@@ -706,7 +656,7 @@ class Interpreter:
         type_name = kids[0].text.decode().strip("[]").lower()
         if type_name == "string":
             value = self.expression(kids[1])
-            return "" if value is None else _text(value)
+            return "" if value is None else as_text(value)
         if type_name != "pscustomobject":
             raise _unsupported(node, f"the type [{type_name}]")
         table = _unwrap(kids[1])
@@ -809,7 +759,7 @@ def _typed_property(obj, name, value):
         value = value[0]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ScriptError(
-            f"Exception setting \"{name}\": \"Cannot convert value \"{_text(value)}\" to type \"{net_type}\".\"",
+            f"Exception setting \"{name}\": \"Cannot convert value \"{as_text(value)}\" to type \"{net_type}\".\"",
             "ExceptionWhenSetting",
             "Management.Automation.SetValueInvocationException",
         )
@@ -846,14 +796,6 @@ def _string(node):
 
 # The characters Windows PowerShell's tokenizer takes as a single quote.
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
-
-
-def _enumerate(value):
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return list(value)
-    return [value]
 
 
 def _member(value, name):
@@ -917,55 +859,14 @@ def _wire(item):
     """What goes back to the client for one output object."""
     if item is None or isinstance(item, (str, bool, int)):
         return item
-    return _text(item)
+    return as_text(item)
 
 
 # ---------------------------------------------------------------------- cmdlets
 
 
-class Cmdlet:
-    common = ("OutVariable", "ErrorAction")
-
-    def __init__(self, name, parameters=(), switches=(), mandatory=(), run=None):
-        self.name = name
-        self.names = {p.lower(): p for p in (*parameters, *switches, *self.common)}
-        self.switches = {s.lower() for s in switches}
-        self.mandatory = [m.lower() for m in mandatory]
-        self._run = run
-
-    def parameter(self, given):
-        key = given.lower()
-        if key in self.names:
-            return key
-        if key in {p.lower() for p in signatures.parameter_names(self.name)}:
-            raise ScriptError(f"The lab's PowerShell does not simulate -{given} of {self.name} (a real parameter).", "NotSupported")
-        raise ScriptError(f"A parameter cannot be found that matches parameter name '{given}'.", "NamedParameterNotFound")
-
-    def run(self, interpreter, named, positional, pipeline_input):
-        missing = [self.names[m] for m in self.mandatory if m not in named]
-        if missing:
-            raise ScriptError(
-                f"{self.name}: cannot process command because of one or more missing mandatory parameters: {' '.join(missing)}.",
-                "MissingMandatoryParameter",
-            )
-        return self._run(interpreter, named, positional, pipeline_input)
-
-
-def _no_positional(name, positional):
-    if positional:
-        raise ScriptError(f"{name}: a positional parameter cannot be found that accepts argument '{_text(positional[0])}'.", "PositionalParameterNotFound")
-
-
-def _only(name, value, kind):
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ScriptError(f"{name}: cannot convert '{_text(value)}' to the type the parameter needs.", "ParameterArgumentTransformationError")
-    return value
-
-
 def _guid(name, value):
-    value = _only(name, value, str)
+    value = single_value(name, value, str)
     try:
         uuid.UUID(value)
     except ValueError:
@@ -974,7 +875,7 @@ def _guid(name, value):
 
 
 def _get_scheduler(it, named, positional, _input):
-    _no_positional("Get-ADSyncScheduler", positional)
+    refuse_positional("Get-ADSyncScheduler", positional)
     server = it.lab.server
     return [
         PSObj(
@@ -1001,12 +902,12 @@ def _iso(minute):
 
 
 def _set_scheduler(it, named, positional, _input):
-    _no_positional("Set-ADSyncScheduler", positional)
+    refuse_positional("Set-ADSyncScheduler", positional)
     if "synccycleenabled" in named:
         value = named["synccycleenabled"]
         if not isinstance(value, bool):
             raise ScriptError(
-                f"Cannot process argument transformation on parameter 'SyncCycleEnabled'. Cannot convert value \"{_text(value)}\" to type "
+                f"Cannot process argument transformation on parameter 'SyncCycleEnabled'. Cannot convert value \"{as_text(value)}\" to type "
                 "\"System.Boolean\". Boolean parameters accept only Boolean values and numbers, such as $True, $False, 1 or 0.",
                 "ParameterArgumentTransformationError",
             )
@@ -1015,7 +916,7 @@ def _set_scheduler(it, named, positional, _input):
 
 
 def _get_rule(it, named, positional, _input):
-    _no_positional("Get-ADSyncRule", positional)
+    refuse_positional("Get-ADSyncRule", positional)
     rules = it.lab.server.rules
     if "identifier" in named:
         identifier = _guid("Get-ADSyncRule", named["identifier"])
@@ -1027,29 +928,29 @@ def _get_rule(it, named, positional, _input):
 
 
 def _new_rule(it, named, positional, _input):
-    _no_positional("New-ADSyncRule", positional)
+    refuse_positional("New-ADSyncRule", positional)
     identifier = _guid("New-ADSyncRule", named["identifier"]) if "identifier" in named else str(uuid.uuid4())
     for key in ("precedenceafter", "precedencebefore"):
         if key in named and _guid("New-ADSyncRule", named[key]) != EMPTY_GUID:
             raise ScriptError("The lab's server does not simulate PrecedenceAfter/PrecedenceBefore.", "NotSupported")
     rule = PSObj(
         RULE_TYPE,
-        Name=_only("New-ADSyncRule", named["name"], str),
-        Description=_only("New-ADSyncRule", named.get("description", ""), str),
+        Name=single_value("New-ADSyncRule", named["name"], str),
+        Description=single_value("New-ADSyncRule", named.get("description", ""), str),
         Identifier=identifier,
         Version="1.6.0.0",
-        Direction=PSEnum("Direction", _only("New-ADSyncRule", named["direction"], str)),
-        Precedence=_only("New-ADSyncRule", named.get("precedence", 0), int),
+        Direction=PSEnum("Direction", single_value("New-ADSyncRule", named["direction"], str)),
+        Precedence=single_value("New-ADSyncRule", named.get("precedence", 0), int),
         PrecedenceAfter=EMPTY_GUID,
         PrecedenceBefore=EMPTY_GUID,
         Disabled=bool(named.get("disabled", False)),
         Connector=_guid("New-ADSyncRule", named["connector"]),
-        SourceObjectType=_only("New-ADSyncRule", named["sourceobjecttype"], str),
-        TargetObjectType=_only("New-ADSyncRule", named["targetobjecttype"], str),
-        LinkType=PSEnum("LinkType", _only("New-ADSyncRule", named["linktype"], str)),
+        SourceObjectType=single_value("New-ADSyncRule", named["sourceobjecttype"], str),
+        TargetObjectType=single_value("New-ADSyncRule", named["targetobjecttype"], str),
+        LinkType=PSEnum("LinkType", single_value("New-ADSyncRule", named["linktype"], str)),
         EnablePasswordSync=bool(named.get("enablepasswordsync", False)),
-        SoftDeleteExpiryInterval=_only("New-ADSyncRule", named.get("softdeleteexpiryinterval", 0), int),
-        ImmutableTag=_immutable_tag(_only("New-ADSyncRule", named.get("immutabletag", ""), str)),
+        SoftDeleteExpiryInterval=single_value("New-ADSyncRule", named.get("softdeleteexpiryinterval", 0), int),
+        ImmutableTag=_immutable_tag(single_value("New-ADSyncRule", named.get("immutabletag", ""), str)),
         IsStandardRule=False,
         IsLegacyCustomRule=False,
         ScopeFilter=[],
@@ -1068,10 +969,10 @@ def _the_rule(name, value):
 
 
 def _add_mapping(it, named, positional, _input):
-    _no_positional("Add-ADSyncAttributeFlowMapping", positional)
+    refuse_positional("Add-ADSyncAttributeFlowMapping", positional)
     rule = _the_rule("Add-ADSyncAttributeFlowMapping", named["synchronizationrule"])
-    sources = [_only("Add-ADSyncAttributeFlowMapping", s, str) for s in _enumerate(named.get("source"))]
-    flow_type = PSEnum("FlowType", _only("Add-ADSyncAttributeFlowMapping", named["flowtype"], str))
+    sources = [single_value("Add-ADSyncAttributeFlowMapping", s, str) for s in as_items(named.get("source"))]
+    flow_type = PSEnum("FlowType", single_value("Add-ADSyncAttributeFlowMapping", named["flowtype"], str))
     expression = named.get("expression")
     if flow_type.name == "Direct" and len(sources) != 1:
         raise ScriptError("Add-ADSyncAttributeFlowMapping: a Direct flow needs exactly one -Source.", "InvalidArgument")
@@ -1081,11 +982,11 @@ def _add_mapping(it, named, positional, _input):
         PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.AttributeFlowMapping",
             Source=sources,
-            Destination=_only("Add-ADSyncAttributeFlowMapping", named["destination"], str),
+            Destination=single_value("Add-ADSyncAttributeFlowMapping", named["destination"], str),
             FlowType=flow_type,
             ExecuteOnce=bool(named.get("executeonce", False)),
-            ValueMergeType=PSEnum("ValueMergeType", _only("Add-ADSyncAttributeFlowMapping", named.get("valuemergetype", "Update"), str)),
-            Expression=None if expression is None else _only("Add-ADSyncAttributeFlowMapping", expression, str),
+            ValueMergeType=PSEnum("ValueMergeType", single_value("Add-ADSyncAttributeFlowMapping", named.get("valuemergetype", "Update"), str)),
+            Expression=None if expression is None else single_value("Add-ADSyncAttributeFlowMapping", expression, str),
             MappingSourceAsString=",".join(sources) or expression,
         )
     )
@@ -1096,8 +997,8 @@ def _new_object(it, named, positional, _input):
     type_name = named.get("typename")
     if type_name is None and positional:
         type_name = positional.pop(0)
-    _no_positional("New-Object", positional)
-    args = _enumerate(named.get("argumentlist"))
+    refuse_positional("New-Object", positional)
+    args = as_items(named.get("argumentlist"))
     if str(type_name) == SCOPE_CONDITION_TYPE:
         if len(args) != 3 or not all(isinstance(a, str) for a in args):
             raise ScriptError("New-Object: a ScopeCondition takes three arguments: attribute, value, operator.", "ConstructorNotFound")
@@ -1117,9 +1018,9 @@ def _new_object(it, named, positional, _input):
 
 
 def _add_scope_group(it, named, positional, _input):
-    _no_positional("Add-ADSyncScopeConditionGroup", positional)
+    refuse_positional("Add-ADSyncScopeConditionGroup", positional)
     rule = _the_rule("Add-ADSyncScopeConditionGroup", named["synchronizationrule"])
-    conditions = _enumerate(named["scopeconditions"])
+    conditions = as_items(named["scopeconditions"])
     if not conditions or not all(isinstance(c, PSObj) and c.type_name == SCOPE_CONDITION_TYPE for c in conditions):
         raise ScriptError("Add-ADSyncScopeConditionGroup: -ScopeConditions takes ScopeCondition objects.", "ParameterBindingException")
     rule["ScopeFilter"].append(PSObj("ScopeConditionGroup", ScopeConditionList=list(conditions)))
@@ -1127,9 +1028,9 @@ def _add_scope_group(it, named, positional, _input):
 
 
 def _add_join_group(it, named, positional, _input):
-    _no_positional("Add-ADSyncJoinConditionGroup", positional)
+    refuse_positional("Add-ADSyncJoinConditionGroup", positional)
     rule = _the_rule("Add-ADSyncJoinConditionGroup", named["synchronizationrule"])
-    conditions = _enumerate(named["joinconditions"])
+    conditions = as_items(named["joinconditions"])
     if not conditions or not all(isinstance(c, PSObj) and c.type_name == JOIN_CONDITION_TYPE for c in conditions):
         raise ScriptError("Add-ADSyncJoinConditionGroup: -JoinConditions takes JoinCondition objects.", "ParameterBindingException")
     rule["JoinFilter"].append(PSObj("JoinConditionGroup", JoinConditionList=list(conditions)))
@@ -1137,8 +1038,8 @@ def _add_join_group(it, named, positional, _input):
 
 
 def _add_rule(it, named, positional, pipeline_input):
-    _no_positional("Add-ADSyncRule", positional)
-    objects = _enumerate(named["synchronizationrule"]) if "synchronizationrule" in named else list(pipeline_input or [])
+    refuse_positional("Add-ADSyncRule", positional)
+    objects = as_items(named["synchronizationrule"]) if "synchronizationrule" in named else list(pipeline_input or [])
     if not objects:
         raise ScriptError("Add-ADSyncRule: cannot process command because of one or more missing mandatory parameters: SynchronizationRule.", "MissingMandatoryParameter")
     out = []
@@ -1150,7 +1051,7 @@ def _add_rule(it, named, positional, pipeline_input):
 
 
 def _remove_rule(it, named, positional, _input):
-    _no_positional("Remove-ADSyncRule", positional)
+    refuse_positional("Remove-ADSyncRule", positional)
     if "identifier" in named:
         identifier = _guid("Remove-ADSyncRule", named["identifier"])
     elif "synchronizationrule" in named:
@@ -1165,13 +1066,13 @@ def _remove_rule(it, named, positional, _input):
 
 
 def _get_connector(it, named, positional, _input):
-    _no_positional("Get-ADSyncConnector", positional)
+    refuse_positional("Get-ADSyncConnector", positional)
     connectors = it.lab.server.connectors
     if "identifier" in named:
         identifier = _guid("Get-ADSyncConnector", named["identifier"])
         connectors = [c for c in connectors if c.identifier.lower() == identifier.lower()]
     elif "name" in named:
-        name = _only("Get-ADSyncConnector", named["name"], str)
+        name = single_value("Get-ADSyncConnector", named["name"], str)
         connectors = [c for c in connectors if c.name.lower() == name.lower()]
     else:
         return [connector_object(it.lab, c) for c in connectors]
@@ -1184,15 +1085,15 @@ def _get_cs_object(it, named, positional, _input):
     """Get-ADSyncCSObject -ConnectorIdentifier G -StartIndex N -MaxResultCount M: one page of
     the connector's connector space. Lab assumption: StartIndex and MaxResultCount page
     through it in a stable order (the signature has them; their paging is not documented)."""
-    _no_positional("Get-ADSyncCSObject", positional)
+    refuse_positional("Get-ADSyncCSObject", positional)
     if "connectoridentifier" not in named:
         raise ScriptError("Get-ADSyncCSObject: the lab simulates only -ConnectorIdentifier with -StartIndex and -MaxResultCount.", "NotSupported")
     identifier = _guid("Get-ADSyncCSObject", named["connectoridentifier"])
     connector = it.lab.connector(identifier)
     if connector is None:
         raise ScriptError(f"Get-ADSyncCSObject: the connector {identifier} was not found.", "ObjectNotFound")
-    start = _only("Get-ADSyncCSObject", named.get("startindex", 0), int)
-    count = _only("Get-ADSyncCSObject", named.get("maxresultcount", 1000), int)
+    start = single_value("Get-ADSyncCSObject", named.get("startindex", 0), int)
+    count = single_value("Get-ADSyncCSObject", named.get("maxresultcount", 1000), int)
     objects = it.lab.connector_space(identifier) if connector.kind == "AD" else []
     return [
         PSObj(
@@ -1212,7 +1113,7 @@ def _get_cs_object(it, named, positional, _input):
 
 
 def _add_connector(it, named, positional, _input):
-    _no_positional("Add-ADSyncConnector", positional)
+    refuse_positional("Add-ADSyncConnector", positional)
     obj = named["connector"]
     if isinstance(obj, list) and len(obj) == 1:
         obj = obj[0]
@@ -1238,8 +1139,8 @@ def _add_connector(it, named, positional, _input):
 
 
 def _start_cycle(it, named, positional, _input):
-    _no_positional("Start-ADSyncSyncCycle", positional)
-    policy = PSEnum("PolicyType", _only("Start-ADSyncSyncCycle", named.get("policytype", "Delta"), str))
+    refuse_positional("Start-ADSyncSyncCycle", positional)
+    policy = PSEnum("PolicyType", single_value("Start-ADSyncSyncCycle", named.get("policytype", "Delta"), str))
     chosen = it.lab.server.next_policy if policy.name == "Unspecified" else SyncPolicy(policy.name)
     it.lab.start_cycle(chosen)
     return [PSObj("System.Management.Automation.PSCustomObject", Result="Success")]
@@ -1263,7 +1164,7 @@ def _run_numbers(history):
 
 
 def _run_results(it, named, positional, _input):
-    _no_positional("Get-ADSyncRunProfileResult", positional)
+    refuse_positional("Get-ADSyncRunProfileResult", positional)
     history = list(zip(it.lab.server.run_history, _run_numbers(it.lab.server.run_history)))
     connectors = {c.name: c.identifier for c in it.lab.server.connectors}
     if "connectorid" in named:
@@ -1271,7 +1172,7 @@ def _run_results(it, named, positional, _input):
         history = [(r, n) for r, n in history if connectors.get(r.connector, "").lower() == wanted]
     history.reverse()  # newest first
     if "numberrequested" in named:
-        history = history[: _only("Get-ADSyncRunProfileResult", named["numberrequested"], int)]
+        history = history[: single_value("Get-ADSyncRunProfileResult", named["numberrequested"], int)]
     return [
         PSObj(
             "Microsoft.IdentityManagement.PowerShell.ObjectModel.RunHistory",
@@ -1293,7 +1194,7 @@ def _run_status(it, named, positional, _input):
 
     The lab runs a cycle's steps all at once when it ends, so while a cycle runs the
     AD connector reads as busy (the real server also goes idle between steps)."""
-    _no_positional("Get-ADSyncConnectorRunStatus", positional)
+    refuse_positional("Get-ADSyncConnectorRunStatus", positional)
     if it.lab.server.cycle is None:
         return []
     return [PSObj("System.Management.Automation.PSCustomObject", ConnectorName=it.lab.ad_connector().name, RunState="Busy")]
@@ -1314,7 +1215,7 @@ def _threshold_account(it, cmdlet, named):
     if offered == "AADUserName":
         if "aadusername" not in named:
             raise ScriptError(f"{cmdlet}: cannot process command because of one or more missing mandatory parameters: AADUserName.", "MissingMandatoryParameter")
-        _only(cmdlet, named["aadusername"], str)
+        single_value(cmdlet, named["aadusername"], str)
     elif "aadcredential" not in named:
         # Lab assumption: without a credential the cmdlet prompts for one; with no
         # interactive host a remote session cannot answer (the real one may hang).
@@ -1322,7 +1223,7 @@ def _threshold_account(it, cmdlet, named):
 
 
 def _get_threshold(it, named, positional, _input):
-    _no_positional("Get-ADSyncExportDeletionThreshold", positional)
+    refuse_positional("Get-ADSyncExportDeletionThreshold", positional)
     _threshold_account(it, "Get-ADSyncExportDeletionThreshold", named)
     threshold = it.lab.server.deletion_threshold
     # Lab assumption: a disabled threshold answers DeletionPrevention 0 and still holds
@@ -1338,14 +1239,14 @@ def _get_threshold(it, named, positional, _input):
 
 
 def _enable_threshold(it, named, positional, _input):
-    _no_positional("Enable-ADSyncExportDeletionThreshold", positional)
+    refuse_positional("Enable-ADSyncExportDeletionThreshold", positional)
     _threshold_account(it, "Enable-ADSyncExportDeletionThreshold", named)
-    it.lab.set_deletion_threshold(_only("Enable-ADSyncExportDeletionThreshold", named["deletionthreshold"], int))
+    it.lab.set_deletion_threshold(single_value("Enable-ADSyncExportDeletionThreshold", named["deletionthreshold"], int))
     return []
 
 
 def _disable_threshold(it, named, positional, _input):
-    _no_positional("Disable-ADSyncExportDeletionThreshold", positional)
+    refuse_positional("Disable-ADSyncExportDeletionThreshold", positional)
     _threshold_account(it, "Disable-ADSyncExportDeletionThreshold", named)
     it.lab.set_deletion_threshold(None)
     return []
@@ -1355,8 +1256,8 @@ def _get_command(it, named, positional, _input):
     name = named.get("name")
     if name is None and positional:
         name = positional.pop(0)
-    _no_positional("Get-Command", positional)
-    name = _only("Get-Command", name, str)
+    refuse_positional("Get-Command", positional)
+    name = single_value("Get-Command", name, str)
     cmdlet = CMDLETS.get(name.lower())
     if cmdlet is None or ("-adsync" in name.lower() and "adsync" not in it.imported):
         raise ScriptError(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program.", "CommandNotFoundException")
@@ -1373,9 +1274,9 @@ def _get_command(it, named, positional, _input):
 
 
 def _convert_to_json(it, named, positional, pipeline_input):
-    _no_positional("ConvertTo-Json", positional)
-    items = _enumerate(named["inputobject"]) if "inputobject" in named else list(pipeline_input or [])
-    depth = _only("ConvertTo-Json", named.get("depth", 2), int)
+    refuse_positional("ConvertTo-Json", positional)
+    items = as_items(named["inputobject"]) if "inputobject" in named else list(pipeline_input or [])
+    depth = single_value("ConvertTo-Json", named.get("depth", 2), int)
     value = items[0] if len(items) == 1 else items
     if not items:
         return []
@@ -1401,15 +1302,15 @@ def _jsonable(value, level, depth):
 
 
 def _where(it, named, positional, pipeline_input):
-    _no_positional("Where-Object", positional)
+    refuse_positional("Where-Object", positional)
     if "eq" not in named or "property" not in named or "value" not in named:
         raise ScriptError("The lab's Where-Object supports only -Property P -EQ -Value V.", "NotSupported")
-    prop = _only("Where-Object", named["property"], str)
+    prop = single_value("Where-Object", named["property"], str)
     return [item for item in pipeline_input or [] if _equal(_member(item, prop), named["value"])]
 
 
 def _get_date(it, named, positional, _input):
-    _no_positional("Get-Date", positional)
+    refuse_positional("Get-Date", positional)
     if str(named.get("format", "")).lower() != "o":
         raise ScriptError("The lab's Get-Date supports only -Format o.", "NotSupported")
     moment = _minute_datetime(it.lab.now)
@@ -1420,8 +1321,8 @@ def _import_module(it, named, positional, _input):
     name = named.get("name")
     if name is None and positional:
         name = positional.pop(0)
-    _no_positional("Import-Module", positional)
-    name = _only("Import-Module", name, str)
+    refuse_positional("Import-Module", positional)
+    name = single_value("Import-Module", name, str)
     if name.lower() != "adsync":
         raise ScriptError(f"Import-Module : The specified module '{name}' was not loaded because no valid module file was found in any module directory.", "Modules_ModuleNotFound")
     it.imported.add("adsync")
@@ -1432,10 +1333,10 @@ def _write_error(it, named, positional, _input):
     message = named.get("message")
     if message is None and positional:
         message = positional.pop(0)
-    _no_positional("Write-Error", positional)
+    refuse_positional("Write-Error", positional)
     if it.stop:
-        raise ScriptError(_text(message), "Microsoft.PowerShell.Commands.WriteErrorException", "Management.Automation.RuntimeException")
-    it.sink.error(_text(message))
+        raise ScriptError(as_text(message), "Microsoft.PowerShell.Commands.WriteErrorException", "Management.Automation.RuntimeException")
+    it.sink.error(as_text(message))
     return []
 
 
