@@ -1017,24 +1017,21 @@ def _new_object(it, named, positional, _input):
     raise ScriptError(f"The lab's PowerShell creates only {SCOPE_CONDITION_TYPE} and {JOIN_CONDITION_TYPE} objects, not '{type_name}'.", "NotSupported")
 
 
-def _add_scope_group(it, named, positional, _input):
-    refuse_positional("Add-ADSyncScopeConditionGroup", positional)
-    rule = _the_rule("Add-ADSyncScopeConditionGroup", named["synchronizationrule"])
-    conditions = as_items(named["scopeconditions"])
-    if not conditions or not all(isinstance(c, PSObj) and c.type_name == SCOPE_CONDITION_TYPE for c in conditions):
-        raise ScriptError("Add-ADSyncScopeConditionGroup: -ScopeConditions takes ScopeCondition objects.", "ParameterBindingException")
-    rule["ScopeFilter"].append(PSObj("ScopeConditionGroup", ScopeConditionList=list(conditions)))
-    return [rule]
+def _condition_group(kind, condition_type):
+    """Add-ADSyncScopeConditionGroup or Add-ADSyncJoinConditionGroup (``kind`` Scope or Join):
+    one more group of ``condition_type`` objects in the rule's ScopeFilter or JoinFilter."""
+    cmdlet = f"Add-ADSync{kind}ConditionGroup"
 
+    def add(it, named, positional, _input):
+        refuse_positional(cmdlet, positional)
+        rule = _the_rule(cmdlet, named["synchronizationrule"])
+        conditions = as_items(named[f"{kind.lower()}conditions"])
+        if not conditions or not all(isinstance(c, PSObj) and c.type_name == condition_type for c in conditions):
+            raise ScriptError(f"{cmdlet}: -{kind}Conditions takes {kind}Condition objects.", "ParameterBindingException")
+        rule[f"{kind}Filter"].append(PSObj(f"{kind}ConditionGroup", **{f"{kind}ConditionList": list(conditions)}))
+        return [rule]
 
-def _add_join_group(it, named, positional, _input):
-    refuse_positional("Add-ADSyncJoinConditionGroup", positional)
-    rule = _the_rule("Add-ADSyncJoinConditionGroup", named["synchronizationrule"])
-    conditions = as_items(named["joinconditions"])
-    if not conditions or not all(isinstance(c, PSObj) and c.type_name == JOIN_CONDITION_TYPE for c in conditions):
-        raise ScriptError("Add-ADSyncJoinConditionGroup: -JoinConditions takes JoinCondition objects.", "ParameterBindingException")
-    rule["JoinFilter"].append(PSObj("JoinConditionGroup", JoinConditionList=list(conditions)))
-    return [rule]
+    return add
 
 
 def _add_rule(it, named, positional, pipeline_input):
@@ -1362,8 +1359,8 @@ CMDLETS = {
             _add_mapping,
         ),
         Cmdlet("New-Object", ("TypeName", "ArgumentList"), run=_new_object),
-        Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _add_scope_group),
-        Cmdlet("Add-ADSyncJoinConditionGroup", ("SynchronizationRule", "JoinConditions"), (), ("SynchronizationRule", "JoinConditions"), _add_join_group),
+        Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _condition_group("Scope", SCOPE_CONDITION_TYPE)),
+        Cmdlet("Add-ADSyncJoinConditionGroup", ("SynchronizationRule", "JoinConditions"), (), ("SynchronizationRule", "JoinConditions"), _condition_group("Join", JOIN_CONDITION_TYPE)),
         Cmdlet("Add-ADSyncRule", ("SynchronizationRule",), run=_add_rule),
         Cmdlet("Remove-ADSyncRule", ("Identifier", "SynchronizationRule"), run=_remove_rule),
         Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
