@@ -191,3 +191,17 @@ def test_a_sync_journalled_before_runs_had_kinds_is_known_by_its_step():
     assert is_sync_run(legacy) and policy_of(legacy) is SyncPolicy.INITIAL
     assert not is_sync_run(Interrupted("r", "2026-12-04T20:00:00Z", "sync.initial", False, "apply"))
     assert policy_of(Interrupted("r", "2026-12-04T20:00:00Z", "sync.on-demand", False, "sync Delta")) is SyncPolicy.DELTA
+
+
+def test_a_sync_resume_killed_in_turn_is_resumed_too(tmp_path):
+    from test_faults import harness
+
+    _killed_sync(tmp_path, "boundary:1")
+    again = harness(tmp_path, "inside:1", "sync", EXAMPLE, "--resume")
+    assert again.returncode == -9, again.stderr[-2000:]
+    FIGURES["faults injected"] += 1
+    done_before = len(_ops(tmp_path))
+    resumed = harness(tmp_path, "none", "sync", EXAMPLE, "--resume")
+    assert resumed.returncode == 0 and "took over the lock" in resumed.stderr, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert _ops(tmp_path)[done_before:] == ["RunSyncCycle"]
+    _left_clean(tmp_path)

@@ -95,7 +95,10 @@ def _locked(args, out, err, target, desired):
     elif args.resume:
         out.print("Nothing to resume: the last sync on this target finished.")
         return EXIT_OK
-    policy = SyncPolicy(args.policy) if args.policy else policy_of(resumed) if args.resume else SyncPolicy.INITIAL
+    if args.policy:
+        policy = SyncPolicy(args.policy)
+    else:  # a resume runs the cycle the killed sync ran
+        policy = policy_of(resumed) if args.resume else SyncPolicy.INITIAL
     plan = sync_plan(policy, desired, target.description)
     out.print(f"Sync on {escape(target.description)}: {escape(plan.steps[0].summary)}")
     renderer = ApplyRenderer(out, 1)
