@@ -4,8 +4,8 @@ A server's error text can echo the request, Authorization header included; a log
 record of a library can hold a header. :func:`scrub` takes out what looks like a
 credential (an Authorization or Cookie header, also as a logged header pair, a
 Bearer/Basic/Negotiate token, a JWT, a secret in a form or query string) and the
-values of the credential variables set in the environment. Logging puts it in front
-of every handler (:mod:`reconciler.logs`).
+values of the credential variables set in the environment. Logging applies it to every
+record as it is made, whichever handler gets it (:mod:`reconciler.cli.logs`).
 """
 
 from __future__ import annotations
