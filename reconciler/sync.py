@@ -53,10 +53,10 @@ def run_sync(plan, desired, target, **apply_options):
 
 def is_sync_run(run):
     """True when ``run`` (a journal's :class:`~reconciler.journal.Interrupted`) was a sync on demand."""
-    return run.command.startswith("sync") or run.step == SYNC_STEP
+    return str(run.command or "").startswith("sync") or run.step == SYNC_STEP
 
 
 def policy_of(run):
     """The policy of the interrupted sync ``run`` (Initial where the journal does not say)."""
-    name = run.command.partition(" ")[2]
+    name = str(run.command or "").partition(" ")[2]
     return next((p for p in SyncPolicy if p.value == name), SyncPolicy.INITIAL)

@@ -144,7 +144,7 @@ def test_a_killed_sync_is_finished_by_sync_resume_which_runs_only_its_cycle_agai
     code, _out, err = cli("plan", EXAMPLE, "--lab", lab_path)
     assert "interrupted" not in err, err
     assert cli("sync", EXAMPLE, "--lab", lab_path, "--policy", "Delta")[0] == 0
-    assert cli("sync", EXAMPLE, "--lab", lab_path, "--resume")[1] == "Nothing to resume: the last sync on this target finished.\n"
+    assert cli("sync", EXAMPLE, "--lab", lab_path, "--resume")[1] == "Nothing to resume: no sync on this target was cut short.\n"
 
 
 def test_sync_resume_runs_the_killed_sync_s_own_policy(tmp_path):
@@ -191,6 +191,7 @@ def test_a_sync_journalled_before_runs_had_kinds_is_known_by_its_step():
     assert is_sync_run(legacy) and policy_of(legacy) is SyncPolicy.INITIAL
     assert not is_sync_run(Interrupted("r", "2026-12-04T20:00:00Z", "sync.initial", False, "apply"))
     assert policy_of(Interrupted("r", "2026-12-04T20:00:00Z", "sync.on-demand", False, "sync Delta")) is SyncPolicy.DELTA
+    assert not is_sync_run(Interrupted("r", "2026-12-04T20:00:00Z", None, False, None)), "a journal whose run-start was torn"
 
 
 def test_a_sync_resume_killed_in_turn_is_resumed_too(tmp_path):
@@ -205,3 +206,13 @@ def test_a_sync_resume_killed_in_turn_is_resumed_too(tmp_path):
     assert resumed.returncode == 0 and "took over the lock" in resumed.stderr, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert _ops(tmp_path)[done_before:] == ["RunSyncCycle"]
     _left_clean(tmp_path)
+
+
+def test_sync_resume_with_no_sync_cut_short_starts_no_cycle(tmp_path, cli):
+    from test_faults import fresh_lab
+
+    fresh_lab(tmp_path / "lab.json")
+    before = (tmp_path / "lab.json").read_bytes()
+    code, out, _err = cli("sync", EXAMPLE, "--lab", tmp_path / "lab.json", "--resume")
+    assert code == 0 and out == "Nothing to resume: no sync on this target was cut short.\n"
+    assert (tmp_path / "lab.json").read_bytes() == before and not list(tmp_path.glob("*.lock"))

@@ -93,7 +93,7 @@ def _locked(args, out, err, target, desired):
     if resumed is not None:
         err.print(f"[yellow]{escape(targetstate.interrupted_text(resumed))}; this sync runs the cycle again[/yellow]")
     elif args.resume:
-        out.print("Nothing to resume: the last sync on this target finished.")
+        out.print("Nothing to resume: no sync on this target was cut short.")
         return EXIT_OK
     if args.policy:
         policy = SyncPolicy(args.policy)
