@@ -202,3 +202,24 @@ def test_pypsrp_s_own_log_configuration_is_scrubbed_too(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, check=True)
     assert "auth password=*** header Authorization: ***" in done.stderr
     assert PASSWORD not in done.stderr and BASIC not in done.stderr
+
+
+def test_the_scrubbing_record_factory_keeps_one_installed_before_and_is_installed_once(secret_environment):
+    made = logging.getLogRecordFactory()
+    seen = []
+
+    def tracing(*args, **kwargs):
+        record = made(*args, **kwargs)
+        record.trace_id = "t-1"  # as an OpenTelemetry-style factory adds
+        seen.append(record)
+        return record
+
+    logging.setLogRecordFactory(tracing)
+    try:
+        logs.configure(logging.WARNING)
+        logs.configure(logging.WARNING)
+        logging.getLogger("some.http.library").warning("password=%s", PASSWORD)
+        assert seen[-1].trace_id == "t-1" and seen[-1].getMessage() == "password=***"
+        assert logging.getLogRecordFactory().make is tracing, "wrapped once, around the factory that was there"
+    finally:
+        logging.setLogRecordFactory(made)
