@@ -17,10 +17,11 @@ import re
 
 MASK = "***"
 #: Variables whose values are secrets wherever they appear (the credential variables
-#: a desired-state file may name are these names, or these with a suffix).
+#: a desired-state file may name, ``token_env``, ``password_env`` and ``[state] token_env``,
+#: are these names, or these with a suffix).
 SECRET_VARIABLES = re.compile(
     r"^(?:AZURE_CLIENT_SECRET|AZURE_PASSWORD|AZURE_CLIENT_CERTIFICATE_PASSWORD|SYNCPREP_PLAN_SIGNING_KEY|ACTIONS_ID_TOKEN_REQUEST_TOKEN"
-    r"|SYNCPREP_GRAPH_TOKEN(?:_\w+)?|SYNCPREP_WINRM_PASSWORD(?:_\w+)?)$"
+    r"|SYNCPREP_GRAPH_TOKEN(?:_\w+)?|SYNCPREP_WINRM_PASSWORD(?:_\w+)?|SYNCPREP_STORAGE_TOKEN(?:_\w+)?)$"
 )
 #: Shorter values would mask ordinary words; such a secret is weak anyway.
 MIN_SECRET_LENGTH = 6

@@ -265,3 +265,19 @@ def test_a_secret_pasted_into_an_env_setting_is_never_echoed(cli, env, tmp_path,
         assert code == 1 and one_line(err) and f"{where}: must be SYNCPREP_" in err, (command, err)
         assert pasted not in out + err, (command, err)
     assert "not shown" in err or "not another variable" in err
+
+
+@pytest.mark.parametrize("section, key", [(s, k) for s, k in _env_settings() if k != "username_env"])
+def test_the_value_of_every_secret_env_setting_s_variable_is_scrubbed(section, key):
+    """What a token_env or password_env names holds a secret: its value is masked wherever it
+    appears (a log record, a server's error text), with a suffix too (review 2: the storage
+    token's variable was not among them)."""
+    import attrs
+
+    from reconciler.desired import EntraConnectTargetSpec, GraphTargetSpec, StateSpec
+    from reconciler.redact import scrub
+
+    cls = {"graph": GraphTargetSpec, "entra_connect": EntraConnectTargetSpec, "state": StateSpec}[section]
+    variable = attrs.fields_dict(cls)[key].default
+    for name in (variable, f"{variable}_PROD"):
+        assert scrub("sent opaque-value-7c1d9e to the endpoint", environ={name: "opaque-value-7c1d9e"}) == "sent *** to the endpoint", name
