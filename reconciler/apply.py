@@ -26,11 +26,12 @@ import datetime as dt
 import enum
 from typing import Any, Callable
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from reconciler import dn, interrupts
 from reconciler.errors import ApplyError, ProviderError, TransientError
-from reconciler.model import Observed, SyncPolicy, UserRef
+from reconciler.model import SyncPolicy, UserRef
+from reconciler.observe import observe
 from reconciler.operations import (
     AddGroupMembers,
     AssignLicense,
@@ -51,7 +52,7 @@ from reconciler.operations import (
 )
 from reconciler.licences import license_steps
 from reconciler.outcome import conditions, predict
-from reconciler.plan import last_full_sync_end, selection_for
+from reconciler.plan import last_full_sync_end
 from reconciler.progress import Progress
 from reconciler.rebuild import named_for_purge, same_names
 from reconciler.recreated import from_record, record_for, recreated_since, settled, still_owed
@@ -106,16 +107,6 @@ class ApplyReport:
 
 def _nothing(_event):
     pass
-
-
-def observe(target, desired):
-    """One observation of both sides, for what ``desired`` talks about."""
-    server = target.server.observe()
-    if desired.scope is not None or desired.purge is not None:
-        # Only a scope change needs them (what leaves the scope besides users), and they cost a
-        # pass over the connector space.
-        server = evolve(server, object_counts=target.server.count_objects())
-    return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))
 
 
 _LICENCE_OPERATIONS = (AssignLicense, RemoveLicense, AddGroupMembers, ReprocessLicences, VerifyMailboxes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 from rich.markup import escape
-from rich.table import Table
 
 from reconciler.plan import Action, Impact, Level
 from reconciler.errors import one_line
@@ -42,12 +41,25 @@ def _flatten(view, prefix=""):
             yield path, value
 
 
+class _Lines(list):
+    """Lines of markup, printed by the console at once: one ``print`` per line parses and
+    writes each line on its own, which was most of a small plan's rendering time (issue 19).
+    Each line closes its own markup, so the output is the same."""
+
+    def print(self, line=""):
+        self.append(line)
+
+
 class PlanRenderer:
     def __init__(self, console):
         self.console = console
 
     def render(self, plan, scripts=None):
-        out = self.console
+        lines = _Lines()
+        self._render(lines, plan, scripts)
+        self.console.print("\n".join(lines))
+
+    def _render(self, out, plan, scripts):
         out.print(f"[bold]Plan[/bold] for {escape(plan.source)} on {escape(plan.target)}")
         out.print()
         irreversible = [s for s in plan.steps if s.impact is Impact.IRREVERSIBLE]
@@ -80,8 +92,8 @@ class PlanRenderer:
             out.print("[bold]Steps, in order[/bold]")
             width = len(str(len(plan.steps)))
             for number, step in enumerate(plan.steps, start=1):
-                self._step(number, width, step, (scripts or {}).get(step.id))
-        self._notices(plan.notices)
+                self._step(out, number, width, step, (scripts or {}).get(step.id))
+        self._notices(out, plan.notices)
         for reason in plan.unsafe:
             out.print(f"  [bold red]! {escape(reason)}[/bold red]")
         if plan.outcomes:
@@ -109,8 +121,7 @@ class PlanRenderer:
             tail += f"; {len(plan.purge_kept)} user(s) kept out of the purge"
         return f"[bold]Plan:[/bold] {', '.join(parts)}; {tail}."
 
-    def _step(self, number, width, step, script):
-        out = self.console
+    def _step(self, out, number, width, step, script):
         symbol, colour = SYMBOLS[step.action]
         tags = []
         if step.impact is Impact.COSTLY:
@@ -156,10 +167,9 @@ class PlanRenderer:
             for line in script.splitlines():
                 out.print(f"{indent}  [dim]{escape(line)}[/dim]")
 
-    def _notices(self, notices):
+    def _notices(self, out, notices):
         if not notices:
             return
-        out = self.console
         out.print()
         out.print("[bold]Notices[/bold]")
         for notice in notices:
@@ -292,6 +302,8 @@ def render_lab(console, summary, all_users=False):
         which = f" ({escape(ad['name'])})" if len(ads) > 1 else ""
         out.print(f"AD scope{which}: include {', '.join(ad['included']) or '(none)'}; exclude {', '.join(ad['excluded']) or '(none)'}")
     out.print(f"Attributes not exported: {', '.join(s['excluded_attributes']) or '(none)'}")
+    from rich.table import Table
+
     table = Table(title="Rules that flow msExchMailboxGuid", title_justify="left")
     for column in ("precedence", "name", "state", "kind", "msExchMailboxGuid flow"):
         table.add_column(column)

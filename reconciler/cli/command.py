@@ -5,6 +5,7 @@ which turns every known error into one line and an exit code."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from reconciler import __version__
@@ -19,8 +20,9 @@ def _verbs():
     return [validate, plan, show, drift, apply, sync, unlock, export, lab, completion]
 
 
-def build_parser():
-    """The whole command line: each verb adds its own parser."""
+def build_parser(verb=None):
+    """The whole command line: each verb adds its own parser. With ``verb``, only that verb's
+    (what a command that names it parses the same: the verbs' parsers are independent)."""
     parents = Parents()
     parser = Parser(
         prog="syncprep",
@@ -29,16 +31,40 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for verb in _verbs():
-        verb.add_parser(commands, parents).set_defaults(run=verb.run)
+    for module in _verbs():
+        if verb is None or module.NAME == verb:
+            module.add_parser(commands, parents).set_defaults(run=module.run)
     parser.set_defaults(whole_parser=parser)
     return parser
+
+
+def verb_of(argv):
+    """The verb ``argv`` names, when only the top level's own options, spelled whole, come
+    before it; else None. Building every verb's parser took several milliseconds of each
+    command's start-up (issue 19); help, ``--version``, a mistake or anything unusual before
+    the verb is read by the whole parser, and ``completion`` needs the whole tree."""
+    top = Parents().top
+    takes_value = {option: action.nargs != 0 for action in top._actions for option in action.option_strings}
+    names = {module.NAME for module in _verbs()} - {completion.NAME}
+    argv = iter(argv)
+    for token in argv:
+        if token in takes_value:
+            if takes_value[token]:
+                next(argv, None)
+        elif token.startswith("--") and token.partition("=")[0] in takes_value and takes_value[token.partition("=")[0]]:
+            pass
+        elif re.fullmatch(r"-v+", token):
+            pass
+        else:
+            return token if token in names else None
+    return None
 
 
 def main(argv=None):
     from reconciler.interrupts import stop_signals
 
-    args = merge_common(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = merge_common(build_parser(verb_of(argv)).parse_args(argv))
     for stream in (sys.stdout, sys.stderr):
         tolerate_encoding(stream)
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))

@@ -85,7 +85,7 @@ def _check_outputs(args):
 
 
 def _observe_and_plan(target, desired, err):
-    from reconciler.apply import observe
+    from reconciler.observe import observe
     from reconciler.plan import build_plan
 
     observed = observe(target, desired)

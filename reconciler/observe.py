@@ -1,0 +1,20 @@
+"""One observation of both sides of a target, for what a desired state talks about.
+
+Its own module so that ``plan`` reads the world without loading the apply engine."""
+
+from __future__ import annotations
+
+from attrs import evolve
+
+from reconciler.model import Observed
+from reconciler.plan import selection_for
+
+
+def observe(target, desired):
+    """One observation of both sides, for what ``desired`` talks about."""
+    server = target.server.observe()
+    if desired.scope is not None or desired.purge is not None:
+        # Only a scope change needs them (what leaves the scope besides users), and they cost a
+        # pass over the connector space.
+        server = evolve(server, object_counts=target.server.count_objects())
+    return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))
