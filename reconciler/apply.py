@@ -135,189 +135,279 @@ def apply_plan(
     ``retries`` times with backoff, after observing again what is left to do.
     ``command`` is the kind of run the journal records ("apply", or "sync POLICY").
     """
+    _check_preconditions(plan, approvals, force)
+    run = _Run(plan, desired, target, on_event, journal, until, retries)
+    run.begin(command)
+    try:
+        run.steps_in_order()
+    finally:
+        # A stop signal that comes while things are put back waits until they are (interrupts.deferred).
+        with interrupts.deferred():
+            run.put_back()
+    return run.report()
+
+
+def _check_preconditions(plan, approvals, force):
     missing = [a for a in plan.approvals_needed if a not in approvals]
     if missing:
         raise ApplyError("preconditions", f"the plan has steps that need explicit approval ({', '.join(missing)}); nothing was changed")
     if plan.unsafe and not force:
         raise ApplyError("preconditions", "; ".join(plan.unsafe) + " (nothing was changed)")
-    steps = list(plan.steps)
-    changes_server = any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in steps)
-    scheduler = target.server.observe().scheduler if changes_server else None
-    results, notices = [], []
-    # The bracket owes the scheduler back when the desired state wants it on: also when it
-    # is off already at the start (left paused by a run that was killed, or by hand).
-    paused_by_us = scheduler is not None and not scheduler.sync_cycle_enabled and desired.scheduler.sync_cycle_enabled
-    # The threshold to put back when the apply ends: raised by this run, or by an
-    # interrupted one whose journal still owes it (a kill between raise and restore).
-    previous = journal.last_interrupted() if journal is not None else None
-    raised_threshold = previous.threshold_owed if previous is not None else None
-    # Purged users still owed their licences (earlier runs' records, and this run's once its
-    # purge starts): re-created objects when the licences are decided after the sync.
-    record = list(journal.purge_owed()) if journal is not None else []
-    restored = False
-    replanned = False
-    stopped_for_window = False
-    history = None
-    index = 0
-    if journal is not None:
-        journal.start(plan_checksum(plan), command, [s.id for s in steps], threshold_owed=raised_threshold)
-    last_sync = max((i for i, s in enumerate(steps) if isinstance(s.operation, RunSyncCycle)), default=None)
-    last_sync_id = steps[last_sync].id if last_sync is not None else None
-    last_sync_done = False
-    outcomes = plan.outcomes
-    try:
+
+
+class _Run:
+    """One apply as it goes: the steps (decided again after the sync), their results, and
+    what the apply owes back when it ends (the scheduler, the deletion threshold)."""
+
+    def __init__(self, plan, desired, target, on_event, journal, until, retries):
+        self.plan, self.desired, self.target, self.on_event = plan, desired, target, on_event
+        self.journal, self.until, self.retries = journal, until, retries
+        self.steps = list(plan.steps)
+        self.results, self.notices = [], []
+        self.outcomes = plan.outcomes
+        self.index = 0
+        self.paused_by_us = self.restored = self.replanned = self.stopped_for_window = False
+        self.raised_threshold = None
+        self.record = []
+        self.history = None
+        last_sync = max((i for i, s in enumerate(self.steps) if isinstance(s.operation, RunSyncCycle)), default=None)
+        self.last_sync_id = self.steps[last_sync].id if last_sync is not None else None
+        self.last_sync_done = False
+
+    def begin(self, command):
+        """What is owed from the start, and the journal's record of this run (``command``: its kind)."""
+        journal = self.journal
+        changes_server = any(s.provider == "entra-connect" and not isinstance(s.operation, RunSyncCycle) for s in self.steps)
+        scheduler = self.target.server.observe().scheduler if changes_server else None
+        # The bracket owes the scheduler back when the desired state wants it on: also when it
+        # is off already at the start (left paused by a run that was killed, or by hand).
+        self.paused_by_us = scheduler is not None and not scheduler.sync_cycle_enabled and self.desired.scheduler.sync_cycle_enabled
+        # The threshold to put back when the apply ends: raised by this run, or by an
+        # interrupted one whose journal still owes it (a kill between raise and restore).
+        previous = journal.last_interrupted() if journal is not None else None
+        self.raised_threshold = previous.threshold_owed if previous is not None else None
+        # Purged users still owed their licences (earlier runs' records, and this run's once its
+        # purge starts): re-created objects when the licences are decided after the sync.
+        self.record = list(journal.purge_owed()) if journal is not None else []
+        if journal is not None:
+            journal.start(plan_checksum(self.plan), command, [s.id for s in self.steps], threshold_owed=self.raised_threshold)
+
+    def steps_in_order(self):
+        """Each step in turn, until the last is done or one stops the apply."""
         while True:
-            if index >= len(steps):
-                if last_sync_done and not replanned and desired.licenses:
-                    # The plan predicted no licence change, but who needs one is only
-                    # known now: decide from a fresh observation all the same.
-                    replanned = True
-                    fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, (last_sync_id,), record)
-                    steps.extend(fresh)
-                    notices.extend(fresh_notices)
-                    if fresh or fresh_notices:
-                        on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
+            if self.index >= len(self.steps):
+                if self._decide_at_the_end():
                     continue
-                break
-            step = steps[index]
-            refusal = None
-            seen_bin = None  # the recycle bin, when observed for this step
-            if step.decided_after_sync and isinstance(step.operation, PurgeDeletedUsers):
-                # Known only after the sync: which users it really soft-deleted.
-                step, refusal, seen_bin = _confirm_purge(step, desired, target)
-                steps[index] = step
-            if step.decided_after_sync and isinstance(step.operation, _LICENCE_OPERATIONS) and not replanned:
-                replanned = True
-                fresh, fresh_notices, outcomes = _decide_after_sync(plan, desired, target, step.depends_on, record)
-                steps[index:] = [s for s in steps[index:] if not (s.decided_after_sync and isinstance(s.operation, _LICENCE_OPERATIONS))] + fresh
-                notices.extend(fresh_notices)
-                on_event(Event("replanned", message=f"{len(fresh)} licence step(s) decided from a fresh observation", result=(tuple(fresh), tuple(fresh_notices))))
+                return
+            step, refusal, seen_bin = self._confirmed(self.steps[self.index])
+            if self._decide_before(step):
                 continue
-            if _changes_configuration(step):
-                # The server refuses configuration changes during a cycle: wait for one
-                # that is running (started by hand, or by the scheduler just before the
-                # pause, which is journaled first so a kill meanwhile leaves it owed).
-                waited = _wait_until_idle(target, on_event, until)
-                if waited == "window":
-                    stopped_for_window = True
-                    reason = f"not started: a sync cycle is still running and the window closes at {until:%Y-%m-%dT%H:%MZ}"
-                    results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in steps[index:])
-                    on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
-                    break
-                if waited is not None:
-                    result = StepResult(step.id, Status.FAILED, f"not started: {waited}")
-                    results.append(result)
-                    on_event(Event("failed", step, result.detail, result))
-                    results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in steps[index + 1 :])
-                    break
-            if until is not None:
-                if history is None:
-                    history = target.server.observe().run_history
-                needed = _estimate_minutes(step, history)
-                if target.now() + dt.timedelta(minutes=needed) > until:
-                    stopped_for_window = True
-                    reason = f"not started: about {needed} min needed, the window closes at {until:%Y-%m-%dT%H:%MZ}"
-                    results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in steps[index:])
-                    on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
-                    break
+            if not self._may_start(step):
+                return
             if step.id.startswith(_RESTORE_PREFIXES):
                 # Re-created users have new ids, known only now: look them up by UPN.
-                step = _resolve_recreated(step, desired, target)
-                steps[index] = step
-            if journal is not None and isinstance(step.operation, PurgeDeletedUsers) and not refusal:
-                # Durably before anything is purged: who, and how each was licensed, so a
-                # kill before the licences leaves them owed (resume and later plans restore them).
-                if seen_bin is None:
-                    seen_bin = observe(target, desired).tenant.deleted_users
-                entries = record_for(plan, step, seen_bin)
-                journal.record_purge(entries)
-                record.extend(entries)
-            on_event(Event("started", step))
-            if journal is not None:
-                journal.step_started(step.id)
-            provider = target.provider_for(step.operation)
-            try:
-                if refusal:
-                    raise ProviderError("syncprep", step.id, refusal)
-                if isinstance(step.operation, RunSyncCycle) and history is None:
-                    history = _history_for_estimate(target)
-                with _relaying(provider, step, on_event, _expected_seconds(step, history)):
-                    outcome = _apply_with_retries(provider, step, target, desired, retries, on_event)
-            except ProviderError as exc:
-                target.checkpoint()
-                result = StepResult(step.id, Status.FAILED, str(exc))
-                results.append(result)
-                if journal is not None:
-                    journal.step_ended(step.id, "failed", str(exc))
-                on_event(Event("failed", step, str(exc), result))
-                for later in steps[index + 1 :]:
-                    results.append(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed"))
-                break
-            target.checkpoint()
-            if step.impact is Impact.IRREVERSIBLE and outcome.failures:
-                # A purge that missed users must not go on to bring their OU back:
-                # the sync would restore them from the recycle bin, GUID included.
-                result = StepResult(step.id, Status.FAILED, f"{len(outcome.failures)} user(s) not purged; stopping before the OU comes back", outcome.failures)
-                results.append(result)
-                if journal is not None:
-                    journal.step_ended(step.id, "failed", result.detail)
-                on_event(Event("failed", step, result.detail, result))
-                results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in steps[index + 1 :])
-                break
-            if isinstance(step.operation, SetScheduler):
-                if _is_pause(step):
-                    # Owed back only if the desired state wants it on; else off is the goal.
-                    paused_by_us = paused_by_us or desired.scheduler.sync_cycle_enabled
-                elif step.operation.enabled:
-                    paused_by_us = False
-            if isinstance(step.operation, SetDeletionThreshold) and step.approval == "threshold-raise":
-                if step.id.endswith("threshold.raise"):
-                    # Owed back: the value before the first raise, whoever raised it.
-                    raised_threshold = raised_threshold if raised_threshold is not None else step.before.get("threshold")
-                else:
-                    raised_threshold = None
-            if journal is not None:
-                journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=paused_by_us, threshold_owed=raised_threshold)
-            result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
-            results.append(result)
-            on_event(Event("finished", step, outcome.detail, result))
-            if step.id == last_sync_id:
-                last_sync_done = True
-            if isinstance(step.operation, (AssignLicense, AddGroupMembers, ReprocessLicences)) and outcome.failures:
-                _no_wait_for(steps, index + 1, outcome.failures, on_event)
-            index += 1
-    finally:
-        # A stop signal that comes while things are put back waits until they are (interrupts.deferred).
-        with interrupts.deferred():
-            if raised_threshold is not None:
-                # The raise was for one sync only: never leave it behind.
-                try:
-                    target.server.apply(SetDeletionThreshold(raised_threshold))
-                    target.checkpoint()
-                    if journal is not None:
-                        journal.step_ended("threshold.restore-owed", "done", threshold_owed=None)
-                    on_event(Event("note", message=f"the export deletion threshold was put back to {raised_threshold}"))
-                except ProviderError as exc:
-                    on_event(Event("note", message=f"could not put the export deletion threshold back to {raised_threshold}: {exc}"))
-            if paused_by_us:
-                # The bracket: never leave the scheduler off because of us.
-                try:
-                    target.server.apply(SetScheduler(True))
-                    target.checkpoint()
-                    restored = True
-                    if journal is not None:
-                        journal.step_ended("scheduler.restore", "done", scheduler_paused=False)
-                    on_event(Event("note", message="the sync scheduler was resumed"))
-                except ProviderError as exc:
-                    on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
-            if journal is not None and record:
-                licensed = settled(from_record(record, ()), results, steps)
-                if licensed:
-                    journal.settle_purge(licensed)
-            if journal is not None:
-                report_ok = all(r.status is Status.DONE for r in results) and len(results) >= len(steps)
-                journal.end("done" if report_ok else ("window" if stopped_for_window else "stopped"))
-    return ApplyReport(tuple(results), tuple(notices), restored, stopped_for_window, tuple(outcomes))
+                step = self.steps[self.index] = _resolve_recreated(step, self.desired, self.target)
+            if not self._run_step(step, refusal, seen_bin):
+                return
+            self.index += 1
+
+    # ------------------------------------------------------------ decided after the sync
+
+    def _confirmed(self, step):
+        """The step, why it must not run (None if it may), and the recycle bin if it was read."""
+        if step.decided_after_sync and isinstance(step.operation, PurgeDeletedUsers):
+            # Known only after the sync: which users it really soft-deleted.
+            step, refusal, seen_bin = _confirm_purge(step, self.desired, self.target)
+            self.steps[self.index] = step
+            return step, refusal, seen_bin
+        return step, None, None
+
+    def _decide_before(self, step):
+        """Before the first licence step decided after the sync: decide them all again."""
+        if not (step.decided_after_sync and isinstance(step.operation, _LICENCE_OPERATIONS) and not self.replanned):
+            return False
+        self.replanned = True
+        fresh, fresh_notices = self._decide(step.depends_on)
+        kept = [s for s in self.steps[self.index :] if not (s.decided_after_sync and isinstance(s.operation, _LICENCE_OPERATIONS))]
+        self.steps[self.index :] = kept + fresh
+        self._replanned(fresh, fresh_notices)
+        return True
+
+    def _decide_at_the_end(self):
+        """The plan predicted no licence change, but who needs one is only known after the
+        sync: decide from a fresh observation all the same (once)."""
+        if not (self.last_sync_done and not self.replanned and self.desired.licenses):
+            return False
+        self.replanned = True
+        fresh, fresh_notices = self._decide((self.last_sync_id,))
+        self.steps.extend(fresh)
+        if fresh or fresh_notices:
+            self._replanned(fresh, fresh_notices)
+        return True
+
+    def _decide(self, depends_on):
+        fresh, fresh_notices, self.outcomes = _decide_after_sync(self.plan, self.desired, self.target, depends_on, self.record)
+        self.notices.extend(fresh_notices)
+        return fresh, fresh_notices
+
+    def _replanned(self, fresh, fresh_notices):
+        message = f"{len(fresh)} licence step(s) decided from a fresh observation"
+        self.on_event(Event("replanned", message=message, result=(tuple(fresh), tuple(fresh_notices))))
+
+    # ------------------------------------------------------------ before a step starts
+
+    def _may_start(self, step):
+        """False, with the step and those after it reported, if it must not start now."""
+        until = self.until
+        if _changes_configuration(step):
+            # The server refuses configuration changes during a cycle: wait for one
+            # that is running (started by hand, or by the scheduler just before the
+            # pause, which is journaled first so a kill meanwhile leaves it owed).
+            waited = _wait_until_idle(self.target, self.on_event, until)
+            if waited == "window":
+                self._stop_for_window(step, f"not started: a sync cycle is still running and the window closes at {until:%Y-%m-%dT%H:%MZ}")
+                return False
+            if waited is not None:
+                self._fail(step, f"not started: {waited}", journaled=False)
+                return False
+        if until is not None:
+            if self.history is None:
+                self.history = self.target.server.observe().run_history
+            needed = _estimate_minutes(step, self.history)
+            if self.target.now() + dt.timedelta(minutes=needed) > until:
+                self._stop_for_window(step, f"not started: about {needed} min needed, the window closes at {until:%Y-%m-%dT%H:%MZ}")
+                return False
+        return True
+
+    def _stop_for_window(self, step, reason):
+        self.stopped_for_window = True
+        self.results.extend(StepResult(later.id, Status.SKIPPED, reason) for later in self.steps[self.index :])
+        self.on_event(Event("note", message=f"stopping before '{step.summary}': {reason}"))
+
+    # ------------------------------------------------------------ one step
+
+    def _run_step(self, step, refusal, seen_bin):
+        """Run one step; False if it failed (the steps after it are reported skipped)."""
+        self._record_purge(step, refusal, seen_bin)
+        self.on_event(Event("started", step))
+        if self.journal is not None:
+            self.journal.step_started(step.id)
+        provider = self.target.provider_for(step.operation)
+        try:
+            outcome = self._apply(provider, step, refusal)
+        except ProviderError as exc:
+            self.target.checkpoint()
+            self._fail(step, str(exc))
+            return False
+        self.target.checkpoint()
+        if step.impact is Impact.IRREVERSIBLE and outcome.failures:
+            # A purge that missed users must not go on to bring their OU back:
+            # the sync would restore them from the recycle bin, GUID included.
+            self._fail(step, f"{len(outcome.failures)} user(s) not purged; stopping before the OU comes back", outcome.failures)
+            return False
+        self._done(step, outcome)
+        return True
+
+    def _record_purge(self, step, refusal, seen_bin):
+        """Durably before anything is purged: who, and how each was licensed, so a kill
+        before the licences leaves them owed (resume and later plans restore them)."""
+        if self.journal is None or not isinstance(step.operation, PurgeDeletedUsers) or refusal:
+            return
+        if seen_bin is None:
+            seen_bin = observe(self.target, self.desired).tenant.deleted_users
+        entries = record_for(self.plan, step, seen_bin)
+        self.journal.record_purge(entries)
+        self.record.extend(entries)
+
+    def _apply(self, provider, step, refusal):
+        if refusal:
+            raise ProviderError("syncprep", step.id, refusal)
+        if isinstance(step.operation, RunSyncCycle) and self.history is None:
+            self.history = _history_for_estimate(self.target)
+        with _relaying(provider, step, self.on_event, _expected_seconds(step, self.history)):
+            return _apply_with_retries(provider, step, self.target, self.desired, self.retries, self.on_event)
+
+    def _fail(self, step, detail, failures=(), journaled=True):
+        """``step`` failed: reported, and every step after it skipped."""
+        result = StepResult(step.id, Status.FAILED, detail, failures)
+        self.results.append(result)
+        if journaled and self.journal is not None:
+            self.journal.step_ended(step.id, "failed", detail)
+        self.on_event(Event("failed", step, detail, result))
+        self.results.extend(StepResult(later.id, Status.SKIPPED, f"not run: {step.id} failed") for later in self.steps[self.index + 1 :])
+
+    def _done(self, step, outcome):
+        self._owed_after(step)
+        if self.journal is not None:
+            self.journal.step_ended(step.id, "done", outcome.detail, scheduler_paused=self.paused_by_us, threshold_owed=self.raised_threshold)
+        result = StepResult(step.id, Status.DONE, outcome.detail, outcome.failures)
+        self.results.append(result)
+        self.on_event(Event("finished", step, outcome.detail, result))
+        if step.id == self.last_sync_id:
+            self.last_sync_done = True
+        if isinstance(step.operation, (AssignLicense, AddGroupMembers, ReprocessLicences)) and outcome.failures:
+            _no_wait_for(self.steps, self.index + 1, outcome.failures, self.on_event)
+
+    def _owed_after(self, step):
+        """What the apply owes back once ``step`` is done: the scheduler, the threshold."""
+        operation = step.operation
+        if isinstance(operation, SetScheduler):
+            if _is_pause(step):
+                # Owed back only if the desired state wants it on; else off is the goal.
+                self.paused_by_us = self.paused_by_us or self.desired.scheduler.sync_cycle_enabled
+            elif operation.enabled:
+                self.paused_by_us = False
+        if isinstance(operation, SetDeletionThreshold) and step.approval == "threshold-raise":
+            if step.id.endswith("threshold.raise"):
+                # Owed back: the value before the first raise, whoever raised it.
+                self.raised_threshold = self.raised_threshold if self.raised_threshold is not None else step.before.get("threshold")
+            else:
+                self.raised_threshold = None
+
+    # ------------------------------------------------------------ the end, whatever happened
+
+    def put_back(self):
+        """The brackets: the threshold and the scheduler back as owed, the purged users who
+        got their licences settled, and the journal's end of this run."""
+        if self.raised_threshold is not None:
+            self._restore_threshold()
+        if self.paused_by_us:
+            self._resume_scheduler()
+        journal = self.journal
+        if journal is not None and self.record:
+            licensed = settled(from_record(self.record, ()), self.results, self.steps)
+            if licensed:
+                journal.settle_purge(licensed)
+        if journal is not None:
+            report_ok = all(r.status is Status.DONE for r in self.results) and len(self.results) >= len(self.steps)
+            journal.end("done" if report_ok else ("window" if self.stopped_for_window else "stopped"))
+
+    def _restore_threshold(self):
+        # The raise was for one sync only: never leave it behind.
+        threshold = self.raised_threshold
+        try:
+            self.target.server.apply(SetDeletionThreshold(threshold))
+            self.target.checkpoint()
+            if self.journal is not None:
+                self.journal.step_ended("threshold.restore-owed", "done", threshold_owed=None)
+            self.on_event(Event("note", message=f"the export deletion threshold was put back to {threshold}"))
+        except ProviderError as exc:
+            self.on_event(Event("note", message=f"could not put the export deletion threshold back to {threshold}: {exc}"))
+
+    def _resume_scheduler(self):
+        # The bracket: never leave the scheduler off because of us.
+        try:
+            self.target.server.apply(SetScheduler(True))
+            self.target.checkpoint()
+            self.restored = True
+            if self.journal is not None:
+                self.journal.step_ended("scheduler.restore", "done", scheduler_paused=False)
+            self.on_event(Event("note", message="the sync scheduler was resumed"))
+        except ProviderError as exc:
+            self.on_event(Event("note", message=f"could not resume the sync scheduler: {exc}; run Set-ADSyncScheduler -SyncCycleEnabled $true"))
+
+    def report(self):
+        return ApplyReport(tuple(self.results), tuple(self.notices), self.restored, self.stopped_for_window, tuple(self.outcomes))
 
 
 IDLE_WAIT_SECONDS = 3 * 3600
