@@ -10,7 +10,6 @@ command's own inputs.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
@@ -55,6 +54,8 @@ def write_private(path, text, inputs=None):
     path = Path(path)
     refuse_symlink(path)
     refuse_inputs(path, inputs or {})
+    import secrets  # with hmac and random: only a write needs them (issue 19)
+
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, PRIVATE)
     try:

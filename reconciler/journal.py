@@ -15,11 +15,9 @@ holder is gone.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import hashlib
 import json
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -182,6 +180,8 @@ class TargetLock:
         self.taken_over = None
 
     def __enter__(self):
+        import socket  # only a lock needs it (plan reads the journal): issue 19
+
         make_private_dir(self.path.parent)
         self.info = info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
         staged = self._stage(info)
@@ -262,12 +262,16 @@ def force_unlock(path, lock_id):
 
 
 def _alive(held, platform=None):
+    import socket
+
     if held.get("host") != socket.gethostname():
         return True  # cannot tell from here
     return pid_alive(held.get("pid"), platform=platform)
 
 
 def _user():
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import enum
 import codecs
+import functools
 import re
 import typing
 from pathlib import Path
 
-import cattrs
 import tomli
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from reconciler.desired import (
     CREDENTIAL_VARIABLES,
@@ -36,6 +35,7 @@ from reconciler.dn import is_container
 from reconciler.errors import ConfigError
 from reconciler.model import COMPARISON_OPERATORS, FlowType
 from reconciler.rules import ALL_AD
+from reconciler.structure import LOADER_FIELDS, structure
 
 MAX_FILE_BYTES = 1024 * 1024
 PRECEDENCE_MAX = 2**31 - 1
@@ -80,7 +80,13 @@ def _raise(exc):
     raise exc
 
 
-def _make_converter():
+@functools.cache
+def _converter():
+    """The strict cattrs converter: for a file the quick road (:mod:`reconciler.structure`)
+    does not take, whose errors it reports with their key paths. Built when first needed."""
+    import cattrs
+    from cattrs.errors import IterableValidationError, IterableValidationNote
+
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(str, _strict(lambda v: isinstance(v, str), "a string"))
     converter.register_structure_hook(bool, _strict(lambda v: isinstance(v, bool), "true or false"))
@@ -115,7 +121,7 @@ def _make_converter():
             try:
                 items.append(converter.structure(item, item_type))
             except Exception as exc:  # noqa: BLE001 - regrouped below with the index
-                exc.__notes__ = [*getattr(exc, "__notes__", []), cattrs.errors.IterableValidationNote(f"Structuring {tuple_type} @ index {index}", index, item_type)]
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(f"Structuring {tuple_type} @ index {index}", index, item_type)]
                 errors.append(exc)
         if errors:
             raise IterableValidationError(f"While structuring {tuple_type!r}", errors, tuple_type)
@@ -130,18 +136,23 @@ def _omit_loader_fields(converter):
     """Fields the loader fills (a wave's users, where an entry is) are no TOML keys."""
     from cattrs.gen import make_dict_structure_fn, override
 
-    from reconciler.desired import LicenseSpec
-
-    omit = override(omit=True)
-    converter.register_structure_hook(
-        LicenseSpec, make_dict_structure_fn(LicenseSpec, converter, _cattrs_forbid_extra_keys=True, file_users=omit, place=omit)
-    )
-    converter.register_structure_hook(
-        DesiredState, make_dict_structure_fn(DesiredState, converter, _cattrs_forbid_extra_keys=True, files=omit, source=omit, sha256=omit)
-    )
+    for cls, names in LOADER_FIELDS.items():
+        omitted = {name: override(omit=True) for name in names}
+        converter.register_structure_hook(cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **omitted))
 
 
-_converter = _make_converter()
+def _structured(raw):
+    """(the desired state, None), or (None, the error that says what is wrong with ``raw``)."""
+    try:
+        return structure(raw, DesiredState), None
+    except Exception:  # noqa: BLE001 - whatever it was, the converter reports it properly
+        pass
+    from cattrs import BaseValidationError
+
+    try:
+        return _converter().structure(raw, DesiredState), None
+    except (BaseValidationError, ValueError, TypeError) as exc:
+        return None, exc
 
 
 def load_desired(path):
@@ -190,11 +201,9 @@ def loads_desired(data, source="<memory>"):
         report(key_path, message)
     for key_path, message in _kind_keys(raw):
         report(key_path, message)
-    desired = None
-    try:
-        desired = _converter.structure(raw, DesiredState)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        for key_path, message in _flatten(exc, ""):
+    desired, error = _structured(raw)
+    if error is not None:
+        for key_path, message in _flatten(error, ""):
             if key_path not in secrets:  # said once already, better
                 report(key_path, message)
     if desired is not None:
@@ -254,6 +263,8 @@ def _sort_key(problem):
 
 def _flatten(exc, path):
     """(key path, message) for every leaf error in a cattrs exception tree."""
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
     if isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
             yield _join(path, key), "unknown key"
@@ -276,6 +287,8 @@ def _flatten(exc, path):
 
 
 def _flatten_leaf(exc, path):
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
     if isinstance(exc, (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError)):
         yield from _flatten(exc, path)
     else:
@@ -354,14 +367,14 @@ class _Parts:
             good = []
             for index, item in enumerate(items if isinstance(items, list) else []):
                 try:
-                    good.append((index, _converter.structure(item, item_type)))
+                    good.append((index, _converter().structure(item, item_type)))
                 except Exception:  # noqa: BLE001 - its own errors are reported already
                     pass
             return good
 
         def one(key, item_type):
             try:
-                return _converter.structure(raw[key], item_type) if isinstance(raw, dict) and key in raw else None
+                return _converter().structure(raw[key], item_type) if isinstance(raw, dict) and key in raw else None
             except Exception:  # noqa: BLE001 - reported already
                 return None
 

@@ -177,3 +177,70 @@ def test_a_utf16_file_is_refused_in_one_line_saying_what_to_do(tmp_path):
         load_desired(utf16)
     (problem,) = caught.value.problems
     assert problem == f"{utf16}:1: UTF-16, not UTF-8 (as Windows PowerShell 5.1 writes with '>'); save it as UTF-8"
+
+
+# The quick road (reconciler.structure, issue 19) against the strict cattrs converter.
+
+
+def _both(raw):
+    """(the quick road's value or its exception, the converter's value or its exception)."""
+    from reconciler.desired import DesiredState
+    from reconciler.loader import _converter
+    from reconciler.structure import structure
+
+    results = []
+    for road in (structure, _converter().structure):
+        try:
+            results.append(road(raw, DesiredState))
+        except Exception as exc:  # noqa: BLE001 - compared below
+            results.append(exc)
+    return results
+
+
+def _examples_raw():
+    import tomli
+
+    return [(path.name, tomli.loads(path.read_text(encoding="utf-8"))) for path in EXAMPLES]
+
+
+@pytest.mark.parametrize("name, raw", _examples_raw(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_quick_road_builds_what_the_converter_builds(name, raw):
+    quick, strict = _both(raw)
+    assert not isinstance(strict, Exception), strict
+    assert repr(quick) == repr(strict)  # repr: every field, those compared or not
+
+
+def _mutations(value, path=()):
+    """``(path, mutated copy maker)`` for every place of ``value``: another type, a key more or less."""
+    others = ["text", 7, 2.5, True, [], {}, ["x"], [{}]]
+    yield from ((path, other) for other in others if type(other) is not type(value) or other != value)
+    if isinstance(value, dict):
+        yield path, {**value, "nonsense": 1}
+        for key in value:
+            yield path, {k: v for k, v in value.items() if k != key}
+            yield from _mutations(value[key], (*path, key))
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _mutations(item, (*path, index))
+
+
+def _replaced(raw, path, new):
+    if not path:
+        return new
+    head, *rest = path
+    copy = dict(raw) if isinstance(raw, dict) else list(raw)
+    copy[head] = _replaced(raw[head], rest, new)
+    return copy
+
+
+@pytest.mark.parametrize("name, raw", _examples_raw(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_quick_road_refuses_whatever_the_converter_refuses(name, raw):
+    checked = 0
+    for path, new in _mutations(raw):
+        quick, strict = _both(_replaced(raw, path, new))
+        if isinstance(strict, Exception):
+            assert isinstance(quick, Exception), (path, new, quick)
+        elif not isinstance(quick, Exception):
+            assert repr(quick) == repr(strict), (path, new)
+        checked += 1
+    assert checked > 100

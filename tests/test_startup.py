@@ -46,3 +46,4 @@ def test_a_usage_error_in_a_verb_reads_the_same(capsys):
             parser.parse_args(["plan", "--nonsense"])
         messages.append((exit_.value.code, capsys.readouterr().err))
     assert messages[0] == messages[1] and messages[0][0] == 1
+    assert messages[0][1].startswith("usage: syncprep plan [-h]")

@@ -10,7 +10,7 @@ import sys
 
 from reconciler import __version__
 from reconciler.cli import apply, completion, drift, export, plan, show, sync, unlock, validate
-from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, error_line, make_console, merge_common
+from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, common_options, error_line, make_console, merge_common
 from reconciler.errors import ConfigError, ReconcilerError
 
 
@@ -43,7 +43,7 @@ def verb_of(argv):
     before it; else None. Building every verb's parser took several milliseconds of each
     command's start-up (issue 19); help, ``--version``, a mistake or anything unusual before
     the verb is read by the whole parser, and ``completion`` needs the whole tree."""
-    top = Parents().top
+    top = common_options("global_")
     takes_value = {option: action.nargs != 0 for action in top._actions for option in action.option_strings}
     names = {module.NAME for module in _verbs()} - {completion.NAME}
     argv = iter(argv)
