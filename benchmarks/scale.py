@@ -179,21 +179,85 @@ def lab_at_scale(codes, users, tmp):
 
 
 def suite(codes, tmp):
-    """The full test suite's wall time for each code, as the README runs it."""
-    print("5. The test suite (python -m compileall + pytest), wall time")
-    walls = {}
-    for code in codes:
+    """The test suite as the README runs it (``python -m compileall`` + ``pytest``) for each code,
+    each in a virtualenv of its own made from this tree's ``requirements-test.lock`` (the same
+    package versions; a baseline needs its own for its own ``syncprep`` script): wall time,
+    and CPU time (user + system of pytest and of everything it started and waited for). The
+    codes run in turn, ``SYNCPREP_SUITE_RUNS`` times (default 1; medians are compared). Then
+    the tests that both codes have, by node id: their summed durations (from JUnit XML, as
+    ``--durations=0`` sums them) and the wall time of running those alone, as the README runs
+    them. A baseline runs without pytest-xdist, as its own config did."""
+    import resource
+    import xml.etree.ElementTree as ET
+
+    runs = int(os.environ.get("SYNCPREP_SUITE_RUNS", "1"))
+    print(f"5. The test suite (python -m compileall + pytest), {runs} run(s) each, in turn")
+
+    def python_for(code):
+        if code.tree == ROOT:
+            return sys.executable
+        venv = tmp / f"{code.name.replace(' ', '-')}-venv"
+        if not venv.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements-test.lock")], check=True, capture_output=True)
+            subprocess.run([*pip, "--no-deps", "-e", str(code.tree)], check=True, capture_output=True)
+        return str(venv / "bin" / "python")
+
+    def run(code, *args, xml=None):
+        python, options = python_for(code), ["-p", "no:cacheprovider"]
+        if code.tree != ROOT:
+            options += ["-p", "no:xdist"]
+        if xml:
+            options.append(f"--junitxml={xml}")
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            cwd=code.tree,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **code.env},
-        )
-        walls[code.name] = time.perf_counter() - start
+        subprocess.run([python, "-m", "compileall", "-q", "reconciler", "providers"], cwd=code.tree, check=True)
+        result = subprocess.run([python, "-m", "pytest", *options, *args], cwd=code.tree, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(f"   {code.name:9} {walls[code.name]:6.1f} s   {last}")
+        return wall, used, last
+
+    def durations(xml):
+        return {f"{c.get('classname')}::{c.get('name')}": float(c.get("time")) for c in ET.parse(xml).getroot().iter("testcase")}
+
+    def node_ids(code):
+        serial = ["-n", "0"] if code.tree == ROOT else ["-p", "no:xdist"]
+        listed = subprocess.run([python_for(code), "-m", "pytest", "-p", "no:cacheprovider", *serial, "--collect-only", "-q"], cwd=code.tree, capture_output=True, text=True)
+        return {line for line in listed.stdout.splitlines() if "::" in line}
+
+    walls, times, per_test = {}, {}, {}
+    for turn in range(runs):
+        for code in codes:
+            xml = tmp / f"suite-{code.name.replace(' ', '-')}-{turn}.xml"
+            wall, used, last = run(code, xml=xml)
+            walls.setdefault(code.name, []).append(wall)
+            times.setdefault(code.name, []).append(used)
+            per_test.setdefault(code.name, []).append(durations(xml))
+            print(f"   {code.name:9} {wall:6.1f} s wall {used:6.1f} s CPU   {last}")
+    walls = {name: statistics.median(values) for name, values in walls.items()}
+    if runs > 1:
+        for name in walls:
+            print(f"   {name:9} median {walls[name]:6.1f} s wall {statistics.median(times[name]):6.1f} s CPU")
+    if len(codes) == 2:
+        before, now = codes
+        common = sorted(node_ids(before) & node_ids(now))
+        keys = set.intersection(*(set(d) for d in per_test[before.name] + per_test[now.name]))
+        summed = {code.name: statistics.median(sum(d[k] for k in keys) for d in per_test[code.name]) for code in codes}
+        print(f"   tests in both, by node id: {len(common)} ({len(keys)} in both JUnit files); their summed durations {summed[before.name]:.1f} s -> {summed[now.name]:.1f} s "
+              f"({summed[now.name] / summed[before.name]:.2f}; under pytest-xdist the durations overlap and each is slowed by the other worker)")
+        alone = {}
+        for turn in range(runs):
+            for code in codes:
+                # Named tests run in one process unless -n says otherwise (tests/conftest.py): as many workers as a full run.
+                workers = ["-n", str(len(os.sched_getaffinity(0)))] if code.tree == ROOT else []
+                wall, used, last = run(code, *workers, *common)
+                alone.setdefault(code.name, []).append(wall)
+                print(f"   those {len(common)} alone, {code.name:9} {wall:6.1f} s wall {used:6.1f} s CPU   {last}")
+        ratio = statistics.median(alone[now.name]) / statistics.median(alone[before.name])
+        print(f"   those tests alone, now / baseline (wall, as the README runs them): {ratio:.2f}   goal <= 0.7  {'met' if ratio <= 0.7 else 'NOT MET'}")
     return walls
 
 

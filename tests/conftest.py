@@ -16,6 +16,26 @@ EXAMPLE = ROOT / "desired-state" / "example.toml"
 UPGRADE_SAFE = ROOT / "desired-state" / "upgrade-safe.toml"
 
 
+def pytest_addoption(parser, pluginmanager):
+    """Without pytest-xdist (a virtualenv made before it joined the test extras), the config's
+    ``-n auto --dist worksteal`` are taken and ignored: the suite runs in one process, as before.
+    ``pip install -e '.[test]'`` brings it."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist", "pytest-xdist is not installed")
+        group._addoption("-n", dest="numprocesses", default=None, help="ignored without pytest-xdist")  # as xdist adds it
+        group.addoption("--dist", dest="dist", default=None, help="ignored without pytest-xdist")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the config's): a worker per core for the suite or a folder of it, none when
+    only test files or tests are named (``pytest tests/test_x.py -x``): starting the workers
+    would cost more than it gains. ``-n 2`` on the command line still distributes those."""
+    if config.args and all("::" in arg or arg.endswith(".py") for arg in config.args):
+        return 0
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _logging_as_it_was():
     """Each ``main()`` configures logging for its process (handlers, level, warnings captured);
@@ -112,8 +132,32 @@ def cli(tmp_path, monkeypatch, capsys):
     return run
 
 
+#: Modules whose tests wait longest (`lab serve`, Azurite's 15 s lease, scheduled sync cycles,
+#: an apply killed at every step): they run first, so that under pytest-xdist their waits overlap
+#: the rest of the suite instead of leaving one worker running them alone at the end. Order only.
+LONGEST_FIRST = ("test_serve_default_speed", "test_state_azureblob", "test_faults", "test_serve", "test_state_server_e2e", "test_two_forests", "test_licence_entries", "test_lock_takeover", "test_lab_strict")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
+
+
 #: Figures the fault-injection suite reports at the end of the run.
 FIGURES = Counter()
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each worker counts its own figures: hand them to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["syncprep_figures"] = dict(FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller adds up the figures of each worker that finished."""
+    FIGURES.update(getattr(node, "workeroutput", {}).get("syncprep_figures", {}))
 
 
 def pytest_terminal_summary(terminalreporter):

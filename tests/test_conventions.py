@@ -55,7 +55,7 @@ def graph_401():
             pass  # a client that hung up after the 401 (concurrent requests): not the test's concern
 
     server = Quiet(("127.0.0.1", 0), _Unauthorized)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1.0"
     server.shutdown()
     server.server_close()

@@ -99,7 +99,7 @@ def test_a_graph_error_text_echoing_the_authorization_header_is_scrubbed(monkeyp
 
     monkeypatch.setenv("SYNCPREP_GRAPH_TOKEN", TOKEN)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     tenant = open_tenant(GraphTargetSpec(endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1.0", auth="token-env"), backoff=0.005, max_attempts=2)
     try:
         with pytest.raises(ProviderError) as caught:

@@ -85,7 +85,16 @@ def test_wait_forever_sleeps_in_slices_until_interrupted():
     assert slices == [0.2, 0.2, 0.2]
 
 
-def test_ctrl_c_during_a_graph_call_cancels_it_and_reaches_the_caller(monkeypatch):
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, as a run in the foreground has: a run started in the
+    background (a shell's ``&``) ignores SIGINT, and ``interrupt_main()`` then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_graph_call_cancels_it_and_reaches_the_caller(monkeypatch, python_ctrl_c):
     """A Graph call that waits (for mailboxes, up to an hour) is cut short by Ctrl-C:
     the coroutine is cancelled in the provider's loop, and the interrupt reaches apply's
     brackets at once, not when the call ends."""
