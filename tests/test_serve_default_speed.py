@@ -8,13 +8,11 @@ them by its watermark however many runs came after.
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from providers.lab import scenario
-from test_serve import _serve, remote_file
+from test_serve import _serve, remote_file, run
 
 
 @pytest.fixture
@@ -30,9 +28,8 @@ def test_apply_at_the_default_speed_finds_the_full_sync_among_later_cycles(serve
     # Two seconds between polls: 120 lab minutes, four scheduled Delta cycles, twelve runs.
     desired.write_text(desired.read_text().replace("poll_seconds = 0.5\n\n[scheduler]", "poll_seconds = 2\n\n[scheduler]"))
     assert "poll_seconds = 2\n" in desired.read_text()
-    script = Path(sys.executable).parent / "syncprep"
     try:
-        applied = subprocess.run([str(script), "apply", str(desired), "--auto-approve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        applied = run(env, tmp_path, "apply", desired, "--auto-approve", timeout=240)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the apply did not finish (it waits for a full sync it cannot see): {(exc.stdout or b'')[-1500:]!r}")
     # 4: every step done, some targeted users left without a licence (user07 has no usage location).
@@ -50,9 +47,8 @@ def test_the_readme_rehearsal_with_the_default_poll_finishes(served_at_default_s
     text = desired.read_text().replace('auth = "basic"\npoll_seconds = 0.5\n', 'auth = "basic"\n')
     assert text != desired.read_text()
     desired.write_text(text)
-    script = Path(sys.executable).parent / "syncprep"
     try:
-        applied = subprocess.run([str(script), "apply", str(desired), "--auto-approve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        applied = run(env, tmp_path, "apply", desired, "--auto-approve", timeout=240)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the apply did not finish (it waits for a full sync it cannot see): {(exc.stdout or b'')[-1500:]!r}")
     assert applied.returncode == 4, applied.stdout[-3000:] + applied.stderr[-2000:]

@@ -14,6 +14,7 @@ import pytest
 
 import azurite
 from conftest import EXAMPLE
+from faults import harness as faults_harness
 from providers.lab import scenario, store
 from providers.lab.provider import LabTarget
 from reconciler.apply import observe
@@ -45,8 +46,7 @@ def _setup(tmp_path, storage, container):
 
 
 def _run(env, cwd, ops, kill, *args):
-    command = [sys.executable, str(HARNESS), str(ops), kill, "--", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return faults_harness.run_forked(ops, kill, args, cwd=cwd, env=env, timeout=300)
 
 
 def _licences_changed_once(ops):

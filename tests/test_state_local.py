@@ -78,11 +78,9 @@ def test_the_storage_account_gets_credentials_only_when_the_operator_allows_it(t
 
 def test_local_a_killed_apply_is_reported_abandoned_and_resumed_from_another_working_directory(tmp_path):
     """local keeps the lock and journal next to the lab file, so another working directory sees them."""
-    import subprocess
-    import sys
-
+    from faults import harness as faults_harness
     from providers.lab import scenario, store
-    from test_faults import HARNESS, assert_converged
+    from test_faults import assert_converged
 
     store.save(scenario.build(users=20), tmp_path / "lab.json")
     a, b = tmp_path / "a", tmp_path / "b"
@@ -91,8 +89,7 @@ def test_local_a_killed_apply_is_reported_abandoned_and_resumed_from_another_wor
     env = {**os.environ, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json"), "NO_COLOR": "1"}
 
     def run(cwd, kill, *args):
-        command = [sys.executable, str(HARNESS), str(tmp_path / "ops.jsonl"), kill, "--", *map(str, args), "--lab", str(tmp_path / "lab.json")]
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        return faults_harness.run_forked(tmp_path / "ops.jsonl", kill, [*args, "--lab", tmp_path / "lab.json"], cwd=cwd, env=env, timeout=120)
 
     killed = run(a, "boundary:3", "apply", EXAMPLE, "--auto-approve")
     assert killed.returncode == -9

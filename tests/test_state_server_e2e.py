@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from faults import harness as faults_harness
 from test_serve import HARNESS, REAL_PROVIDERS, _serve, remote_file, run
 
 
@@ -30,8 +31,7 @@ def _checkouts(tmp_path, graph, port):
 
 
 def _harness(env, cwd, ops, kill, *args):
-    command = [sys.executable, str(HARNESS), str(ops), kill, "--", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return faults_harness.run_forked(ops, kill, args, cwd=cwd, env=env, timeout=300)
 
 
 def _changes(ops):

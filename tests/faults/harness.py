@@ -80,15 +80,28 @@ def install(oplog_path, kill):
 
 
 def run(oplog_path, kill, args):
+    """``syncprep ARGS`` with the faults installed; with no ``oplog_path``, plain ``syncprep ARGS``."""
     from reconciler.cli.command import main
 
-    install(oplog_path, kill)
+    if oplog_path is not None:
+        install(oplog_path, kill)
     return main(args)
+
+
+def _exit_status(code, stderr):
+    """The status ``sys.exit(code)`` gives a process, as the ``syncprep`` script ends with it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=stderr)
+    return 1
 
 
 def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
     """``python harness.py OPLOG KILL -- ARGS`` in ``cwd`` with ``env``, in a forked child:
-    a CompletedProcess (returncode -9 when killed), its output as text."""
+    a CompletedProcess (returncode -9 when killed), its output as text. With ``oplog_path``
+    None, ``syncprep ARGS`` as the installed script runs it, without faults."""
     import providers.lab.store  # noqa: F401 - imported before the fork, like the rest of syncprep
     import reconciler.cli  # noqa: F401
 
@@ -97,7 +110,7 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the test process
-            code = 1
+            status = 1
             try:
                 os.dup2(out.fileno(), 1)
                 os.dup2(err.fileno(), 2)
@@ -107,9 +120,9 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
                 os.environ.clear()
                 os.environ.update(env)
                 sys.modules["providers.lab.store"]._written.clear()  # a new process remembers no file
-                code = run(oplog_path, kill, [str(a) for a in args])
+                status = _exit_status(run(oplog_path, kill, [str(a) for a in args]), sys.stderr)
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                status = _exit_status(exc.code, sys.stderr)
             except BaseException:
                 import traceback
 
@@ -119,7 +132,7 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
                     sys.stdout.flush()
                     sys.stderr.flush()
                 finally:
-                    os._exit(code if isinstance(code, int) else 1)
+                    os._exit(status)
         deadline = time.monotonic() + timeout
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
