@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import datetime as dt
 import gc
 import re
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import attrs
 import cattrs
 import msgspec
 
 from reconciler.errors import LabError
-from providers.lab.world import AdUser, Lab, LabCloudUser, LabLicense, Server
+from providers.lab.world import EPOCH, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server
 
 FORMAT = "syncprep-lab"
 VERSION = 1
@@ -28,6 +29,42 @@ converter = cattrs.Converter(forbid_extra_keys=True)
 
 _PLAIN = (int, str, bool, type(None))
 _MIRRORED = (Lab, Server, AdUser, LabCloudUser, LabLicense)
+
+
+def _minutes_to(year):
+    return int((dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc) - EPOCH).total_seconds() // 60)
+
+
+# The lab's minute counters, bounded so that each is a date the lab can write (years 1 to
+# 9999, also after adding a duration): a value out of range is a corrupt file at its key
+# path, not an OverflowError later. The clock only moves forward from 0.
+_MOMENT = Annotated[int, msgspec.Meta(ge=_minutes_to(1), le=_minutes_to(9998))]
+_DURATION = Annotated[int, msgspec.Meta(ge=0, le=366 * 24 * 60)]
+#: By field name (the same name means the same thing in every class of the lab).
+BOUNDS = {
+    "clock": Annotated[int, msgspec.Meta(ge=0, le=_minutes_to(9998))],
+    **dict.fromkeys(
+        ("changed_at", "assigned_at", "mailbox_ready_at", "deleted_at", "exchange_plan_since", "next_scheduled_at", "connector_space", "started_at", "ends_at"),
+        _MOMENT,
+    ),
+    "sync_interval": _DURATION,
+    "provisioning_minutes": _DURATION,
+}
+
+
+def _bounded(name, tp):
+    """``tp`` (plain) with its whole numbers bounded as :data:`BOUNDS` says for field ``name``."""
+    bound = BOUNDS.get(name)
+    origin, args = get_origin(tp), get_args(tp)
+    if bound is None:
+        return tp
+    if tp is int:
+        return bound
+    if origin is Union:
+        return Union[tuple(_bounded(name, a) for a in args)]
+    if origin is dict:
+        return dict[args[0], _bounded(name, args[1])]
+    return tp
 
 
 def plain(tp):
@@ -60,6 +97,8 @@ class _Mirror:
             tp, build = self._field_type(f.type, mirrors)
             if build is not None:
                 self.later.append((index, f.name, build))
+            else:
+                tp = _bounded(f.name, tp)
             fields.append(_struct_field(f, tp))
         self.struct = msgspec.defstruct(f"_{cls.__name__}File", fields, forbid_unknown_fields=True, gc=False)
 
@@ -102,6 +141,20 @@ def _built(build, value, name):
         raise Corrupt(f"{name}.{exc}") from None
     except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
         raise Corrupt(f"{name}: {_cattrs_detail(exc)}") from None
+
+
+def _structure_cycle(value, tp, default=converter.get_structure_hook(RunningCycle)):
+    """A running cycle (structured by cattrs), its minutes bounded as the mirrors' are."""
+    cycle = default(value, tp)
+    for name in ("started_at", "ends_at"):
+        try:
+            msgspec.convert(getattr(cycle, name), BOUNDS[name])
+        except msgspec.ValidationError as exc:
+            raise Corrupt(f"{name}: {exc}") from None
+    return cycle
+
+
+converter.register_structure_hook(RunningCycle, _structure_cycle)
 
 
 def _mirrors():
