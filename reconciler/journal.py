@@ -26,7 +26,7 @@ from attrs import frozen
 from reconciler.errors import ReconcilerError
 from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
 from reconciler.processes import exclusive, pid_alive
-from reconciler.state import LockedError, StateBackend, held_error, parse_records
+from reconciler.state import LockedError, StateBackend, held_error, may_take_over, parse_records
 
 __all__ = ["LocalState", "Journal", "TargetLock", "LockedError", "last_interrupted", "purge_owed", "read_lock", "force_unlock", "target_slug"]
 
@@ -175,7 +175,8 @@ class TargetLock:
         self.path = Path(path)
         self.command = command
         self.id = uuid.uuid4().hex[:8]
-        #: ``apply --resume`` takes over a lock whose process is provably gone (same host, no such pid).
+        #: ``apply --resume`` takes over a lock whose process is provably gone (same host, no such
+        #: pid), ``sync --resume`` only a sync's: see :func:`reconciler.state.may_take_over`.
         self.take_over_dead = take_over_dead
         self.taken_over = None
 
@@ -195,7 +196,7 @@ class TargetLock:
             held = read_lock(self.path)
             if held is None:
                 raise LockedError(f"the target is locked ({self.path} exists but cannot be read); remove it if no apply runs")
-            if self.take_over_dead and not _alive(held):
+            if not _alive(held) and may_take_over(self.take_over_dead, held):
                 self.taken_over = self._take_over(held, staged)
                 return self
             gone = None if _alive(held) else f"pid {held.get('pid')} on {held.get('host')}, this host: that process is gone"

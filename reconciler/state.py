@@ -42,12 +42,24 @@ def holder_text(held):
     return f"id {held.get('id')}, {held.get('user')}@{held.get('host')} pid {held.get('pid')}, since {held.get('since')}{plan}"
 
 
+def lock_verb(held):
+    """``sync`` if the lock ``held`` is a sync's (its command starts with ``sync``), else ``apply``."""
+    return "sync" if str(held.get("command", "")).startswith("sync ") else "apply"
+
+
+def may_take_over(take_over_dead, held):
+    """Whether a lock taken with ``take_over_dead`` may take over the dead holder ``held``:
+    ``True`` any (``apply --resume``), a verb only that verb's lock (``"sync"``: ``sync --resume``
+    finishes an interrupted sync, never an apply killed before its journal knew of it)."""
+    return take_over_dead is True or (bool(take_over_dead) and lock_verb(held) == take_over_dead)
+
+
 def held_error(held, where, abandoned=None):
     """The refusal for a lock ``held`` in ``where``; ``abandoned`` says why it is (or None)."""
     unlock = f"'syncprep force-unlock {held.get('id')}'"
     if abandoned:
         # A sync's lock is taken over by 'sync --resume', which finishes that sync, not an apply.
-        verb = "sync" if str(held.get("command", "")).startswith("sync ") else "apply"
+        verb = lock_verb(held)
         return LockedError(
             f"the lock is abandoned ({abandoned}): {holder_text(held)} (the lock is in {where}); it is never taken silently: "
             f"'syncprep {verb} --resume' takes over a lock whose process is provably gone, or release it with {unlock}"
@@ -93,8 +105,9 @@ class StateBackend(abc.ABC):
         """A context manager holding the lock; ``LockedError`` when it is held or abandoned.
 
         The object it gives has ``id``, ``taken_over`` (the dead holder's record, or None)
-        and ``record_plan(hash)``. ``take_over_dead`` (``apply --resume``) takes over a lock
-        whose holder is provably gone, where the backend can prove that."""
+        and ``record_plan(hash)``. ``take_over_dead`` (``apply --resume``: True; ``sync --resume``:
+        ``"sync"``) takes over a lock whose holder is provably gone, where the backend can prove
+        that, and only one :func:`may_take_over` allows (else the usual "abandoned" refusal)."""
 
     @abc.abstractmethod
     def read_lock(self):

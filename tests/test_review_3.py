@@ -1,6 +1,9 @@
 """Review 3's findings, each reproduced before its fix (see /work/helpers/review-3.md)."""
 
+import json
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,78 @@ def test_a_running_cycle_with_minutes_in_range_still_loads(lab):
     data = lab.read_bytes().replace(b'"cycle":null', b'"cycle":{"policy":"Delta","started_at":1,"ends_at":5}', 1)
     lab.write_bytes(data)
     assert store.load(lab).server.cycle.ends_at == 5
+
+
+# ---------------------------------------------------------------- 1. sync --resume and a dead apply's lock
+
+
+def _apply_killed_at_its_prompt(tmp_path):
+    """An apply that dies at its approval prompt (terminal closed, kill -9): its lock, no journal run."""
+    from reconciler.cli import apply as apply_cli
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.chdir(tmp_path)
+            apply_cli._confirm = lambda out, plan: os._exit(137)
+            main(["--no-color", "apply", EXAMPLE, "--lab", str(tmp_path / "lab.json")])
+        finally:
+            os._exit(1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 137
+    (lock,) = tmp_path.glob("*.lock")
+    assert json.loads(lock.read_text())["command"].startswith("apply ")
+    return lock
+
+
+def _refused_and_untouched(cli, tmp_path, lock):
+    held, before = lock.read_bytes(), (tmp_path / "lab.json").read_bytes()
+    code, out, err = cli("sync", EXAMPLE, "--lab", tmp_path / "lab.json", "--resume")
+    assert code == 1 and "took over" not in err + out, err
+    assert "the lock is abandoned" in err and "'syncprep apply --resume' takes over" in err and "force-unlock" in err, err
+    assert lock.read_bytes() == held and not list(tmp_path.glob("*.dead-*")), "the apply's lock is left as it was"
+    assert (tmp_path / "lab.json").read_bytes() == before, "no cycle was started"
+
+
+def test_sync_resume_refuses_the_lock_of_an_apply_killed_before_its_journal_run(tmp_path, cli, lab):
+    lock = _apply_killed_at_its_prompt(tmp_path)
+    _refused_and_untouched(cli, tmp_path, lock)
+    code, _out, err = cli("apply", EXAMPLE, "--lab", tmp_path / "lab.json", "--resume", "--auto-approve")
+    assert code == 0 and "took over the lock" in err, err  # apply --resume still takes it over
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_sync_resume_after_a_killed_sync_refuses_the_lock_of_an_apply_killed_since(tmp_path, cli, lab):
+    from test_faults import harness
+
+    assert harness(tmp_path, "boundary:1", "sync", EXAMPLE).returncode == -9
+    # An apply then carries on (the sync's dead lock released, as force-unlock would) and dies at its prompt.
+    next(tmp_path.glob("*.lock")).unlink()
+    lock = _apply_killed_at_its_prompt(tmp_path)
+    _refused_and_untouched(cli, tmp_path, lock)
+
+
+def test_the_server_backend_s_sync_resume_takes_over_a_dead_sync_s_lock_only(served):
+    from providers.entraconnect import PsrpServer, PsrpSession
+    from providers.entraconnect.statefiles import ServerState
+    from providers.lab.world import LabFile
+    from reconciler.state import LockedError
+
+    lab, _endpoint, server = served(users=4)
+    state = ServerState(server.session, "t1")
+    state.ensure()
+    folder = "C:\\ProgramData\\syncprep\\state"
+
+    def dead(command):
+        record = {"id": "dead0001", "pid": 2**22 + 4242, "host": socket.gethostname(), "user": "x", "since": "2026-12-01T00:00:00Z", "command": command}
+        key = f"{folder}\\t1.lock"
+        lab.server.files[key.lower()] = LabFile(key, content=json.dumps(record, sort_keys=True))
+
+    dead("apply desired.toml")
+    with pytest.raises(LockedError, match="abandoned .*'syncprep apply --resume' takes over"):
+        state.lock("sync desired.toml", take_over_dead="sync").__enter__()
+    assert state.read_lock()["id"] == "dead0001"
+    dead("sync desired.toml")
+    with state.lock("sync desired.toml", take_over_dead="sync") as taker:
+        assert taker.taken_over["id"] == "dead0001"
+    assert state.read_lock() is None

@@ -34,7 +34,7 @@ import socket
 import uuid
 
 from reconciler.errors import ProviderError, ReconcilerError
-from reconciler.state import LockedError, StateBackend, held_error
+from reconciler.state import LockedError, StateBackend, held_error, may_take_over
 from providers.entraconnect.scripts import quote
 
 DEFAULT_FOLDER = "C:\\ProgramData\\syncprep\\state"
@@ -172,7 +172,7 @@ class _ServerLock:
         held = _parse(held_text)
         if held is None:
             raise LockedError(f"the target is locked ({state.lock_path} on the server exists but cannot be read yet); try again, or force-unlock it")
-        if self.take_over_dead and not _alive(held):
+        if not _alive(held) and may_take_over(self.take_over_dead, held):
             keep = f"{state.lock_path}.dead-{held.get('id')}"
             answer = state.run(take_over(state.lock_path, held_text, text, keep), "take over the lock")
             if not answer.get("Taken"):

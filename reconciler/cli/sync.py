@@ -58,7 +58,7 @@ def run(args, out, err):
         if args.resume:
             # Before the lock: a sync never takes over the lock of an apply that is owed a resume.
             _refuse_if_owed(last_interrupted(targetstate.backend(target)))
-        with targetstate.lock(target, f"sync {args.file}", take_over_dead=args.resume) as lock:
+        with targetstate.lock(target, f"sync {args.file}", take_over_dead="sync" if args.resume else False) as lock:
             if lock.taken_over:
                 err.print(f"[yellow]took over the lock {lock.taken_over.get('id')} of the interrupted sync (pid {lock.taken_over.get('pid')} is gone)[/yellow]")
             return _locked(args, out, err, target, desired)
