@@ -12,6 +12,12 @@ Windows (CPython before 3.14, gh-125541):
   the scheduler would stay paused). :func:`stop_signals` turns it, and ``SIGTERM`` on
   both, into the same ``KeyboardInterrupt`` as Ctrl-C.
 
+On POSIX, ``SIGHUP`` (the terminal closed: an SSH session dropped, the window shut at the
+approval prompt) is one too: its default ends the process at once, leaving the scheduler
+paused and the lock behind. A signal the process was started ignoring stays ignored
+(``nohup syncprep apply ...`` keeps running after the terminal goes; a shell's background
+job keeps ignoring SIGINT).
+
 Tests choose the platform explicitly (``platform=``); CI has no Windows.
 """
 
@@ -28,35 +34,63 @@ SLICE = 0.25
 
 #: Beside SIGINT (Python's own default handler raises KeyboardInterrupt), the signals
 #: that stop a command. SIGTERM on Windows is only ever raised from inside the process.
-STOP_SIGNALS = {"posix": ("SIGTERM",), "win32": ("SIGBREAK", "SIGTERM")}
+STOP_SIGNALS = {"posix": ("SIGTERM", "SIGHUP"), "win32": ("SIGBREAK", "SIGTERM")}
 
 
-def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+def _hung_up(signum, signal_module):
+    """Whether ``signum`` is a hang-up; if so, SIGHUP is ignored from now on: the terminal is gone,
+    and the next one (the shell passes on the kernel's) is nobody insisting."""
+    if signum != getattr(signal_module, "SIGHUP", None):
+        return False
+    signal_module.signal(signum, getattr(signal_module, "SIG_IGN", _signal.SIG_IGN))
+    return True
+
+
+def _install(names, handler, signal_module, previous):
+    """``handler`` for each signal of ``names`` the module has and the process does not ignore;
+    the handlers it replaced go in ``previous`` (by number), to be put back."""
+    ignored = getattr(signal_module, "SIG_IGN", _signal.SIG_IGN)
+    for name in names:
+        number = getattr(signal_module, name, None)
+        if number is None:
+            continue
+        replaced = signal_module.signal(number, handler)
+        if replaced is ignored:  # nohup, or a background job's SIGINT: it stays ignored
+            signal_module.signal(number, replaced)
+        else:
+            previous[number] = replaced
+
+
+def _restore(previous, signal_module):
+    ignored = getattr(signal_module, "SIG_IGN", _signal.SIG_IGN)
+    for number, handler in previous.items():
+        if signal_module.signal(number, handler) is ignored:  # a hang-up came: it stays ignored
+            signal_module.signal(number, ignored)
 
 
 @contextlib.contextmanager
 def stop_signals(platform=None, signal_module=_signal):
-    """Inside: SIGTERM (and on Windows Ctrl-Break) raise ``KeyboardInterrupt``, as Ctrl-C does.
-    The previous handlers come back on exit. Only the main thread can set handlers."""
+    """Inside: SIGTERM (on POSIX SIGHUP, on Windows Ctrl-Break) raise ``KeyboardInterrupt``, as
+    Ctrl-C does. The previous handlers come back on exit. Only the main thread can set handlers."""
     names = STOP_SIGNALS["win32" if (platform or sys.platform) == "win32" else "posix"]
     if signal_module is _signal and threading.current_thread() is not threading.main_thread():
         names = ()  # only the main thread may set handlers (and only it gets signals)
+
+    def _stop(signum, _frame):
+        _hung_up(signum, signal_module)
+        raise KeyboardInterrupt
+
     previous = {}
     try:
-        for name in names:
-            number = getattr(signal_module, name, None)
-            if number is not None:
-                previous[number] = signal_module.signal(number, _raise_interrupt)
+        _install(names, _stop, signal_module, previous)
         yield
     finally:
-        for number, handler in previous.items():
-            signal_module.signal(number, handler)
+        _restore(previous, signal_module)
 
 
 @contextlib.contextmanager
 def deferred(platform=None, signal_module=_signal):
-    """Inside, a stop signal (Ctrl-C, SIGTERM, on Windows Ctrl-Break) does not cut short the work
+    """Inside, a stop signal (Ctrl-C, SIGTERM, SIGHUP, on Windows Ctrl-Break) does not cut short the work
     that puts things back (the scheduler resumed, a threshold restored): it is raised as
     ``KeyboardInterrupt`` once that work is done. A second one inside raises at once: the
     operator insists. CI runners send SIGINT and then SIGTERM seconds later; the second
@@ -67,20 +101,20 @@ def deferred(platform=None, signal_module=_signal):
     came = []
 
     def _hold(signum, _frame):
+        if _hung_up(signum, signal_module):  # a hang-up stops, and never insists
+            if not came:
+                came.append(signum)
+            return
         came.append(signum)
         if len(came) > 1:
             raise KeyboardInterrupt
 
     previous = {}
     try:
-        for name in names:
-            number = getattr(signal_module, name, None)
-            if number is not None:
-                previous[number] = signal_module.signal(number, _hold)
+        _install(names, _hold, signal_module, previous)
         yield came
     finally:
-        for number, handler in previous.items():
-            signal_module.signal(number, handler)
+        _restore(previous, signal_module)
     if len(came) == 1:
         raise KeyboardInterrupt
 

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import socket
 from pathlib import Path
 
@@ -126,3 +127,65 @@ def test_the_server_backend_s_sync_resume_takes_over_a_dead_sync_s_lock_only(ser
     with state.lock("sync desired.toml", take_over_dead="sync") as taker:
         assert taker.taken_over["id"] == "dead0001"
     assert state.read_lock() is None
+
+
+# ---------------------------------------------------------------- 1b. SIGHUP: the terminal closed
+
+
+@pytest.fixture
+def sighup_restored():
+    """SIGHUP's handler put back after the test; meanwhile one that cannot end the test run."""
+    previous = signal.signal(signal.SIGHUP, lambda _signum, _frame: None)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_hang_up_stops_a_command_as_ctrl_c_does_and_a_second_one_is_ignored(sighup_restored):
+    from reconciler.interrupts import deferred, stop_signals
+
+    with pytest.raises(KeyboardInterrupt):
+        with stop_signals(platform="linux"):
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, "the terminal is gone: no later hang-up kills the clean-up"
+
+
+def test_a_hang_up_inside_the_restore_is_raised_after_it_and_the_next_one_does_not_insist(sighup_restored):
+    from reconciler.interrupts import deferred, stop_signals
+
+    restored = []
+    with pytest.raises(KeyboardInterrupt):
+        with stop_signals(platform="linux"), deferred(platform="linux"):
+            os.kill(os.getpid(), signal.SIGHUP)  # the kernel's hang-up, then the shell's
+            os.kill(os.getpid(), signal.SIGHUP)
+            restored.append("scheduler resumed")
+    assert restored == ["scheduler resumed"]
+
+
+def test_under_nohup_a_hang_up_stays_ignored(sighup_restored):
+    from reconciler.interrupts import deferred, stop_signals
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with stop_signals(platform="linux"), deferred(platform="linux"):
+        os.kill(os.getpid(), signal.SIGHUP)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+def test_an_apply_whose_terminal_closes_at_the_approval_prompt_releases_its_lock(tmp_path, lab):
+    from reconciler.cli import apply as apply_cli
+
+    def hang_up(out, plan):
+        os.kill(os.getpid(), signal.SIGHUP)  # the terminal closed while the prompt waited
+        return True
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.chdir(tmp_path)
+            apply_cli._confirm = hang_up
+            code = main(["--no-color", "apply", EXAMPLE, "--lab", str(lab)])
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130, "stopped as Ctrl-C stops it, not killed by the signal"
+    assert not list(tmp_path.glob("*.lock")), "the lock is released"
