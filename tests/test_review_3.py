@@ -189,3 +189,32 @@ def test_an_apply_whose_terminal_closes_at_the_approval_prompt_releases_its_lock
     _pid, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 130, "stopped as Ctrl-C stops it, not killed by the signal"
     assert not list(tmp_path.glob("*.lock")), "the lock is released"
+
+
+# ---------------------------------------------------------------- 2. extra= fields of a log record
+
+
+def test_extra_fields_reach_no_handler_unscrubbed_also_one_added_later(monkeypatch):
+    import io
+    import logging
+
+    from reconciler.cli import logs
+
+    monkeypatch.setenv("SYNCPREP_WINRM_PASSWORD", "Sup3rSecretPw")
+    logs.configure(logging.DEBUG)
+    log = logging.getLogger("pypsrp.wsman")
+    shown = io.StringIO()
+    handler = logging.StreamHandler(shown)
+    handler.setFormatter(logging.Formatter("LATE %(message)s auth=%(auth)s headers=%(headers)s n=%(n)s"))
+    log.addHandler(handler)
+    try:
+        log.debug("request sent", extra={"auth": "password=Sup3rSecretPw", "headers": {"Authorization": "Bearer abc.def.ghi"}, "n": 3})
+    finally:
+        log.removeHandler(handler)
+    text = shown.getvalue()
+    assert "Sup3rSecretPw" not in text and "abc.def.ghi" not in text, text
+    assert "LATE request sent auth=password=*** headers={'Authorization': '***'} n=3" in text, text
+    # A record made another way (a queue's or a socket's peer: makeLogRecord, which calls the
+    # factory with no name first) meets the Redact filter.
+    made = logging.makeLogRecord({"name": "x", "msg": "m", "levelname": "DEBUG", "auth": "Sup3rSecretPw"})
+    assert logs.Redact().filter(made) and made.auth == "***"

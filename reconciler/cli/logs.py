@@ -7,8 +7,9 @@ WARNING: a library's warning is still shown, as Python would show it, but scrubb
 Records go to stderr, or with ``--log-file FILE`` to that file (created 0600: records
 name users), with warnings and worse on stderr as well.
 
-Every record is scrubbed as it is made (a wrapped record factory), so no handler, also one
-a library adds later, sees it unscrubbed, at any level; and every handler that exists when
+Every record is scrubbed as it is made (a wrapped record factory, and its ``extra=`` fields
+as ``Logger.makeRecord`` copies them in after the factory), so no handler, also one a library
+adds later with a formatter that shows them, sees it unscrubbed, at any level; and every handler that exists when
 logging is configured has the same :class:`Redact` filter in front of it (for records made
 another way, e.g. ``logging.makeLogRecord``): credentials
 (Authorization and Cookie headers, bearer tokens, JWTs, passwords in query strings,
@@ -64,7 +65,7 @@ HEADER_BLOCK_TEXT = "(an HTTP/2 library record: not shown, it may hold a header 
 def scrub_record(record):
     """Rewrite ``record`` in place without credentials (message, arguments, traceback, stack).
     An HTTP/2 library's record loses all its text; False for it (a filter drops it)."""
-    if record.name.split(".")[0] in HEADER_BLOCK_LOGGERS:
+    if str(record.name or "").split(".")[0] in HEADER_BLOCK_LOGGERS:  # makeLogRecord makes one with no name first
         record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = HEADER_BLOCK_TEXT, None, None, None, None
         return False
     record.msg = scrub(_message(record))
@@ -76,7 +77,22 @@ def scrub_record(record):
         record.exc_text = scrub(record.exc_text)
     if record.stack_info:
         record.stack_info = scrub(record.stack_info)
+    scrub_extra(record)
     return True
+
+
+#: The attributes every record has (scrubbed by :func:`scrub_record` one by one, or harmless).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def scrub_extra(record):
+    """Rewrite the record's other attributes (``extra=`` fields, a factory's) without credentials:
+    a text scrubbed, a number kept, anything else as its scrubbed text (what a formatter shows)."""
+    fields = vars(record)
+    for key, value in fields.items():
+        if key in _STANDARD or value is None or isinstance(value, (int, float)):
+            continue
+        fields[key] = scrub(value if isinstance(value, str) else str(value))
 
 
 def _message(record):
@@ -112,6 +128,22 @@ class _ScrubbedRecords:
 def _scrub_records_as_they_are_made():
     if not isinstance(logging.getLogRecordFactory(), _ScrubbedRecords):
         logging.setLogRecordFactory(_ScrubbedRecords(logging.getLogRecordFactory()))
+    if not getattr(logging.Logger.makeRecord, "scrubs_extra", False):
+        logging.Logger.makeRecord = _scrubbing_make_record(logging.Logger.makeRecord)
+
+
+def _scrubbing_make_record(make):
+    """``Logger.makeRecord`` wrapped: it copies ``extra=`` into the record after the factory made
+    it, so the factory cannot scrub those fields; this does, before any filter or handler."""
+
+    def makeRecord(self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None, sinfo=None):
+        record = make(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+        if extra:
+            scrub_extra(record)
+        return record
+
+    makeRecord.scrubs_extra = True
+    return makeRecord
 
 
 class _Stderr(logging.StreamHandler):
