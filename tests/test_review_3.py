@@ -218,3 +218,27 @@ def test_extra_fields_reach_no_handler_unscrubbed_also_one_added_later(monkeypat
     # factory with no name first) meets the Redact filter.
     made = logging.makeLogRecord({"name": "x", "msg": "m", "levelname": "DEBUG", "auth": "Sup3rSecretPw"})
     assert logs.Redact().filter(made) and made.auth == "***"
+
+
+# ---------------------------------------------------------------- 4. the WinRM user and password swapped
+
+
+def test_a_password_in_the_user_variable_is_not_echoed_when_authentication_fails(served):
+    from providers.entraconnect import PsrpServer, PsrpSession
+    from reconciler.errors import ProviderError
+    from reconciler.operations import SetScheduler
+
+    _lab, endpoint, server = served(users=4)
+    user, password = server.session.username, server.session._password
+    cases = [
+        (password, user, "the WinRM user (not shown: the user name and the password look swapped)"),
+        ("Winter2024", "wrong", "the WinRM user (not shown: written neither DOMAIN\\user nor user@domain"),
+        (user, "wrong", f"authentication failed for user {user!r} with basic"),  # an account's name is still shown
+    ]
+    for username, given, said in cases:
+        session = PsrpSession(*endpoint.address, ssl=False, auth="basic", username=username, password=given)
+        with pytest.raises(ProviderError) as err:
+            PsrpServer(session).apply(SetScheduler(False))
+        message = str(err.value)
+        assert said in message and "authentication failed" in message, message
+        assert password not in message and "Winter2024" not in message and password not in repr(session), message

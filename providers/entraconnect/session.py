@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 import time
 
@@ -25,6 +26,27 @@ from reconciler.errors import ProviderError, TransientError
 PROVIDER = "entra-connect"
 # ERROR_WSMAN_INVALID_SELECTORS: the shell named is not (or no longer) there, e.g. after WinRM restarted.
 SHELL_NOT_FOUND = 2150858843
+#: A WinRM user name in a shape a password practically never has: DOMAIN\\name (``.\\name`` for a
+#: local account) or name@dns.domain (a UPN); the name's characters those an account name may have.
+_ACCOUNT = re.compile(
+    r"(?:\.|[A-Za-z0-9][A-Za-z0-9.-]{0,14})\\[^\s\"/\\\[\]:;|=,+*?<>@]{1,64}"
+    r"|[^\s\"/\\\[\]:;|=,+*?<>@]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}"
+)
+
+
+def shown_user(username, password=None):
+    """The WinRM user for a message: its name if it is written as an account (see ``_ACCOUNT``),
+    else not: a bare word may be the password, its variable swapped with the user's (and only
+    the password's variable's value is masked). Neither value is shown when they look swapped."""
+    if not username:
+        return "the logged-on user"
+    if _ACCOUNT.fullmatch(username):
+        return f"user {username!r}"
+    if password and _ACCOUNT.fullmatch(password):
+        return "the WinRM user (not shown: the user name and the password look swapped)"
+    return "the WinRM user (not shown: written neither DOMAIN\\user nor user@domain, it could be a password)"
+
+
 #: The optional packages an auth needs (pyproject's extras), and what installing them takes.
 EXTRAS = {
     "kerberos": ("gssapi", "it builds against the system's Kerberos libraries: libkrb5-dev and gcc on Debian/Ubuntu, krb5-devel on RHEL"),
@@ -114,7 +136,7 @@ class PsrpSession:
         return f"{scheme}://{self.host}:{self.port}/wsman"
 
     def __repr__(self):  # never the password
-        return f"PsrpSession({self.where}, auth={self.auth}, user={self.username!r})"
+        return f"PsrpSession({self.where}, auth={self.auth}, {shown_user(self.username)})"
 
     def _open(self):
         if self._pool is not None:
@@ -254,7 +276,7 @@ class PsrpSession:
             # An auth whose package is missing (open_server checks first; this is the safety net).
             return ProviderError(PROVIDER, where, auth_package_problem(self.auth, uses_ticket=self._password is None) or one_line(exc))
         if isinstance(exc, AuthenticationError):
-            return ProviderError(PROVIDER, where, f"authentication failed for user {self.username!r} with {self.auth}: check the user name and password")
+            return ProviderError(PROVIDER, where, f"authentication failed for {shown_user(self.username, self._password)} with {self.auth}: check the user name and password")
         if isinstance(exc, requests.exceptions.SSLError):
             return ProviderError(PROVIDER, where, "TLS certificate not trusted (set cert_validation = false only for a lab)")
         # Transient: the engine observes again before it retries, so a script that may
