@@ -157,12 +157,13 @@ def scrub(text):
 
 
 def make_console(no_color=False, stderr=False):
-    """--no-color and NO_COLOR mean plain text: no colour and no other escape codes either."""
+    """--no-color and NO_COLOR mean plain text: no colour and no other escape codes either.
+    No console replaces emoji codes: a name such as "ops:fire:team" prints as written."""
     from rich.console import Console
 
     if no_color:
-        return Console(color_system=None, no_color=True, highlight=False, stderr=stderr, soft_wrap=True)
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
+        return Console(color_system=None, no_color=True, highlight=False, emoji=False, stderr=stderr, soft_wrap=True)
+    return Console(highlight=False, emoji=False, stderr=stderr, soft_wrap=True)
 
 
 def add_output_option(parser, what):
@@ -201,7 +202,7 @@ class Output:
         from rich.console import Console
 
         self.buffer = io.StringIO()
-        return Console(file=self.buffer, color_system=None, no_color=True, highlight=False, soft_wrap=True, width=120)
+        return Console(file=self.buffer, color_system=None, no_color=True, highlight=False, emoji=False, soft_wrap=True, width=120)
 
     def __exit__(self, kind, value, traceback):
         if self.path and kind is None:
