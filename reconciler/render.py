@@ -235,8 +235,21 @@ class ApplyRenderer:
         self.total = total
         self.count = 0
         self.waits = ProgressView(console, clock)
+        #: The output is gone (a closed pipe, a hung-up terminal): nothing more is shown.
+        self.gone = False
 
     def __call__(self, event):
+        """Show ``event``; never raises because the output is gone: the engine calls this
+        inside its brackets (the threshold put back, the scheduler resumed), which must run
+        to their end. A closed pipe makes rich raise SystemExit; a hung-up terminal, EIO."""
+        if self.gone:
+            return
+        try:
+            self._show(event)
+        except (OSError, SystemExit):
+            self.gone = True
+
+    def _show(self, event):
         out = self.console
         if event.kind == "progress":
             self.waits.update(event.result)

@@ -1,10 +1,13 @@
 """Review 3's findings, each reproduced before its fix (see /work/helpers/review-3.md)."""
 
+import errno
+import io
 import json
 import os
 import re
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +245,78 @@ def test_a_password_in_the_user_variable_is_not_echoed_when_authentication_fails
         message = str(err.value)
         assert said in message and "authentication failed" in message, message
         assert password not in message and "Winter2024" not in message and password not in repr(session), message
+
+
+# ---------------------------------------------------------------- 5. output gone (a closed pipe, a hung-up terminal)
+
+
+def _apply_interrupted_at_resume_with_output_gone(tmp_path, make_output_fail):
+    """apply (a raised threshold, the scheduler paused) interrupted while step "Resume the sync
+    scheduler" waits, its output gone meanwhile: the brackets' notes cannot be written."""
+    from providers.lab import provider
+    from reconciler.operations import SetScheduler
+
+    lab_path = tmp_path / "lab.json"
+    lab = scenario.build(users=20)
+    lab.set_deletion_threshold(10)
+    store.save(lab, lab_path)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.chdir(tmp_path)
+            applied = provider.LabServer.apply
+            interrupted = []
+
+            def apply(self, operation):
+                if isinstance(operation, SetScheduler) and operation.enabled and not interrupted:
+                    interrupted.append(operation)
+                    make_output_fail()
+                    raise KeyboardInterrupt  # Ctrl-C: the whole pipeline's, tee's too
+                return applied(self, operation)
+
+            provider.LabServer.apply = apply
+            rebuild = str(Path(EXAMPLE).with_name("rebuild.toml"))
+            flags = ["--auto-approve", "--approve-irreversible", "--approve-threshold-raise", "--force"]
+            code = main(["--no-color", "apply", rebuild, "--lab", str(lab_path), *flags])
+        except BaseException:  # noqa: BLE001 - what escapes is the finding; the parent looks at the lab
+            code = 98
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+    return store.load(lab_path)
+
+
+def _closed_pipe():
+    """``syncprep apply ... 2>&1 | tee apply.log``, tee gone."""
+    read, write = os.pipe()
+    os.close(read)
+    os.dup2(write, 1)
+    os.dup2(write, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the child's own, to its end
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+class _HungUp(io.TextIOBase):
+    """A terminal that hung up: every write fails with EIO."""
+
+    def write(self, _text):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def flush(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def _hung_up_terminal():
+    sys.stdout = sys.stderr = _HungUp()
+
+
+@pytest.mark.parametrize("gone", [_closed_pipe, _hung_up_terminal], ids=["pipe-closed", "terminal-hung-up"])
+def test_the_brackets_put_everything_back_when_the_output_is_gone(tmp_path, gone):
+    lab = _apply_interrupted_at_resume_with_output_gone(tmp_path, gone)
+    assert lab.server.sync_cycle_enabled, "the scheduler is resumed"
+    assert lab.server.deletion_threshold == 10, "the threshold is put back"
+    (journal,) = tmp_path.glob("*.journal")
+    from reconciler.journal import last_interrupted
+
+    assert last_interrupted(journal) is None or not last_interrupted(journal).scheduler_paused
