@@ -477,3 +477,49 @@ def test_a_change_log_header_with_a_key_it_does_not_know_is_refused(lab, tmp_pat
         store.load(path)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{log}: corrupt change log: line 1: "), message
+
+
+# ---------------------------------------------------------------------------- issue 19: checkpoints cost what changed
+
+
+def test_a_checkpoint_encodes_again_only_the_cloud_users_set_since_and_loses_no_change(lab, tmp_path, monkeypatch):
+    from providers.lab import store_encode
+    from providers.lab.world import LabLicense
+
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    world = target.lab
+    world.advance(1)
+    target.checkpoint()  # the first checkpoint after loading: every user encoded once
+    encoded = []
+    real = store_encode.encoder
+
+    class Counting:
+        def encode(self, value):
+            encoded.append(value)
+            return real.encode(value)
+
+    monkeypatch.setattr(store_encode, "encoder", Counting())
+    sku = world.skus[0].sku_id
+    first, second = [u for u in world.active_cloud_users() if u.usage_location and u.license(sku) is None][:2]
+    first.mailbox_ready_at = world.clock  # a field set
+    world.assign_license(second.id, sku)  # the lab's own licence change
+    assert second.license(sku) is not None
+    target.checkpoint()
+    users = [v for v in encoded if v.__class__.__name__ == "LabCloudUser"]
+    assert sorted(map(id, users)) == sorted(map(id, [first, second])), [u.upn for u in users]
+    assert store.load(path) == world
+    # What the stamps cannot see is still written: a licence changed in place, a user replaced.
+    second.licenses[0].by_group = True
+    target.checkpoint()
+    assert store.load(path) == world
+    world.cloud_users[6] = world.cloud_users[6].__class__("id-6", "u6@contoso.com", licenses=[LabLicense(world.skus[0].sku_id, 0)])
+    target.checkpoint()
+    assert store.load(path) == world
+
+
+def test_licence_lists_cannot_change_in_place(lab):
+    user = next(u for u in lab.cloud_users if u.licenses)
+    assert isinstance(user.licenses, tuple) and isinstance(user.licenses[0].disabled_plans, tuple)
+    user.licenses = list(user.licenses)
+    assert isinstance(user.licenses, tuple), "a list set is turned into a tuple"

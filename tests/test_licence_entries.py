@@ -374,8 +374,8 @@ def test_several_skus_relicensed_keep_the_plans_an_admin_switched_off(tmp_path):
     }
     apply_plan(plan, desired, target)
     user01, user05 = lab.cloud_user("user01@contoso.com"), lab.cloud_user("user05@contoso.com")
-    assert user01.license(scenario.ENTERPRISEPACK_ID).disabled_plans == [teams]
-    assert user05.license(scenario.EXCHANGESTANDARD_ID).disabled_plans == [teams]
+    assert user01.license(scenario.ENTERPRISEPACK_ID).disabled_plans == (teams,)
+    assert user05.license(scenario.EXCHANGESTANDARD_ID).disabled_plans == (teams,)
     assert lab.mailbox_state(user01) == "present" and lab.mailbox_state(user05) == "present"
 
 

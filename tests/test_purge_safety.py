@@ -203,7 +203,7 @@ def test_purged_users_get_back_exactly_how_they_were_licensed(lab, target):
     assert any(n.code == "group-licence-recreated" and "user06@contoso.com" in n.message for n in plan.notices)
     apply_plan(plan, desired, target, approvals=APPROVED, force=True)
     user04, user05, user06 = (lab.cloud_user(f"user0{i}@contoso.com") for i in (4, 5, 6))
-    assert user04.license(e3).disabled_plans == [EXCHANGE_PLAN_ID] and lab.mailbox_state(user04) == "absent", "still no mailbox for her"
+    assert user04.license(e3).disabled_plans == (EXCHANGE_PLAN_ID,) and lab.mailbox_state(user04) == "absent", "still no mailbox for her"
     assert user05.license(e3) is not None and user05.license(ems) is not None, "both SKUs back"
     assert user06.license(e3) is None, "not turned into a direct licence"
     assert all(lab.mailbox_state(lab.cloud_user(f"user0{i}@contoso.com")) == "present" for i in (1, 2, 3, 5))

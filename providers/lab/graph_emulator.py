@@ -751,7 +751,7 @@ class GraphEmulator:
             if user is None:
                 return _not_found(key)
             # assignLicense is one transaction: on any refusal nothing changes.
-            before = (list(user.licenses), user.mailbox_ready_at)
+            before = (user.licenses, user.mailbox_ready_at)  # a tuple: the licences as they were
             snapshot = copy.deepcopy(user) if self._lag_next else None
             effects = []
             try:

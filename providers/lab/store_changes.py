@@ -103,11 +103,19 @@ def _user_changes(old_lines, lines, room):
     return users
 
 
+#: A dict this big (the connector space: a key per AD object) whose keys mostly changed (after
+#: an Initial sync) is set whole: one value instead of a key path per key.
+_WHOLE_AT = 1000
+
+
 def _tree_changes(old, new, path, sets, drops):
     try:
         differ = dict(new.items() - old.items())  # values of plain types: a set difference, in C
     except TypeError:  # unhashable values (lists, dicts): compared one by one
         differ = new
+    if path and len(new) >= _WHOLE_AT and 2 * len(differ) > len(new):
+        sets.append((path, new))
+        return
     for key, value in differ.items():
         if key not in old:
             sets.append((path + [key], value))

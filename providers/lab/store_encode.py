@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Optional, get_origin
+from typing import Optional
 
 import attrs
 import msgspec
 
-from providers.lab.store_decode import FORMAT, VERSION, converter, plain
+from providers.lab.store_decode import FORMAT, VERSION, converter
 from providers.lab.store_lines import is_pending
-from providers.lab.world import AdChanges, AdUser, Lab
+from providers.lab.world import Lab, Stamps
 
 encoder = msgspec.json.Encoder()
 
@@ -41,21 +41,12 @@ def encoded(lab, last=None):
 
 @attrs.define(eq=False)
 class Source:
-    """The list a list's lines were encoded from, and what proves it unchanged since."""
+    """The list a list's lines were encoded from, and what tells which of them changed since."""
 
     users: list
-    members: Optional[list] = None  # a copy of it, for a list whose members change only when set
-    seen: Optional[int] = None  # the members' change count then
-
-
-def _counted(cls, counter):
-    """``counter`` if every field of ``cls`` is a string, a number or None (then setting a field,
-    which ``counter`` counts, is the only way to change one), else None."""
-    return counter if all(plain(f.type) and get_origin(f.type) not in (list, dict) for f in attrs.fields(attrs.resolve_types(cls))) else None
-
-
-# Per user list, what counts its members' changes (a list whose members can change without it: none).
-_COUNTERS = {"ad_users": _counted(AdUser, AdChanges)}
+    members: Optional[list] = None  # a copy of it: the users each line was encoded from, in order
+    stamp: int = 0  # Stamps.now then: a user stamped later was set since
+    licences: int = 0  # Stamps.licences then: if it moved, some licence was set in place
 
 
 def _user_lines(name, users, last):
@@ -64,23 +55,29 @@ def _user_lines(name, users, last):
         if known is not None and known.users is users:
             return last.lines[name], known
         return users.raw_lines(), Source(users)
-    counter = _COUNTERS.get(name)
-    if counter is not None and _unchanged(known, users, counter):
-        return last.lines[name], known  # no member set, none added, removed or replaced: the same lines
-    encode = encoder.encode
-    # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
-    lines = [encode(u) for u in users]
-    return lines, Source(users, list(users), counter.seen) if counter is not None else Source(users)
+    source = Source(users, list(users), Stamps.now, Stamps.licences)
+    if known is None or known.members is None or known.licences != Stamps.licences:
+        # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
+        return [encoder.encode(u) for u in users], source
+    return _encoded_again(known, last.lines[name], users), source
 
 
-def _unchanged(known, users, counter):
-    return (
-        known is not None
-        and known.seen == counter.seen
-        and known.members is not None
-        and len(known.members) == len(users)
-        and all(map(operator.is_, known.members, users))
-    )
+def _encoded_again(known, lines, users):
+    """The lines of ``users``: ``lines`` (of ``known.members``) for a user that is the same
+    object and was not set since, the others encoded (issue 19: a checkpoint costs what changed)."""
+    encode, seen = encoder.encode, known.stamp
+    if len(known.members) == len(users) and all(map(operator.is_, known.members, users)):
+        changed = [i for i, user in enumerate(users) if user._stamp > seen]
+        if not changed:
+            return lines
+        lines = list(lines)
+        for i in changed:
+            lines[i] = encode(users[i])
+        return lines
+    # Users added, removed or replaced: each line found by the object it was encoded from
+    # (``known.members`` keeps those alive, so no other object can have their ids).
+    by_id = {id(member): line for member, line in zip(known.members, lines)}
+    return [line if (line := by_id.get(id(user))) is not None and user._stamp <= seen else encode(user) for user in users]
 
 
 def parts(head, lines):

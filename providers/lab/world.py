@@ -23,7 +23,7 @@ import math
 import uuid
 from typing import Optional
 
-from attrs import define, evolve, field
+from attrs import define, evolve, field, setters
 
 from reconciler import dn
 from reconciler.errors import ProviderError, RefusedError
@@ -76,20 +76,36 @@ def iso_to_minute(text):
     return int((moment - EPOCH).total_seconds() // 60)
 
 
-class AdChanges:
-    """How many times any AD user's field was set, anywhere. A checkpoint encodes the
-    AD users again only if this moved or the list holds other objects (issue 19): every
-    field of an AD user is a string or a number, so setting is the only way to change one."""
+class Stamps:
+    """A clock of changes to AD and cloud users (issue 19): setting any field of one gives
+    it the next stamp, so a checkpoint encodes again only the users stamped since it last
+    wrote (and those added or replaced). Every field of an AD user or a cloud user is a
+    string, a number, None, or (a cloud user's licences) a tuple replaced whole: setting
+    is the only way to change one. A licence's own fields can still be set in place
+    (``lic.by_group = True``, which has no user to stamp): those sets are counted in
+    ``licences``, and a checkpoint that sees it moved encodes every cloud user again."""
 
-    seen = 0
+    now = 0
+    licences = 0
 
 
-def _ad_user_changed(instance, attribute, value):
-    AdChanges.seen += 1
+def _stamp(instance, attribute, value):
+    Stamps.now += 1
+    object.__setattr__(instance, "_stamp", Stamps.now)
     return value
 
 
-@define(on_setattr=_ad_user_changed)
+def _licence_changed(instance, attribute, value):
+    Stamps.licences += 1
+    return value
+
+
+def _stamp_field():
+    """The stamp of the last set of a field (0: none since the object was made); never saved."""
+    return field(default=0, init=False, eq=False, repr=False, on_setattr=setters.NO_OP)
+
+
+@define(on_setattr=_stamp)
 class AdUser:
     """An on-premises AD object of class user or inetOrgPerson."""
 
@@ -103,6 +119,7 @@ class AdUser:
     mail_nickname: Optional[str] = None
     usage_location: Optional[str] = None  # msExchUsageLocation
     changed_at: int = 0
+    _stamp: int = _stamp_field()
 
     def attribute(self, name):
         field_name = _AD_ATTRIBUTES.get(name)
@@ -136,12 +153,13 @@ class AdObject:
     object_class: str  # group, contact or computer
 
 
-@define
+@define(on_setattr=[setters.convert, _licence_changed])
 class LabLicense:
     sku_id: str
     assigned_at: int
     by_group: bool = False
-    disabled_plans: list[str] = field(factory=list)
+    #: A tuple, so that it cannot change in place (see Stamps).
+    disabled_plans: tuple[str, ...] = field(factory=tuple, converter=tuple)
     #: The group it comes from (Graph's assignedByGroup), when ``by_group``.
     group_id: Optional[str] = None
 
@@ -168,8 +186,8 @@ class _UserChanges:
     The lab's user index and its count of licences per SKU are trusted only while
     this is unchanged (and ``cloud_users`` is the same list, of the same length), so
     a test or an emulator that sets those fields directly never meets a stale cache.
-    The lab's own methods change licence lists in place and keep the count themselves;
-    other code that changes a list in place (``user.licenses.clear()``) must assign it.
+    Licence lists are tuples, replaced whole (see Stamps): the lab's own methods keep
+    the count of licences per SKU themselves.
     """
 
     seen = 0
@@ -180,24 +198,29 @@ def _user_changed(instance, attribute, value):
     return value
 
 
-@define
+_INDEXED = [_user_changed, _stamp]  # a field the user index or the licence counts depend on
+
+
+@define(on_setattr=_stamp)
 class LabCloudUser:
-    id: str = field(on_setattr=_user_changed)
-    upn: str = field(on_setattr=_user_changed)
+    id: str = field(on_setattr=_INDEXED)
+    upn: str = field(on_setattr=_INDEXED)
     display_name: str = ""
     immutable_id: Optional[str] = None
     synced: Optional[bool] = None  # True synced, False no longer, None cloud-only
     on_prem_dn: Optional[str] = None
     usage_location: Optional[str] = None
     mailbox_guid: Optional[str] = None  # cloud msExchMailboxGuid, as synced
-    licenses: list[LabLicense] = field(factory=list, on_setattr=_user_changed)
+    #: A tuple, replaced whole on change (see Stamps).
+    licenses: tuple[LabLicense, ...] = field(factory=tuple, converter=tuple, on_setattr=[setters.convert, *_INDEXED])
     mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
-    deleted_at: Optional[int] = field(default=None, on_setattr=_user_changed)  # set while in the recycle bin
+    deleted_at: Optional[int] = field(default=None, on_setattr=_INDEXED)  # set while in the recycle bin
     #: When an Exchange Online plan was first assigned, kept after the licence goes (Graph's
     #: assignedPlans keeps a removed plan as "Deleted"). None: never, or only through the
     #: licences held now. Lab assumption: only the first assignment is remembered, and a
     #: removed plan stays listed for as long as the user exists.
     exchange_plan_since: Optional[int] = None
+    _stamp: int = _stamp_field()
 
     def license(self, sku_id):
         for lic in self.licenses:
@@ -685,7 +708,7 @@ class Lab:
         consumed = self._consumed_counts()
         if consumed.get(sku_id, 0) >= sku.prepaid:
             raise ProviderError("tenant", user.upn, f"Subscription with SKU {sku_id} does not have any available licenses.")
-        user.licenses.append(LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans)))
+        _set_licences(user, (*user.licenses, LabLicense(sku_id, self.clock, disabled_plans=sorted(disabled_plans))))
         consumed[sku_id] = consumed.get(sku_id, 0) + 1
         self._provision(user, sku, disabled_plans)
 
@@ -708,7 +731,7 @@ class Lab:
                 "tenant", user.upn, "User license is inherited from a group membership and it cannot be removed directly from the user."
             )
         consumed = self._consumed_counts()
-        user.licenses.remove(lic)
+        _set_licences(user, (held for held in user.licenses if held is not lic))
         consumed[sku_id] -= 1
         sku = self.sku(sku_id)
         if sku is not None and set(sku.exchange_plan_ids) - set(lic.disabled_plans) and user.exchange_plan_since is None:
@@ -762,10 +785,9 @@ class Lab:
                         self.assign_license(user.id, licence.sku_id, licence.disabled_plans)
                     except ProviderError:
                         continue  # the error state: no licence, the group says why
-                    held = user.license(licence.sku_id)
-                    held.by_group, held.group_id = True, group.id
+                    _replace_licence(user, user.license(licence.sku_id), by_group=True, group_id=group.id)
                 elif again:
-                    held.assigned_at = self.clock
+                    _replace_licence(user, held, assigned_at=self.clock)
                     self._provision(user, self.sku(licence.sku_id), held.disabled_plans)
 
     def _group(self, key):
@@ -800,6 +822,18 @@ class Lab:
         limit = self.clock - 30 * 24 * 60
         if any(u.deleted_at is not None and u.deleted_at <= limit for u in self.cloud_users):
             self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
+
+
+def _replace_licence(user, held, **changes):
+    """The user's licence ``held`` replaced by a copy with ``changes`` (the same SKU: the counts stand)."""
+    _set_licences(user, (evolve(lic, **changes) if lic is held else lic for lic in user.licenses))
+
+
+def _set_licences(user, licences):
+    """The lab's own change of a user's licences: it keeps the counts per SKU itself, so the
+    user's stamp moves (see Stamps) but not the count of changes the caches depend on (_UserChanges)."""
+    object.__setattr__(user, "licenses", tuple(licences))
+    _stamp(user, None, None)
 
 
 def _next_build(build):
