@@ -151,20 +151,20 @@ class Conditions:
 
         ``on_prem_dn``: the user's AD object, which tells its connector where there are
         several; without it, every connector's rules count (the cautious answer)."""
-        from reconciler.rebuild import scope_owner
+        source = self.guid_stays
+        if self.guid_stays_by_connector and on_prem_dn:
+            from reconciler.rebuild import scope_owner  # only with several forests (an import per user costs)
 
-        owner = scope_owner(on_prem_dn, self.ad_connectors, strict=False) if self.guid_stays_by_connector and on_prem_dn else None
-        source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays) if owner is not None else self.guid_stays
-        stays = {t: why for t, why in source.items() if why}
-        if not stays:
+            owner = scope_owner(on_prem_dn, self.ad_connectors, strict=False)
+            if owner is not None:
+                source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays)
+        if not any(source.values()):
             return None
         if object_type is None:
-            types = ", ".join(sorted(stays))
+            types = ", ".join(sorted(t for t, why in source.items() if why))
             return f"msExchMailboxGuid stays in the cloud for {types} objects, and this target cannot tell which object type this user is"
-        for t, why in stays.items():
-            if t.lower() == object_type.lower():
-                return why
-        return None
+        wanted = object_type.lower()
+        return next((why for t, why in source.items() if why and t.lower() == wanted), None)
 
     def usage_location_lost(self, object_type):
         """The rules whose disabling stops usageLocation for ``object_type`` ("" if it keeps flowing)."""

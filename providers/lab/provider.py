@@ -145,8 +145,23 @@ class LabServer(ServerProvider):
         return Outcome(f"{policy.value} cycle {minute_to_iso(cycle.started_at)} to {minute_to_iso(cycle.ends_at)}: all runs succeeded")
 
 
-def _licences(user):
-    return tuple(LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans)) for lic in user.licenses)
+def _licences(user, seen=None):
+    """The user's licences as the tenant reports them. ``seen``: a dict in which equal ones are
+    made once and shared (100,000 users licensed in the same minute hold equal assignments)."""
+    if seen is None:
+        seen = {}
+    return tuple(_assignment(lic, seen) for lic in user.licenses)
+
+
+def _assignment(lic, seen):
+    key = (lic.sku_id, lic.by_group, lic.assigned_at, lic.disabled_plans)
+    found = seen.get(key)
+    if found is None:
+        seen[key] = found = LicenseAssignment(lic.sku_id, lic.by_group, minute_to_iso(lic.assigned_at), tuple(lic.disabled_plans))
+    return found
+
+
+_MAILBOX_STATES = {state.value: state for state in MailboxState}
 
 
 def _group(group):
@@ -171,6 +186,7 @@ class LabTenant(TenantProvider):
         users = []
         # The lab knows each synced user's AD object; Graph does not (its provider leaves it None).
         classes = store.ad_object_classes(lab)
+        seen = {}
         for user in lab.cloud_users:
             if user.deleted_at is not None:
                 continue
@@ -181,8 +197,8 @@ class LabTenant(TenantProvider):
                     synced=user.synced,
                     on_prem_dn=user.on_prem_dn,
                     usage_location=user.usage_location,
-                    licenses=_licences(user),
-                    mailbox=MailboxState(lab.mailbox_state(user)),
+                    licenses=_licences(user, seen) if user.licenses else (),
+                    mailbox=_MAILBOX_STATES[lab.mailbox_state(user)],
                     object_type=classes.get(user.immutable_id) if user.synced else None,
                 )
             )

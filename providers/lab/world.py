@@ -304,6 +304,9 @@ class Lab:
     # lower-cased UPN, and licences consumed per SKU.
     _user_index: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
     _consumed: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
+    # Each AD object's connector by its DN, for the scopes it was worked out with (a sync
+    # cycle reads 100,000 DNs twice: parsing them each time was a third of the cycle).
+    _scope_memo: Optional[tuple] = field(default=None, init=False, eq=False, repr=False)
 
     # ------------------------------------------------------------------ lookups
 
@@ -568,15 +571,17 @@ class Lab:
         """The AD connector whose scope holds an AD object (None: out of every scope), the
         connectors looked up once for a whole pass. Each forest has its own connector, and
         its containers name its own domain, so at most one connector's scope holds an object."""
-        scopes = [(c, c.included_containers, c.excluded_containers) for c in self.ad_connectors()]
+        scopes = tuple((c, c.included_containers, c.excluded_containers) for c in self.ad_connectors())
+        if self._scope_memo is None or self._scope_memo[0] != scopes:
+            self._scope_memo = (scopes, {})
+        memo = self._scope_memo[1]  # DN -> its connector, while the scopes stay as they are
 
         def in_scope(user):
-            # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
-            # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
-            for connector, inclusions, exclusions in scopes:
-                if dn.in_scope(user.dn, inclusions, exclusions):
-                    return connector
-            return None
+            try:
+                return memo[user.dn]
+            except KeyError:
+                memo[user.dn] = found = _scope_of(user.dn, scopes)
+                return found
 
         return in_scope
 
@@ -822,6 +827,15 @@ class Lab:
         limit = self.clock - 30 * 24 * 60
         if any(u.deleted_at is not None and u.deleted_at <= limit for u in self.cloud_users):
             self.cloud_users = [u for u in self.cloud_users if u.deleted_at is None or u.deleted_at > limit]
+
+
+def _scope_of(text, scopes):
+    # The deepest matching container wins; an exclusion wins only if it is deeper (A8).
+    # DNs are compared as the sync engine does, by RFC 4514 (escapes, case, spaces).
+    for connector, inclusions, exclusions in scopes:
+        if dn.in_scope(text, inclusions, exclusions):
+            return connector
+    return None
 
 
 def _replace_licence(user, held, **changes):
