@@ -523,3 +523,26 @@ def test_licence_lists_cannot_change_in_place(lab):
     assert isinstance(user.licenses, tuple) and isinstance(user.licenses[0].disabled_plans, tuple)
     user.licenses = list(user.licenses)
     assert isinstance(user.licenses, tuple), "a list set is turned into a tuple"
+
+
+def test_ad_users_built_after_a_checkpoint_are_not_encoded_again_unless_set(lab, tmp_path, monkeypatch):
+    from providers.lab import store_encode
+
+    path = tmp_path / "lab.json"
+    target = checkpointed(lab, path)
+    world = target.lab
+    world.advance(1)
+    target.checkpoint()  # written while the AD users are still lines
+    assert world.ad_users.pending
+    encoded, real = [], store_encode.encoder
+
+    class Counting:
+        def encode(self, value):
+            encoded.append(value)
+            return real.encode(value)
+
+    monkeypatch.setattr(store_encode, "encoder", Counting())
+    world.ad_users[3].display_name = "Changed"  # builds them all, sets one
+    target.checkpoint()
+    assert [u for u in encoded if u.__class__.__name__ == "AdUser"] == [world.ad_users[3]]
+    assert store.load(path) == world

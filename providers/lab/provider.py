@@ -254,14 +254,18 @@ class LabTenant(TenantProvider):
         lab = self.lab
         began = lab.clock
         deadline = lab.clock + MAILBOX_WAIT_MINUTES
-        while True:
-            states = {ref.upn: self._mailbox(ref) for ref in users}
-            waiting = [upn for upn, s in states.items() if s == "pending"]
-            if not waiting or lab.clock >= deadline:
-                break
+        states = {ref.upn: self._mailbox(ref) for ref in users}
+        waiting = [ref for ref in users if states[ref.upn] == "pending"]
+        while waiting and lab.clock < deadline:
             present = sum(1 for s in states.values() if s == "present")
             self.on_progress(Progress("mailboxes to appear", (lab.clock - began) * 60.0, present, len(users), "mailboxes", waiting_for=f"{len(waiting)} provisioning"))
             lab.advance(min(5, deadline - lab.clock))
+            # While waiting, only the pending ones are asked again; the answer is read once
+            # more for everyone at the end (a sync meanwhile may have deleted a user).
+            states.update((ref.upn, self._mailbox(ref)) for ref in waiting)
+            waiting = [ref for ref in waiting if states[ref.upn] == "pending"]
+        if lab.clock != began:
+            states = {ref.upn: self._mailbox(ref) for ref in users}
         failures = tuple((upn, f"no Exchange Online mailbox ({state})") for upn, state in states.items() if state != "present")
         return Outcome(f"{len(users) - len(failures)} of {len(users)} mailboxes present", failures)
 

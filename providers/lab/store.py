@@ -39,10 +39,8 @@ import contextlib
 import os
 import zlib
 from pathlib import Path
-from typing import Optional
 
 import attrs
-import msgspec
 
 from reconciler.errors import LabError
 from providers.lab.store_changes import TooBig, append_change, change_record, changes_path, read_changes
@@ -152,18 +150,13 @@ def identity(path):
 class _OnDisk:
     """What this process last wrote to a lab file (and its change log), line by line."""
 
-    head: bytes
+    body: dict  # the small parts, unstructured (what the change log diffs)
+    head: bytes  # the first line's document: ``body`` encoded
     lines: dict  # name -> [line, ...]
     sources: dict  # name -> the store_encode.Source of its lines
     check: dict  # the lab file's size and CRC-32, which its change log names
     identity: tuple
     log_size: int = 0
-    tree: Optional[dict] = None  # the head, decoded, when a change needed it
-
-    def head_tree(self):
-        if self.tree is None:
-            self.tree = msgspec.json.decode(self.head)["lab"]
-        return self.tree
 
 
 # What this process last wrote to each lab file: one file remembered at a time (a
@@ -184,22 +177,22 @@ def save(lab, path):
     last = _written.get(key)
     if last is not None and identity(path) != last.identity:
         last = None  # another process wrote meanwhile, or someone removed the file
-    head, lines, sources = _encoded(lab, last)
+    written = _encoded(lab, last)
     if last is not None:
-        appended = _append(path, key, last, head, lines, sources)
+        appended = _append(path, key, last, *written)
         if appended is not None:
             return appended
-    return _write_whole(path, key, head, lines, sources)
+    return _write_whole(path, key, *written)
 
 
 def _encoded(lab, last=None):
     return encoded(lab, last)
 
 
-def _append(path, key, last, head, lines, sources):
+def _append(path, key, last, body, head, lines, sources):
     """The new identity after appending the change (or nothing) to the log; None: write whole."""
     try:
-        record, tree = change_record(last, head, lines, COMPACT_AT * last.check["size"] - last.log_size)
+        record = change_record(last, body, head, lines, COMPACT_AT * last.check["size"] - last.log_size)
     except TooBig:
         return None
     if record is None:
@@ -209,7 +202,7 @@ def _append(path, key, last, head, lines, sources):
     lab_file = last.identity[0]
     if identity(path) != last.identity or not append_change(path, last, record):
         return None
-    last.head, last.lines, last.sources, last.tree = head, lines, sources, tree
+    last.body, last.head, last.lines, last.sources = body, head, lines, sources
     last.identity = identity(path)
     if last.identity is None or last.identity[0] != lab_file:
         _written.pop(key, None)  # the lab file changed under the append: next time, whole
@@ -226,10 +219,10 @@ def compact(path):
     last = _written.get(key)
     if last is None or last.log_size == 0 or identity(path) != last.identity:
         return identity(path)
-    return _write_whole(path, key, last.head, last.lines, last.sources)
+    return _write_whole(path, key, last.body, last.head, last.lines, last.sources)
 
 
-def _write_whole(path, key, head, lines, sources):
+def _write_whole(path, key, body, head, lines, sources):
     pieces = parts(head, lines)
     size, crc = 0, 0
     for piece in pieces:
@@ -240,5 +233,5 @@ def _write_whole(path, key, head, lines, sources):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(changes_path(path))
     _written.clear()
-    _written[key] = _OnDisk(head, lines, sources, {"size": size, "crc32": crc}, identity(path))
+    _written[key] = _OnDisk(body, head, lines, sources, {"size": size, "crc32": crc}, identity(path))
     return _written[key].identity

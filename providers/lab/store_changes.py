@@ -65,26 +65,25 @@ class TooBig(Exception):
     """The changes would make the log too long: the lab is written whole instead."""
 
 
-def change_record(last, head, lines, room):
+def change_record(last, body, head, lines, room):
     """The log line (bytes, with its newline) that turns what is on disk (``last``) into
-    ``head`` and ``lines`` (None if nothing changed), and ``head`` decoded if that was needed.
+    ``body`` (encoded as ``head``) and ``lines``; None if nothing changed.
 
     Raises :class:`TooBig` as soon as it is clear the line would be longer than ``room``."""
-    record, tree = {}, last.tree
+    record = {}
     users = _user_changes(last.lines, lines, room)
     if head != last.head:
-        tree = msgspec.json.decode(head)["lab"]
         sets, drops = [], []
-        _tree_changes(last.head_tree(), tree, [], sets, drops)
+        _tree_changes(last.body, body, [], sets, drops)
         record.update({key: value for key, value in (("set", sets), ("drop", drops)) if value})
     if users:
         record["users"] = users
     if not record:
-        return None, tree
+        return None
     line = encoder.encode(record) + b"\n"
     if len(line) > room:
         raise TooBig
-    return line, tree
+    return line
 
 
 def _user_changes(old_lines, lines, room):

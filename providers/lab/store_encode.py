@@ -22,12 +22,14 @@ BIG = ("ad_users", "cloud_users")  # in the order the file holds them
 
 def dumps_bytes(lab):
     """The file: the small parts on the first line, then one user a line (see :mod:`providers.lab.store`)."""
-    head, lines, _sources = encoded(lab)
+    _body, head, lines, _sources = encoded(lab)
     return b"".join(parts(head, lines))
 
 
 def encoded(lab, last=None):
-    """The first line's document (bytes), each user list's lines, and where those lines came from.
+    """The small parts unstructured (new dicts and lists, shared with nothing: what the change
+    log diffs), the first line's document (bytes), each user list's lines, and where those
+    lines came from.
 
     ``last``: what was written before (see ``providers.lab.store``), whose lines are reused
     for a list that cannot have changed since."""
@@ -36,7 +38,7 @@ def encoded(lab, last=None):
     lines, sources = {}, {}
     for name in BIG:
         lines[name], sources[name] = _user_lines(name, getattr(lab, name), last)
-    return head, lines, sources
+    return body, head, lines, sources
 
 
 @attrs.define(eq=False)
@@ -54,7 +56,10 @@ def _user_lines(name, users, last):
     if is_pending(users):
         if known is not None and known.users is users:
             return last.lines[name], known
-        return users.raw_lines(), Source(users)
+        return users.raw_lines(), Source(users, None, Stamps.now, Stamps.licences)
+    if known is not None and known.members is None and known.users is users and getattr(users, "as_filled", None) is not None:
+        # Written while pending, filled since: its lines are those its objects were built from.
+        known = Source(users, users.as_filled, known.stamp, known.licences)
     source = Source(users, list(users), Stamps.now, Stamps.licences)
     if known is None or known.members is None or known.licences != Stamps.licences:
         # The users are encoded by msgspec from the attrs objects themselves (all plain fields).
@@ -90,9 +95,15 @@ def parts(head, lines):
     return pieces
 
 
+_CHUNK = 4096  # lines joined at a time: no 80 MiB piece at 100,000 users
+
+
 def _join_lines(lines, pieces):
+    for start in range(0, len(lines), _CHUNK):
+        if start:
+            pieces.append(b",\n")
+        pieces.append(b",\n".join(lines[start : start + _CHUNK]))
     if lines:
-        pieces.append(b",\n".join(lines))
         pieces.append(b"\n")
 
 

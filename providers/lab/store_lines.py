@@ -142,17 +142,19 @@ class LazyList(list):
     items directly); nothing here concatenates the AD users that way.
     """
 
-    __slots__ = ("_fill", "_packed", "_count", "object_classes")
+    __slots__ = ("_fill", "_packed", "_count", "object_classes", "as_filled")
 
     def __init__(self, packed, count, fill):
         super().__init__()
         self._packed, self._count, self._fill = packed, count, fill
+        self.as_filled = None  # once filled: the objects built from the lines, in their order
 
     def _load(self):
         fill, self._fill = self._fill, None
         if fill is not None:
             packed, self._packed = self._packed, None
-            list.extend(self, fill(packed, self._count))
+            self.as_filled = fill(packed, self._count)
+            list.extend(self, self.as_filled)
 
     @property
     def pending(self):

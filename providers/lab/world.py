@@ -718,7 +718,7 @@ class Lab:
         self._provision(user, sku, disabled_plans)
 
     def _provision(self, user, sku, disabled_plans):
-        exchange_on = bool(set(sku.exchange_plan_ids) - set(disabled_plans))
+        exchange_on = any(plan not in disabled_plans for plan in sku.exchange_plan_ids)
         if exchange_on and user.exchange_plan_since is None:
             user.exchange_plan_since = self.clock
         if exchange_on and user.mailbox_ready_at is None and not user.mailbox_guid:
