@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import weakref
 
 import cattrs
 
@@ -34,25 +35,7 @@ def plan_to_dict(plan, scripts=None):
         "has_changes": plan.has_changes,
         "counts": plan.counts(),
         "guid_flows": [unstructure(g) for g in plan.guid_flows],
-        "steps": [
-            {
-                "id": s.id,
-                "provider": s.provider,
-                "resource": s.resource,
-                "action": s.action.value,
-                "impact": s.impact.value,
-                "summary": s.summary,
-                "depends_on": list(s.depends_on),
-                "decided_after_sync": s.decided_after_sync,
-                "approval": s.approval,
-                "before": s.before,
-                "after": s.after,
-                "changes": [{"path": c.path, "before": c.before, "after": c.after} for c in s.changes],
-                "operation": operation_to_dict(s.operation),
-                **({"script": scripts[s.id]} if s.id in scripts else {}),
-            }
-            for s in plan.steps
-        ],
+        "steps": steps_to_dicts(plan.steps, scripts),
         "notices": [{"level": n.level.value, "code": n.code, "message": n.message, **({"users": list(n.users)} if n.users else {})} for n in plan.notices],
         "outcomes": [o.to_dict() for o in plan.outcomes],
         "unsafe": list(plan.unsafe),
@@ -60,6 +43,30 @@ def plan_to_dict(plan, scripts=None):
         "purge_kept": [{"user": upn, "why": why} for upn, why in plan.purge_kept],
         "purge_losses": [{"user": upn, "why": why} for upn, why in plan.purge_losses],
     }
+
+
+def steps_to_dicts(steps, scripts=None):
+    """The plan's steps as :func:`plan_to_dict` writes them."""
+    scripts = scripts or {}
+    return [
+        {
+            "id": s.id,
+            "provider": s.provider,
+            "resource": s.resource,
+            "action": s.action.value,
+            "impact": s.impact.value,
+            "summary": s.summary,
+            "depends_on": list(s.depends_on),
+            "decided_after_sync": s.decided_after_sync,
+            "approval": s.approval,
+            "before": s.before,
+            "after": s.after,
+            "changes": [{"path": c.path, "before": c.before, "after": c.after} for c in s.changes],
+            "operation": operation_to_dict(s.operation),
+            **({"script": scripts[s.id]} if s.id in scripts else {}),
+        }
+        for s in steps
+    ]
 
 
 def plan_from_dict(data):
@@ -98,6 +105,17 @@ def plan_from_dict(data):
 
 
 def plan_checksum(plan):
-    """SHA-256 of the plan's steps as JSON: what the journal records a run against."""
-    data = json.dumps(plan_to_dict(plan)["steps"], sort_keys=True, default=str).encode()
-    return hashlib.sha256(data).hexdigest()
+    """SHA-256 of the plan's steps as JSON: what the journal records a run against.
+
+    Remembered for the last plan asked about (apply asks twice; at 100,000 users the steps
+    name every user)."""
+    last = _last_checksum
+    if last and last[0]() is plan:
+        return last[1]
+    data = json.dumps(steps_to_dicts(plan.steps), sort_keys=True, default=str).encode()
+    checksum = hashlib.sha256(data).hexdigest()
+    _last_checksum[:] = [weakref.ref(plan), checksum]
+    return checksum
+
+
+_last_checksum = []  # [weak reference to a plan, its checksum]

@@ -546,3 +546,21 @@ def test_ad_users_built_after_a_checkpoint_are_not_encoded_again_unless_set(lab,
     target.checkpoint()
     assert [u for u in encoded if u.__class__.__name__ == "AdUser"] == [world.ad_users[3]]
     assert store.load(path) == world
+
+
+@pytest.mark.parametrize("name", ["ad_users", "cloud_users"])
+def test_a_bad_user_in_a_batch_is_named_by_its_line_and_index(lab, tmp_path, name):
+    # Lines are decoded 4,096 at a time; a bad one is still named alone.
+    text = store.dumps(lab)
+    lines = text.splitlines(keepends=True)
+    first = 1 if name == "ad_users" else 2 + len(lab.ad_users)
+    index = 3
+    lines[first + index] = lines[first + index].replace('"upn":', '"colour":"blue","upn":', 1)
+    path = tmp_path / "lab.json"
+    path.write_text("".join(lines))
+    with pytest.raises(LabError, match=re.escape(f"unknown field `colour` - at `$.lab.{name}[{index}]`")):
+        store.load(path)
+    lines[first + index] = lines[first + index].replace('"colour":"blue",', "", 1).replace("},\n", "},{},\n", 1)
+    path.write_text("".join(lines))
+    with pytest.raises(LabError, match=rf"invalid JSON at line {first + index + 1}, column \d+"):
+        store.load(path)

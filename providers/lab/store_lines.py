@@ -11,7 +11,7 @@ import zlib
 import msgspec
 
 from reconciler.errors import LabError
-from providers.lab.store_decode import LINE_DECODERS, decode_user, loads, no_collection, strip_bom
+from providers.lab.store_decode import LINE_DECODERS, MIRRORS, USER_TYPES, decode_user, loads, no_collection, strip_bom
 from providers.lab.world import AdUser, LabCloudUser
 
 _OPENING = b',"ad_users":[\n'
@@ -75,45 +75,79 @@ def _stream_array(fh, number, closing, sink):
     return None
 
 
-class _CloudSink:
-    """Cloud users, decoded (strictly) and built as their lines are read."""
+_BATCH = 4096  # lines decoded with one call
 
-    def __init__(self, source):
-        self.source, self.users, self.batch = source, [], []
-        self.decode = LINE_DECODERS["cloud_users"].decode
+
+class _Sink:
+    """One user list's lines, decoded strictly a batch at a time (one msgspec call for 4,096
+    lines); when a batch does not decode, each of its lines is decoded alone, so that the
+    error names the line and the user it is about."""
+
+    def __init__(self, name, source):
+        self.name, self.source = name, source
+        self.decode_one = LINE_DECODERS[name].decode
+        self.decode_many = msgspec.json.Decoder(list[MIRRORS[USER_TYPES[name]].struct]).decode
+        self.lines, self.numbers, self.count = [], [], 0
 
     def add(self, line, number):
-        self.batch.append(decode_user(self.decode, line, number, len(self.users) + len(self.batch), "cloud_users", self.source))
-        if len(self.batch) == 4096:
+        self.lines.append(line)
+        self.numbers.append(number)
+        if len(self.lines) == _BATCH:
             self._flush()
 
     def _flush(self):
+        lines = self.lines
+        if lines:
+            self.take(self._decoded(lines), lines)
+            self.count += len(lines)
+            self.lines, self.numbers = [], []
+
+    def _decoded(self, lines):
+        try:
+            structs = self.decode_many(b"[" + b",".join(lines) + b"]")
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            structs = None
+        if structs is None or len(structs) != len(lines):  # e.g. two users on one line
+            structs = [
+                decode_user(self.decode_one, line, number, self.count + i, self.name, self.source)
+                for i, (line, number) in enumerate(zip(lines, self.numbers))
+            ]
+        return structs
+
+
+class _CloudSink(_Sink):
+    """Cloud users, decoded (strictly) and built as their lines are read."""
+
+    def __init__(self, source):
+        super().__init__("cloud_users", source)
+        self.users = []
+
+    def take(self, structs, lines):
         with no_collection():
-            self.users += msgspec.convert(self.batch, list[LabCloudUser], from_attributes=True)
-        self.batch = []
+            self.users += msgspec.convert(structs, list[LabCloudUser], from_attributes=True)
 
     def done(self):
         self._flush()
         return self.users
 
 
-class _AdSink:
+class _AdSink(_Sink):
     """AD users, checked as their lines are read and kept as those lines, compressed, until used."""
 
     def __init__(self, source):
-        self.source, self.count = source, 0
-        self.decode = LINE_DECODERS["ad_users"].decode
+        super().__init__("ad_users", source)
         self.compressor = zlib.compressobj(1)
         self.chunks = []
         self.classes = {}  # objectGUID -> object class, which the lab tenant reports for synced users
 
-    def add(self, line, number):
-        user = decode_user(self.decode, line, number, self.count, "ad_users", self.source)
-        self.classes[user.object_guid] = sys.intern(user.object_class)
-        self.chunks.append(self.compressor.compress(line + b"\n"))
-        self.count += 1
+    def take(self, structs, lines):
+        classes = self.classes
+        for user in structs:
+            classes[user.object_guid] = sys.intern(user.object_class)
+        self.chunks.append(self.compressor.compress(b"\n".join(lines) + b"\n"))
 
     def done(self):
+        self._flush()
         self.chunks.append(self.compressor.flush())
         users = LazyList(b"".join(self.chunks), self.count, _unpack_ad_users)
         users.object_classes = self.classes

@@ -718,7 +718,8 @@ class Lab:
         self._provision(user, sku, disabled_plans)
 
     def _provision(self, user, sku, disabled_plans):
-        exchange_on = any(plan not in disabled_plans for plan in sku.exchange_plan_ids)
+        plans = sku.exchange_plan_ids
+        exchange_on = bool(plans) if not disabled_plans else any(plan not in disabled_plans for plan in plans)
         if exchange_on and user.exchange_plan_since is None:
             user.exchange_plan_since = self.clock
         if exchange_on and user.mailbox_ready_at is None and not user.mailbox_guid:
