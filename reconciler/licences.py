@@ -38,6 +38,8 @@ def license_steps(desired, tenant, outcomes, sync_planned=False, depends_on=()):
         assign = [o for o in mine if o.verdict is Verdict.ASSIGN]
         reprocess = [o for o in mine if o.verdict is Verdict.REPROCESS]
         label = spec.label
+        refs = {id(o): o.ref for o in relicense + assign + reprocess}  # each made once (100,000 users: twice as many before)
+        ref = lambda o: refs[id(o)]  # noqa: E731
 
         def step(kind, summary, operation, after=depends_on, action=Action.UPDATE, resource=f"licenses/{label}"):
             steps.append(
@@ -57,23 +59,23 @@ def license_steps(desired, tenant, outcomes, sync_planned=False, depends_on=()):
         done = []
         if relicense:
             remove_id = step("license[].remove", f"Remove {label} from {len(relicense)} user(s) whose licence made no mailbox (assigned again next)",
-                             RemoveLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in relicense)))
+                             RemoveLicense(sku.sku_id, sku.part_number, tuple(map(ref, relicense))))
             direct = relicense + ([] if spec.group else assign)
             # Assigning again keeps the service plans an admin had switched off for the user.
             keep_disabled = tuple((o.upn.lower(), o.disabled_plans) for o in relicense if o.disabled_plans)
             again = f" ({len(relicense)} of them again)"
             done.append(step("license[].assign", f"Assign {label} to {len(direct)} user(s)" + again,
-                             AssignLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in direct), keep_disabled), (*depends_on, remove_id)))
+                             AssignLicense(sku.sku_id, sku.part_number, tuple(map(ref, direct)), keep_disabled), (*depends_on, remove_id)))
         elif assign and not spec.group:
-            done.append(step("license[].assign", f"Assign {label} to {len(assign)} user(s)", AssignLicense(sku.sku_id, sku.part_number, tuple(o.ref for o in assign))))
+            done.append(step("license[].assign", f"Assign {label} to {len(assign)} user(s)", AssignLicense(sku.sku_id, sku.part_number, tuple(map(ref, assign)))))
         if assign and spec.group:
             group = tenant.group(spec.group)
             done.append(step("group[].add", f"Add {len(assign)} user(s) to the licensing group {group.name!r} (it assigns {sku.part_number})",
-                             AddGroupMembers(group.id, group.name, tuple(o.ref for o in assign)), resource=f"groups/{group.name}"))
+                             AddGroupMembers(group.id, group.name, tuple(map(ref, assign))), resource=f"groups/{group.name}"))
         if reprocess:
             done.append(step("license[].reprocess", f"Reprocess the group licence of {len(reprocess)} user(s) whose {sku.part_number} from a group made no mailbox (Lab assumption: this provisions it)",
-                             ReprocessLicences(tuple(o.ref for o in reprocess))))
-        expected = tuple(o.ref for o in relicense + assign + reprocess if o.mailbox_after == "expected")
+                             ReprocessLicences(tuple(map(ref, reprocess)))))
+        expected = tuple(ref(o) for o in relicense + assign + reprocess if o.mailbox_after == "expected")
         if done and sku.includes_exchange and expected:
             step("mailboxes[].verify", f"Wait for the {len(expected)} Exchange Online mailbox(es) and verify them", VerifyMailboxes(expected),
                  tuple(done), Action.CHECK, f"mailboxes/{label}")

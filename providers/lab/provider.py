@@ -45,6 +45,7 @@ from reconciler.operations import (
 from reconciler.progress import Progress
 from reconciler.provider import ServerProvider, Target, TenantProvider
 from providers.lab import store
+from providers.lab.store_decode import settle
 from providers.lab.world import iso_to_minute, minute_to_iso
 
 MAILBOX_WAIT_MINUTES = 60
@@ -219,6 +220,7 @@ class LabTenant(TenantProvider):
             if u.deleted_at is not None
         )
         groups = tuple(_group(g) for key in selection.groups if (g := lab.group(key)) is not None)
+        settle(len(users))  # the observation lives as long as the plan made from it
         return TenantState(users=tuple(users), skus=skus, deleted_users=deleted, groups=groups)
 
     def apply(self, operation):

@@ -44,7 +44,7 @@ import attrs
 
 from reconciler.errors import LabError
 from providers.lab.store_changes import TooBig, append_change, change_record, changes_path, read_changes
-from providers.lab.store_decode import FORMAT, VERSION, loads
+from providers.lab.store_decode import FORMAT, VERSION, loads, no_collection, settle
 from providers.lab.store_encode import dumps_bytes, encoded, parts, write_atomically
 from providers.lab.store_lines import ad_object_classes, read_lines
 
@@ -70,13 +70,15 @@ def load_with_identity(path):
     """The lab at ``path`` (with its change log, if any) and the :func:`identity` it was read at."""
     path = Path(path)
     try:
-        lab, data, stat, log_stat = _read(path, changes_path(path))
+        with no_collection():  # the lines make a hundred thousand objects and no cycles
+            lab, data, stat, log_stat = _read(path, changes_path(path))
     except FileNotFoundError:
         raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
     except OSError as exc:
         raise LabError(f"{exc.filename or path}: cannot read the lab file: {exc.strerror}") from None
     if lab is None:
         lab = loads(data, str(path))
+    settle(len(lab.cloud_users))
     return lab, (_identity(stat), _identity(log_stat) if log_stat is not None else None)
 
 
