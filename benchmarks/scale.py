@@ -237,8 +237,8 @@ def suite(codes, tmp):
         return {f"{c.get('classname')}::{c.get('name')}": float(c.get("time")) for c in ET.parse(xml).getroot().iter("testcase")}
 
     def node_ids(code):
-        serial = ["-n", "0"] if code.tree == ROOT else ["-p", "no:xdist"]
-        listed = subprocess.run([python_for(code), "-m", "pytest", "-p", "no:cacheprovider", *serial, "--collect-only", "-q"], cwd=code.tree, capture_output=True, text=True)
+        # Without the config's addopts (its -q would make -qq: counts per file, not node ids).
+        listed = subprocess.run([python_for(code), "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "--collect-only", "-q"], cwd=code.tree, capture_output=True, text=True)
         return {line for line in listed.stdout.splitlines() if "::" in line}
 
     walls, times, per_test = {}, {}, {}
@@ -261,16 +261,22 @@ def suite(codes, tmp):
         summed = {code.name: statistics.median(sum(d[k] for k in keys) for d in per_test[code.name]) for code in codes}
         print(f"   tests in both, by node id: {len(common)} ({len(keys)} in both JUnit files); their summed durations {summed[before.name]:.1f} s -> {summed[now.name]:.1f} s "
               f"({summed[now.name] / summed[before.name]:.2f}; under pytest-xdist the durations overlap and each is slowed by the other worker)")
+        # Those tests alone: in one process each (like for like: the same tests, the same way), and
+        # this tree as the README runs a suite (a worker per core; named tests alone would get none).
+        ways = [(before, "baseline", []), (now, "now, one process", ["-n", "0"]), (now, "now, a worker per core", ["-n", str(len(os.sched_getaffinity(0)))])]
         alone = {}
         for turn in range(runs):
-            for code in codes:
-                # Named tests run in one process unless -n says otherwise (tests/conftest.py): as many workers as a full run.
-                workers = ["-n", str(len(os.sched_getaffinity(0)))] if code.tree == ROOT else []
-                wall, used, last = run(code, *workers, *common)
-                alone.setdefault(code.name, []).append(wall)
-                print(f"   those {len(common)} alone, {code.name:9} {wall:6.1f} s wall {used:6.1f} s CPU   {last}")
-        ratio = statistics.median(alone[now.name]) / statistics.median(alone[before.name])
-        print(f"   those tests alone, now / baseline (wall, as the README runs them): {ratio:.2f}   goal <= 0.7  {'met' if ratio <= 0.7 else 'NOT MET'}")
+            for code, label, workers in ways:
+                xml = tmp / f"alone-{label.replace(' ', '-').replace(',', '')}-{turn}.xml"
+                wall, used, last = run(code, *workers, *common, xml=xml)
+                summed = sum(durations(xml).values())
+                alone.setdefault(label, []).append((wall, used, summed))
+                print(f"   those {len(common)} alone, {label:23} {wall:6.1f} s wall {used:6.1f} s CPU {summed:6.1f} s summed durations   {last}")
+        median = {label: [statistics.median(v[i] for v in values) for i in range(3)] for label, values in alone.items()}
+        base = median["baseline"]
+        for label in ("now, one process", "now, a worker per core"):
+            wall, used, summed = (now_ / then for now_, then in zip(median[label], base))
+            print(f"   those tests alone, {label} / baseline: wall {wall:.2f}, CPU {used:.2f}, summed durations {summed:.2f}   goal <= 0.7 (wall)  {'met' if wall <= 0.7 else 'NOT MET'}")
     return walls
 
 
