@@ -320,3 +320,31 @@ def test_the_brackets_put_everything_back_when_the_output_is_gone(tmp_path, gone
     from reconciler.journal import last_interrupted
 
     assert last_interrupted(journal) is None or not last_interrupted(journal).scheduler_paused
+
+
+# ---------------------------------------------------------------- 6. lab advance with a huge N
+
+
+@pytest.mark.parametrize("minutes,said", [("999999999999", "at most 527040 minutes (a year) at a time"), ("-1", "must not be negative")])
+@pytest.mark.parametrize("scheduler", ["resume", "pause"])
+def test_lab_advance_by_more_than_the_lab_can_take_is_one_line_and_changes_nothing(lab, capsys, minutes, said, scheduler):
+    assert main(["lab", "scheduler", scheduler, "--lab", str(lab)]) == 0
+    capsys.readouterr()
+    before = lab.read_bytes()
+    assert main(["--no-color", "lab", "advance", minutes, "--lab", str(lab)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "Traceback" not in err, err
+    assert lab.read_bytes() == before
+
+
+def test_lab_advance_goes_no_further_than_a_lab_file_holds(lab, capsys):
+    from providers.lab.store_decode import LAST_MINUTE
+
+    near = store.load(lab)
+    near.clock = LAST_MINUTE - 10
+    near.server.sync_cycle_enabled = False
+    store.save(near, lab)
+    assert main(["--no-color", "lab", "advance", "11", "--lab", str(lab)]) == 1
+    assert "goes no further than 10 minutes from now" in capsys.readouterr().err
+    assert main(["--no-color", "lab", "advance", "10", "--lab", str(lab)]) == 0
+    assert store.load(lab).clock == LAST_MINUTE, "and the lab file it writes is read back"

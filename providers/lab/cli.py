@@ -134,10 +134,22 @@ def _change(args, lab):
         restored = lab.upgrade()
         names = ", ".join(f"'{r.name}' ({r.precedence})" for r in restored) or "none"
         return f"Upgraded Entra Connect to {lab.server.build}; stock rules re-created: {names}."
-    if args.minutes < 0:
-        raise ReconcilerError("lab advance: minutes must not be negative")
+    _check_advance(lab, args.minutes)
     lab.advance(args.minutes)
     return f"Lab time is now {lab.now}."
+
+
+def _check_advance(lab, minutes):
+    """One line for a ``lab advance`` the lab cannot take: backwards, more than a year at a time
+    (every scheduled cycle of it runs: a year is some seconds), or past the last minute a lab file holds."""
+    from providers.lab.store_decode import LAST_MINUTE, LONGEST
+
+    if minutes < 0:
+        raise ReconcilerError("lab advance: minutes must not be negative")
+    if minutes > LONGEST:
+        raise ReconcilerError(f"lab advance: at most {LONGEST} minutes (a year) at a time")
+    if lab.clock + minutes > LAST_MINUTE:
+        raise ReconcilerError(f"lab advance: the lab's clock goes no further than {LAST_MINUTE - lab.clock} minutes from now")
 
 
 def serve(args, out, path):

@@ -38,11 +38,15 @@ def _minutes_to(year):
 # The lab's minute counters, bounded so that each is a date the lab can write (years 1 to
 # 9999, also after adding a duration): a value out of range is a corrupt file at its key
 # path, not an OverflowError later. The clock only moves forward from 0.
-_MOMENT = Annotated[int, msgspec.Meta(ge=_minutes_to(1), le=_minutes_to(9998))]
-_DURATION = Annotated[int, msgspec.Meta(ge=0, le=366 * 24 * 60)]
+#: The last minute a lab file may hold (``lab advance`` goes no further).
+LAST_MINUTE = _minutes_to(9998)
+#: The longest duration a lab file may hold (a year).
+LONGEST = 366 * 24 * 60
+_MOMENT = Annotated[int, msgspec.Meta(ge=_minutes_to(1), le=LAST_MINUTE)]
+_DURATION = Annotated[int, msgspec.Meta(ge=0, le=LONGEST)]
 #: By field name (the same name means the same thing in every class of the lab).
 BOUNDS = {
-    "clock": Annotated[int, msgspec.Meta(ge=0, le=_minutes_to(9998))],
+    "clock": Annotated[int, msgspec.Meta(ge=0, le=LAST_MINUTE)],
     **dict.fromkeys(
         ("changed_at", "assigned_at", "mailbox_ready_at", "deleted_at", "exchange_plan_since", "next_scheduled_at", "connector_space", "started_at", "ends_at"),
         _MOMENT,
