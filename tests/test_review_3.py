@@ -221,6 +221,10 @@ def test_extra_fields_reach_no_handler_unscrubbed_also_one_added_later(monkeypat
     # factory with no name first) meets the Redact filter.
     made = logging.makeLogRecord({"name": "x", "msg": "m", "levelname": "DEBUG", "auth": "Sup3rSecretPw"})
     assert logs.Redact().filter(made) and made.auth == "***"
+    # An object whose text shows no credential is left as it is (rich's handler wants its highlighter).
+    highlighter = object()
+    made = logging.makeLogRecord({"name": "x", "msg": "m", "highlighter": highlighter, "markup": True})
+    assert logs.Redact().filter(made) and made.highlighter is highlighter and made.markup is True
 
 
 # ---------------------------------------------------------------- 4. the WinRM user and password swapped

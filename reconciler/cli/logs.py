@@ -87,12 +87,17 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 def scrub_extra(record):
     """Rewrite the record's other attributes (``extra=`` fields, a factory's) without credentials:
-    a text scrubbed, a number kept, anything else as its scrubbed text (what a formatter shows)."""
+    a text scrubbed, a number kept, anything else kept as it is (a handler may want the object,
+    as rich's does a highlighter) unless its text, what a formatter shows, holds a credential:
+    then that text, scrubbed."""
     fields = vars(record)
     for key, value in fields.items():
         if key in _STANDARD or value is None or isinstance(value, (int, float)):
             continue
-        fields[key] = scrub(value if isinstance(value, str) else str(value))
+        text = value if isinstance(value, str) else str(value)
+        scrubbed = scrub(text)
+        if scrubbed != text or isinstance(value, str):
+            fields[key] = scrubbed
 
 
 def _message(record):
