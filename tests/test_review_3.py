@@ -36,6 +36,7 @@ def lab(tmp_path):
         (b'"clock":', b'"clock":-1', "$.lab.clock"),
         (b'"next_scheduled_at":', b'"next_scheduled_at":9999999999999', "$.lab.server.next_scheduled_at"),
         (b'"sync_interval":', b'"sync_interval":-30', "$.lab.server.sync_interval"),
+        (b'"changed_at":', b'"changed_at":99999999999999', "$.lab.ad_users[0].changed_at"),  # a user's line
         (b'"cycle":null', b'"cycle":{"policy":"Delta","started_at":1,"ends_at":99999999999999}', "server.cycle.ends_at"),
     ],
 )
