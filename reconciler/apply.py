@@ -368,11 +368,20 @@ class _Run:
 
     def put_back(self):
         """The brackets: the threshold and the scheduler back as owed, the purged users who
-        got their licences settled, and the journal's end of this run."""
-        if self.raised_threshold is not None:
-            self._restore_threshold()
-        if self.paused_by_us:
-            self._resume_scheduler()
+        got their licences settled, and the journal's end of this run. Each runs whatever an
+        earlier one raised (a provider's error is a note; anything else, such as the event
+        callback failing, is raised once every bracket has run)."""
+        try:
+            if self.raised_threshold is not None:
+                self._restore_threshold()
+        finally:
+            try:
+                if self.paused_by_us:
+                    self._resume_scheduler()
+            finally:
+                self._end_journal()
+
+    def _end_journal(self):
         journal = self.journal
         if journal is not None and self.record:
             licensed = settled(from_record(self.record, ()), self.results, self.steps)

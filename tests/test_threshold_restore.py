@@ -71,3 +71,39 @@ def test_a_desired_threshold_is_planned_and_a_raise_is_restored_to_it(lab, targe
     assert not any(n.code == "threshold-differs" for n in plan.notices)
     assert apply_plan(plan, desired, target, approvals=frozenset({"irreversible"}), force=True).ok
     assert lab.server.deletion_threshold == 500
+
+
+
+@pytest.mark.parametrize("failing", ["the export deletion threshold was put back", "the sync scheduler was resumed"])
+def test_every_bracket_is_put_back_when_a_note_about_an_earlier_one_raises(tmp_path, failing):
+    """Not only a provider's error: whatever the event callback raises while the brackets
+    are put back (a console gone in a way nobody foresaw), the later brackets still run."""
+    from reconciler.apply import apply_plan
+    from reconciler.errors import ProviderError
+    from reconciler.loader import load_desired
+    from reconciler.operations import SetContainerScope
+
+    low_threshold_lab(tmp_path / "lab.json")
+    lab = store.load(tmp_path / "lab.json")
+    target = LabTarget(lab)
+    desired = load_desired(REBUILD)
+    plan = plan_for(desired, target)
+    server_apply, scopes = target.server.apply, []
+
+    def apply(operation):
+        if isinstance(operation, SetContainerScope):
+            scopes.append(operation)
+            if len(scopes) == 2:  # scope.containers: scheduler paused, threshold still raised
+                raise ProviderError("lab", "scope", "refused for the test")
+        return server_apply(operation)
+
+    def on_event(event):
+        if event.message.startswith(failing):
+            raise RuntimeError("the console is gone")
+
+    target.server.apply = apply
+    with pytest.raises(RuntimeError, match="the console is gone"):
+        apply_plan(plan, desired, target, on_event=on_event, approvals=frozenset(plan.approvals_needed), force=True)
+    assert len(scopes) == 2
+    assert lab.server.deletion_threshold == 10, "put back"
+    assert lab.server.sync_cycle_enabled, "the scheduler is resumed whatever the callback raised"
