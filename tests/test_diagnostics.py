@@ -18,19 +18,12 @@ HYBRID = UserSelection(frozenset(), (scenario.HYBRID_OU,))
 
 @pytest.fixture
 def debug_logging(capsys):
-    """syncprep's own --log-level DEBUG, on the captured stderr; undone afterwards."""
+    """syncprep's own --log-level DEBUG, on the captured stderr; conftest's autouse
+    ``_logging_as_it_was`` undoes it after the test."""
     from reconciler.cli import logs
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     logs.configure(logging.DEBUG)
     yield capsys
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    logs._installed.clear()
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 def h2_exchange(authorization):
