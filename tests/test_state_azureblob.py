@@ -2,7 +2,6 @@
 two applies from two processes and two working directories, a killed apply resumed
 from another, an abandoned lease reported and cleared only by force-unlock."""
 
-import json
 import os
 import re
 import subprocess
@@ -50,13 +49,7 @@ def _run(env, cwd, ops, kill, *args):
 
 
 def _licences_changed_once(ops):
-    counted = {}
-    for line in ops.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["op"] in ("AssignLicense", "RemoveLicense"):
-            for upn in entry["users"]:
-                counted[(entry["op"], upn)] = counted.get((entry["op"], upn), 0) + 1
-    return max(counted.values(), default=1) == 1
+    return max(faults_harness.licence_changes(ops).values(), default=1) == 1
 
 
 def _converged(tmp_path):

@@ -1,7 +1,6 @@
 """The ``server`` backend end to end: ``lab serve`` is the Entra Connect server, and syncprep
 runs from two working directories (two checkouts, two runners) in separate processes."""
 
-import json
 import re
 import shutil
 import subprocess
@@ -34,17 +33,6 @@ def _harness(env, cwd, ops, kill, *args):
     return faults_harness.run_forked(ops, kill, args, cwd=cwd, env=env, timeout=300)
 
 
-def _changes(ops):
-    """How often each user's licence was changed (the other steps, e.g. the scheduler off and on, repeat by design)."""
-    counted = {}
-    for line in ops.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["op"] in ("AssignLicense", "RemoveLicense"):
-            for upn in entry["users"]:
-                counted[(entry["op"], upn)] = counted.get((entry["op"], upn), 0) + 1
-    return counted
-
-
 def test_two_applies_from_two_working_directories_exactly_one_runs(served):
     tmp_path, env, graph, port, _text = served
     a, b = _checkouts(tmp_path, graph, port)
@@ -61,7 +49,7 @@ def test_two_applies_from_two_working_directories_exactly_one_runs(served):
     for code, _out, err in results:
         if code == 1:
             assert "another apply holds the lock" in err and "(server)" in err, err
-    assert max(_changes(ops).values()) == 1, "no change made twice"
+    assert max(faults_harness.licence_changes(ops).values()) == 1, "no change made twice"
     assert sum("Apply complete" in out for _code, out, _err in results) == 1, "exactly one apply ran"
     # Nothing was kept in either working directory: the lock and journal are on the server.
     assert not (a / ".syncprep").exists() and not (b / ".syncprep").exists()
@@ -92,5 +80,5 @@ def test_a_killed_apply_is_reported_abandoned_and_resumed_from_another_working_d
     if how == "resume-takes-over":
         assert f"took over the lock {lock_id}" in resumed.stderr
     assert "was interrupted" in resumed.stderr
-    assert max(_changes(ops).values()) == 1, "no change made twice"
+    assert max(faults_harness.licence_changes(ops).values()) == 1, "no change made twice"
     assert run(env, a, "plan", "remote.toml", "--detailed-exitcode").returncode == 0

@@ -88,6 +88,19 @@ def run(oplog_path, kill, args):
     return main(args)
 
 
+def licence_changes(oplog_path):
+    """How often each (AssignLicense|RemoveLicense, UPN) was sent, from the operation log: a
+    resumed run must change no licence twice (other steps, such as the scheduler off and on,
+    repeat by design)."""
+    counted = {}
+    for line in open(oplog_path, encoding="utf-8").read().splitlines():
+        entry = json.loads(line)
+        if entry["op"] in ("AssignLicense", "RemoveLicense"):
+            for upn in entry["users"]:
+                counted[(entry["op"], upn)] = counted.get((entry["op"], upn), 0) + 1
+    return counted
+
+
 def _exit_status(code, stderr):
     """The status ``sys.exit(code)`` gives a process, as the ``syncprep`` script ends with it."""
     if code is None:
