@@ -141,23 +141,27 @@ def _checkpointed(path):
 
 
 def _race(monkeypatch, path, subcommand):
-    real = store._encoded
+    """Returns a list that holds the subcommand once the other process has written."""
+    real, raced = store._encoded, []
     def encoded(lab, last=None):
         # another syncprep process writes the lab while this one encodes its checkpoint
         # (after save() compared identities, before it appends)
         if last is not None:
             subprocess.run([sys.executable, "-m", "reconciler.cli"] + ["lab", *subcommand, "--lab", str(path)], check=True, capture_output=True)
+            raced.append(subcommand)
             monkeypatch.setattr(store, "_encoded", real)
         return real(lab, last)
     monkeypatch.setattr(store, "_encoded", encoded)
+    return raced
 
 
 def test_another_process_writing_the_lab_during_a_checkpoint_leaves_a_lab_that_loads(tmp_path, monkeypatch):
     path = tmp_path / "lab.json"
     target = _checkpointed(path)  # the log exists now
-    _race(monkeypatch, path, ["advance", "1"])
+    raced = _race(monkeypatch, path, ["advance", "1"])
     target.lab.advance(2)
     target.checkpoint()
+    assert raced, "the other process wrote during the checkpoint"
     store.load(path)                      # the lab must still load
 
 
@@ -170,11 +174,12 @@ def test_another_process_writing_the_lab_during_the_first_checkpoint_loses_no_la
     target.lab.advance(1)
     target.checkpoint()                   # writes whole (no log yet)
     store.changes_path(path).unlink(missing_ok=True)
-    _race(monkeypatch, path, ["scheduler", "pause"])
+    raced = _race(monkeypatch, path, ["scheduler", "pause"])
     target.lab.advance(7)
-    target.checkpoint()                   # appends the first log line
+    target.checkpoint()
     target.lab.server.deletion_threshold = 123
     target.checkpoint()
+    assert raced, "the other process wrote during a checkpoint"
     # the process is killed here (no close): what does the lab file say?
     loaded = store.load(path)
     assert loaded.clock == target.lab.clock and loaded.server.deletion_threshold == 123, (loaded.clock, target.lab.clock, loaded.server.deletion_threshold)

@@ -267,11 +267,10 @@ def _apply_interrupted_at_resume_with_output_gone(tmp_path, make_output_fail):
     store.save(lab, lab_path)
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
-        code = 99
+        code, interrupted = 99, []
         try:
             os.chdir(tmp_path)
             applied = provider.LabServer.apply
-            interrupted = []
 
             def apply(self, operation):
                 if isinstance(operation, SetScheduler) and operation.enabled and not interrupted:
@@ -287,8 +286,9 @@ def _apply_interrupted_at_resume_with_output_gone(tmp_path, make_output_fail):
         except BaseException:  # noqa: BLE001 - what escapes is the finding; the parent looks at the lab
             code = 98
         finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
+            os._exit(code if interrupted else 97)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) != 97, "the apply was never interrupted: the test proved nothing"
     return store.load(lab_path)
 
 
