@@ -333,8 +333,10 @@ def test_a_checkpoint_cut_short_by_a_kill_did_not_happen(lab, tmp_path):
         (b'{"set": [[["server", "nothing", "deeper"], 1]]}', "no server.nothing.deeper in the lab to change"),
         (b'{"set": [[["server", "next_policy"], "Soon"]]}', "corrupt change log: server.next_policy: 'Soon' is not a valid SyncPolicy"),
         (b'{"set": [[["weather"], "fine"]]}', "corrupt change log: Object contains unknown field `weather`"),
+        (b'{"set": [[["cloud_users"], []]]}', "cloud_users is changed by index, not set by key path"),
+        (b'{"drop": [["ad_users"]]}', "ad_users is changed by index, not set by key path"),
     ],
-    ids=["record-key", "broken-line", "user-key", "index", "list", "missing-user", "path", "value", "lab-key"],
+    ids=["record-key", "broken-line", "user-key", "index", "list", "missing-user", "path", "value", "lab-key", "set-a-user-list", "drop-a-user-list"],
 )
 def test_a_corrupt_change_log_is_refused_in_one_line(lab, tmp_path, line, fragment):
     path = tmp_path / "lab.json"

@@ -247,12 +247,10 @@ def _header(line, log):
 
 def _take_record(changes, record):
     for path, raw in record.set:
-        if not path:
-            raise Corrupt("an empty key path")
+        _check_key_path(path)
         changes.sets.append((path, msgspec.json.decode(raw)))
     for path in record.drop:
-        if not path:
-            raise Corrupt("an empty key path")
+        _check_key_path(path)
         changes.sets.append((path, _DROP))
     for name, (length, changed) in record.users.items():
         if name not in changes.users:
@@ -260,6 +258,13 @@ def _take_record(changes, record):
         if length < 0:
             raise Corrupt(f"{name} has a negative length {length}")
         changes.users[name].add(length, _user_lines(name, length, changed))
+
+
+def _check_key_path(path):
+    if not path:
+        raise Corrupt("an empty key path")
+    if path[0] in BIG:  # the writer never sets them so: the lab file's user lines would win unseen
+        raise Corrupt(f"{path[0]} is changed by index, not set by key path")
 
 
 def _user_lines(name, length, changed):
