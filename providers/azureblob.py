@@ -145,13 +145,13 @@ class _BlobLock:
         self._renewer = None
 
     def __enter__(self):
-        from azure.core.exceptions import HttpResponseError
+        from azure.core.exceptions import AzureError
 
         state = self.state
         blob = state.prepare()
         try:
             lease = blob.acquire_lease(lease_duration=state.lease_seconds)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             if _code(exc) != "LeaseAlreadyPresent":
                 raise state.failure("take the lease", exc) from None
             held = state.read_lock() or {"id": "?", "user": "?", "host": "?", "pid": "?", "since": "?"}
@@ -162,7 +162,7 @@ class _BlobLock:
                 lease.release()
                 raise held_error(held, state.where(), "its lease expired: the holder stopped renewing it")
             blob.set_blob_metadata({STATE_KEY: "held", HOLDER_KEY: _encode(self.info)}, lease=lease)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             _release_quietly(lease)
             raise state.failure("record the holder", exc) from None
         state.lease = lease
@@ -171,8 +171,13 @@ class _BlobLock:
         return self
 
     def record_plan(self, plan_hash):
+        from azure.core.exceptions import AzureError
+
         self.info = {**self.info, "plan": plan_hash}
-        self.state.blob.set_blob_metadata({STATE_KEY: "held", HOLDER_KEY: _encode(self.info)}, lease=self.state.lease)
+        try:
+            self.state.blob.set_blob_metadata({STATE_KEY: "held", HOLDER_KEY: _encode(self.info)}, lease=self.state.lease)
+        except AzureError as exc:
+            raise self.state.failure("record the plan in the lock", exc) from None
 
     def __exit__(self, *exc):
         state = self.state
@@ -227,7 +232,7 @@ class BlobState(StateBackend):
     def prepare(self):
         """The container and the journal blob exist (made when missing)."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+        from azure.core.exceptions import AzureError, ResourceExistsError
 
         if self._ready:
             return self.blob
@@ -240,7 +245,7 @@ class BlobState(StateBackend):
                 self.blob.create_append_blob(match_condition=MatchConditions.IfMissing)
             except ResourceExistsError:
                 pass
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise self.failure("prepare the container", exc) from None
         self._ready = True
         return self.blob
@@ -250,13 +255,13 @@ class BlobState(StateBackend):
         return _BlobLock(self, command)
 
     def _properties(self):
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
             return self.blob.get_blob_properties()
         except ResourceNotFoundError:
             return None
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise self.failure("read the lock", exc) from None
 
     def read_lock(self):
@@ -266,7 +271,7 @@ class BlobState(StateBackend):
         return _decode(props.metadata.get(HOLDER_KEY)) or {"id": "?"}
 
     def force_unlock(self, lock_id):
-        from azure.core.exceptions import HttpResponseError
+        from azure.core.exceptions import AzureError
         from azure.storage.blob import BlobLeaseClient
 
         held = self.read_lock()
@@ -278,18 +283,18 @@ class BlobState(StateBackend):
             if self._properties().lease.state == "leased":
                 BlobLeaseClient(self.blob).break_lease(lease_break_period=0)
             self.blob.set_blob_metadata({STATE_KEY: "broken", "syncprep_broken": _encode(held)})
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise self.failure("break the lease", exc) from None
         return held
 
     def append(self, record):
-        from azure.core.exceptions import HttpResponseError
+        from azure.core.exceptions import AzureError
 
         self.prepare()
         data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
         try:
             self.blob.append_block(data, lease=self.lease) if self.lease is not None else self.blob.append_block(data)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             if _code(exc).startswith("Lease"):
                 raise ReconcilerError(
                     f"the lease on {self.where()} is no longer this apply's ({_code(exc)}: force-unlocked?): the journal was not written; stopping"
@@ -297,13 +302,13 @@ class BlobState(StateBackend):
             raise self.failure("append to the journal", exc) from None
 
     def read_journal(self):
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
             return self.blob.download_blob().readall().decode("utf-8", errors="replace")
         except ResourceNotFoundError:
             return ""
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise self.failure("read the journal", exc) from None
 
     def close(self):

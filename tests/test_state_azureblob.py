@@ -141,3 +141,46 @@ def test_a_broken_lease_stops_its_holder_from_writing_the_journal(storage):
     finally:
         first.close()
         second.close()
+
+
+class _Unreachable:
+    """A container (and its blobs) whose every request fails before an answer: what azure-core
+    raises for a refused connection, a DNS or a TLS failure (ServiceRequestError, not an HttpResponseError)."""
+
+    container_name = "syncprep"
+
+    def __getattr__(self, name):
+        from azure.core.exceptions import ServiceRequestError
+
+        def request(*args, **kwargs):
+            raise ServiceRequestError("<urllib3.connection.HTTPSConnection object>: Failed to establish a new connection: [Errno 111] Connection refused")
+
+        return request
+
+    def get_blob_client(self, name):
+        return _Unreachable()
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "call, what",
+    [
+        (lambda state: state.lock("apply a").__enter__(), "prepare the container"),
+        (lambda state: state.read_lock(), "read the lock"),
+        (lambda state: state.read_journal(), "read the journal"),
+        (lambda state: state.force_unlock("abc"), "read the lock"),
+        (lambda state: state.lock("apply a").record_plan("c0ffee"), "record the plan in the lock"),
+    ],
+    ids=["lock", "read-lock", "read-journal", "force-unlock", "record-plan"],
+)
+def test_an_unreachable_storage_account_is_one_line_not_a_traceback(call, what):
+    from providers.azureblob import BlobState
+    from reconciler.errors import ReconcilerError
+
+    state = BlobState(_Unreachable(), "t1", where="container syncprep of https://127.0.0.1:1/devstoreaccount1 (azureblob)")
+    with pytest.raises(ReconcilerError) as caught:
+        call(state)
+    message = str(caught.value)
+    assert "\n" not in message and what in message and "ServiceRequestError" in message and "Connection refused" in message, message
