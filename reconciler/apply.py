@@ -314,7 +314,7 @@ class _Run:
         if self.journal is None or not isinstance(step.operation, PurgeDeletedUsers) or refusal:
             return
         if seen_bin is None:
-            seen_bin = observe(self.target, self.desired).tenant.deleted_users
+            seen_bin = observe(self.target, self.desired, counts=False).tenant.deleted_users
         entries = record_for(self.plan, step, seen_bin)
         self.journal.record_purge(entries)
         self.record.extend(entries)
@@ -511,7 +511,7 @@ def _apply_with_retries(provider, step, target, desired, retries, on_event):
             if attempt > retries:
                 raise ProviderError(exc.provider, exc.resource, f"{exc.message} (still failing after {retries} retries)") from None
             target.sleep(min(2 ** (attempt - 1), 30))
-            left = remaining(operation, observe(target, desired))
+            left = remaining(operation, observe(target, desired, counts=False))
             on_event(Event("note", message=f"{step.id}: {exc.message}; retry {attempt} of {retries}"))
             if left is None:
                 return Outcome("done (found done after a transient error)")
@@ -599,7 +599,7 @@ def _confirm_purge(step, desired, target):
     with the same UPN. Returns the step to run, if it must not run why, and the
     recycle bin as observed.
     """
-    tenant = observe(target, desired).tenant
+    tenant = observe(target, desired, counts=False).tenant
     if tenant.deleted_users is None:
         return step, "the recycle bin could not be read (unknown): nothing was purged", None
     in_bin = {u.id: u for u in tenant.deleted_users if u.synced is not None}
@@ -627,7 +627,7 @@ def _resolve_recreated(step, desired, target):
     """The step with each user named by the id of the synced object now holding its UPN."""
     from attrs import evolve
 
-    by_upn = {u.upn.lower(): u for u in observe(target, desired).tenant.users if u.synced}
+    by_upn = {u.upn.lower(): u for u in observe(target, desired, counts=False).tenant.users if u.synced}
     users = tuple(UserRef(by_upn[r.upn.lower()].id, r.upn) if r.upn.lower() in by_upn else r for r in step.operation.users)
     return evolve(step, operation=evolve(step.operation, users=users))
 

@@ -107,3 +107,27 @@ def test_every_bracket_is_put_back_when_a_note_about_an_earlier_one_raises(tmp_p
     assert len(scopes) == 2
     assert lab.server.deletion_threshold == 10, "put back"
     assert lab.server.sync_cycle_enabled, "the scheduler is resumed whatever the callback raised"
+
+
+def test_apply_reads_the_connector_space_counts_only_to_decide_not_to_check_each_step(tmp_path):
+    """On a real server the counts are a paged Get-ADSyncCSObject over WinRM per AD connector:
+    the plan reads them, and apply's re-observations (is a step already done? which users
+    are in the bin?) must not read them again for every step."""
+    from reconciler.apply import apply_plan
+    from reconciler.loader import load_desired
+
+    low_threshold_lab(tmp_path / "lab.json")
+    lab = store.load(tmp_path / "lab.json")
+    target = LabTarget(lab)
+    desired = load_desired(REBUILD)
+    plan = plan_for(desired, target)
+    counted, count_objects = [], target.server.count_objects
+
+    def counting():
+        counted.append(1)
+        return count_objects()
+
+    target.server.count_objects = counting
+    report = apply_plan(plan, desired, target, approvals=frozenset(plan.approvals_needed), force=True)
+    assert report.ok
+    assert len(plan.steps) > 10 and len(counted) <= 1, f"{len(counted)} passes over the connector space for {len(plan.steps)} steps"
