@@ -42,9 +42,14 @@ def holder_text(held):
     return f"id {held.get('id')}, {held.get('user')}@{held.get('host')} pid {held.get('pid')}, since {held.get('since')}{plan}"
 
 
+def is_sync_command(command):
+    """Whether a lock's or a journal run's ``command`` is a sync on demand's (``sync Initial``)."""
+    return str(command or "").startswith("sync ")
+
+
 def lock_verb(held):
-    """``sync`` if the lock ``held`` is a sync's (its command starts with ``sync``), else ``apply``."""
-    return "sync" if str(held.get("command", "")).startswith("sync ") else "apply"
+    """``sync`` if the lock ``held`` is a sync's, else ``apply``."""
+    return "sync" if is_sync_command(held.get("command")) else "apply"
 
 
 def may_take_over(take_over_dead, held):

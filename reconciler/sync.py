@@ -20,6 +20,7 @@ from attrs import evolve
 
 from reconciler.model import SyncPolicy
 from reconciler.operations import RunSyncCycle
+from reconciler.state import is_sync_command
 from reconciler.steps import Action, Impact, Plan, server_step
 
 
@@ -53,7 +54,7 @@ def run_sync(plan, desired, target, **apply_options):
 
 def is_sync_run(run):
     """True when ``run`` (a journal's :class:`~reconciler.journal.Interrupted`) was a sync on demand."""
-    return str(run.command or "").startswith("sync") or run.step == SYNC_STEP
+    return is_sync_command(run.command) or run.step == SYNC_STEP
 
 
 def policy_of(run):
