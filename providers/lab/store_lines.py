@@ -162,8 +162,8 @@ def _ad_lines(packed, count):
 def _unpack_ad_users(packed, count):
     lines, users, decode = _ad_lines(packed, count), [], LINE_DECODERS["ad_users"].decode
     with no_collection():
-        for start in range(0, len(lines), 4096):
-            users += msgspec.convert([decode(line) for line in lines[start : start + 4096]], list[AdUser], from_attributes=True)
+        for start in range(0, len(lines), _BATCH):
+            users += msgspec.convert([decode(line) for line in lines[start : start + _BATCH]], list[AdUser], from_attributes=True)
     return users
 
 

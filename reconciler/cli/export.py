@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.cli.options import EXIT_OK, TARGET_ENV, escape, lab_files, open_target, verb_parser
+from reconciler.cli.options import EXIT_OK, TARGET_ENV, check_output, escape, lab_files, open_target, verb_parser
 
 NAME = "export"
 
@@ -24,11 +24,7 @@ def add_parser(commands, parents):
 def run(args, out, err):
     from reconciler.export import export_desired, observe_for_export
 
-    if args.output:
-        from reconciler.files import refuse_inputs, refuse_symlink
-
-        refuse_symlink(args.output)
-        refuse_inputs(args.output, {"the desired-state file": args.source, **lab_files(args.lab)})
+    check_output(args, {"the desired-state file": args.source, **lab_files(args.lab)})
     spec, target = _source(args, err)
     try:
         observed = observe_for_export(target)
