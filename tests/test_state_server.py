@@ -177,3 +177,17 @@ def test_a_folder_whose_acl_leaves_the_account_out_denies_it():
     assert _run(lab, "Test-Path -LiteralPath 'C:\\ProgramData\\p\\j.txt'").out == [False]
     with pytest.raises(pwsh_interpreter.ScriptError, match="FileSystemRights"):
         _run(lab, "$r = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList 'a', 'AllOfIt', 'None', 'None', 'Allow'")
+
+
+def test_an_acl_with_a_deny_rule_is_refused_not_half_obeyed():
+    """Windows lets a Deny rule win; the lab, which models Allow rules only, must not let the account in."""
+    lab = scenario.build(users=4)
+    script = (
+        "$ErrorActionPreference = 'Stop'\n$null = New-Item -ItemType Directory -Path 'C:\\ProgramData\\p'\n"
+        "$acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity\n"
+        "$acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList 'BUILTIN\\Administrators', 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))\n"
+        "$acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList 'BUILTIN\\Administrators', 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Deny'))\n"
+        "Set-Acl -LiteralPath 'C:\\ProgramData\\p' -AclObject $acl"
+    )
+    with pytest.raises(pwsh_interpreter.ScriptError, match="does not simulate Deny rules"):
+        _run(lab, script)

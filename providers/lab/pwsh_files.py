@@ -12,6 +12,8 @@ under ``$ErrorActionPreference = 'Stop'`` and goes to the error stream otherwise
 Access: a folder's own ACL (``Set-Acl``) lets in only the identities it names;
 ``BUILTIN\\Administrators`` lets in the session's account, which is a local
 administrator (Lab assumption: WinRM's default endpoint admits administrators only).
+Lab assumption: a rule's rights are not looked at (the state backend grants FullControl
+only), and an ACL with a Deny rule is refused as not simulated rather than half obeyed.
 
 Lab assumptions, all: ``C:\\`` and ``C:\\ProgramData`` exist; the session's Windows
 identity is ``<NETBIOS domain>\\<WinRM user name>``; ``New-Item -ItemType File``
@@ -263,7 +265,11 @@ def set_acl(it, named, positional, _input):
     wanted = DIRECTORY_SECURITY if entry.directory else FILE_SECURITY
     if not isinstance(acl, pw.PSObj) or acl.type_name != wanted:
         raise pw.ScriptError(f"Set-Acl: the -AclObject of '{text}' must be a {wanted}.", "SetAcl_InvalidAclObject")
-    entry.acl = [rule["IdentityReference"]["Value"] for rule in acl["Access"] if str(rule["AccessControlType"]).lower() == "allow"]
+    if any(str(rule["AccessControlType"]).lower() != "allow" for rule in acl["Access"]):
+        # Windows lets a Deny rule win over an Allow one; the lab models Allow rules only, and
+        # would otherwise let in an account a real server keeps out.
+        raise pw.ScriptError(f"Set-Acl: the lab does not simulate Deny rules (the ACL of '{text}').", "NotSupported")
+    entry.acl = [rule["IdentityReference"]["Value"] for rule in acl["Access"]]
     entry.protected = bool(acl["AreAccessRulesProtected"])
     return []
 
