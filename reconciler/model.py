@@ -243,6 +243,9 @@ class ServerState:
     #: The AD connectors' objects per container and type (what a scope change takes out of
     #: sync besides users: groups, contacts, devices); None: not read, or could not be.
     object_counts: Optional[tuple[ObjectCount, ...]] = field(default=None, eq=False)
+    #: With several AD connectors: which connectors' objects are joined into each metaverse
+    #: object (a :class:`reconciler.joins.Joins`); None: not read, or could not be.
+    joins: Optional[object] = field(default=None, eq=False)
 
     def rules_named(self, name):
         return tuple(r for r in self.rules if r.name == name)

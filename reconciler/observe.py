@@ -6,17 +6,23 @@ from __future__ import annotations
 
 from attrs import evolve
 
+from reconciler.joins import survey
 from reconciler.model import Observed
 from reconciler.plan import selection_for
 
 
 def observe(target, desired, counts=True):
     """One observation of both sides, for what ``desired`` talks about. ``counts=False``: without
-    the connector space's object counts, which only planning a scope change reads (apply's
-    re-observations, of a step's effect or of the tenant, do not)."""
+    the connector space (its object counts, which only planning a scope change reads, and its
+    joins, which only predicting licences with several AD forests reads; apply's
+    re-observations, of a step's effect or of the tenant, read neither)."""
     server = target.server.observe()
-    if counts and (desired.scope is not None or desired.purge is not None):
-        # Only a scope change needs them (what leaves the scope besides users), and they cost a
-        # pass over the connector space.
-        server = evolve(server, object_counts=target.server.count_objects())
+    # Only a scope change needs the counts (what leaves the scope besides users), and only
+    # licences with several AD forests the joins (which forests bring each user's GUID); both
+    # cost a pass over the connector space, made once for both.
+    want_counts = desired.scope is not None or desired.purge is not None
+    want_joins = len(server.connectors_of_kind("AD")) > 1 and bool(desired.licenses)
+    if counts and (want_counts or want_joins):
+        found, joins = survey(target.server.connector_space(joins=want_joins), want_counts, want_joins)
+        server = evolve(server, object_counts=found, joins=joins)
     return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))

@@ -145,26 +145,64 @@ class Conditions:
     #: meets only its forest's connector's rules), and the AD connectors to tell a user's.
     guid_stays_by_connector: dict = field(factory=dict)
     ad_connectors: tuple = ()
+    #: With several AD connectors: the joins observed in the connector spaces (a
+    #: :class:`reconciler.joins.Joins`), which tell the connectors whose objects share a
+    #: user's metaverse object; None: not read, or could not be (the cautious answer).
+    joins: Optional[object] = None
 
     def guid_reason(self, object_type, on_prem_dn=None):
-        """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not).
+        """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
+        found = self.guid_verdict(object_type, on_prem_dn)
+        return found[1] if found else None
+
+    def guid_verdict(self, object_type, on_prem_dn=None):
+        """``(code, reason)`` when msExchMailboxGuid may stay in the cloud for a user of
+        ``object_type``, else None.
 
         ``on_prem_dn``: the user's AD object, which tells its connector where there are
-        several; without it, every connector's rules count (the cautious answer)."""
+        several; without it, every connector's rules count (the cautious answer). With
+        several, the GUID is gone only if every connector whose objects are joined into the
+        user's metaverse object stops it (an account/resource topology joins a user's account
+        and its mailbox object of another forest into one person); where the joins are not
+        known, every other connector whose rules still bring it for ``object_type`` counts."""
         source = self.guid_stays
+        owner = None
         if self.guid_stays_by_connector and on_prem_dn:
             from reconciler.rebuild import scope_owner  # only with several forests (an import per user costs)
 
             owner = scope_owner(on_prem_dn, self.ad_connectors, strict=False)
             if owner is not None:
                 source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays)
-        if not any(source.values()):
+        own = _why_for(source, object_type)
+        if own or owner is None:
+            return ("guid-stays", own) if own else None
+        return self._joined_verdict(owner, object_type, on_prem_dn)
+
+    def _joined_verdict(self, owner, object_type, on_prem_dn):
+        """The other connectors' say on a user whose own connector stops the GUID."""
+        members = self.joins.of(on_prem_dn) if self.joins is not None else None
+        names = {c.identifier.lower(): c.name for c in self.ad_connectors}
+        if members is not None:
+            for connector, joined_type in members:
+                if connector.lower() == owner.identifier.lower():
+                    continue
+                why = _why_for(self.guid_stays_by_connector.get(_known(connector, names, self.guid_stays_by_connector), {}), joined_type)
+                if why:
+                    name = names.get(connector.lower(), connector)
+                    return "guid-stays-joined", f"its metaverse object is joined with a {joined_type} object of {name} (seen in the connector space), and {name}'s rules bring msExchMailboxGuid: {why}"
             return None
-        if object_type is None:
-            types = ", ".join(sorted(t for t, why in source.items() if why))
-            return f"msExchMailboxGuid stays in the cloud for {types} objects, and this target cannot tell which object type this user is"
-        wanted = object_type.lower()
-        return next((why for t, why in source.items() if why and t.lower() == wanted), None)
+        unknown = "the connector space could not be read" if self.joins is None else "its AD object was not found in the connector space"
+        for ad in self.ad_connectors:
+            if ad.identifier == owner.identifier:
+                continue
+            why = _why_for(self.guid_stays_by_connector.get(ad.identifier, {}), object_type)
+            if why:
+                return (
+                    "guid-may-stay",
+                    f"whether a {ad.name} object is joined into its metaverse object is unknown ({unknown}), and {ad.name}'s rules still bring "
+                    f"msExchMailboxGuid ({why}): it may still reach the cloud from there (an account/resource-forest join), so no licence is spent on it",
+                )
+        return None
 
     def usage_location_lost(self, object_type):
         """The rules whose disabling stops usageLocation for ``object_type`` ("" if it keeps flowing)."""
@@ -172,6 +210,24 @@ class Conditions:
             if USAGE_LOCATION in attributes and (object_type is None or t.lower() == object_type.lower()):
                 return rules
         return ""
+
+
+def _why_for(stays, object_type):
+    """From ``{object type: why the GUID stays}``: why for ``object_type`` (None: any type)."""
+    if not any(stays.values()):
+        return None
+    if object_type is None:
+        types = ", ".join(sorted(t for t, why in stays.items() if why))
+        return f"msExchMailboxGuid stays in the cloud for {types} objects, and this target cannot tell which object type this user is"
+    wanted = object_type.lower()
+    return next((why for t, why in stays.items() if why and t.lower() == wanted), None)
+
+
+def _known(connector, names, by_connector):
+    """``connector`` as ``by_connector`` spells it (identifiers compare without case)."""
+    if connector in by_connector:
+        return connector
+    return next((k for k in by_connector if k.lower() == connector.lower()), connector)
 
 
 def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None, guid_gone=frozenset()):
@@ -193,6 +249,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         guid_gone=frozenset(guid_gone),
         guid_stays_by_connector=by_connector,
         ad_connectors=tuple(ads) if by_connector else (),
+        joins=server.joins if by_connector else None,
     )
 
 
@@ -396,9 +453,9 @@ def _why_no_mailbox(user, cond, recreated):
     """(code, reason) when a licence for ``user`` cannot create a mailbox or be assigned, else None."""
     if cond.staging:
         return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
-    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_reason(user.object_type, getattr(user, "on_prem_dn", None))
+    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_verdict(user.object_type, getattr(user, "on_prem_dn", None))
     if guid:
-        return "guid-stays", guid
+        return guid
     if not user.usage_location:
         return "no-usage-location", "no usage location (msExchUsageLocation is empty on-premises)"
     lost = cond.usage_location_lost(user.object_type)

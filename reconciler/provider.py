@@ -78,11 +78,20 @@ class ServerProvider(_Provider):
         """The exact text the provider will run for ``operation``, if it runs scripts."""
         return None
 
+    def connector_space(self, joins=False):
+        """Every object of the AD connectors' connector spaces, as ``(connector identifier, DN,
+        object type, is a connector, metaverse id)``; the metaverse id (the object's
+        ConnectedMVObjectId, "" when not joined) is needed only with ``joins``. None: unknown
+        (the read failed, or this provider cannot read it)."""
+        return None
+
     def count_objects(self):
         """The AD connectors' objects per container and type (a tuple of
         :class:`~reconciler.model.ObjectCount`), read only for a plan that changes the
         scope: groups, contacts and devices leave it with the users. None: unknown."""
-        return None
+        from reconciler.joins import survey
+
+        return survey(self.connector_space())[0]
 
 
 class TenantProvider(_Provider):

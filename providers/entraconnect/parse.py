@@ -268,6 +268,29 @@ def run_number(data, where="run history"):
     return number
 
 
+_EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+def cs_object(item, connector, where):
+    """``(connector, DN, object type, is a connector, metaverse id)`` of one connector-space
+    object of the page script (None without a DN). The metaverse id is ConnectedMVObjectId as
+    text, "" for Guid.Empty (a disconnector); anything but a GUID is refused."""
+    item = obj_of(item, where)
+    if not item.get("DN"):
+        return None
+    mv = item.get("MV")
+    mv = "" if mv is None else mv
+    if not isinstance(mv, str):
+        _fail(where, f"ConnectedMVObjectId of {item['DN']} is not text: {type(mv).__name__}")
+    mv = mv.strip().lower()
+    if mv and not _GUID.fullmatch(mv):
+        _fail(where, f"ConnectedMVObjectId of {item['DN']} is not a GUID: {mv[:40]!r}")
+    return connector, str(item["DN"]), str(item.get("Type") or ""), item.get("Connector") is True, "" if mv == _EMPTY_GUID else mv
+
+
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def connector_kind(type_name, name):
     """"AD", "AAD" (the Entra ID connector, an "Extensible2" connector) or the type name."""
     type_name = type_name or ""

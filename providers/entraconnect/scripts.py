@@ -559,8 +559,10 @@ CS_PAGE = 2000
 
 
 def connector_space_page(identifier, start, count=CS_PAGE):
-    """One page of an AD connector's connector space: each object's DN, type and whether it
-    is joined (a connector; removing a disconnector deletes nothing in the cloud).
+    """One page of an AD connector's connector space: each object's DN, type, whether it
+    is joined (a connector; removing a disconnector deletes nothing in the cloud) and the
+    metaverse object it is joined to (ConnectedMVObjectId, a System.Guid written as text:
+    objects of several forests with the same one are joined into one person).
 
     Lab assumption: -StartIndex and -MaxResultCount page through the connector space in a
     stable order (build 2.2.8.0's signature has them; their paging is not documented)."""
@@ -572,6 +574,7 @@ $page = @(Get-ADSyncCSObject -ConnectorIdentifier {quote(identifier)} -StartInde
             DN = $object.DistinguishedName
             Type = $object.ObjectType
             Connector = $object.IsConnector
+            MV = [string]$object.ConnectedMVObjectId
         }}
     }})
 }} | ConvertTo-Json -Depth 4 -Compress"""

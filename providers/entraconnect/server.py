@@ -41,7 +41,7 @@ from reconciler.operations import (
     SetScheduler,
     UpdateRule,
 )
-from reconciler.model import SyncPolicy, SyncRule, count_objects
+from reconciler.model import SyncPolicy, SyncRule
 from reconciler.progress import Progress
 from reconciler.provider import ServerProvider
 import providers.entraconnect.parse as parse
@@ -104,28 +104,32 @@ class PsrpServer(ServerProvider):
             state = evolve(state, deletion_threshold=self._read_threshold("export deletion threshold", unknown_on_failure=True))
         return state
 
-    def count_objects(self):
-        """Every AD connector's joined objects per container and type, read a page at a time
-        from its connector space (Get-ADSyncCSObject); None when a read fails (unknown)."""
+    def connector_space(self, joins=False):
+        """Every AD connector's objects, read a page at a time from its connector space
+        (Get-ADSyncCSObject); None when a read fails (unknown)."""
         if self._connectors is None:
             self.observe()
         entries = []
         try:
             for connector in (c for c in self._connectors if c.kind == "AD"):
-                start = 0
-                while True:
-                    document = parse.obj_of(self.session.invoke(scripts.connector_space_page(connector.identifier, start), "connector space"), "connector space")
-                    page = parse.list_of(document.get("Objects"), "connector space")
-                    for item in page:
-                        item = parse.obj_of(item, "connector space")
-                        if item.get("Connector") is True and item.get("DN"):
-                            entries.append((connector.identifier, str(item["DN"]), str(item.get("Type") or "")))
-                    if len(page) < scripts.CS_PAGE:
-                        break
-                    start += len(page)
+                entries += self._connector_space_of(connector.identifier)
         except ProviderError:
             return None  # unknown: the plan says it could not count them
-        return count_objects(entries)
+        return entries
+
+    def _connector_space_of(self, identifier):
+        """One AD connector's connector space, page after page until a short one."""
+        entries, start = [], 0
+        while True:
+            page = self._connector_space_page(identifier, start)
+            entries += (entry for item in page if (entry := parse.cs_object(item, identifier, "connector space")) is not None)
+            if len(page) < scripts.CS_PAGE:
+                return entries
+            start += len(page)
+
+    def _connector_space_page(self, identifier, start):
+        document = parse.obj_of(self.session.invoke(scripts.connector_space_page(identifier, start), "connector space"), "connector space")
+        return parse.list_of(document.get("Objects"), "connector space")
 
     def _read_threshold(self, resource, unknown_on_failure=False):
         """The threshold (``None``: disabled or unknown), in a script of its own with a short

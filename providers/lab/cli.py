@@ -13,7 +13,7 @@ from reconciler.cli.options import ALLOW_ENV, CA_BUNDLE_ENV, EXIT_OK, Parser, en
 from reconciler.errors import ReconcilerError
 
 NAME = "lab"
-SCENARIOS = "default, already-prepared, empty-tenant, duplicate-upn-in-bin, escaped-comma-dn, half-done, group-licensed or two-forest"
+SCENARIOS = "default, already-prepared, empty-tenant, duplicate-upn-in-bin, escaped-comma-dn, half-done, group-licensed, two-forest or resource-forest"
 
 
 LAB_EXITS = {0: "done", 1: "error"}

@@ -20,7 +20,6 @@ from reconciler.model import (
     ServerState,
     Sku,
     TenantState,
-    count_objects,
 )
 from reconciler.operations import (
     SERVER_OPERATIONS,
@@ -80,9 +79,15 @@ class LabServer(ServerProvider):
             run_history=tuple(server.run_history[-20:]),
         )
 
-    def count_objects(self):
+    def connector_space(self, joins=False):
         lab = self.lab
-        return count_objects((c.identifier, dn, kind) for c in lab.ad_connectors() for _guid, dn, kind in lab.connector_space(c.identifier))
+        anchors = lab.metaverse_anchors()  # only the resource-forest mailboxes: a small dict
+        return (
+            (c.identifier, dn, kind, bool(anchor), anchor if joins else "")
+            for c in lab.ad_connectors()
+            for guid, dn, kind in lab.connector_space(c.identifier)
+            for anchor in (anchors.get(guid, guid),)
+        )
 
     def apply(self, operation):
         lab = self.lab

@@ -1092,21 +1092,27 @@ def _get_cs_object(it, named, positional, _input):
     start = single_value("Get-ADSyncCSObject", named.get("startindex", 0), int)
     count = single_value("Get-ADSyncCSObject", named.get("maxresultcount", 1000), int)
     objects = it.lab.connector_space(identifier) if connector.kind == "AD" else []
-    return [
-        PSObj(
-            "Microsoft.IdentityManagement.PowerShell.ObjectModel.CsObject",
-            ObjectId=str(uuid.uuid5(uuid.UUID(connector.identifier), guid)),
-            ConnectorId=connector.identifier,
-            ConnectorName=connector.name,
-            ConnectorType="AD",
-            DistinguishedName=dn,
-            ObjectType=kind,
-            IsTransient=False,
-            IsPlaceHolder=False,
-            IsConnector=True,
+    anchors = it.lab.metaverse_anchors() if objects else {}
+    page = []
+    for guid, dn, kind in objects[start : start + count]:
+        anchor = anchors.get(guid, guid)  # "": a resource-forest mailbox joined to nothing
+        page.append(
+            PSObj(
+                "Microsoft.IdentityManagement.PowerShell.ObjectModel.CsObject",
+                ObjectId=str(uuid.uuid5(uuid.UUID(connector.identifier), guid)),
+                ConnectorId=connector.identifier,
+                ConnectorName=connector.name,
+                ConnectorType="AD",
+                DistinguishedName=dn,
+                ObjectType=kind,
+                IsTransient=False,
+                IsPlaceHolder=False,
+                IsConnector=bool(anchor),
+                # A System.Guid: Guid.Empty for a disconnector.
+                ConnectedMVObjectId=str(uuid.uuid5(uuid.UUID(EMPTY_GUID), anchor)) if anchor else EMPTY_GUID,
+            )
         )
-        for guid, dn, kind in objects[start : start + count]
-    ]
+    return page
 
 
 def _add_connector(it, named, positional, _input):

@@ -10,6 +10,9 @@ precedences (200 among them) taken.
 security group, ``Licensing-E3``, assigns ENTERPRISEPACK to its members, and the first
 three joined it before the GUID was cleared (a group licence, no mailbox). The tenant
 also has a mailbox-only SKU, EXCHANGESTANDARD, with three units, for mixed-SKU plans.
+
+``two-forest`` adds a second AD forest with its own connector; ``resource-forest`` makes that
+forest the resource forest of three of the first forest's users (see :data:`RESOURCE_OU`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ FABRIKAM_OU = "OU=Staff,OU=Fabrikam,DC=fabrikam,DC=com"
 FABRIKAM_PRECEDENCE = 120
 FABRIKAM_USERS = 3
 
-SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed", "two-forest")
+#: ``resource-forest``: two-forest, where fabrikam.com is also the resource forest of three
+#: contoso.com users (an account/resource topology, common in hybrid Exchange): their
+#: accounts in contoso carry no Exchange attributes, their linked mailboxes are disabled users
+#: in this OU of fabrikam, joined to the accounts' metaverse persons (msExchMasterAccountSid).
+RESOURCE_OU = "OU=Resources,OU=Fabrikam,DC=fabrikam,DC=com"
+LINKED_USERS = ("user04", "user05", "user06")
+
+SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed", "two-forest", "resource-forest")
 EXCHANGESTANDARD_ID = "4b9405b0-7788-4568-add1-99614e613b69"  # Exchange Online (Plan 1)'s real skuId
 LICENSING_GROUP = "Licensing-E3"
 
@@ -213,7 +223,7 @@ def build(scenario="default", users=20):
         Connector(AD_CONNECTOR, "contoso.com", "AD", included_containers=("OU=Corp,DC=contoso,DC=com",)),
         Connector(AAD_CONNECTOR, "contoso.onmicrosoft.com - AAD", "AAD"),
     ]
-    if scenario == "two-forest":
+    if scenario in ("two-forest", "resource-forest"):
         rules += second_forest_rules(rules)
         connectors.insert(1, Connector(FABRIKAM_CONNECTOR, FABRIKAM, "AD", included_containers=(FABRIKAM_TOP,)))
     server = Server(rules=list(rules), stock_catalogue=list(rules), connectors=connectors)
@@ -227,10 +237,12 @@ def build(scenario="default", users=20):
         ad_users += _comma_names()
     lab.ad_objects = _other_objects(HYBRID_OU, "hybrid")
     units = users
-    if scenario == "two-forest":
+    if scenario in ("two-forest", "resource-forest"):
         ad_users += [_ad_user(i, 2, FABRIKAM_OU, prefix="fab", domain=FABRIKAM) for i in range(1, FABRIKAM_USERS + 1)]
         lab.ad_objects += _other_objects(FABRIKAM_OU, "fab", FABRIKAM)
         units += FABRIKAM_USERS
+    if scenario == "resource-forest":
+        lab.ad_objects += _linked_mailboxes([u for u in ad_users if u.sam in LINKED_USERS])
     lab.ad_users = ad_users
 
     # The tenant: one cloud-only admin with a mailbox, and a SKU one unit short.
@@ -262,6 +274,27 @@ def build(scenario="default", users=20):
     elif scenario == "duplicate-upn-in-bin":
         _old_object_in_bin(lab, ad_users[4 if users > 4 else 0])
     return lab
+
+
+def _linked_mailboxes(accounts):
+    """Each account's mailbox in the resource forest: a disabled user whose msExchMasterAccountSid
+    names the account. The Exchange attributes move from the account to it."""
+    mailboxes = []
+    for account in accounts:
+        mailboxes.append(
+            AdObject(
+                lab_guid("ad", FABRIKAM, "mailbox", account.sam),
+                account.sam,
+                f"CN={account.sam},{RESOURCE_OU}",
+                "user",
+                master_account_sid=account.object_sid,
+                mailbox_guid=account.mailbox_guid,
+                mail_nickname=account.mail_nickname,
+                usage_location=account.usage_location,
+            )
+        )
+        account.mailbox_guid = account.mail_nickname = account.usage_location = None
+    return mailboxes
 
 
 def _licensing_group(lab, members):

@@ -125,6 +125,21 @@ class AdUser:
         field_name = _AD_ATTRIBUTES.get(name)
         return getattr(self, field_name) if field_name is not None else None
 
+    @property
+    def object_sid(self):
+        return object_sid(self.object_guid)
+
+    @property
+    def master_account_sid(self):
+        return None  # an account: msExchMasterAccountSid is a resource-forest mailbox's
+
+
+def object_sid(object_guid):
+    """An AD object's objectSid, made up from its objectGUID (the lab keeps no SIDs: it needs
+    them only to join a resource-forest mailbox to its account)."""
+    parts = uuid.UUID(object_guid).fields
+    return f"S-1-5-21-{parts[0]}-{parts[1] * 65536 + parts[2]}-{parts[5] % 2**32}"
+
 
 # The AD attributes the lab simulates, and the AdUser field each is kept in.
 _AD_ATTRIBUTES = {
@@ -136,21 +151,49 @@ _AD_ATTRIBUTES = {
     "mailNickname": "mail_nickname",
     "msExchUsageLocation": "usage_location",
     "objectClass": "object_class",
+    "objectSid": "object_sid",
+    "msExchMasterAccountSid": "master_account_sid",
 }
+
+#: Metaverse attributes a linked mailbox never contributes: "An account with a linked mailbox
+#: is never used for userPrincipalName and sourceAnchor" (Entra Connect Sync: Understanding
+#: Users, Groups, and Contacts). The real stock rules get there by their scope filters and
+#: expressions; the lab, which simulates neither, says it here.
+_ACCOUNT_ONLY = frozenset(("sourceAnchor", "userPrincipalName"))
 
 
 @define
 class AdObject:
-    """An on-premises AD object that is not a user: a group, a contact or a computer.
+    """An on-premises AD object that is not a person of its own: a group, a contact, a
+    computer, or a resource-forest mailbox (``master_account_sid``).
 
-    The lab does not simulate their flows (no cloud object is made for them); they are
-    in the connector space while in scope, so a scope change that takes them out counts
-    them as deletions, as the export deletion threshold does on a real server."""
+    The lab does not simulate the flows of groups, contacts and computers (no cloud object
+    is made for them); they are in the connector space while in scope, so a scope change
+    that takes them out counts them as deletions, as the export deletion threshold does on
+    a real server. A resource-forest mailbox's flows go into its account's person."""
 
     object_guid: str
     name: str
     dn: str
-    object_class: str  # group, contact or computer
+    object_class: str  # group, contact or computer; user for a resource-forest mailbox
+    #: A resource-forest mailbox (a linked mailbox's disabled user, account/resource topology):
+    #: msExchMasterAccountSid names the account (its objectSid) in another forest whose
+    #: metaverse person it joins, bringing its Exchange attributes. None for the others.
+    #: Lab assumption: it only joins (the wizard's "objectSID and msExchangeMasterAccountSID"
+    #: matching); while its account is in no connector's scope it stays a disconnector, joined
+    #: to nothing, and brings nothing.
+    master_account_sid: Optional[str] = None
+    mailbox_guid: Optional[str] = None  # its msExchMailboxGuid
+    mail_nickname: Optional[str] = None
+    usage_location: Optional[str] = None  # msExchUsageLocation
+
+    def attribute(self, name):
+        field_name = _AD_ATTRIBUTES.get(name)
+        return getattr(self, field_name, None) if field_name is not None else None
+
+    @property
+    def object_sid(self):
+        return object_sid(self.object_guid)
 
 
 @define(on_setattr=[setters.convert, _licence_changed])
@@ -567,6 +610,24 @@ class Lab:
             if (c := in_scope(o)) is not None and c.identifier.lower() == wanted
         ]
 
+    def linked_mailboxes(self, in_scope=None):
+        """``(mailbox object, account)`` of each resource-forest mailbox in a connector's scope:
+        the AD user whose objectSid its msExchMasterAccountSid names, whose metaverse person it
+        joins; the account is None while it is in no connector's scope (see AdObject)."""
+        in_scope = in_scope or self._scope_test()
+        linked = [o for o in self.ad_objects if o.master_account_sid and in_scope(o) is not None]
+        if not linked:
+            return []
+        wanted = {o.master_account_sid for o in linked}
+        accounts = {sid: u for u in self.ad_users if (sid := u.object_sid) in wanted and in_scope(u) is not None}
+        return [(o, accounts.get(o.master_account_sid)) for o in linked]
+
+    def metaverse_anchors(self):
+        """objectGUID of each resource-forest mailbox in scope -> the objectGUID of the account
+        whose metaverse person it is joined to ("": joined to none). Every other object in a
+        connector space is joined to a metaverse object of its own, named here by its own GUID."""
+        return {o.object_guid: (a.object_guid if a is not None else "") for o, a in self.linked_mailboxes()}
+
     def _scope_test(self):
         """The AD connector whose scope holds an AD object (None: out of every scope), the
         connectors looked up once for a whole pass. Each forest has its own connector, and
@@ -599,22 +660,25 @@ class Lab:
         updates, deletes = [], []
         seen = set()
         in_scope = self._scope_test()
+        joined = {}  # an account's objectGUID -> the resource-forest mailboxes joined to its person
+        for mailbox, account in self.linked_mailboxes(in_scope):
+            if account is not None:
+                joined.setdefault(account.object_guid, []).append(mailbox)
         for user in self.ad_users:
             connector = in_scope(user)
             if connector is None:
                 continue
             seen.add(user.object_guid)
             synced_at = server.connector_space.get(user.object_guid)
-            if not full and synced_at is not None and user.changed_at < synced_at:
+            members = joined.get(user.object_guid, ()) if joined else ()
+            if not full and synced_at is not None and user.changed_at < synced_at and not members:
                 continue  # a Delta leaves unchanged objects as they were
-            rules = rules_by_type.get(user.object_class, ())
-            if several:
-                # With several forests, an object meets only its own connector's rules.
-                rules = tuple((r, flows) for r, flows in rules if r.connector.lower() == connector.identifier.lower())
+            rules = _own_rules(rules_by_type, user, connector, several)
             if not any(r.link_type is LinkType.PROVISION for r, _flows in rules):
                 continue
+            others = tuple((m, _own_rules(rules_by_type, m, in_scope(m), several)) for m in members) if members else ()
             # A soft-deleted object that sync brings back is not new: Apply once stays idle.
-            values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor)
+            values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor, joined=others)
             updates.append((user, values))
         for other in self.ad_objects:
             # Groups, contacts and computers: imported while in scope, their flows not simulated.
@@ -870,6 +934,15 @@ def _inbound_rules_by_type(rules):
     return by_type
 
 
+def _own_rules(rules_by_type, ad_object, connector, several):
+    """The enabled inbound rules an AD object meets: those of its object class, and with
+    several forests only its own connector's."""
+    rules = rules_by_type.get(ad_object.object_class, ())
+    if several:
+        rules = tuple((r, flows) for r, flows in rules if r.connector.lower() == connector.identifier.lower())
+    return rules
+
+
 def _scope_passes(rule, user):
     if not rule.scope:
         return True
@@ -897,22 +970,31 @@ def _condition_holds(condition, user):
     raise ProviderError("lab", f"scope condition {condition.operator}", "the lab does not simulate this operator")
 
 
-def _evaluate(user, rules, is_new):
-    """Metaverse values for one object: per attribute, rules by precedence (A5).
+def _evaluate(user, rules, is_new, joined=()):
+    """Metaverse values for one person: per attribute, rules by precedence (A5).
 
     The first rule whose flow contributes a value wins. ``NULL`` contributes
     nothing and lets lower rules contribute; ``AuthoritativeNull`` removes the value
     and stops lower rules; ``IgnoreThisFlow`` keeps what is there; an Apply-once
     flow acts only when the object is created. No contribution removes the value.
+
+    ``joined``: ``(object, its rules)`` of the other objects joined into the person
+    (resource-forest mailboxes). Each rule reads its own object, and the rules of every
+    joined object compete by precedence, which is one number space across all rules of
+    every connector (A4): a NULL on one connector lets another connector's rule contribute.
     """
-    applicable = [(r, flows) for r, flows in rules if _scope_passes(r, user)]
+    applicable = [(r, flows, user) for r, flows in rules if _scope_passes(r, user)]
+    if joined:
+        for other, other_rules in joined:
+            applicable += [(r, flows, other) for r, flows in other_rules if _scope_passes(r, other)]
+        applicable.sort(key=lambda item: item[0].precedence)
     values = {}
     for attribute in EXPORTED_ATTRIBUTES:
         values[attribute] = None
-        for rule, flows in applicable:
-            if attribute not in flows:
+        for rule, flows, source in applicable:
+            if attribute not in flows or (source is not user and attribute in _ACCOUNT_ONLY):
                 continue
-            outcome = _contribution(rule, flows[attribute], user, is_new)
+            outcome = _contribution(rule, flows[attribute], source, is_new)
             if outcome is None:
                 continue
             values[attribute] = outcome[0]

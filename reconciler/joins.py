@@ -1,0 +1,73 @@
+"""Which AD connectors' objects are joined into each synced user's metaverse object.
+
+With several AD forests, Entra Connect joins objects of different forests into one
+metaverse person: in an account/resource topology a user's account lives in one forest
+and its (linked) mailbox object in another, and msExchMailboxGuid reaches the person
+through the mailbox object's connector's rules. Whether the GUID still reaches the cloud
+after a plan therefore depends on every connector joined to the person, not only on the
+user's own forest's.
+
+The joins are read from the connector space: each object's ``ConnectedMVObjectId``
+(Get-ADSyncCSObject, build 2.2.8.0's ``CsObject``) names its metaverse object; objects
+of different connectors with the same id are joined.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from reconciler.model import count_objects
+
+
+def dn_key(distinguished_name):
+    """A DN as a key: the connector space's and the cloud's onPremisesDistinguishedName both
+    come from AD's distinguishedName; only case and outer spaces are let differ (a DN written
+    otherwise is not found, which makes the joins of that user unknown: the cautious answer)."""
+    return (distinguished_name or "").strip().casefold()
+
+
+@frozen
+class Joins:
+    """The joins observed in the AD connectors' connector spaces."""
+
+    #: DN key of each joined object -> its metaverse object's id.
+    metaverse: dict
+    #: Metaverse object id -> ((connector identifier, object type), ...) of every object joined to it.
+    members: dict
+
+    def of(self, distinguished_name):
+        """``((connector identifier, object type), ...)`` joined to the metaverse object of the
+        AD object ``distinguished_name``; None when that object was not found (unknown)."""
+        mv = self.metaverse.get(dn_key(distinguished_name))
+        return None if mv is None else self.members[mv]
+
+    def across_forests(self):
+        """How many metaverse objects have objects of more than one AD connector joined."""
+        return sum(1 for members in self.members.values() if len({c.lower() for c, _t in members}) > 1)
+
+
+def survey(entries, counts=True, joins=False):
+    """``(object counts, joins)`` from one pass over a connector space: ``entries`` yields
+    ``(connector identifier, DN, object type, is a connector, metaverse id)`` (None: the
+    connector space could not be read; both are then None). Only connectors (objects joined
+    to a metaverse object) are counted and joined; each part is None unless asked for."""
+    if entries is None:
+        return None, None
+    metaverse, members = {}, {}
+
+    def joined():
+        for connector, name, object_type, is_connector, mv in entries:
+            if not is_connector:
+                continue
+            if joins and mv:
+                metaverse[dn_key(name)] = mv
+                members.setdefault(mv, []).append((connector, object_type))
+            yield connector, name, object_type
+
+    if counts:
+        found = count_objects(joined())
+    else:
+        found = None
+        for _ in joined():
+            pass
+    return found, (Joins(metaverse, {mv: tuple(m) for mv, m in members.items()}) if joins else None)
