@@ -121,13 +121,13 @@ def test_apply_reads_the_connector_space_counts_only_to_decide_not_to_check_each
     target = LabTarget(lab)
     desired = load_desired(REBUILD)
     plan = plan_for(desired, target)
-    counted, count_objects = [], target.server.count_objects
+    counted, connector_space = [], target.server.connector_space
 
-    def counting():
+    def counting(joins=False):
         counted.append(1)
-        return count_objects()
+        return connector_space(joins)
 
-    target.server.count_objects = counting
+    target.server.connector_space = counting
     report = apply_plan(plan, desired, target, approvals=frozenset(plan.approvals_needed), force=True)
     assert report.ok
     assert len(plan.steps) > 10 and len(counted) <= 1, f"{len(counted)} passes over the connector space for {len(plan.steps)} steps"
