@@ -28,7 +28,7 @@ from reconciler.files import PRIVATE, make_private_dir, open_append_private, wri
 from reconciler.processes import exclusive, pid_alive
 from reconciler.state import LockedError, StateBackend, held_error, may_take_over, parse_records
 
-__all__ = ["LocalState", "Journal", "TargetLock", "LockedError", "last_interrupted", "purge_owed", "read_lock", "force_unlock", "target_slug"]
+__all__ = ["LocalState", "JournalFile", "Journal", "TargetLock", "LockedError", "last_interrupted", "purge_owed", "read_lock", "force_unlock", "target_slug"]
 
 
 def _now():
@@ -66,13 +66,8 @@ _UNCHANGED = object()
 
 
 def _store(source):
-    """A journal source: a state backend, or the path of a local journal file."""
-    if hasattr(source, "append") and hasattr(source, "read_journal"):
-        return source
-    path = Path(source)
-    store = LocalState(path.parent, "x")
-    store.journal_path = path
-    return store
+    """A journal source: a state backend, or the path of a local journal file (:class:`JournalFile`)."""
+    return JournalFile(source) if isinstance(source, (str, os.PathLike)) else source
 
 
 class Journal:
@@ -81,7 +76,7 @@ class Journal:
     def __init__(self, source):
         self.store = _store(source)
         #: The journal file, for the local backend (None elsewhere).
-        self.path = getattr(self.store, "journal_path", None) if self.store.name == "local" else None
+        self.path = self.store.journal_path if isinstance(self.store, JournalFile) else None
         self.run = None
         self._paused = False
         self._threshold_owed = None
@@ -279,15 +274,33 @@ def _user():
         return "unknown"
 
 
-class LocalState(StateBackend):
-    """Files ``<slug>.lock`` and ``<slug>.journal`` in ``folder`` ."""
+class JournalFile:
+    """A journal file of this machine, by its path: appended durably (fsynced, 0600, never
+    through a symlink). The journal half of :class:`LocalState`, and what a :class:`Journal`
+    given a path reads and writes."""
 
     name = "local"
+
+    def __init__(self, path):
+        self.journal_path = Path(path)
+
+    def append(self, record):
+        fsync_append(self.journal_path, record)
+
+    def read_journal(self):
+        try:
+            return self.journal_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class LocalState(JournalFile, StateBackend):
+    """Files ``<slug>.lock`` and ``<slug>.journal`` in ``folder`` ."""
 
     def __init__(self, folder, slug):
         self.folder = Path(folder)
         self.lock_path = self.folder / f"{slug}.lock"
-        self.journal_path = self.folder / f"{slug}.journal"
+        super().__init__(self.folder / f"{slug}.journal")
 
     def where(self):
         return f"{self.folder} (local)"
@@ -300,12 +313,3 @@ class LocalState(StateBackend):
 
     def force_unlock(self, lock_id):
         return force_unlock(self.lock_path, lock_id)
-
-    def append(self, record):
-        fsync_append(self.journal_path, record)
-
-    def read_journal(self):
-        try:
-            return self.journal_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
