@@ -24,14 +24,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import threading
 import time
-import uuid
 from urllib.parse import urlsplit
 
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.state import LockedError, StateBackend, held_error
+from reconciler.state import LockedError, StateBackend, held_error, holder_record
 
 STATE_KEY = "syncprep_state"
 HOLDER_KEY = "syncprep_holder"
@@ -139,9 +137,9 @@ class _Renewer(threading.Thread):
 class _BlobLock:
     def __init__(self, state, command):
         self.state = state
-        self.id = uuid.uuid4().hex[:8]
+        self.info = holder_record(command)
+        self.id = self.info["id"]
         self.taken_over = None
-        self.info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": command}
         self._renewer = None
 
     def __enter__(self):
@@ -313,15 +311,3 @@ class BlobState(StateBackend):
 
     def close(self):
         self.container.close()
-
-
-def _now():
-    from reconciler.journal import _now as now
-
-    return now()
-
-
-def _user():
-    from reconciler.journal import _user as user
-
-    return user()

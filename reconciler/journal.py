@@ -14,7 +14,6 @@ holder is gone.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -26,13 +25,10 @@ from attrs import frozen
 from reconciler.errors import ReconcilerError
 from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
 from reconciler.processes import exclusive, pid_alive
-from reconciler.state import LockedError, StateBackend, held_error, may_take_over, parse_records
+from reconciler.state import LockedError, StateBackend, held_error, holder_record, may_take_over, parse_records
+from reconciler.state import utc_now as _now
 
 __all__ = ["LocalState", "JournalFile", "Journal", "TargetLock", "LockedError", "last_interrupted", "purge_owed", "read_lock", "force_unlock", "target_slug"]
-
-
-def _now():
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def target_slug(key):
@@ -168,19 +164,16 @@ class TargetLock:
 
     def __init__(self, path, command, take_over_dead=False):
         self.path = Path(path)
-        self.command = command
-        self.id = uuid.uuid4().hex[:8]
+        self.info = holder_record(command)
+        self.id = self.info["id"]
         #: ``apply --resume`` takes over a lock whose process is provably gone (same host, no such
         #: pid), ``sync --resume`` only a sync's: see :func:`reconciler.state.may_take_over`.
         self.take_over_dead = take_over_dead
         self.taken_over = None
 
     def __enter__(self):
-        import socket  # only a lock needs it (plan reads the journal): issue 19
-
         make_private_dir(self.path.parent)
-        self.info = info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": self.command}
-        staged = self._stage(info)
+        staged = self._stage(self.info)
         try:
             try:
                 # The lock appears whole or not at all: a reader never sees it half-written.
@@ -263,15 +256,6 @@ def _alive(held, platform=None):
     if held.get("host") != socket.gethostname():
         return True  # cannot tell from here
     return pid_alive(held.get("pid"), platform=platform)
-
-
-def _user():
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 class JournalFile:

@@ -36,6 +36,28 @@ class LockedError(ReconcilerError):
     """The target's lock is held (or abandoned): one line naming the holder."""
 
 
+def utc_now():
+    """The time now, as the lock and the journal record it (``2026-12-04T23:00:00Z``)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def holder_record(command):
+    """The record a new lock holder writes, in every backend: a new lock id, who holds it
+    (user, host, pid), since when, and ``command``; the backend adds ``plan`` once it is known."""
+    import getpass
+    import os
+    import socket  # only a lock needs it (plan reads the journal): issue 19
+    import uuid
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"id": uuid.uuid4().hex[:8], "pid": os.getpid(), "host": socket.gethostname(), "user": user, "since": utc_now(), "command": command}
+
+
 def holder_text(held):
     """``id …, user@host pid N, since T`` (and the plan's hash when the holder recorded one)."""
     plan = f", plan {held.get('plan')}" if held.get("plan") else ""
@@ -91,7 +113,7 @@ class StateBackend(abc.ABC):
        Implementations **must**:
 
        * make :meth:`lock` exclusive across machines that share the backend, and record
-         the holder (id, user, host, pid, since, command; the plan's hash once known);
+         the holder (:func:`holder_record`; the plan's hash once known);
        * never take a lock that is held or abandoned, except as :meth:`lock` documents
          for ``take_over_dead``;
        * make :meth:`append` durable (fsync, or the backend's own guarantee) before it

@@ -29,12 +29,9 @@ Set-Content, Remove-Item, Get-Acl, Set-Acl), never a share or a second protocol.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import uuid
 
 from reconciler.errors import ProviderError, ReconcilerError
-from reconciler.state import LockedError, StateBackend, held_error, may_take_over
+from reconciler.state import LockedError, StateBackend, held_error, holder_record, may_take_over
 from providers.entraconnect.scripts import quote
 
 DEFAULT_FOLDER = "C:\\ProgramData\\syncprep\\state"
@@ -156,9 +153,9 @@ class _ServerLock:
         self.state = state
         self.command = command
         self.take_over_dead = take_over_dead
-        self.id = uuid.uuid4().hex[:8]
+        self.info = holder_record(command)
+        self.id = self.info["id"]
         self.taken_over = None
-        self.info = {"id": self.id, "pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "since": _now(), "command": command}
 
     def __enter__(self):
         state = self.state
@@ -274,15 +271,3 @@ class ServerState(StateBackend):
 
     def read_journal(self):
         return self.run(read_text(self.journal_path), "read the journal").get("Text") or ""
-
-
-def _now():
-    from reconciler.journal import _now as now
-
-    return now()
-
-
-def _user():
-    from reconciler.journal import _user as user
-
-    return user()
