@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from reconciler.desired import StateBackendKind, StateSpec, TargetKind
 from reconciler.errors import ConfigError
-from reconciler.journal import target_slug
-from reconciler.journal import LocalState
+from reconciler.journal import LocalState, target_slug
 
 
 def backend_kind(spec, target_kind, override=None):
@@ -35,23 +34,20 @@ def check(spec, target_kind, override=None, source="desired state"):
 
 
 def open_state(spec, target, target_kind, override=None, allowance=None, source="desired state"):
-    """The backend for ``target`` (``spec``: the file's ``[state]``; ``override``: ``--state``)."""
+    """The backend for ``target`` (``spec``: the file's ``[state]``; ``override``: ``--state``),
+    refused as :func:`check` refuses it."""
+    kind = check(spec, target_kind, override, source)
     spec = spec or StateSpec()
-    kind = backend_kind(spec, target_kind, override)
     slug = target_slug(target.key)
     if kind is StateBackendKind.LOCAL:
         from pathlib import Path
 
         return LocalState(Path(spec.folder) if spec.folder else target.state_dir(), slug)
     if kind is StateBackendKind.SERVER:
-        session = getattr(target.server, "session", None)
-        if session is None or target_kind is TargetKind.LAB:
-            raise ConfigError([f"{source}: state.backend: \"server\" keeps the lock on the Entra Connect server through PowerShell remoting; this target has none (use local)"])
         from providers.entraconnect.statefiles import ServerState
 
-        return ServerState(session, slug, spec.folder)
-    if not spec.account_url or not spec.container:
-        raise ConfigError([f"{source}: state: the azureblob backend needs account_url and container in [state]"])
+        # A remote target's server is reached through its PowerShell session (check: never a lab).
+        return ServerState(target.server.session, slug, spec.folder)
     from providers.azureblob import BlobState, check_endpoint
 
     check_endpoint(spec, allowance, source)
