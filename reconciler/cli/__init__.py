@@ -3,7 +3,8 @@
 
 Exit codes: 0 success (for ``plan --detailed-exitcode``: no changes), 1 error,
 2 changes present (``plan --detailed-exitcode``), 4 ``apply`` done but a targeted
-user did not end as desired (no licence, or no mailbox), 130 interrupted.
+user did not end as desired (no licence, or no mailbox), 130 interrupted, 141 the output
+was closed early (:mod:`.consoles`).
 Known errors are one line each on stderr, never a traceback.
 
 Heavy imports (the planner's deepdiff, the real providers' SDKs) happen inside

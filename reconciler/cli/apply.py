@@ -9,7 +9,7 @@ import re
 import sys
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, EXIT_USERS, TARGET_ENV, escape, verb_parser, open_target, report_inputs, scripts_of
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, EXIT_USERS, TARGET_ENV, escape, verb_parser, open_target, report_inputs, run_to_the_end, scripts_of
 from reconciler.errors import ReconcilerError
 
 NAME = "apply"
@@ -143,6 +143,7 @@ def _nothing_left(plan, desired, target, journal, interrupted, out):
 
     owed = interrupted.threshold_owed if interrupted is not None else None
     if owed is not None:
+        run_to_the_end(out)
         apply_plan(plan, desired, target, journal=journal)
         out.print(f"The export deletion threshold the interrupted apply raised is put back to {owed}.")
         return EXIT_OK if observe(target, desired, counts=False).server.deletion_threshold == owed else EXIT_ERROR
@@ -158,6 +159,8 @@ def _carry_out(args, out, plan, desired, target, journal, approvals, until):
     from reconciler.apply import apply_plan
     from reconciler.render import ApplyRenderer
 
+    # Approved: the apply, its read-back and --report run to their end whatever becomes of the output.
+    run_to_the_end(out)
     out.print()
     renderer = ApplyRenderer(out, len(plan.steps))
     # Ctrl-C, SIGTERM and (Windows) Ctrl-Break raise KeyboardInterrupt (reconciler.interrupts,

@@ -4,13 +4,14 @@ which turns every known error into one line and an exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 
 from reconciler import __version__
 from reconciler.cli import apply, completion, drift, export, plan, show, sync, unlock, validate
-from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, common_options, error_line, make_console, merge_common
+from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, Parents, Parser, common_options, error_line, make_console, merge_common
 from reconciler.errors import ConfigError, ReconcilerError
 
 
@@ -61,10 +62,18 @@ def verb_of(argv):
 
 
 def main(argv=None):
+    """Run the command; its exit code. A known error is one line on stderr (1); Ctrl-C and the
+    stop signals give 130, whether or not that can still be said; an output closed early stops
+    the command with 141, silently (:mod:`reconciler.cli.consoles`), where it was not
+    interrupted, did not fail, and was not told to run to its end."""
     from reconciler.interrupts import stop_signals
 
     argv = sys.argv[1:] if argv is None else argv
-    args = merge_common(build_parser(verb_of(argv)).parse_args(argv))
+    try:
+        args = merge_common(build_parser(verb_of(argv)).parse_args(argv))
+    except BrokenPipeError:  # --help or --version, into a closed output
+        _flushed()
+        return EXIT_OUTPUT_CLOSED
     for stream in (sys.stdout, sys.stderr):
         tolerate_encoding(stream)
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
@@ -74,22 +83,53 @@ def main(argv=None):
         configure_logging(args)
         # SIGTERM, and Ctrl-Break on Windows, take Ctrl-C's road: the apply's brackets hold.
         with stop_signals():
-            return args.run(args, out, err)
+            code = args.run(args, out, err)
     except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(error_line(problem))
-        return EXIT_ERROR
+        code = _fail(err, exc.problems)
     except ReconcilerError as exc:
-        err.print(error_line(str(exc)))
-        return EXIT_ERROR
+        code = _fail(err, [str(exc)])
+    except BrokenPipeError:
+        code = EXIT_OUTPUT_CLOSED  # as SIGPIPE stops a command: nothing more to say, nor anyone to hear it
     except OSError as exc:
         # A path given on the command line that cannot be read or written.
         where = exc.filename if exc.filename is not None else "file"
-        err.print(error_line(f"{where}: {exc.strerror or exc}"))
-        return EXIT_ERROR
+        code = _fail(err, [f"{where}: {exc.strerror or exc}"])
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]")
-        return EXIT_INTERRUPTED
+        _say(err, "[yellow]interrupted[/yellow]")
+        code = EXIT_INTERRUPTED
+    if not _flushed() and not out.keep_going and code not in (EXIT_ERROR, EXIT_INTERRUPTED):
+        code = EXIT_OUTPUT_CLOSED  # what was written last never arrived
+    return code
+
+
+def _fail(err, problems):
+    for problem in problems:
+        _say(err, error_line(problem))
+    return EXIT_ERROR
+
+
+def _say(err, text):
+    """Print on stderr, if it is still there: the exit code says the rest."""
+    with contextlib.suppress(BrokenPipeError):
+        err.print(text)
+
+
+def _flushed():
+    """Whether standard output and error took all that was written to them. One whose reader
+    is gone is pointed at the null device, so that Python's own flush at exit stays silent."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            flushed = False
+            with contextlib.suppress(OSError, ValueError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, stream.fileno())
+                os.close(null)
+        except (OSError, ValueError):
+            pass  # closed by the verb, or not a real stream: nothing of ours is waiting in it
+    return flushed
 
 
 def tolerate_encoding(stream):

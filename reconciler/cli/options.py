@@ -7,6 +7,7 @@ Nothing heavy is imported here, so ``syncprep --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from reconciler.errors import ReconcilerError, one_line  # noqa: F401 - one_line: the verbs import it from here
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USERS, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+#: 128 + SIGPIPE: what a shell reports for a command that a closed pipe stopped.
+EXIT_OUTPUT_CLOSED = 141
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"  # providers.endpoints.ALLOW_ENV, without importing it for --help
 CA_BUNDLE_ENV = "SYNCPREP_CA_BUNDLE"
 LOG_ENV = "SYNCPREP_LOG"
@@ -34,13 +37,17 @@ TARGET_ENV = {
     "AZURE_*": "azure-identity's own variables, for the [target.graph] sign-in they serve (README: Real targets)",
 }
 SIGNING_ENV = {"SYNCPREP_PLAN_SIGNING_KEY": "the key saved plans are signed and checked with (HMAC-SHA256)"}
-INTERRUPTED = {130: "interrupted (Ctrl-C, Ctrl-Break or SIGTERM)"}
+#: The exit codes of every verb, whatever it does.
+STOPPED = {
+    130: "interrupted (Ctrl-C, Ctrl-Break or SIGTERM), also when the output is gone as well",
+    141: "the output was closed early (syncprep plan | head -1): stopped there; an approved apply or a sync runs to its end",
+}
 
 
 def epilog(exits, environment):
     """The end of a verb's help: its exit codes and the environment variables it reads."""
     lines = ["exit codes:"]
-    lines += [f"  {code:<4}{meaning}" for code, meaning in sorted({**exits, **INTERRUPTED}.items())]
+    lines += [f"  {code:<4}{meaning}" for code, meaning in sorted({**exits, **STOPPED}.items())]
     lines += ["", "environment:"]
     lines += [f"  {name}\n      {meaning}" for name, meaning in {**COMMON_ENV, **environment}.items()]
     return "\n".join(lines)
@@ -59,11 +66,21 @@ def verb_parser(commands, name, *, parents, help, exits, environment=None, descr
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job."""
+    """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job. ``--help`` and
+    ``--version`` into a closed output end as every command does (141, in ``command.main``),
+    where argparse would pass over the failed write and exit 0."""
 
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        with contextlib.suppress(BrokenPipeError):  # the exit code says it
+            self.print_usage(sys.stderr)
+            self._print_message(f"{self.prog}: error: {message}\n", sys.stderr)
+        self.exit(EXIT_ERROR)
+
+    def _print_message(self, message, file=None):
+        if message:
+            file = file or sys.stderr
+            file.write(message)
+            file.flush()
 
 
 def common_options(prefix=""):
@@ -158,12 +175,20 @@ def scrub(text):
 
 def make_console(no_color=False, stderr=False):
     """--no-color and NO_COLOR mean plain text: no colour and no other escape codes either.
-    No console replaces emoji codes: a name such as "ops:fire:team" prints as written."""
-    from rich.console import Console
+    No console replaces emoji codes: a name such as "ops:fire:team" prints as written.
+    A closed output raises ``BrokenPipeError`` (:mod:`reconciler.cli.consoles`)."""
+    from reconciler.cli.consoles import Console
 
     if no_color:
         return Console(color_system=None, no_color=True, highlight=False, emoji=False, stderr=stderr, soft_wrap=True)
     return Console(highlight=False, emoji=False, stderr=stderr, soft_wrap=True)
+
+
+def run_to_the_end(*consoles):
+    """From here on a closed output stops nothing: the command runs to its end (an approved
+    apply: its brackets, the read-back, ``--report``), and what it prints is dropped."""
+    for console in consoles:
+        console.keep_going = True
 
 
 def add_output_option(parser, what):

@@ -12,7 +12,7 @@ its lock (its process gone) and runs the cycle again, and never an apply's lock.
 from __future__ import annotations
 
 from reconciler.cli import targetstate
-from reconciler.cli.options import EXIT_ERROR, EXIT_OK, TARGET_ENV, escape, open_target, verb_parser
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, TARGET_ENV, escape, open_target, run_to_the_end, verb_parser
 from reconciler.errors import ReconcilerError
 
 NAME = "sync"
@@ -101,6 +101,7 @@ def _locked(args, out, err, target, desired):
         policy = policy_of(resumed) if args.resume else SyncPolicy.INITIAL
     plan = sync_plan(policy, desired, target.description)
     out.print(f"Sync on {escape(target.description)}: {escape(plan.steps[0].summary)}")
+    run_to_the_end(out)  # the cycle is waited for, and journalled as ended, whatever becomes of the output
     renderer = ApplyRenderer(out, 1)
     # SIGTERM and Ctrl-C stop it as they stop apply (main runs every verb under stop_signals).
     try:
