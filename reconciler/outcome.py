@@ -16,9 +16,10 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 
 from reconciler.errors import PlanError
+from reconciler.forests import Forests
 from reconciler.model import GUID_ATTRIBUTE, Direction, MailboxState, UserRef
 from reconciler.provider import UserSelection
 from reconciler.rules import guid_flow, object_types
@@ -149,6 +150,8 @@ class Conditions:
     #: :class:`reconciler.joins.Joins`), which tell the connectors whose objects share a
     #: user's metaverse object; None: not read, or could not be (the cautious answer).
     joins: Optional[object] = None
+    #: ``ad_connectors`` with their forests' domains worked out once (asked per user).
+    forests: Forests = field(default=Factory(lambda self: Forests(self.ad_connectors), takes_self=True), eq=False)
 
     def guid_reason(self, object_type, on_prem_dn=None):
         """Why the GUID stays in the cloud for a user of ``object_type`` (None: it does not)."""
@@ -168,9 +171,7 @@ class Conditions:
         source = self.guid_stays
         owner = None
         if self.guid_stays_by_connector and on_prem_dn:
-            from reconciler.rebuild import scope_owner  # only with several forests (an import per user costs)
-
-            owner = scope_owner(on_prem_dn, self.ad_connectors, strict=False)
+            owner = self.forests.owner(on_prem_dn, strict=False)
             if owner is not None:
                 source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays)
         own = _why_for(source, object_type)

@@ -15,6 +15,7 @@ from attrs import frozen
 
 from reconciler import dn
 from reconciler.errors import PlanError
+from reconciler.forests import Forests
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
@@ -156,8 +157,9 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         now = {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
         scope_out = dict(now)
         by_connector = {}
+        forests = Forests(connectors)
         for ou in purge.ous:
-            by_connector.setdefault(scope_owner(ou, connectors).identifier, []).append(ou)
+            by_connector.setdefault(forests.owner(ou).identifier, []).append(ou)
         for identifier, ous in by_connector.items():
             included, excluded = now[identifier]
             scope_out[identifier] = (included, _norm((*excluded, *ous)))
@@ -173,7 +175,7 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             if dn.same_set(excluded, new_excluded):
                 continue
             ous = by_connector[ad.identifier]
-            mine = [u for u in leaving if not several or scope_owner(u.on_prem_dn, connectors, strict=False) is ad]
+            mine = [u for u in leaving if not several or forests.owner(u.on_prem_dn, strict=False) is ad]
             config_ids.append(
                 builder.add(
                     server_step(
@@ -349,30 +351,6 @@ def guid_already_clear(server):
     return any(r.ok and r.profile == "Export" and r.started >= max(full) for r in server.run_history)
 
 
-def scope_owner(container, connectors, strict=True):
-    """The AD connector whose forest holds ``container`` (a DN): each forest has its own AD
-    connector, whose containers name its own domains. With one AD connector, that one.
-
-    Known by the domains of the connector's containers, else by its name (an AD connector
-    is named after its forest: ``contoso.com`` holds ``DC=contoso,DC=com`` and its child
-    domains). ``strict``: PlanError when no connector or several hold it; else None."""
-    connectors = tuple(connectors)
-    if len(connectors) == 1:
-        return connectors[0]
-    domain = dn.domain_of(container)
-    found = [c for c in connectors if domain and any(dn.same(dn.domain_of(k), domain) for k in (*c.included_containers, *c.excluded_containers))]
-    if not found:
-        found = [c for c in connectors if domain and dn.domain_dn(c.name) and dn.under(domain, dn.domain_dn(c.name))]
-    if len(found) == 1:
-        return found[0]
-    if not strict:
-        return None
-    if not connectors:
-        raise PlanError(f"scope: no AD connector on the server for {container}")
-    which = "no AD connector" if not found else f"{len(found)} AD connectors ({', '.join(c.name for c in found)})"
-    raise PlanError(f"scope: {which} of the server's {len(connectors)} hold the domain of {container}; each container belongs to one forest's connector")
-
-
 def in_some_scope(distinguished_name, scopes):
     """Whether some AD connector's scope (``{connector id: (included, excluded)}``) holds the object."""
     return any(dn.in_scope(distinguished_name, included, excluded) for included, excluded in scopes.values())
@@ -467,7 +445,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     """Each AD connector's OU filtering as the desired state (and a purge's bracket) wants it.
 
     ``[scope]`` names containers of any forest: each goes to the AD connector whose forest
-    holds it (:func:`scope_owner`); a connector it does not name keeps (or gets back) what it
+    holds it (:class:`~reconciler.forests.Forests`); a connector it does not name keeps (or gets back) what it
     has now."""
     server, tenant = observed.server, observed.tenant
     out = rebuild.scope_out if rebuild is not None else None
@@ -481,10 +459,10 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     current = dict(out) if out is not None else dict(now)
     wanted = dict(now)
     if desired.scope is not None:
-        named = {}
+        named, forests = {}, Forests(connectors)
         for kind, containers in ((0, desired.scope.included), (1, desired.scope.excluded)):
             for container in containers:
-                named.setdefault(scope_owner(container, connectors).identifier, ([], []))[kind].append(container)
+                named.setdefault(forests.owner(container).identifier, ([], []))[kind].append(container)
         for identifier, (included, excluded) in named.items():
             wanted[identifier] = (_norm(included), _norm(excluded))
     changed = [c for c in connectors if not (dn.same_set(current[c.identifier][0], wanted[c.identifier][0]) and dn.same_set(current[c.identifier][1], wanted[c.identifier][1]))]
