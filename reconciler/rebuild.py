@@ -99,30 +99,12 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             )
         )
         return _Rebuild((), None, (), blocked=True)
-    selection = purge_selection(purge)
     excluding_now = bool(desired.export) and bool(
         {a.lower() for a in desired.export.excluded_attributes} - {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}
     )
-    active = []
-    for user in tenant.users:
-        if not selection.matches(user):
-            continue
-        if user.synced is None:
-            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} is cloud-only: never purged"))
-            continue
-        if not any(user.in_ou(ou) for ou in purge.ous):
-            if excluding_now:
-                notices.append(Notice(Level.WARNING, "purge-active-by-upn", f"{user.upn} is active and not under a [purge] OU: it cannot be taken out of sync alone; name its OU"))
-            continue
-        active.append(user)
-    deleted = []
-    for user in tenant.deleted_users:
-        if not named_for_purge(user, purge):
-            continue
-        if user.synced is None:
-            notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn} (in the recycle bin) is cloud-only: never purged"))
-            continue
-        deleted.append(user)
+    selection = purge_selection(purge)
+    active = [u for u in tenant.users if selection.matches(u) and _synced(u, "", notices) and _under_purge_ou(u, purge, excluding_now, notices)]
+    deleted = [u for u in tenant.deleted_users if named_for_purge(u, purge) and _synced(u, " (in the recycle bin)", notices)]
     if active and not excluding_now:
         notices.append(
             Notice(
@@ -148,90 +130,9 @@ def plan_purge(desired, observed, builder, notices, unsafe):
         if share > purge.max_percent:
             unsafe.append(f"Too many deletes: {share:.2f}% is over {purge.max_percent:.2f}% ({len(refs)}/{synced_total} synced users); force required")
 
-    config_ids = []
-    scope_out = None
-    threshold_restore = None
+    config_ids, scope_out, threshold_restore = [], None, None
     if cycled:
-        connectors = server.connectors_of_kind("AD")
-        several = len(connectors) > 1
-        now = {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
-        scope_out = dict(now)
-        by_connector = {}
-        forests = Forests(connectors)
-        for ou in purge.ous:
-            by_connector.setdefault(forests.owner(ou).identifier, []).append(ou)
-        for identifier, ous in by_connector.items():
-            included, excluded = now[identifier]
-            scope_out[identifier] = (included, _norm((*excluded, *ous)))
-        # Every synced user still in the cloud but outside the scope the sync will run with
-        # is deleted by it: also those whose OU was taken out by hand while the export
-        # stopped (at the deletion threshold, say), whose deletions are still pending.
-        leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and not in_some_scope(u.on_prem_dn, scope_out)]
-        pending = [u for u in leaving if not in_some_scope(u.on_prem_dn, now)]
-        if pending:
-            notices.append(_pending_notice(pending, server))
-        for ad in connectors:
-            (included, excluded), (_, new_excluded) = now[ad.identifier], scope_out[ad.identifier]
-            if dn.same_set(excluded, new_excluded):
-                continue
-            ous = by_connector[ad.identifier]
-            mine = [u for u in leaving if not several or forests.owner(u.on_prem_dn, strict=False) is ad]
-            config_ids.append(
-                builder.add(
-                    server_step(
-                        id="rebuild.scope.exclude" + (f"[{ad.name}]" if several else ""),
-                        resource=f"connector/{ad.name}/scope",
-                        action=Action.UPDATE,
-                        summary=f"Take {', '.join(ous)} out of the sync scope: {len(mine)} user(s) will be soft-deleted in the cloud (known after sync)",
-                        operation=SetContainerScope(tuple(included), new_excluded, ad.identifier if several else None),
-                        before={"included": list(included), "excluded": list(excluded)},
-                        after={"included": list(included), "excluded": list(new_excluded)},
-                    )
-                )
-            )
-        kinds = objects_leaving(server, now, scope_out)
-        notices += objects_leaving_notices(kinds, leaving)
-        # Export counts every deletion, not only users' (groups, contacts, devices too).
-        deleting = max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
-        threshold = server.deletion_threshold
-        if threshold is None:
-            notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
-        elif deleting > threshold:
-            # Export counts every deleted object, not only users (groups and contacts in the
-            # OU too): leave a margin so one more deletion does not stop the whole export.
-            raised = deleting + max(10, deleting // 10)
-            config_ids.append(
-                builder.add(
-                    server_step(
-                        id="rebuild.threshold.raise",
-                        resource="export deletion threshold",
-                        action=Action.UPDATE,
-                        summary=f"Raise the export deletion threshold from {threshold} to {raised} for this sync ({len(leaving)} users{f', {deleting} objects in all' if deleting > len(leaving) else ''} and a margin; restored afterwards): otherwise the export stops and deletes nothing",
-                        operation=SetDeletionThreshold(raised),
-                        before={"threshold": threshold},
-                        after={"threshold": raised},
-                        approval="threshold-raise",
-                    )
-                )
-            )
-            back = desired.export.deletion_threshold if desired.export is not None and desired.export.deletion_threshold is not None else threshold
-            threshold_restore = server_step(
-                id="threshold.restore",
-                resource="export deletion threshold",
-                action=Action.UPDATE,
-                summary=f"Restore the export deletion threshold to {back}",
-                operation=SetDeletionThreshold(back),
-                before={"threshold": raised},
-                after={"threshold": back},
-                approval="threshold-raise",
-            )
-        else:
-            notices.append(Notice(Level.INFO, "threshold-ok", f"{deleting} deletion(s) stay under the export deletion threshold of {threshold}"))
-        extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
-        if extra:
-            notices.append(
-                Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not purged leave the scope too; they come back from the recycle bin as they were: {', '.join(extra)}", tuple(extra))
-            )
+        config_ids, scope_out, threshold_restore = _take_out(desired, server, tenant, refs, builder, notices)
     purge_id = builder.add(
         Step(
             id="purge",
@@ -248,6 +149,116 @@ def plan_purge(desired, observed, builder, notices, unsafe):
     )
     before = tuple((u.upn, u.licenses) for u in sorted((*cycled, *deleted), key=lambda u: (u.upn.lower(), u.id)) if u.licenses)
     return _Rebuild(tuple(config_ids), purge_id, refs, scope_out, threshold_restore, kept, losses, cycles=bool(cycled), licences_before=before)
+
+
+def _synced(user, where, notices):
+    """Whether ``user`` was synced (a cloud-only user is never purged: the notice says so)."""
+    if user.synced is None:
+        notices.append(Notice(Level.WARNING, "purge-cloud-only", f"{user.upn}{where} is cloud-only: never purged"))
+        return False
+    return True
+
+
+def _under_purge_ou(user, purge, excluding_now, notices):
+    """Whether an active ``user`` is under a [purge] OU: only an OU can be taken out of sync."""
+    if any(user.in_ou(ou) for ou in purge.ous):
+        return True
+    if excluding_now:
+        notices.append(Notice(Level.WARNING, "purge-active-by-upn", f"{user.upn} is active and not under a [purge] OU: it cannot be taken out of sync alone; name its OU"))
+    return False
+
+
+def _take_out(desired, server, tenant, refs, builder, notices):
+    """The scope steps that take the [purge] OUs out of their connectors' scopes (the sync then
+    soft-deletes their users), and the threshold raised for them: ``(step ids, the scope while
+    they are out, the restore of the threshold or None)``."""
+    connectors = server.connectors_of_kind("AD")
+    forests = Forests(connectors)
+    now = scopes_of(connectors)
+    scope_out, by_connector = dict(now), {}
+    for ou in desired.purge.ous:
+        by_connector.setdefault(forests.owner(ou).identifier, []).append(ou)
+    for identifier, ous in by_connector.items():
+        included, excluded = now[identifier]
+        scope_out[identifier] = (included, _norm((*excluded, *ous)))
+    # Every synced user still in the cloud but outside the scope the sync will run with
+    # is deleted by it: also those whose OU was taken out by hand while the export
+    # stopped (at the deletion threshold, say), whose deletions are still pending.
+    leaving = [u for u in tenant.users if u.synced and u.on_prem_dn and not in_some_scope(u.on_prem_dn, scope_out)]
+    pending = [u for u in leaving if not in_some_scope(u.on_prem_dn, now)]
+    if pending:
+        notices.append(_pending_notice(pending, server))
+    config_ids = [builder.add(step) for step in _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving)]
+    kinds, deleting = deletions(server, now, scope_out, leaving)
+    notices += objects_leaving_notices(kinds, leaving)
+    raised, threshold_restore = _raise_threshold(desired, server, deleting, len(leaving), notices)
+    if raised is not None:
+        config_ids.append(builder.add(raised))
+    extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
+    if extra:
+        notices.append(
+            Notice(Level.WARNING, "scope-extra", f"{len(extra)} user(s) not purged leave the scope too; they come back from the recycle bin as they were: {', '.join(extra)}", tuple(extra))
+        )
+    return config_ids, scope_out, threshold_restore
+
+
+def _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving):
+    """One step per AD connector whose exclusions change, counting the users it soft-deletes."""
+    several = len(connectors) > 1
+    for ad in connectors:
+        (included, excluded), (_, new_excluded) = now[ad.identifier], scope_out[ad.identifier]
+        if dn.same_set(excluded, new_excluded):
+            continue
+        mine = [u for u in leaving if not several or forests.owner(u.on_prem_dn, strict=False) is ad]
+        yield server_step(
+            id="rebuild.scope.exclude" + (f"[{ad.name}]" if several else ""),
+            resource=f"connector/{ad.name}/scope",
+            action=Action.UPDATE,
+            summary=f"Take {', '.join(by_connector[ad.identifier])} out of the sync scope: {len(mine)} user(s) will be soft-deleted in the cloud (known after sync)",
+            operation=SetContainerScope(tuple(included), new_excluded, ad.identifier if several else None),
+            before={"included": list(included), "excluded": list(excluded)},
+            after={"included": list(included), "excluded": list(new_excluded)},
+        )
+
+
+def _raise_threshold(desired, server, deleting, users, notices):
+    """``(the step raising the export deletion threshold, its restore)`` when ``deleting``
+    deletions (``users`` of them users) exceed it, else ``(None, None)`` and a notice."""
+    threshold = server.deletion_threshold
+    if threshold is None:
+        notices.append(Notice(Level.WARNING, "threshold-unknown", "the export deletion threshold is off or could not be read"))
+        return None, None
+    if deleting <= threshold:
+        notices.append(Notice(Level.INFO, "threshold-ok", f"{deleting} deletion(s) stay under the export deletion threshold of {threshold}"))
+        return None, None
+    # Export counts every deleted object, not only users (groups and contacts in the
+    # OU too): leave a margin so one more deletion does not stop the whole export.
+    raised = deleting + max(10, deleting // 10)
+    objects = f", {deleting} objects in all" if deleting > users else ""
+    back = desired.export.deletion_threshold if desired.export is not None and desired.export.deletion_threshold is not None else threshold
+    return (
+        _threshold_step(
+            "rebuild.threshold.raise",
+            f"Raise the export deletion threshold from {threshold} to {raised} for this sync ({users} users{objects} and a margin; restored afterwards): otherwise the export stops and deletes nothing",
+            threshold,
+            raised,
+        ),
+        _threshold_step("threshold.restore", f"Restore the export deletion threshold to {back}", raised, back),
+    )
+
+
+def _threshold_step(id, summary, before, after, approval="threshold-raise"):
+    """A step that sets the export deletion threshold from ``before`` to ``after``."""
+    return server_step(
+        id=id,
+        resource="export deletion threshold",
+        action=Action.UPDATE,
+        summary=summary,
+        operation=SetDeletionThreshold(after),
+        before={"threshold": before},
+        after={"threshold": after},
+        approval=approval,
+    )
 
 
 def _pending_notice(pending, server):
@@ -349,6 +360,19 @@ def guid_already_clear(server):
     if not full:
         return False
     return any(r.ok and r.profile == "Export" and r.started >= max(full) for r in server.run_history)
+
+
+def scopes_of(connectors):
+    """``{connector id: (included, excluded)}``: each AD connector's scope as it is now."""
+    return {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
+
+
+def deletions(server, before, after, leaving):
+    """``(objects leaving per kind or None, deletions in all)`` of a scope change from ``before``
+    to ``after``: the export counts every deletion, not only users' (groups, contacts,
+    devices too), and at least the synced users ``leaving``."""
+    kinds = objects_leaving(server, before, after)
+    return kinds, max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
 
 
 def in_some_scope(distinguished_name, scopes):
@@ -455,7 +479,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     if not connectors:
         raise PlanError("scope: no AD connector on the server")
     several = len(connectors) > 1
-    now = {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
+    now = scopes_of(connectors)
     current = dict(out) if out is not None else dict(now)
     wanted = dict(now)
     if desired.scope is not None:
@@ -469,8 +493,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     if not changed:
         return []
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
-    kinds = objects_leaving(server, current, wanted)
-    deleting = max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
+    kinds, deleting = deletions(server, current, wanted, leaving)
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)
@@ -531,20 +554,8 @@ def plan_threshold(desired, server, builder, notices, rebuild):
             )
         )
         return []
-    return [
-        builder.add(
-            server_step(
-                id="threshold.set",
-                resource="export deletion threshold",
-                action=Action.UPDATE,
-                summary=f"Set the export deletion threshold to {wanted}, as the desired state says",
-                operation=SetDeletionThreshold(wanted),
-                before={"threshold": observed},
-                after={"threshold": wanted},
-                approval="threshold-raise" if wanted > observed else None,
-            )
-        )
-    ]
+    summary = f"Set the export deletion threshold to {wanted}, as the desired state says"
+    return [builder.add(_threshold_step("threshold.set", summary, observed, wanted, approval="threshold-raise" if wanted > observed else None))]
 
 
 def restore_steps(licences_before, tenant, depends_on, earlier=False):
