@@ -200,8 +200,35 @@ def below(dn, container):
     """Whether ``dn`` is strictly below ``container``."""
     if not dn or not container:
         return False
-    inner, outer = _key(dn), _key(container)
+    outer = _key(container)
+    parent = _plain_parent(dn)
+    if parent is not None:
+        return _under(parent, outer)
+    inner = _key(dn)
     return len(inner) > len(outer) and _under(inner, outer)
+
+
+def _plain_parent(text):
+    """The parsed container of ``text`` when its first RDN is plain (read as :func:`_parse_plain`
+    reads it); None when unsure, or when ``text`` has no container, or it is not a DN.
+
+    A plan asks of 100,000 users whether each is below an OU: a user's own DN is parsed
+    about once, its container's again and again (and cached), so only the container is
+    parsed, not the whole DN (issue 19). ``()`` for a DN whose container does not parse,
+    which is below nothing."""
+    first, comma, rest = text.partition(",")
+    if not comma or not _PLAIN_BREAKERS.isdisjoint(first):
+        return None
+    kind, equals, _value = first.partition("=")
+    folded = _PLAIN_KINDS.get(kind)
+    if folded is None:
+        folded = _plain_kind(kind)
+    if not equals or not folded:
+        return None
+    try:
+        return parse(rest)
+    except DnError:
+        return ()  # then the whole text does not parse either: below nothing
 
 
 def same_set(a, b):
