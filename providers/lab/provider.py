@@ -189,25 +189,25 @@ class LabTenant(TenantProvider):
         lab = self.lab
         consumed = lab.consumed_units()
         skus = tuple(Sku(s.sku_id, s.part_number, s.prepaid, consumed.get(s.sku_id, 0), s.includes_exchange, s.exchange_plan_ids) for s in lab.skus)
-        users = []
         # The lab knows each synced user's AD object; Graph does not (its provider leaves it None).
         classes = store.ad_object_classes(lab)
-        seen = {}
-        for user in lab.cloud_users:
-            if user.deleted_at is not None:
-                continue
-            users.append(
-                CloudUser(
-                    id=user.id,
-                    upn=user.upn,
-                    synced=user.synced,
-                    on_prem_dn=user.on_prem_dn,
-                    usage_location=user.usage_location,
-                    licenses=_licences(user, seen) if user.licenses else (),
-                    mailbox=_MAILBOX_STATES[lab.mailbox_state(user)],
-                    object_type=classes.get(user.immutable_id) if user.synced else None,
-                )
+        seen, states, mailbox_state = {}, _MAILBOX_STATES, lab.mailbox_state
+        # 100,000 users: one comprehension, CloudUser's fields positional, in their order (keywords
+        # cost a fifth of the observation; tests/test_lab_observe.py checks the order).
+        users = [
+            CloudUser(
+                user.id,
+                user.upn,
+                user.synced,
+                user.on_prem_dn,
+                user.usage_location,
+                _licences(user, seen) if user.licenses else (),
+                states[mailbox_state(user)],
+                classes.get(user.immutable_id) if user.synced else None,
             )
+            for user in lab.cloud_users
+            if user.deleted_at is None
+        ]
         deleted = tuple(
             DeletedUser(
                 u.id,

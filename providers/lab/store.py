@@ -69,16 +69,17 @@ def load(path):
 def load_with_identity(path):
     """The lab at ``path`` (with its change log, if any) and the :func:`identity` it was read at."""
     path = Path(path)
-    try:
-        with no_collection():  # the lines make a hundred thousand objects and no cycles
+    with no_collection():  # the lines make a hundred thousand objects and no cycles
+        try:
             lab, data, stat, log_stat = _read(path, changes_path(path))
-    except FileNotFoundError:
-        raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
-    except OSError as exc:
-        raise LabError(f"{exc.filename or path}: cannot read the lab file: {exc.strerror}") from None
-    if lab is None:
-        lab = loads(data, str(path))
-    settle(len(lab.cloud_users))
+        except FileNotFoundError:
+            raise LabError(f"{path}: no lab here; create one with 'syncprep lab init'") from None
+        except OSError as exc:
+            raise LabError(f"{exc.filename or path}: cannot read the lab file: {exc.strerror}") from None
+        if lab is None:
+            lab = loads(data, str(path))
+        # Before the collector is back: it would first scan all of them once (tens of milliseconds).
+        settle(len(lab.cloud_users))
     return lab, (_identity(stat), _identity(log_stat) if log_stat is not None else None)
 
 

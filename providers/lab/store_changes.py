@@ -165,6 +165,10 @@ class Changes:
         """``sink`` (fed one user list's lines from the lab file) fed the log's version of the list."""
         return _Patched(sink, self.users[name], name, self.log)
 
+    def replaces(self, name):
+        """Whether the log changes the user list ``name`` (then its lines are not the lab file's)."""
+        return self.users[name].length is not None
+
     def patched_lab(self, head, source):
         """The Lab of the first line's document ``head`` with the small parts' changes applied.
 
@@ -297,15 +301,21 @@ class _Patched:
         self.sink, self.changes, self.name, self.log = sink, changes, name, log
         self.index = 0
 
-    def add(self, line, number):
-        index, changes = self.index, self.changes
-        self.index += 1
+    def add_block(self, body, count, number, offset):
+        changes = self.changes
         if changes.length is None:
-            self.sink.add(line, number)
-        elif index < changes.floor:
-            self.sink.add(changes.lines.get(index, line), number)
-        elif index < changes.length:
-            self.sink.add(self._changed(index), number)
+            self.index += count
+            return self.sink.add_block(body, count, number, offset)
+        lines = body.split(b",\n")  # the lab file the log names was written by syncprep: one user a line
+        if len(lines) != count:
+            return False
+        kept = [self._line(index, line) for index, line in enumerate(lines, self.index) if index < changes.length]
+        self.index += count
+        return not kept or self.sink.add_block(b",\n".join(kept), len(kept), number, None)
+
+    def _line(self, index, line):
+        changes = self.changes
+        return changes.lines.get(index, line) if index < changes.floor else self._changed(index)
 
     def _changed(self, index):
         try:
@@ -314,7 +324,8 @@ class _Patched:
             raise LabError(f"{self.log}: corrupt change log: it has no {self.name}[{index}]") from None
 
     def done(self):
-        if self.changes.length is not None:
-            for index in range(self.index, self.changes.length):
-                self.sink.add(self._changed(index), 0)
+        if self.changes.length is not None and self.index < self.changes.length:
+            added = [self._changed(index) for index in range(self.index, self.changes.length)]
+            if not self.sink.add_block(b",\n".join(added), len(added), 0, None):  # pragma: no cover - each was checked
+                raise LabError(f"{self.log}: corrupt change log: {self.name} added that are not one user a line")
         return self.sink.done()

@@ -1,11 +1,27 @@
 """Reading a lab file laid out one user a line (as :mod:`providers.lab.store_encode` writes it)
-a line at a time: the whole file is never in memory, and the AD users, which ``plan`` never
-reads, are checked but kept as their lines (compressed) until something uses them.
+a block of whole lines at a time: the whole file is never in memory, and the AD users, which
+``plan`` never reads, are checked but kept as their place in the file until something uses them.
+
+Each block (64 KiB of lines) is decoded strictly with one msgspec call; when it does
+not decode, or holds another number of users than lines, its lines are decoded one by one, so
+that the error names the line and the user it is about (or, if the lines are not laid out one
+user a line with a comma after each but the last, the file is read whole instead).
+
+The AD users' lines are not kept in memory: the reader keeps the file open (a duplicate of its
+descriptor) and reads them again from it when they are used, after checking that they are the
+bytes checked at load (their CRC-32). Syncprep replaces a lab file by renaming a new one over it,
+which leaves the open file as it was (POSIX keeps a replaced file while it is open), so a lab
+read before a checkpoint still reads the version it loaded. Where ``os.pread`` is missing
+(Windows, where an open file also keeps ``os.replace`` from replacing it), and when a change
+log replaced some of the AD users, the lines are kept in memory instead, compressed.
 """
 
 from __future__ import annotations
 
+import operator
+import os
 import sys
+import weakref
 import zlib
 
 import msgspec
@@ -16,6 +32,10 @@ from providers.lab.world import AdUser, LabCloudUser
 
 _OPENING = b',"ad_users":[\n'
 _CLOSINGS = (b'],"cloud_users":[\n', b"]}}\n")
+_SEPARATOR = b",\n"  # between two users' lines
+
+#: Whether the AD users' lines can be read again from the open file (see above).
+KEEP_FILE_OPEN = hasattr(os, "pread")
 
 
 def read_lines(fh, source, changes=None):
@@ -24,16 +44,18 @@ def read_lines(fh, source, changes=None):
     first = strip_bom(fh.readline())
     if not first.endswith(_OPENING) or not _head_is_a_lab(first, source):
         return None  # let the whole-file reading give its own message
-    sinks = {"ad_users": _AdSink(source), "cloud_users": _CloudSink(source)}
+    in_file = KEEP_FILE_OPEN and (changes is None or not changes.replaces("ad_users"))
+    sinks = {"ad_users": _AdSink(source, fh if in_file else None), "cloud_users": _CloudSink(source)}
     if changes is not None:
         sinks = {name: changes.patched(sink, name) for name, sink in sinks.items()}
+    blocks = _Blocks(fh, fh.tell())
     skeleton, number = [first[:-1]], 1
     for sink, closing in zip(sinks.values(), _CLOSINGS):
-        number = _stream_array(fh, number, closing, sink)
+        number = _read_list(blocks, number, closing, sink)
         if number is None:
             return None
         skeleton.append(closing[:-1])
-    if fh.read(1):
+    if not blocks.at_end():
         return None
     head = b"".join(skeleton)
     lab = loads(head, source) if changes is None else changes.patched_lab(head, source)
@@ -51,68 +73,108 @@ def _head_is_a_lab(first, source):
     return True
 
 
-def _stream_array(fh, number, closing, sink):
-    """Feeds ``sink`` the elements of one array laid out one a line, up to the line ``closing``.
+# Bytes read at a time: below the 128 KiB from which malloc maps new pages for each block
+# (copying a megabyte block cost four times as much as reading it, in page faults).
+_BLOCK = 1 << 16
 
-    Returns the number of the last line read, or None if the array is not laid out so.
-    """
-    previous = None
-    for line in fh:
-        number += 1
-        if line == closing:
-            if previous is not None:
-                if previous.endswith(b","):
-                    return None
-                sink.add(previous, number - 1)
-            return number
-        if not line.endswith(b"\n") or line.startswith(b"]"):
+
+class _Blocks:
+    """The rest of an open file, a block of whole lines at a time, each with its offset in the file."""
+
+    def __init__(self, fh, offset):
+        self.fh, self.offset, self.rest = fh, offset, b""
+
+    def take(self):
+        """The next lines (b"" at the end of the file; a last line without its newline is never
+        given) and the offset of the first."""
+        data = self.rest
+        cut = data.rfind(b"\n") + 1
+        while not cut or len(data) < _BLOCK // 2:
+            more = self.fh.read(_BLOCK)
+            if not more:
+                break
+            data += more
+            cut = data.rfind(b"\n") + 1
+        block, self.rest = data[:cut], data[cut:]
+        offset, self.offset = self.offset, self.offset + cut
+        return block, offset
+
+    def give_back(self, tail):
+        """``tail``, the end of the lines last taken, is read again next."""
+        self.rest = tail + self.rest
+        self.offset -= len(tail)
+
+    def at_end(self):
+        return not self.rest and not self.fh.read(1)
+
+
+def _read_list(blocks, number, closing, sink):
+    """Feeds ``sink`` the lines of one user list, a block at a time, up to the line ``closing``.
+
+    Returns the number of that line, or None if the list is not laid out one user a line,
+    with a comma after each line but the last."""
+    fed = False
+    while True:
+        block, offset = blocks.take()
+        if not block:
             return None
-        if previous is not None:
-            if not previous.endswith(b","):
+        end = 0 if block.startswith(closing) else (block.find(b"\n" + closing) + 1 or None)
+        lines = block if end is None else block[:end]
+        if lines:
+            last = end is not None
+            if lines.endswith(_SEPARATOR) == last:
                 return None
-            sink.add(previous[:-1], number - 1)
-        previous = line[:-1]
-    return None
-
-
-_BATCH = 4096  # lines decoded with one call
+            count = lines.count(b"\n")
+            if not sink.add_block(lines[: -len(_SEPARATOR)] if not last else lines[:-1], count, number + 1, offset):
+                return None
+            number, fed = number + count, True
+        elif fed:
+            return None  # the line before the end had a comma after it
+        if end is not None:
+            blocks.give_back(block[end + len(closing) :])
+            return number + 1
 
 
 class _Sink:
-    """One user list's lines, decoded strictly a batch at a time (one msgspec call for 4,096
-    lines); when a batch does not decode, each of its lines is decoded alone, so that the
-    error names the line and the user it is about."""
+    """One user list's lines, decoded strictly a block at a time."""
 
     def __init__(self, name, source):
         self.name, self.source = name, source
         self.decode_one = LINE_DECODERS[name].decode
         self.decode_many = msgspec.json.Decoder(list[MIRRORS[USER_TYPES[name]].struct]).decode
-        self.lines, self.numbers, self.count = [], [], 0
+        self.count = 0
 
-    def add(self, line, number):
-        self.lines.append(line)
-        self.numbers.append(number)
-        if len(self.lines) == _BATCH:
-            self._flush()
+    def add_block(self, body, count, number, offset):
+        """``count`` lines (the first is line ``number`` of the file, at ``offset``, or None if
+        they are not the file's own) joined by ``,\\n``. False: not one user a line."""
+        structs = self._decoded(body, count, number)
+        if structs is None:
+            return False
+        self.take(structs, body, count, offset)
+        self.count += count
+        return True
 
-    def _flush(self):
-        lines = self.lines
-        if lines:
-            self.take(self._decoded(lines), lines)
-            self.count += len(lines)
-            self.lines, self.numbers = [], []
-
-    def _decoded(self, lines):
+    def _decoded(self, body, count, number):
         try:
-            structs = self.decode_many(b"[" + b",".join(lines) + b"]")
+            structs = self.decode_many(b"[" + body + b"]")
         except (msgspec.ValidationError, msgspec.DecodeError):
             structs = None
-        if structs is None or len(structs) != len(lines):  # e.g. two users on one line
-            structs = [
-                decode_user(self.decode_one, line, number, self.count + i, self.name, self.source)
-                for i, (line, number) in enumerate(zip(lines, self.numbers))
-            ]
-        return structs
+        if structs is not None and len(structs) == count and self.aligned(body, count):
+            return structs
+        return self._one_by_one(body, number)
+
+    def aligned(self, body, count):
+        return True
+
+    def _one_by_one(self, body, number):
+        """Each line decoded alone: the error names its line and its user. None: not one user a line."""
+        lines = body.split(b"\n")
+        if not all(line.endswith(b",") for line in lines[:-1]) or any(line.startswith(b"]") for line in lines):
+            return None
+        return [
+            decode_user(self.decode_one, line.removesuffix(b",") if i < len(lines) - 1 else line, number + i, self.count + i, self.name, self.source)
+            for i, line in enumerate(lines)
+        ]
 
 
 class _CloudSink(_Sink):
@@ -122,41 +184,96 @@ class _CloudSink(_Sink):
         super().__init__("cloud_users", source)
         self.users = []
 
-    def take(self, structs, lines):
+    def take(self, structs, body, count, offset):
         with no_collection():
             self.users += msgspec.convert(structs, list[LabCloudUser], from_attributes=True)
 
     def done(self):
-        self._flush()
         return self.users
 
 
-class _AdSink(_Sink):
-    """AD users, checked as their lines are read and kept as those lines, compressed, until used."""
+_GUID, _CLASS = operator.attrgetter("object_guid"), operator.attrgetter("object_class")
 
-    def __init__(self, source):
+
+class _AdSink(_Sink):
+    """AD users, checked as their lines are read and kept as where they are in the file (``fh``),
+    or, when ``fh`` is None, as those lines, compressed, until used."""
+
+    def __init__(self, source, fh):
         super().__init__("ad_users", source)
-        self.compressor = zlib.compressobj(1)
-        self.chunks = []
+        self.lines = _InFile(fh, source) if fh is not None else _Compressed()
         self.classes = {}  # objectGUID -> object class, which the lab tenant reports for synced users
 
-    def take(self, structs, lines):
-        classes = self.classes
-        for user in structs:
-            classes[user.object_guid] = sys.intern(user.object_class)
-        self.chunks.append(self.compressor.compress(b"\n".join(lines) + b"\n"))
+    def aligned(self, body, count):
+        # A user's line holds no nested object, so a comma, a line end and an opening brace
+        # are always two users' lines meeting: the lines can be split there again when used.
+        return body.count(_SEPARATOR + b"{") == count - 1
+
+    def take(self, structs, body, count, offset):
+        # In C, not a Python loop: 100,000 users. Interned, the classes are two strings, not 100,000.
+        self.classes.update(zip(map(_GUID, structs), map(sys.intern, map(_CLASS, structs))))
+        self.lines.add(body, offset)
 
     def done(self):
-        self._flush()
-        self.chunks.append(self.compressor.flush())
-        users = LazyList(b"".join(self.chunks), self.count, _unpack_ad_users)
+        users = LazyList(self.lines.done(), self.count, _unpack_ad_users)
         users.object_classes = self.classes
-        self.chunks = self.classes = None
+        self.lines = self.classes = None
         return users
 
 
+class _InFile:
+    """Lines of an open file, read again from it on demand: where they start and end, and their
+    CRC-32 to tell that what is read again is what was checked."""
+
+    def __init__(self, fh, source):
+        self.source, self.fd = source, None
+        self.fh, self.start, self.end, self.crc = fh, None, None, 0
+
+    def add(self, body, offset):
+        if self.start is None:
+            self.start = offset
+        else:
+            if offset != self.end + len(_SEPARATOR):  # pragma: no cover - the blocks follow one another
+                raise AssertionError("a gap between two blocks of lines")
+            self.crc = zlib.crc32(_SEPARATOR, self.crc)
+        self.crc, self.end = zlib.crc32(body, self.crc), offset + len(body)
+
+    def done(self):
+        if self.start is not None:
+            self.fd = os.dup(self.fh.fileno())
+            weakref.finalize(self, os.close, self.fd)
+        self.fh = None
+        return self
+
+    def read(self):
+        if self.start is None:
+            return b""
+        data = os.pread(self.fd, self.end - self.start, self.start)
+        if len(data) != self.end - self.start or zlib.crc32(data) != self.crc:
+            raise LabError(f"{self.source}: the lab file changed on disk while syncprep was using it (edited in place?); run the command again")
+        return data
+
+
+class _Compressed:
+    """Lines kept in memory, compressed."""
+
+    def __init__(self):
+        self.compressor, self.chunks, self.packed = zlib.compressobj(1), [], None
+
+    def add(self, body, offset):
+        self.chunks.append(self.compressor.compress(_SEPARATOR + body if self.chunks else body))
+
+    def done(self):
+        self.chunks.append(self.compressor.flush())
+        self.packed, self.chunks = b"".join(self.chunks), None
+        return self
+
+    def read(self):
+        return zlib.decompress(self.packed)
+
+
 def _ad_lines(packed, count):
-    return zlib.decompress(packed).split(b"\n")[:count] if count else []
+    return packed.read().split(_SEPARATOR) if count else []
 
 
 def _unpack_ad_users(packed, count):
@@ -165,6 +282,9 @@ def _unpack_ad_users(packed, count):
         for start in range(0, len(lines), _BATCH):
             users += msgspec.convert([decode(line) for line in lines[start : start + _BATCH]], list[AdUser], from_attributes=True)
     return users
+
+
+_BATCH = 4096  # AD users built at a time
 
 
 class LazyList(list):
@@ -184,10 +304,9 @@ class LazyList(list):
         self.as_filled = None  # once filled: the objects built from the lines, in their order
 
     def _load(self):
-        fill, self._fill = self._fill, None
-        if fill is not None:
-            packed, self._packed = self._packed, None
-            self.as_filled = fill(packed, self._count)
+        if self._fill is not None:
+            self.as_filled = self._fill(self._packed, self._count)  # if it raises, still pending
+            self._fill = self._packed = None
             list.extend(self, self.as_filled)
 
     @property
