@@ -226,7 +226,7 @@ class _InFile:
     CRC-32 to tell that what is read again is what was checked."""
 
     def __init__(self, fh, source):
-        self.source, self.fd = source, None
+        self.source, self.fd, self.closing = source, None, None
         self.fh, self.start, self.end, self.crc = fh, None, None, 0
 
     def add(self, body, offset):
@@ -241,7 +241,7 @@ class _InFile:
     def done(self):
         if self.start is not None:
             self.fd = os.dup(self.fh.fileno())
-            weakref.finalize(self, os.close, self.fd)
+            self.closing = weakref.finalize(self, os.close, self.fd)  # when built, or dropped
         self.fh = None
         return self
 
