@@ -673,7 +673,10 @@ class Lab:
             members = joined.get(user.object_guid, ()) if joined else ()
             if not full and synced_at is not None and user.changed_at < synced_at and not members:
                 continue  # a Delta leaves unchanged objects as they were
-            rules = _own_rules(rules_by_type, user, connector, several)
+            rules = rules_by_type.get(user.object_class, ())
+            if several:
+                # With several forests, an object meets only its own connector's rules.
+                rules = tuple((r, flows) for r, flows in rules if r.connector.lower() == connector.identifier.lower())
             if not any(r.link_type is LinkType.PROVISION for r, _flows in rules):
                 continue
             others = tuple((m, _own_rules(rules_by_type, m, in_scope(m), several)) for m in members) if members else ()
