@@ -343,7 +343,22 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
     outcomes = _shortage_reasons(outcomes, units, tenant)
     if any(o.verdict is Verdict.REPROCESS for o in outcomes):
         notices.append(Notice(Level.WARNING, "lab-assumption-reprocess", REPROCESS_ASSUMPTION))
+    if cond.joins is not None:
+        notices.append(_joins_notice(cond.joins))
     return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
+
+
+def _joins_notice(joins):
+    """What the plan read the per-user prediction from, with several AD forests."""
+    across = joins.across_forests()
+    return Notice(
+        Level.INFO,
+        "metaverse-joins",
+        f"with several AD forests, msExchMailboxGuid counts as gone for a user only if every AD connector joined into its metaverse person stops it: "
+        f"the connector spaces show {across} person(s) joined from several forests (ConnectedMVObjectId). Lab assumption: Get-ADSyncCSObject's "
+        "paged listing carries each object's ConnectedMVObjectId; a user whose AD object shows none gets the cautious answer (not licensed while "
+        "another forest's rules still flow the GUID)",
+    )
 
 
 def _sku_for(spec, tenant):

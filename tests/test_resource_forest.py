@@ -165,3 +165,11 @@ def test_the_resource_forest_lab_is_saved_and_read_back_and_an_older_file_still_
     older = store.dumps(plain).replace(',"master_account_sid":null,"mailbox_guid":null,"mail_nickname":null,"usage_location":null', "")
     assert '"master_account_sid"' not in older
     assert store.loads(older).ad_objects == plain.ad_objects
+
+
+def test_the_plan_says_what_the_prediction_was_read_from_and_its_lab_assumption():
+    plan = plan_for(_for("contoso.com"), LabTarget(scenario.build("resource-forest", users=8)))
+    (notice,) = [n for n in plan.notices if n.code == "metaverse-joins"]
+    assert "3 person(s) joined from several forests" in notice.message and "Lab assumption" in notice.message
+    single = plan_for(EXAMPLE, LabTarget(scenario.build("default", users=8)))
+    assert not [n for n in single.notices if n.code == "metaverse-joins"]
