@@ -124,3 +124,41 @@ def test_a_user_written_over_several_lines_is_read_whole(lab, tmp_path, name):
     path = tmp_path / "lab.json"
     path.write_text(text.replace(line, line.replace(',"', '\n,"', 2), 1))
     assert store.load(path) == lab
+
+
+def hand_spread(lab):
+    """The lab's file with AD users laid out by hand: one over two lines, two on one line
+    (valid JSON; its lines, split at ``,\\n``, are not its users)."""
+    lines = store.dumps(lab).splitlines(keepends=True)
+    lines[3] = lines[3].replace('","', '",\n"', 1)  # a user over two lines, each ending with a comma
+    lines[6] = lines[6].removesuffix(",\n") + "," + lines.pop(7)  # two users on one line
+    return "".join(lines)
+
+
+def test_ad_users_laid_out_by_hand_are_read_and_written_back_whole(lab, tmp_path, keep_open):
+    path = tmp_path / "lab.json"
+    path.write_text(hand_spread(lab))
+    loaded = store.load(path)
+    assert loaded.ad_users.pending
+    assert store.dumps(loaded) == hand_spread(lab), "written back as read while not built"
+    assert loaded == lab
+
+
+def test_ad_users_laid_out_by_hand_then_changed_are_checkpointed_right(lab, tmp_path, keep_open):
+    from providers.lab.provider import open_lab_target
+
+    path = tmp_path / "lab.json"
+    path.write_text(hand_spread(lab))
+    target = open_lab_target(path)
+    world = target.lab
+    world.advance(1)
+    target.checkpoint()  # written whole, the AD users as their lines: not built
+    assert world.ad_users.pending
+    world.ad_users[5].display_name = "Changed"  # builds them (whole: their lines are not theirs)
+    world.ad_users[2].display_name = "Changed too"
+    target.checkpoint()  # appended to the change log, by index
+    assert store.changes_path(path).exists()
+    assert store.load(path) == world
+    target.close()
+    assert not store.changes_path(path).exists()
+    assert store.load(path) == world

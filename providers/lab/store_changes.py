@@ -301,17 +301,15 @@ class _Patched:
         self.sink, self.changes, self.name, self.log = sink, changes, name, log
         self.index = 0
 
-    def add_block(self, body, count, number, offset):
+    def add_block(self, body, offset):
         changes = self.changes
         if changes.length is None:
-            self.index += count
-            return self.sink.add_block(body, count, number, offset)
-        lines = body.split(b",\n")  # the lab file the log names was written by syncprep: one user a line
-        if len(lines) != count:
-            return False
+            return self.sink.add_block(body, offset)
+        # Split as the log's writer split them: the lines of the lab file the log names.
+        lines = body.split(b",\n")
         kept = [self._line(index, line) for index, line in enumerate(lines, self.index) if index < changes.length]
-        self.index += count
-        return not kept or self.sink.add_block(b",\n".join(kept), len(kept), number, None)
+        self.index += len(lines)
+        return not kept or self.sink.add_block(b",\n".join(kept), None)
 
     def _line(self, index, line):
         changes = self.changes
@@ -326,6 +324,6 @@ class _Patched:
     def done(self):
         if self.changes.length is not None and self.index < self.changes.length:
             added = [self._changed(index) for index in range(self.index, self.changes.length)]
-            if not self.sink.add_block(b",\n".join(added), len(added), 0, None):  # pragma: no cover - each was checked
+            if not self.sink.add_block(b",\n".join(added), None):  # pragma: no cover - each was checked
                 raise LabError(f"{self.log}: corrupt change log: {self.name} added that are not one user a line")
         return self.sink.done()

@@ -2,10 +2,12 @@
 a block of whole lines at a time: the whole file is never in memory, and the AD users, which
 ``plan`` never reads, are checked but kept as their place in the file until something uses them.
 
-Each block (64 KiB of lines) is decoded strictly with one msgspec call; when it does
-not decode, or holds another number of users than lines, its lines are decoded one by one, so
-that the error names the line and the user it is about (or, if the lines are not laid out one
-user a line with a comma after each but the last, the file is read whole instead).
+Each block (64 KiB of lines) is decoded strictly with one msgspec call; when it does not
+decode, its lines are decoded one by one, so that the error names the line (counted then) and
+the user it is about, or, if the lines do not end with a comma each but the last, the file is
+read whole instead. Lines are not counted nor matched to users while all is well (a user
+over two lines is read as JSON reads it): the AD users' lines are split again when used, and
+if they are not a user each (laid out by hand), they are decoded whole then instead.
 
 The AD users' lines are not kept in memory: the reader keeps the file open (a duplicate of its
 descriptor) and reads them again from it when they are used, after checking that they are the
@@ -45,14 +47,13 @@ def read_lines(fh, source, changes=None):
     if not first.endswith(_OPENING) or not _head_is_a_lab(first, source):
         return None  # let the whole-file reading give its own message
     in_file = KEEP_FILE_OPEN and (changes is None or not changes.replaces("ad_users"))
-    sinks = {"ad_users": _AdSink(source, fh if in_file else None), "cloud_users": _CloudSink(source)}
+    blocks = _Blocks(fh, fh.tell())
+    sinks = {"ad_users": _AdSink(source, blocks, fh if in_file else None), "cloud_users": _CloudSink(source, blocks)}
     if changes is not None:
         sinks = {name: changes.patched(sink, name) for name, sink in sinks.items()}
-    blocks = _Blocks(fh, fh.tell())
-    skeleton, number = [first[:-1]], 1
+    skeleton = [first[:-1]]
     for sink, closing in zip(sinks.values(), _CLOSINGS):
-        number = _read_list(blocks, number, closing, sink)
-        if number is None:
+        if not _read_list(blocks, closing, sink):
             return None
         skeleton.append(closing[:-1])
     if not blocks.at_end():
@@ -107,70 +108,72 @@ class _Blocks:
     def at_end(self):
         return not self.rest and not self.fh.read(1)
 
+    def line_at(self, offset):
+        """The number of the line at ``offset`` (counted only to name a line in an error; 0 for None)."""
+        if offset is None:
+            return 0
+        here = self.fh.tell()
+        self.fh.seek(0)
+        number, left = 1, offset
+        while left > 0 and (chunk := self.fh.read(min(left, _BLOCK))):
+            number, left = number + chunk.count(b"\n"), left - len(chunk)
+        self.fh.seek(here)
+        return number
 
-def _read_list(blocks, number, closing, sink):
+
+def _read_list(blocks, closing, sink):
     """Feeds ``sink`` the lines of one user list, a block at a time, up to the line ``closing``.
 
-    Returns the number of that line, or None if the list is not laid out one user a line,
-    with a comma after each line but the last."""
+    False if the list is not laid out a user a line with a comma after each line but the last."""
     fed = False
     while True:
         block, offset = blocks.take()
         if not block:
-            return None
+            return False
         end = 0 if block.startswith(closing) else (block.find(b"\n" + closing) + 1 or None)
         lines = block if end is None else block[:end]
         if lines:
             last = end is not None
             if lines.endswith(_SEPARATOR) == last:
-                return None
-            count = lines.count(b"\n")
-            if not sink.add_block(lines[: -len(_SEPARATOR)] if not last else lines[:-1], count, number + 1, offset):
-                return None
-            number, fed = number + count, True
+                return False
+            if not sink.add_block(lines[: -len(_SEPARATOR)] if not last else lines[:-1], offset):
+                return False
+            fed = True
         elif fed:
-            return None  # the line before the end had a comma after it
+            return False  # the line before the end had a comma after it
         if end is not None:
             blocks.give_back(block[end + len(closing) :])
-            return number + 1
+            return True
 
 
 class _Sink:
     """One user list's lines, decoded strictly a block at a time."""
 
-    def __init__(self, name, source):
-        self.name, self.source = name, source
+    def __init__(self, name, source, blocks):
+        self.name, self.source, self.blocks = name, source, blocks
         self.decode_one = LINE_DECODERS[name].decode
         self.decode_many = msgspec.json.Decoder(list[MIRRORS[USER_TYPES[name]].struct]).decode
         self.count = 0
 
-    def add_block(self, body, count, number, offset):
-        """``count`` lines (the first is line ``number`` of the file, at ``offset``, or None if
-        they are not the file's own) joined by ``,\\n``. False: not one user a line."""
-        structs = self._decoded(body, count, number)
-        if structs is None:
-            return False
-        self.take(structs, body, count, offset)
-        self.count += count
-        return True
-
-    def _decoded(self, body, count, number):
+    def add_block(self, body, offset):
+        """Lines joined by ``,\\n``, the first at ``offset`` in the file (None: lines of the
+        change log's). False: not laid out a user a line."""
         try:
             structs = self.decode_many(b"[" + body + b"]")
         except (msgspec.ValidationError, msgspec.DecodeError):
-            structs = None
-        if structs is not None and len(structs) == count and self.aligned(body, count):
-            return structs
-        return self._one_by_one(body, number)
-
-    def aligned(self, body, count):
+            structs = self._one_by_one(body, offset)
+            if structs is None:
+                return False
+        self.take(structs, body, offset)
+        self.count += len(structs)
         return True
 
-    def _one_by_one(self, body, number):
-        """Each line decoded alone: the error names its line and its user. None: not one user a line."""
+    def _one_by_one(self, body, offset):
+        """Each line decoded alone: the error names its line and its user. None: not a user a line."""
         lines = body.split(b"\n")
         if not all(line.endswith(b",") for line in lines[:-1]) or any(line.startswith(b"]") for line in lines):
             return None
+        number = self.blocks.line_at(offset)
         return [
             decode_user(self.decode_one, line.removesuffix(b",") if i < len(lines) - 1 else line, number + i, self.count + i, self.name, self.source)
             for i, line in enumerate(lines)
@@ -180,11 +183,11 @@ class _Sink:
 class _CloudSink(_Sink):
     """Cloud users, decoded (strictly) and built as their lines are read."""
 
-    def __init__(self, source):
-        super().__init__("cloud_users", source)
+    def __init__(self, source, blocks):
+        super().__init__("cloud_users", source, blocks)
         self.users = []
 
-    def take(self, structs, body, count, offset):
+    def take(self, structs, body, offset):
         with no_collection():
             self.users += msgspec.convert(structs, list[LabCloudUser], from_attributes=True)
 
@@ -199,17 +202,12 @@ class _AdSink(_Sink):
     """AD users, checked as their lines are read and kept as where they are in the file (``fh``),
     or, when ``fh`` is None, as those lines, compressed, until used."""
 
-    def __init__(self, source, fh):
-        super().__init__("ad_users", source)
+    def __init__(self, source, blocks, fh):
+        super().__init__("ad_users", source, blocks)
         self.lines = _InFile(fh, source) if fh is not None else _Compressed()
         self.classes = {}  # objectGUID -> object class, which the lab tenant reports for synced users
 
-    def aligned(self, body, count):
-        # A user's line holds no nested object, so a comma, a line end and an opening brace
-        # are always two users' lines meeting: the lines can be split there again when used.
-        return body.count(_SEPARATOR + b"{") == count - 1
-
-    def take(self, structs, body, count, offset):
+    def take(self, structs, body, offset):
         # In C, not a Python loop: 100,000 users. Interned, the classes are two strings, not 100,000.
         self.classes.update(zip(map(_GUID, structs), map(sys.intern, map(_CLASS, structs))))
         self.lines.add(body, offset)
@@ -277,18 +275,33 @@ def _ad_lines(packed, count):
 
 
 def _unpack_ad_users(packed, count):
-    lines, users, decode = _ad_lines(packed, count), [], LINE_DECODERS["ad_users"].decode
+    """(the AD users, whether each of their lines, split at ``,\\n``, is one user's).
+
+    A file written by syncprep has a user a line; one laid out otherwise by hand (a user over
+    several lines, two on one) was checked whole at load, and is decoded whole here; its lines
+    are then not the users' (see :mod:`providers.lab.store_encode`, which encodes them again)."""
+    if not count:
+        return [], True
+    data = packed.read()
+    lines, decode, users = data.split(_SEPARATOR), LINE_DECODERS["ad_users"].decode, []
     with no_collection():
-        for start in range(0, len(lines), _BATCH):
-            users += msgspec.convert([decode(line) for line in lines[start : start + _BATCH]], list[AdUser], from_attributes=True)
-    return users
+        if len(lines) == count:
+            try:
+                for start in range(0, count, _BATCH):
+                    users += msgspec.convert([decode(line) for line in lines[start : start + _BATCH]], list[AdUser], from_attributes=True)
+                return users, True
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
+        structs = msgspec.json.decode(b"[" + data + b"]", type=list[MIRRORS[AdUser].struct])
+        return msgspec.convert(structs, list[AdUser], from_attributes=True), False
 
 
 _BATCH = 4096  # AD users built at a time
 
 
 class LazyList(list):
-    """A list that fills itself with ``fill(packed, count)`` the first time it is used in any way.
+    """A list that fills itself with ``fill(packed, count)`` (which returns the items, and whether
+    they were built a line each) the first time it is used in any way.
 
     The AD users of a lab read from its file: checked at load, built only if read.
     Until then the file's writer writes back the lines they were read from.
@@ -301,13 +314,15 @@ class LazyList(list):
     def __init__(self, packed, count, fill):
         super().__init__()
         self._packed, self._count, self._fill = packed, count, fill
-        self.as_filled = None  # once filled: the objects built from the lines, in their order
+        #: Once filled: the objects built from its lines, in their order (None if they were not a user a line).
+        self.as_filled = None
 
     def _load(self):
         if self._fill is not None:
-            self.as_filled = self._fill(self._packed, self._count)  # if it raises, still pending
+            users, by_line = self._fill(self._packed, self._count)  # if it raises, still pending
             self._fill = self._packed = None
-            list.extend(self, self.as_filled)
+            self.as_filled = users if by_line else None
+            list.extend(self, users)
 
     @property
     def pending(self):
