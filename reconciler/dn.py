@@ -200,35 +200,37 @@ def below(dn, container):
     """Whether ``dn`` is strictly below ``container``."""
     if not dn or not container:
         return False
-    outer = _key(container)
-    parent = _plain_parent(dn)
-    if parent is not None:
-        return _under(parent, outer)
-    inner = _key(dn)
+    first, comma, rest = dn.partition(",")
+    if comma and _plain_rdn(first):
+        return _holds(container, rest)
+    inner, outer = _key(dn), _key(container)
     return len(inner) > len(outer) and _under(inner, outer)
 
 
-def _plain_parent(text):
-    """The parsed container of ``text`` when its first RDN is plain (read as :func:`_parse_plain`
-    reads it); None when unsure, or when ``text`` has no container, or it is not a DN.
-
-    A plan asks of 100,000 users whether each is below an OU: a user's own DN is parsed
-    about once, its container's again and again (and cached), so only the container is
-    parsed, not the whole DN (issue 19). ``()`` for a DN whose container does not parse,
-    which is below nothing."""
-    first, comma, rest = text.partition(",")
-    if not comma or not _PLAIN_BREAKERS.isdisjoint(first):
-        return None
-    kind, equals, _value = first.partition("=")
+def _plain_rdn(text):
+    """Whether ``text`` is one RDN that :func:`_parse_plain` reads (then the first comma after
+    it ends it, and what follows is the DN of its container)."""
+    if not _PLAIN_BREAKERS.isdisjoint(text):
+        return False
+    kind, equals, _value = text.partition("=")
     folded = _PLAIN_KINDS.get(kind)
     if folded is None:
         folded = _plain_kind(kind)
-    if not equals or not folded:
-        return None
+    return bool(equals and folded)
+
+
+# A plan asks of 100,000 users whether each is below an OU (issue 19): their DNs are all
+# different, their containers a handful. Only the container's text is looked at, and the
+# answer for it kept.
+@functools.lru_cache(maxsize=4096)
+def _holds(container, parent):
+    """Whether the DN ``parent`` is ``container`` or below it (False if ``parent`` is not a DN:
+    then neither is a DN with an RDN before it)."""
     try:
-        return parse(rest)
+        inner = parse(parent)
     except DnError:
-        return ()  # then the whole text does not parse either: below nothing
+        return False
+    return _under(inner, _key(container))
 
 
 def same_set(a, b):
