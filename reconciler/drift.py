@@ -10,8 +10,9 @@ read: unknown is never reported as absent), 1 error.
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import evolve, frozen
 
+from reconciler.joins import survey
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, Observed, SyncPolicy
 from reconciler.operations import AddGroupMembers, AssignLicense, RemoveLicense, RemoveRule, ReprocessLicences, RunSyncCycle, SetScheduler, UpdateRule
 from reconciler.plan import build_plan, selection_for
@@ -60,8 +61,12 @@ class DriftReport:
 
 
 def observe_read_only(server, tenant, desired):
-    """Observation only: the two read-only calls of the provider contracts."""
+    """Observation only: the read-only calls of the provider contracts. With several AD forests
+    and licences, the connector space's joins too, which the per-user prediction reads
+    (without them every user gets the cautious answer, and drift would miss licences owed)."""
     observed_server = server.observe()
+    if len(observed_server.connectors_of_kind("AD")) > 1 and desired.licenses:
+        observed_server = evolve(observed_server, joins=survey(server.connector_space(joins=True), counts=False, joins=True)[1])
     return Observed(server=observed_server, tenant=tenant.observe(selection_for(desired, observed_server)))
 
 

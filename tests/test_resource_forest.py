@@ -173,3 +173,16 @@ def test_the_plan_says_what_the_prediction_was_read_from_and_its_lab_assumption(
     assert "3 person(s) joined from several forests" in notice.message and "Lab assumption" in notice.message
     single = plan_for(EXAMPLE, LabTarget(scenario.build("default", users=8)))
     assert not [n for n in single.notices if n.code == "metaverse-joins"]
+
+
+def test_drift_reads_the_joins_too_and_names_the_licences_owed_on_the_forest_whose_rule_was_replaced():
+    """Without the joins, drift's plan gave every contoso user the cautious answer and named no
+    licence missing, where plan licenses them."""
+    from reconciler import drift
+
+    lab = scenario.build("two-forest")
+    target = LabTarget(lab)
+    desired = _for("contoso.com")
+    report = drift.detect(desired, drift.observe_read_only(target.server, target.tenant, desired), "lab")
+    missing = [i for i in report.items if i.what == "licence missing"]
+    assert missing and "user04@contoso.com" in missing[0].detail
