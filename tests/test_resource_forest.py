@@ -186,3 +186,19 @@ def test_drift_reads_the_joins_too_and_names_the_licences_owed_on_the_forest_who
     report = drift.detect(desired, drift.observe_read_only(target.server, target.tenant, desired), "lab")
     missing = [i for i in report.items if i.what == "licence missing"]
     assert missing and "user04@contoso.com" in missing[0].detail
+
+
+def test_a_mailbox_leaving_the_scope_takes_what_it_brought_from_its_accounts_person_in_a_delta():
+    from reconciler.model import SyncPolicy
+
+    lab = scenario.build("resource-forest", users=8)
+    lab.server.sync_cycle_enabled = False
+    fabrikam = lab.connector(scenario.FABRIKAM_CONNECTOR)
+    upn = "user04@contoso.com"
+    assert lab.cloud_user(upn).mailbox_guid
+    lab.set_container_scope(fabrikam.included_containers, (scenario.RESOURCE_OU,), fabrikam.identifier)
+    lab.run_cycle(SyncPolicy.DELTA)
+    assert lab.cloud_user(upn).mailbox_guid is None and lab.cloud_user(upn).usage_location is None
+    lab.set_container_scope(fabrikam.included_containers, (), fabrikam.identifier)
+    lab.run_cycle(SyncPolicy.DELTA)
+    assert lab.cloud_user(upn).mailbox_guid and lab.cloud_user(upn).usage_location == "US"

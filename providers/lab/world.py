@@ -664,6 +664,9 @@ class Lab:
         for mailbox, account in self.linked_mailboxes(in_scope):
             if account is not None:
                 joined.setdefault(account.object_guid, []).append(mailbox)
+        # A mailbox that enters or leaves the scope joins or leaves its account's person: a
+        # Delta takes that person again (what it brought is recalled when it leaves).
+        rejoined = {o.master_account_sid for o in self.ad_objects if o.master_account_sid and (in_scope(o) is not None) != (o.object_guid in server.connector_space)}
         for user in self.ad_users:
             connector = in_scope(user)
             if connector is None:
@@ -671,7 +674,7 @@ class Lab:
             seen.add(user.object_guid)
             synced_at = server.connector_space.get(user.object_guid)
             members = joined.get(user.object_guid, ()) if joined else ()
-            if not full and synced_at is not None and user.changed_at < synced_at and not members:
+            if not full and synced_at is not None and user.changed_at < synced_at and not members and not (rejoined and user.object_sid in rejoined):
                 continue  # a Delta leaves unchanged objects as they were
             rules = rules_by_type.get(user.object_class, ())
             if several:
