@@ -184,3 +184,144 @@ def test_an_unreachable_storage_account_is_one_line_not_a_traceback(call, what):
         call(state)
     message = str(caught.value)
     assert "\n" not in message and what in message and "ServiceRequestError" in message and "Connection refused" in message, message
+
+
+class _Counting:
+    """A TCP server on loopback that counts the connections made to it and answers each with
+    ``reply`` (bytes), or closes it at once (None: for an HTTPS client, no server there)."""
+
+    def __init__(self, reply=None):
+        import socket
+        import threading
+
+        self.reply = reply
+        self.count = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _addr = self._sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            with conn:
+                if self.reply is not None:
+                    conn.recv(65536)
+                    conn.sendall(self.reply)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()
+        return False
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """The retries' pauses skipped (their lengths are checked on the policy, never timed)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, seconds: None)
+
+
+def _closed_port():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def _attempts(monkeypatch):
+    from azure.core.pipeline.transport import RequestsTransport
+
+    sent = []
+    send = RequestsTransport.send
+    monkeypatch.setattr(RequestsTransport, "send", lambda self, request, **kw: sent.append(request.url) or send(self, request, **kw))
+    return sent
+
+
+@pytest.mark.parametrize("server", ["closed-port", "no-tls-server"])
+def test_an_unreachable_storage_account_is_tried_twice_not_four_times(server, monkeypatch, no_backoff):
+    """The SDK's default (3 retries after 15, 18 and 24 s) took 80 s to say "cannot reach"."""
+    from providers.azureblob import BlobState
+    from reconciler.desired import StateSpec
+    from reconciler.errors import ReconcilerError
+
+    sent = _attempts(monkeypatch)
+    with _Counting() as listening:
+        port = _closed_port() if server == "closed-port" else listening.port
+        spec = StateSpec(account_url=f"https://127.0.0.1:{port}/devstoreaccount1", container="c", auth="token-env")
+        state = BlobState.open(spec, "t1", environ={spec.token_env: "a-token"})
+        with pytest.raises(ReconcilerError, match="read the lock: ServiceRequestError"):
+            state.read_lock()
+        state.close()
+    assert len(sent) == 2, sent
+    assert listening.count == (2 if server == "no-tls-server" else 0)
+
+
+def test_the_retries_are_short_for_no_connection_and_kept_for_a_busy_server():
+    from azure.storage.blob import ExponentialRetry
+
+    from providers.azureblob import CONNECTION_TIMEOUT, client_options
+
+    options = client_options()
+    policy = options["retry_policy"]
+    assert isinstance(policy, ExponentialRetry)
+    assert (policy.connect_retries, policy.read_retries) == (1, 1)
+    assert policy.status_retries == policy.total_retries == 3  # 408, 429, 500, 503: worth waiting for
+    pauses = [policy.initial_backoff + (0 if n == 0 else policy.increment_base**n) + policy.random_jitter_range for n in range(3)]
+    assert pauses[0] <= 2 and sum(pauses) <= 12, pauses
+    assert options["connection_timeout"] == CONNECTION_TIMEOUT <= 5
+
+
+def test_a_busy_server_is_retried_three_times(no_backoff):
+    """A 503 (server busy) still gets its retries, with the clients' policy."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import BlobServiceClient
+
+    from providers.azureblob import client_options
+
+    busy = b"HTTP/1.1 503 Server Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with _Counting(busy) as server:
+        client = BlobServiceClient(f"http://127.0.0.1:{server.port}/devstoreaccount1", **client_options())
+        with pytest.raises(HttpResponseError):
+            client.get_container_client("c").get_blob_client("b").get_blob_properties()
+    assert server.count == 4
+
+
+def test_a_lease_renewal_that_missed_is_tried_again_soon_not_a_period_later():
+    from azure.core.exceptions import ServiceRequestError
+
+    from providers.azureblob import RENEW_AGAIN_AFTER, _Renewer
+
+    class Lease:
+        calls = 0
+
+        def renew(self):
+            Lease.calls += 1
+            if Lease.calls == 1:
+                raise ServiceRequestError("Connection reset by peer")
+
+    class Stopped:
+        """The renewer's pauses, recorded; stopped after four of them."""
+
+        waits = []
+
+        def wait(self, seconds):
+            self.waits.append(seconds)
+            return len(self.waits) > 3
+
+        def set(self):
+            pass
+
+    renewer = _Renewer(Lease(), 20.0)
+    renewer.stopped = Stopped()
+    renewer.run()
+    assert Lease.calls == 3
+    assert Stopped.waits == [20.0, RENEW_AGAIN_AFTER, 20.0, 20.0]
+    assert renewer.lost is None
