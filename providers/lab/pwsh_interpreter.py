@@ -1078,6 +1078,22 @@ def _get_connector(it, named, positional, _input):
     return [connector_object(it.lab, connectors[0])]
 
 
+def _validate_range(cmdlet, parameter, value, low):
+    """An Int32 parameter with ``[ValidateRange(low, Int32.MaxValue)]``, refused as PowerShell
+    refuses it when binding (whatever -ErrorAction says)."""
+    value = single_value(cmdlet, value, int)
+    if value > 2**31 - 1:
+        raise ScriptError(f"{cmdlet}: Cannot convert value \"{value}\" to type \"System.Int32\". Error: \"Value was either too large or too small for an Int32.\"", "ParameterArgumentTransformationError")
+    if value < low:
+        raise ScriptError(
+            f"{cmdlet}: Cannot validate argument on parameter '{parameter}'. The {value} argument is less than the minimum allowed range of {low}. "
+            f"Supply an argument that is greater than or equal to {low} and then try the command again.",
+            "ParameterArgumentValidationError",
+            "Management.Automation.ParameterBindingValidationException",
+        )
+    return value
+
+
 def _get_cs_object(it, named, positional, _input):
     """Get-ADSyncCSObject -ConnectorIdentifier G -StartIndex N -MaxResultCount M: one page of
     the connector's connector space. Lab assumption: StartIndex and MaxResultCount page
@@ -1089,8 +1105,9 @@ def _get_cs_object(it, named, positional, _input):
     connector = it.lab.connector(identifier)
     if connector is None:
         raise ScriptError(f"Get-ADSyncCSObject: the connector {identifier} was not found.", "ObjectNotFound")
-    start = single_value("Get-ADSyncCSObject", named.get("startindex", 0), int)
-    count = single_value("Get-ADSyncCSObject", named.get("maxresultcount", 1000), int)
+    # [ValidateRange] of 2.2.8.0 (adsync-signatures.json): StartIndex 0 and up, MaxResultCount 1 and up.
+    start = _validate_range("Get-ADSyncCSObject", "StartIndex", named.get("startindex", 0), 0)
+    count = _validate_range("Get-ADSyncCSObject", "MaxResultCount", named.get("maxresultcount", 1000), 1)
     objects = it.lab.connector_space(identifier) if connector.kind == "AD" else []
     anchors = it.lab.metaverse_anchors() if objects else {}
     page = []
