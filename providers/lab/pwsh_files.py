@@ -24,6 +24,8 @@ atomic one by one, which is all the state backend's protocol relies on).
 
 from __future__ import annotations
 
+import json
+
 from providers.lab import pwsh_objects as pw
 from providers.lab.world import LabFile
 
@@ -45,6 +47,32 @@ def _key(path):
 
 def _parent(key):
     return key.rpartition("\\")[0] if "\\" in key else None
+
+
+def check_files(files):
+    """The first thing wrong with a lab file's ``server.files`` (what, at which key path), or None.
+
+    What NTFS would not hold, or the cmdlets here could not find, is refused: each entry is
+    kept under its path in lower case (``_key``), an absolute path on C:\\ that is not a
+    built-in folder, in a folder that exists; a folder has no content."""
+    for key, entry in files.items():
+        where = f" - at `$.lab.server.files[{json.dumps(key)}]`"
+        path = entry.path
+        if len(path) < 4 or path[1:3] not in (":\\", ":/") or path[0].lower() != "c":
+            return f"'{path}' is not an absolute path on C:\\{where}"
+        if key != _key(path):
+            return f"the key is not the path '{path}' in lower case ('{_key(path)}'){where}"
+        if key in BUILT_IN_FOLDERS:
+            return f"'{path}' is built into the lab's server, not one of its files{where}"
+        if not _folder_in(files, _parent(key)):
+            return f"the folder of '{path}' is not in the lab (a file or folder needs its folder){where}"
+        if entry.directory and entry.content:
+            return f"the folder '{path}' has content{where}"
+    return None
+
+
+def _folder_in(files, key):
+    return key in BUILT_IN_FOLDERS or (key in files and files[key].directory)
 
 
 def _fail(it, message, error_id):

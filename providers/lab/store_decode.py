@@ -13,14 +13,15 @@ import contextlib
 import datetime as dt
 import gc
 import re
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import attrs
 import cattrs
 import msgspec
 
 from reconciler.errors import LabError
-from providers.lab.world import EPOCH, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server
+from providers.lab.pwsh_files import check_files
+from providers.lab.world import AD_OBJECT_CLASSES, AD_USER_CLASSES, EPOCH, AdObject, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server
 
 FORMAT = "syncprep-lab"
 VERSION = 1
@@ -28,7 +29,7 @@ VERSION = 1
 converter = cattrs.Converter(forbid_extra_keys=True)
 
 _PLAIN = (int, str, bool, type(None))
-_MIRRORED = (Lab, Server, AdUser, LabCloudUser, LabLicense)
+_MIRRORED = (Lab, Server, AdUser, AdObject, LabCloudUser, LabLicense)
 
 
 def _minutes_to(year):
@@ -54,6 +55,10 @@ BOUNDS = {
     "sync_interval": _DURATION,
     "provisioning_minutes": _DURATION,
 }
+
+
+#: Fields that take one of a few names, by (class, field name).
+CHOICES = {(AdUser, "object_class"): Literal[AD_USER_CLASSES], (AdObject, "object_class"): Literal[AD_OBJECT_CLASSES]}
 
 
 def _bounded(name, tp):
@@ -98,7 +103,7 @@ class _Mirror:
         self.later = []  # (index, name, build) for the fields that are not plain
         fields = []
         for index, f in enumerate(a for a in attrs.fields(cls) if a.init):
-            tp, build = self._field_type(f.type, mirrors)
+            tp, build = self._field_type(f.type, mirrors) if (cls, f.name) not in CHOICES else (CHOICES[cls, f.name], None)
             if build is not None:
                 self.later.append((index, f.name, build))
             else:
@@ -229,11 +234,15 @@ def loads(data, source="lab file", head_only=False):
 def build_lab(raw):
     """The Lab from the JSON of its body (``"lab"``); Corrupt with where, if it is not one."""
     try:
-        return MIRRORS[Lab].build(_LAB_DECODER.decode(raw))
+        lab = MIRRORS[Lab].build(_LAB_DECODER.decode(raw))
     except msgspec.ValidationError as exc:
         raise Corrupt(validation_detail(exc, "$.lab")) from None
     except (TypeError, ValueError) as exc:
         raise Corrupt(str(exc)) from None
+    problem = check_files(lab.server.files)
+    if problem is not None:
+        raise Corrupt(problem)
+    return lab
 
 
 def _document(data, source):

@@ -105,6 +105,13 @@ def _stamp_field():
     return field(default=0, init=False, eq=False, repr=False, on_setattr=setters.NO_OP)
 
 
+#: The object classes of the lab's AD users (AdUser) and of its other AD objects (AdObject). AD's
+#: schema has no class it does not define, and the lab's rules match a class by its exact
+#: name, so a lab file with another (a typo, another case) is refused.
+AD_USER_CLASSES = ("user", "inetOrgPerson")
+AD_OBJECT_CLASSES = ("group", "contact", "computer", "user")  # user: a resource-forest mailbox
+
+
 @define(on_setattr=_stamp)
 class AdUser:
     """An on-premises AD object of class user or inetOrgPerson."""
