@@ -1,12 +1,40 @@
-"""A capture server: a tiny http.server on 127.0.0.1 that records every request it receives.
+"""Capturing what the tool sends and says.
 
+A capture server: a tiny http.server on 127.0.0.1 that records every request it receives.
 The attacks of issue 15 are reproduced against it: a desired-state file or a saved plan
 points the tool at it, and the test checks that nothing (no request, no header, no
 credential) arrived.
+
+``run_together``: processes started at once, each one's output read while they all run.
 """
 
+import concurrent.futures
 import http.server
+import subprocess
 import threading
+
+
+def run_together(commands, timeout, **common):
+    """Starts every command at once; returns ``[(returncode, stdout, stderr)]`` in their order.
+
+    Each command is its argument list, or a dict of ``subprocess.Popen`` arguments (``args``,
+    ``cwd``...); ``common`` goes to each (``env=...``). Output is text. Every process's pipes
+    are read while they run (``communicate`` in a thread each): waiting for one before reading
+    the others' pipes left a process that writes more than a pipe holds (64 KiB on Linux)
+    blocked for ever. On a timeout every process is killed and TimeoutExpired raised."""
+    kwargs = [{**common, **(c if isinstance(c, dict) else {"args": c})} for c in commands]
+    processes = [subprocess.Popen(**k, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in kwargs]
+    pool = concurrent.futures.ThreadPoolExecutor(len(processes))
+    try:
+        outputs = list(pool.map(lambda p: p.communicate(timeout=timeout), processes))
+    finally:
+        for process in processes:  # none is left running; the other threads then read EOF
+            if process.poll() is None:
+                process.kill()
+        pool.shutdown(wait=True)
+        for process in processes:
+            process.wait()
+    return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
 
 
 class CaptureServer:

@@ -7,13 +7,13 @@ at the end of the test session.
 import json
 import os
 import random
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from capture import run_together
 from conftest import EXAMPLE, FIGURES, ROOT, plan_for
 from faults import harness as faults_harness
 from providers.lab import scenario, store
@@ -198,9 +198,7 @@ def test_two_applies_started_together_do_not_both_run(tmp_path):
     fresh_lab(tmp_path / "lab.json")
     env = {**os.environ, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json"), "NO_COLOR": "1"}
     command = [sys.executable, str(HARNESS), str(tmp_path / "ops.jsonl"), "none", "--", "apply", str(EXAMPLE), "--auto-approve", "--lab", str(tmp_path / "lab.json")]
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = [(p.wait(timeout=120), p.stderr.read()) for p in (first, second)]
+    results = [(code, err) for code, _out, err in run_together([command, command], timeout=120, cwd=tmp_path, env=env)]
     FIGURES["concurrent applies"] += 2
     codes = [code for code, _err in results]
     # One applies (4: user07 and user20 end without a licence); the other is refused the

@@ -4,7 +4,6 @@ from another, an abandoned lease reported and cleared only by force-unlock."""
 
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import azurite
+from capture import run_together
 from conftest import EXAMPLE
 from faults import harness as faults_harness
 from providers.lab import scenario, store
@@ -65,9 +65,7 @@ def test_two_applies_from_two_processes_exactly_one_runs(tmp_path, storage):
     lab = tmp_path / "lab.json"
     ops = tmp_path / "ops.jsonl"
     command = [sys.executable, str(HARNESS), str(ops), "none", "--", "apply", "d.toml", "--auto-approve", "--lab", str(lab)]
-    first = subprocess.Popen(command, cwd=a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command, cwd=b, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in (first, second)]
+    results = run_together([{"args": command, "cwd": a}, {"args": command, "cwd": b}], timeout=300, env=env)
     assert sorted(code for code, _o, _e in results) in ([0, 4], [1, 4]), results
     for code, _out, err in results:
         if code == 1:

@@ -3,11 +3,11 @@ runs from two working directories (two checkouts, two runners) in separate proce
 
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
 
+from capture import run_together
 from faults import harness as faults_harness
 from test_serve import HARNESS, REAL_PROVIDERS, _serve, remote_file, run
 
@@ -39,9 +39,7 @@ def test_two_applies_from_two_working_directories_exactly_one_runs(served):
     env = {**env, "SYNCPREP_FAULT_CLASSES": REAL_PROVIDERS, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json")}
     ops = tmp_path / "ops.jsonl"
     command = lambda: [sys.executable, str(HARNESS), str(ops), "none", "--", "apply", "remote.toml", "--auto-approve"]  # noqa: E731
-    first = subprocess.Popen(command(), cwd=a, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command(), cwd=b, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in (first, second)]
+    results = run_together([{"args": command(), "cwd": a}, {"args": command(), "cwd": b}], timeout=300, env=env)
     codes = sorted(code for code, _out, _err in results)
     # One applies (4: two users end without a licence); the other is refused the lock
     # (1), or comes after it and finds nothing left to do (0).
