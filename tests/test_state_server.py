@@ -17,81 +17,68 @@ from reconciler.state import LockedError
 FOLDER = "C:\\ProgramData\\syncprep\\state"
 
 
-def _two(served):
-    """Two sessions (two machines, say) on one served lab."""
+@pytest.fixture
+def two(served):
+    """Two sessions (two machines, say) on one served lab: ``(lab, first, second)`` state backends."""
     from providers.entraconnect import PsrpServer, PsrpSession
 
     lab, endpoint, server = served(users=4)
     host, port = server.session.host, server.session.port
     other = PsrpServer(PsrpSession(host, port=port, ssl=False, auth="basic", username=server.session.username, password=server.session._password))
-    return lab, ServerState(server.session, "t1"), ServerState(other.session, "t1"), other
+    yield lab, ServerState(server.session, "t1"), ServerState(other.session, "t1")
+    other.close()
 
 
-def test_the_folder_is_made_with_an_acl_of_its_own_and_read_back(served):
-    lab, first, _second, other = _two(served)
-    try:
-        first.ensure()
-        folder = lab.server.files[FOLDER.lower()]
-        assert folder.directory and folder.protected
-        assert folder.acl == ["CONTOSO\\syncadmin", "BUILTIN\\Administrators"]
-    finally:
-        other.close()
+def test_the_folder_is_made_with_an_acl_of_its_own_and_read_back(two):
+    lab, first, _second = two
+    first.ensure()
+    folder = lab.server.files[FOLDER.lower()]
+    assert folder.directory and folder.protected
+    assert folder.acl == ["CONTOSO\\syncadmin", "BUILTIN\\Administrators"]
 
 
-def test_a_folder_whose_acl_lets_in_others_is_refused(served):
+def test_a_folder_whose_acl_lets_in_others_is_refused(two):
     from providers.lab.world import LabFile
 
-    lab, first, _second, other = _two(served)
-    try:
-        lab.server.files["c:\\programdata\\syncprep"] = LabFile("C:\\ProgramData\\syncprep", directory=True)
-        lab.server.files[FOLDER.lower()] = LabFile(FOLDER, directory=True, acl=["CONTOSO\\syncadmin", "BUILTIN\\Users"], protected=True)
-        with pytest.raises(ReconcilerError, match=r"not syncprep's own \(its ACL also lets in BUILTIN\\Users\)"):
-            first.ensure()
-    finally:
-        other.close()
+    lab, first, _second = two
+    lab.server.files["c:\\programdata\\syncprep"] = LabFile("C:\\ProgramData\\syncprep", directory=True)
+    lab.server.files[FOLDER.lower()] = LabFile(FOLDER, directory=True, acl=["CONTOSO\\syncadmin", "BUILTIN\\Users"], protected=True)
+    with pytest.raises(ReconcilerError, match=r"not syncprep's own \(its ACL also lets in BUILTIN\\Users\)"):
+        first.ensure()
 
 
-def test_of_two_sessions_exactly_one_holds_the_lock_and_the_holder_is_named(served):
-    _lab, first, second, other = _two(served)
-    try:
-        with first.lock("apply a.toml") as held:
-            held.record_plan("abc123")
-            with pytest.raises(LockedError) as refused:
-                second.lock("apply b.toml").__enter__()
-            text = str(refused.value)
-            assert f"another apply holds the lock: id {held.id}" in text and "plan abc123" in text
-            assert f"{socket.gethostname()} pid" in text and f"syncprep force-unlock {held.id}" in text
-            assert second.read_lock()["id"] == held.id
-        assert second.read_lock() is None
-        with second.lock("apply b.toml"):
-            pass
-    finally:
-        other.close()
+def test_of_two_sessions_exactly_one_holds_the_lock_and_the_holder_is_named(two):
+    _lab, first, second = two
+    with first.lock("apply a.toml") as held:
+        held.record_plan("abc123")
+        with pytest.raises(LockedError) as refused:
+            second.lock("apply b.toml").__enter__()
+        text = str(refused.value)
+        assert f"another apply holds the lock: id {held.id}" in text and "plan abc123" in text
+        assert f"{socket.gethostname()} pid" in text and f"syncprep force-unlock {held.id}" in text
+        assert second.read_lock()["id"] == held.id
+    assert second.read_lock() is None
+    with second.lock("apply b.toml"):
+        pass
 
 
-def test_the_journal_is_appended_on_the_server_and_read_from_another_session(served):
-    _lab, first, second, other = _two(served)
-    try:
-        with first.lock("apply"):
-            journal = Journal(first)
-            journal.start("sum", "apply", ["a", "b"])
-            journal.step_started("a")
-        run = last_interrupted(second)
-        assert run is not None and run.step == "a" and run.killed
-    finally:
-        other.close()
+def test_the_journal_is_appended_on_the_server_and_read_from_another_session(two):
+    _lab, first, second = two
+    with first.lock("apply"):
+        journal = Journal(first)
+        journal.start("sum", "apply", ["a", "b"])
+        journal.step_started("a")
+    run = last_interrupted(second)
+    assert run is not None and run.step == "a" and run.killed
 
 
-def test_an_apply_whose_lock_was_force_unlocked_cannot_write_its_journal(served):
-    _lab, first, second, other = _two(served)
-    try:
-        with first.lock("apply") as held:
-            Journal(first).start("sum", "apply", ["a"])
-            assert second.force_unlock(held.id)["id"] == held.id
-            with pytest.raises(ReconcilerError, match="no longer this apply's"):
-                Journal(first).step_started("a")
-    finally:
-        other.close()
+def test_an_apply_whose_lock_was_force_unlocked_cannot_write_its_journal(two):
+    _lab, first, second = two
+    with first.lock("apply") as held:
+        Journal(first).start("sum", "apply", ["a"])
+        assert second.force_unlock(held.id)["id"] == held.id
+        with pytest.raises(ReconcilerError, match="no longer this apply's"):
+            Journal(first).step_started("a")
 
 
 def _dead_lock(lab, pid):
@@ -102,21 +89,18 @@ def _dead_lock(lab, pid):
     lab.server.files[key.lower()] = LabFile(key, content=json.dumps(record, sort_keys=True))
 
 
-def test_an_abandoned_lock_is_reported_and_only_resume_takes_it_over(served):
-    lab, first, second, other = _two(served)
-    try:
-        first.ensure()
-        _dead_lock(lab, 2**22 + 4242)
-        with pytest.raises(LockedError, match="the lock is abandoned .*that process is gone.*never taken silently"):
-            first.lock("apply").__enter__()
-        with second.lock("apply --resume", take_over_dead=True) as taker:
-            assert taker.taken_over["id"] == "dead0001"
-            assert first.read_lock()["id"] == taker.id
-            assert f"{FOLDER.lower()}\\t1.lock.dead-dead0001" in lab.server.files
-            assert f"{FOLDER.lower()}\\t1.lock.takeover" not in lab.server.files
-        assert first.read_lock() is None
-    finally:
-        other.close()
+def test_an_abandoned_lock_is_reported_and_only_resume_takes_it_over(two):
+    lab, first, second = two
+    first.ensure()
+    _dead_lock(lab, 2**22 + 4242)
+    with pytest.raises(LockedError, match="the lock is abandoned .*that process is gone.*never taken silently"):
+        first.lock("apply").__enter__()
+    with second.lock("apply --resume", take_over_dead=True) as taker:
+        assert taker.taken_over["id"] == "dead0001"
+        assert first.read_lock()["id"] == taker.id
+        assert f"{FOLDER.lower()}\\t1.lock.dead-dead0001" in lab.server.files
+        assert f"{FOLDER.lower()}\\t1.lock.takeover" not in lab.server.files
+    assert first.read_lock() is None
 
 
 # ---------------------------------------------------------------------- the lab's file system, strictly
