@@ -98,19 +98,28 @@ _ENTITIES = {
 _ESCAPE = re.compile("[" + re.escape("".join(_ENTITIES)) + "]")
 # GitHub pings @name and @org/team when the @ follows no word character; a UPN's @ does.
 _MENTION = re.compile(r"(?<![\w.+-])@")
+# GitHub shows :name: as an emoji wherever it is text once rendered (a numeric reference of the
+# colon is decoded first, so it does not help), except in code: a zero-width space after the
+# first colon breaks it. Emoji names are letters, digits, _, + and - (digits alone: 100, 1234,
+# +1 and -1); a time such as 23:00:15 is left alone.
+_SHORTCODE = re.compile(r":(?=(?:[\w+-]*[A-Za-z][\w+-]*|100|1234|[+-]1):)")
+_ZWSP = "\u200b"
 
 
-def esc(text):
-    """``text`` made inert for Markdown and HTML, on one line."""
+def esc(text, shortcodes=True):
+    """``text`` made inert for Markdown and HTML, on one line. ``shortcodes=False`` inside
+    ``<code>``, where GitHub shows no emoji."""
     text = " ".join(str(text).split())  # newlines would end an HTML block or a list item
+    if shortcodes:
+        text = _SHORTCODE.sub(":" + _ZWSP, text)
     text = _ESCAPE.sub(lambda m: _ENTITIES[m.group(0)], text)
-    text = _MENTION.sub("@&#8203;", text)
+    text = _MENTION.sub("@&#8203;", text).replace(_ZWSP, "&#8203;")
     # Leading "-", "+" or "1." would start a list, "#" a heading, "=" a heading underline.
     return re.sub(r"^([-+=#]|\d+(?=[.)](?:\s|$)))", lambda m: "".join(f"&#{ord(c)};" for c in m.group(1)), text)
 
 
 def _code(text):
-    return f"<code>{esc(text)}</code>"
+    return f"<code>{esc(text, shortcodes=False)}</code>"
 
 
 def _fence(body, info=""):

@@ -275,3 +275,65 @@ def test_the_drift_issue_masks_upns_and_mentions_nobody(cli):
     code, out, _err = cli("drift", EXAMPLE, "--markdown", "--mask-users")
     assert code == 2 and out.startswith("<!-- syncprep:drift -->")
     assert cli("drift", EXAMPLE, "--mask-users")[0] == 1
+
+
+# GitHub's emoji filter: ":name:" in any text node outside pre, code and tt, names from its
+# list (a few here), after Markdown is rendered and character references decoded.
+EMOJI = re.compile(r":(warning|white_check_mark|tada|\+1|-1|100|rocket|x):")
+SHORTCODES = "Ops :warning: team :white_check_mark: :+1::100: :x: at 23:00:15"
+
+
+def github_emoji(markdown):
+    """The emoji GitHub would show in ``markdown`` (rendered by markdown-it as CommonMark)."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.open, self.found, self.text = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag in self.open:
+                del self.open[len(self.open) - 1 - self.open[::-1].index(tag) :]
+
+        def handle_data(self, data):
+            self.text.append(data)
+            if not {"pre", "code", "tt"} & set(self.open):
+                self.found += EMOJI.findall(data)
+
+    parser = Text()
+    parser.feed(MarkdownIt("commonmark").enable("table").render(markdown))
+    return parser.found, "".join(parser.text).replace("\u200b", "")
+
+
+def test_shortcodes_from_the_tenant_show_as_text_not_emoji(target):
+    plan = plan_for(EXAMPLE, target)
+    data = saved(plan)
+    data["steps"][0]["summary"] = f"license {SHORTCODES}"
+    data["notices"].append({"level": "warning", "code": "x", "message": SHORTCODES})
+    output = render_markdown(data)
+    assert github_emoji(f"a {SHORTCODES}")[0], "the check sees GitHub's emoji"
+    found, text = github_emoji(output)
+    assert found == [], found
+    assert text.count(SHORTCODES) == 2  # the step's title and the notice, shown as written
+    assert "23:00:15" in output  # a time is left alone
+
+
+def test_shortcodes_in_the_drift_issue_show_as_text(target):
+    from reconciler.drift import DriftItem, DriftReport
+    from reconciler.markdown import drift_markdown
+
+    report = DriftReport("p.toml", "t", (DriftItem("rule/In from AD :rocket:", "changed", SHORTCODES),), (SHORTCODES,))
+    found, text = github_emoji(drift_markdown(report))
+    assert found == [] and SHORTCODES in text, found
+
+
+def test_esc_breaks_a_shortcode_but_not_code_or_a_time():
+    assert esc("Ops :warning: team") == "Ops :&#8203;warning: team"
+    assert esc(":white_check_mark:") == ":&#8203;white&#95;check&#95;mark:"
+    assert esc(":+1: :-1: :100:") == ":&#8203;+1: :&#8203;-1: :&#8203;100:"
+    assert esc("23:00:15 and a:b") == "23:00:15 and a:b"
+    assert esc(":warning:", shortcodes=False) == ":warning:"
