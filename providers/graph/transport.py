@@ -193,13 +193,41 @@ class Pacer:
         return start - now
 
 
-def _verify(ca_bundle):
-    """httpx's ``verify``: the system's CAs, or those of a PEM bundle the operator named."""
-    if not ca_bundle:
-        return True
-    import ssl
+#: The SSL contexts made so far in this process, by where their CAs came from (see _verify).
+_CONTEXTS = {}
 
-    return ssl.create_default_context(cafile=ca_bundle)
+
+def _verify(ca_bundle):
+    """httpx's ``verify``: the system's CAs (the context httpx makes for ``verify=True``: certifi's,
+    or SSL_CERT_FILE's or SSL_CERT_DIR's when set), or those of a PEM bundle the operator named.
+
+    Made once per process for each source (the bundle's file as it is now: path, size, time
+    written) and shared by the clients: loading the CAs cost each client about 20 ms of CPU
+    (issue 19). An SSL context is made to be shared; each client still has its connections."""
+    import os
+
+    if not ca_bundle:
+        key = ("system", os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        make = httpx.create_ssl_context
+    else:
+        try:
+            stat = os.stat(ca_bundle)
+        except OSError:  # the context says what is wrong with it, as before
+            key = None
+        else:
+            key = ("bundle", os.path.abspath(ca_bundle), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+        def make():
+            import ssl
+
+            return ssl.create_default_context(cafile=ca_bundle)
+
+    context = _CONTEXTS.get(key) if key is not None else None
+    if context is None:
+        context = make()
+        if key is not None:
+            _CONTEXTS[key] = context
+    return context
 
 
 def user_path(key):
