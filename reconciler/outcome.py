@@ -145,6 +145,10 @@ class Conditions:
     #: With several AD connectors: connector identifier -> its own ``guid_stays`` (an object
     #: meets only its forest's connector's rules), and the AD connectors to tell a user's.
     guid_stays_by_connector: dict = field(factory=dict)
+    #: With several AD connectors: connector identifier -> {object type: why} where its rules
+    #: still flow msExchMailboxGuid after the plan and the export does not exclude it, so it
+    #: comes back even to a purged and re-created person joined with that connector's object.
+    guid_returns_by_connector: dict = field(factory=dict)
     ad_connectors: tuple = ()
     #: With several AD connectors: the joins observed in the connector spaces (a
     #: :class:`reconciler.joins.Joins`), which tell the connectors whose objects share a
@@ -177,17 +181,36 @@ class Conditions:
         own = _why_for(source, object_type)
         if own or owner is None:
             return ("guid-stays", own) if own else None
-        return self._joined_verdict(owner, object_type, on_prem_dn)
+        return self._joined_verdict(owner, object_type, on_prem_dn, self.guid_stays_by_connector)
 
-    def _joined_verdict(self, owner, object_type, on_prem_dn):
-        """The other connectors' say on a user whose own connector stops the GUID."""
+    def guid_returns(self, object_type, on_prem_dn=None):
+        """``(code, reason)`` when msExchMailboxGuid comes back to a user purged and re-created
+        (a new cloud object), else None: its own connector's flows are what re-creation is for,
+        but a joined object of another AD connector whose rules still flow the GUID brings it
+        into the same metaverse person again (an account/resource-forest join). Unknown joins
+        or an unknown forest: every other connector that flows it counts (the cautious answer)."""
+        if not any(self.guid_returns_by_connector.values()):
+            return None
+        owner = self.forests.owner(on_prem_dn, strict=False) if on_prem_dn else None
+        if owner is None:
+            for ad in self.ad_connectors:
+                why = _why_for(self.guid_returns_by_connector.get(ad.identifier, {}), object_type)
+                if why:
+                    return "guid-may-stay", f"re-created, but its forest is not known and {ad.name}'s rules still bring msExchMailboxGuid ({why})"
+            return None
+        found = self._joined_verdict(owner, object_type, on_prem_dn, self.guid_returns_by_connector)
+        return None if found is None else (found[0], f"re-created, but {found[1]}")
+
+    def _joined_verdict(self, owner, object_type, on_prem_dn, by_connector):
+        """The other connectors' say (``by_connector``: connector -> {object type: why the GUID
+        stays}) on a user whose own connector stops the GUID."""
         members = self.joins.of(on_prem_dn) if self.joins is not None else None
         names = {c.identifier.lower(): c.name for c in self.ad_connectors}
         if members is not None:
             for connector, joined_type in members:
                 if connector.lower() == owner.identifier.lower():
                     continue
-                why = _why_for(self.guid_stays_by_connector.get(_known(connector, names, self.guid_stays_by_connector), {}), joined_type)
+                why = _why_for(by_connector.get(_known(connector, names, by_connector), {}), joined_type)
                 if why:
                     name = names.get(connector.lower(), connector)
                     return "guid-stays-joined", f"its metaverse object is joined with a {joined_type} object of {name} (seen in the connector space), and {name}'s rules bring msExchMailboxGuid: {why}"
@@ -196,7 +219,7 @@ class Conditions:
         for ad in self.ad_connectors:
             if ad.identifier == owner.identifier:
                 continue
-            why = _why_for(self.guid_stays_by_connector.get(ad.identifier, {}), object_type)
+            why = _why_for(by_connector.get(ad.identifier, {}), object_type)
             if why:
                 return (
                     "guid-may-stay",
@@ -234,11 +257,12 @@ def _known(connector, names, by_connector):
 def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None, guid_gone=frozenset()):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
     ads = server.connectors_of_kind("AD")
-    by_connector = {}
+    by_connector, returns = {}, {}
     if len(ads) > 1:
         for ad in ads:
             mine = lambda rules: tuple(r for r in rules if r.connector.lower() == ad.identifier.lower())  # noqa: E731
             by_connector[ad.identifier] = _guid_stays(server, mine(server.rules), mine(predicted_rules), excluded_after)
+            returns[ad.identifier] = _guid_returns(server, mine(predicted_rules), excluded_after)
     return Conditions(
         staging=server.scheduler.staging_mode,
         guid_stays=_guid_stays(server, server.rules, predicted_rules, excluded_after),
@@ -249,6 +273,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         before_purge=dict(before_purge or {}),
         guid_gone=frozenset(guid_gone),
         guid_stays_by_connector=by_connector,
+        guid_returns_by_connector=returns,
         ad_connectors=tuple(ads) if by_connector else (),
         joins=server.joins if by_connector else None,
     )
@@ -276,6 +301,21 @@ def _guid_stays(server, rules_now, rules_after, excluded_after):
                 "only users purged and re-created lose it ([purge], Solution 2)"
             )
     return stays
+
+
+def _guid_returns(server, rules_after, excluded_after):
+    """AD object type -> why msExchMailboxGuid reaches even a new cloud object (its rules
+    flow it and the export does not exclude it), with these rules."""
+    if GUID_ATTRIBUTE.lower() in {a.lower() for a in excluded_after}:
+        return {}
+    returns = {}
+    for object_type in object_types(tuple(rules_after)):
+        text, flows = guid_flow(rules_after, object_type)
+        if server.scheduler.staging_mode:
+            returns[object_type] = "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
+        elif flows:
+            returns[object_type] = f"msExchMailboxGuid still flows for {object_type} objects: {text}"
+    return returns
 
 
 def lost_flows(rules_now, rules_after):
@@ -469,7 +509,11 @@ def _why_no_mailbox(user, cond, recreated):
     """(code, reason) when a licence for ``user`` cannot create a mailbox or be assigned, else None."""
     if cond.staging:
         return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
-    guid = None if recreated or user.upn.lower() in cond.guid_gone else cond.guid_verdict(user.object_type, getattr(user, "on_prem_dn", None))
+    on_prem_dn = getattr(user, "on_prem_dn", None)
+    if recreated or user.upn.lower() in cond.guid_gone:
+        guid = cond.guid_returns(user.object_type, on_prem_dn)
+    else:
+        guid = cond.guid_verdict(user.object_type, on_prem_dn)
     if guid:
         return guid
     if not user.usage_location:

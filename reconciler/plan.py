@@ -100,6 +100,20 @@ class _Builder:
         return value
 
 
+def _rules_preview(desired, server):
+    """The :class:`Conditions` of the rules and export filter this plan leaves, worked out
+    before the purge (which needs them: a purge that gains nothing is not planned). The
+    rule steps themselves are planned again after it, with their notices."""
+    if desired.purge is None or len(server.connectors_of_kind("AD")) < 2:
+        return None
+    builder = _Builder(server.rules)
+    for spec in desired.rules:
+        plan_rule(spec, server, builder, [])
+    excluded_now = tuple(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes)
+    excluded_after = tuple(desired.export.excluded_attributes) if desired.export is not None else excluded_now
+    return conditions(server, tuple(builder.rules.values()), excluded_after, sync_planned=False, cleared_since=None)
+
+
 def build_plan(desired, observed, target_description="lab", purged=()):
     """The plan that takes ``observed`` to ``desired``. Raises :class:`PlanError` when it cannot.
 
@@ -118,7 +132,7 @@ def build_plan(desired, observed, target_description="lab", purged=()):
     scheduler_on = server.scheduler.sync_cycle_enabled
     unsafe = []
 
-    rebuild = plan_purge(desired, observed, builder, notices, unsafe)
+    rebuild = plan_purge(desired, observed, builder, notices, unsafe, _rules_preview(desired, server))
     kept, losses = (rebuild.kept, rebuild.losses) if rebuild is not None else ((), ())
     blocked = rebuild is not None and rebuild.blocked
     if rebuild is not None and rebuild.purge_id is None:

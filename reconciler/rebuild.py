@@ -81,8 +81,12 @@ def purge_selection(purge):
     return UserSelection(frozenset(u.lower() for u in purge.users), tuple(purge.ous))
 
 
-def plan_purge(desired, observed, builder, notices, unsafe):
-    """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin."""
+def plan_purge(desired, observed, builder, notices, unsafe, cond=None):
+    """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin.
+
+    ``cond``: the :class:`reconciler.outcome.Conditions` the plan's rules and export leave
+    (with several AD forests: whether msExchMailboxGuid comes back to a re-created person
+    through a joined object of another forest, which makes its purge gain nothing)."""
     purge = desired.purge
     if purge is None:
         return None
@@ -114,7 +118,7 @@ def plan_purge(desired, observed, builder, notices, unsafe):
             )
         )
         active = []
-    active, deleted, kept, losses = _hold_out(active, deleted, purge, tenant, server, notices)
+    active, deleted, kept, losses = _hold_out(active, deleted, purge, tenant, server, notices, cond)
     cycled = sorted(active, key=lambda u: u.upn.lower()) if excluding_now else []
     refs = tuple(sorted([u.ref for u in cycled] + [UserRef(u.id, u.upn) for u in deleted], key=lambda r: (r.upn.lower(), r.id)))
     if not refs:
@@ -275,7 +279,7 @@ def _pending_notice(pending, server):
     )
 
 
-def _hold_out(active, deleted, purge, tenant, server, notices):
+def _hold_out(active, deleted, purge, tenant, server, notices, cond=None):
     """Leave out of the purge whoever would lose a mailbox by it, or needs no rebuild.
 
     A user whose Exchange Online mailbox exists (or may exist: unread, with a licence
@@ -287,7 +291,7 @@ def _hold_out(active, deleted, purge, tenant, server, notices):
     clear = guid_already_clear(server)
     kept, losses, keep_ids = [], [], set()
     for user in (*active, *deleted):
-        risk = _risk(user, tenant, clear)
+        risk = _risk(user, tenant, clear) or _comes_back(user, cond)
         if risk is None:
             continue
         if user.upn.lower() in acknowledged:
@@ -332,6 +336,21 @@ def _risk(user, tenant, guid_clear):
     if guid_clear:
         return "their msExchMailboxGuid is already clear in the cloud (no rule flows it and a full sync has exported since): a rebuild gains nothing"
     return None
+
+
+def _comes_back(user, cond):
+    """Why purging ``user`` gains nothing because msExchMailboxGuid comes back to the
+    re-created person from another forest's joined object (None: it does not, or one forest)."""
+    back = cond.guid_returns(getattr(user, "object_type", None), user.on_prem_dn) if cond is not None else None
+    if back is None:
+        return None
+    code, why = back
+    certainty = "comes back" if code == "guid-stays-joined" else "may come back"
+    return (
+        f"msExchMailboxGuid {certainty} to the re-created person from another forest ({why.removeprefix('re-created, but ')}): "
+        "a rebuild gains nothing there, and no licence is spent on them; replace the rule on that forest's connector too "
+        '(or connector = "all-ad"), or exclude msExchMailboxGuid from export ([export])'
+    )
 
 
 def _licensed_for_exchange(user, tenant):
