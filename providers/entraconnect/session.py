@@ -102,6 +102,33 @@ def error_text(record):
     return str(record)
 
 
+def _proxies_once_per_url(session):
+    """requests works out the environment's proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY)
+    anew for every request a session sends, about 0.15 ms of CPU each, and a script takes several
+    WS-Man requests (issue 19). pypsrp sends every request of its session to one URL: ask requests
+    once per URL, with its own function and the session's own settings, and give each send that
+    answer as its ``proxies``. The proxy used is the one requests would have picked (a proxy
+    from the environment is still honoured; ``no_proxy`` for a loopback host still wins); only an
+    environment changed while the session is open is not looked at again. A send that names its
+    proxies (a redirect) is left to requests as it was."""
+    if session is None or getattr(session.send, "proxies_once", False):
+        return
+    from requests.utils import resolve_proxies
+
+    send, known = session.send, {}
+
+    def send_once_resolved(request, **kwargs):
+        if "proxies" not in kwargs:
+            key = (request.url, session.trust_env, tuple(sorted(session.proxies.items())))
+            if key not in known:
+                known[key] = resolve_proxies(request, session.proxies, session.trust_env)
+            kwargs["proxies"] = dict(known[key])
+        return send(request, **kwargs)
+
+    send_once_resolved.proxies_once = True
+    session.send = send_once_resolved
+
+
 class PsrpSession:
     """A runspace pool on one Entra Connect server, opened on first use."""
 
@@ -164,6 +191,7 @@ class PsrpSession:
         )
         pool = RunspacePool(self._wsman)
         pool.open()
+        _proxies_once_per_url(self._wsman.transport.session)
         self._pool = pool
         return pool
 
