@@ -202,3 +202,31 @@ def test_a_mailbox_leaving_the_scope_takes_what_it_brought_from_its_accounts_per
     lab.set_container_scope(fabrikam.included_containers, (), fabrikam.identifier)
     lab.run_cycle(SyncPolicy.DELTA)
     assert lab.cloud_user(upn).mailbox_guid and lab.cloud_user(upn).usage_location == "US"
+
+
+def test_a_connector_space_read_that_ends_early_is_unknown_not_no_join(served, monkeypatch):
+    """Fails before the fix (review 4, F5): a server that returns fewer objects than asked
+    (MaxResultCount capped) ended the read after its first page with no error; the linked
+    mailboxes of fabrikam.com (a member of the person, not the user's own object) were not seen,
+    read as "no join", and user04-06 were licensed.
+    The read is now compared with Get-ADSyncConnectorStatistics' TotalConnectors."""
+    from providers.entraconnect import scripts
+
+    lab, endpoint, server = served(scenario.build("resource-forest", users=8))
+    whole = scripts.connector_space_page
+    monkeypatch.setattr(scripts, "connector_space_page", lambda identifier, start, count=scripts.CS_PAGE: whole(identifier, start, min(count, 8)))
+    outcomes = _outcomes(build_plan(_for("contoso.com"), observe(Target(server, LabTenant(lab)), _for("contoso.com")), "lab"))
+    for upn in LINKED:
+        assert outcomes[upn].verdict not in ACTS and outcomes[upn].code == "guid-may-stay", outcomes[upn]
+    assert server.connector_space(joins=True) is None
+    assert any("Get-ADSyncConnectorStatistics -ConnectorName 'contoso.com'" in s for s in endpoint.scripts)
+
+
+def test_a_complete_connector_space_read_matches_the_connector_statistics(served):
+    lab, endpoint, server = served(scenario.build("resource-forest", users=8))
+    entries = server.connector_space(joins=True)
+    assert entries is not None
+    for connector in lab.ad_connectors():
+        stats = [s for s in endpoint.scripts if f"Get-ADSyncConnectorStatistics -ConnectorName '{connector.name}'" in s]
+        assert stats, connector.name
+    assert sum(1 for e in entries if e[3]) == sum(1 for c in lab.ad_connectors() for g, _d, _k in lab.connector_space(c.identifier) if lab.metaverse_anchors().get(g, g))

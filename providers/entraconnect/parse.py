@@ -87,6 +87,13 @@ def _strings(value, where):
     return out
 
 
+def count_of(value, where):
+    """A count (a non-negative Int32 written as a JSON number)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(where, f"expected a count, got {value!r}"[:120])
+    return value
+
+
 def enum(cls, value, where, members=None):
     """An enum value written as its name or as its integer ordinal."""
     names = members or ENUM_MEMBERS[cls]

@@ -580,6 +580,20 @@ $page = @(Get-ADSyncCSObject -ConnectorIdentifier {quote(identifier)} -StartInde
 }} | ConvertTo-Json -Depth 4 -Compress"""
 
 
+def connector_statistics(name):
+    """How many connectors (objects joined to a metaverse object) one AD connector's connector
+    space holds (Get-ADSyncConnectorStatistics -ConnectorName, build 2.2.8.0's
+    ConnectorStatistics.TotalConnectors), to tell a complete read of it from one that ended early.
+
+    Lab assumption: TotalConnectors counts the connector space's objects whose IsConnector is
+    true, as the paged Get-ADSyncCSObject listing shows them (the cmdlet is not documented)."""
+    return f"""{PREAMBLE}
+$statistics = Get-ADSyncConnectorStatistics -ConnectorName {quote(name)}
+[pscustomobject]@{{
+    TotalConnectors = $statistics.TotalConnectors
+}} | ConvertTo-Json -Compress"""
+
+
 def read_connector(identifier):
     """One connector as the observation reads it."""
     return f"""{PREAMBLE}

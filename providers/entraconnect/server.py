@@ -106,13 +106,13 @@ class PsrpServer(ServerProvider):
 
     def connector_space(self, joins=False):
         """Every AD connector's objects, read a page at a time from its connector space
-        (Get-ADSyncCSObject); None when a read fails (unknown)."""
+        (Get-ADSyncCSObject); None when a read fails or is incomplete (unknown)."""
         if self._connectors is None:
             self.observe()
         entries = []
         try:
             for connector in (c for c in self._connectors if c.kind == "AD"):
-                entries += self._connector_space_of(connector.identifier)
+                entries += self._complete(connector, self._connector_space_of(connector.identifier))
         except ProviderError:
             return None  # unknown: the plan says it could not count them
         return entries
@@ -126,6 +126,18 @@ class PsrpServer(ServerProvider):
             if len(page) < scripts.CS_PAGE:
                 return entries
             start += len(page)
+
+    def _complete(self, connector, entries):
+        """``entries`` if they hold as many connectors as the connector's statistics count
+        (a read that ended early, on a page cut short, must not read as "no join" or as
+        fewer deletions); ProviderError otherwise."""
+        where = f"connector space of {connector.name}"
+        document = parse.obj_of(self.session.invoke(scripts.connector_statistics(connector.name), "connector statistics"), where)
+        total = parse.count_of(document.get("TotalConnectors"), where)
+        read = sum(1 for entry in entries if entry[3])
+        if read != total:
+            raise ProviderError(self.name, where, f"read {read} joined object(s), but Get-ADSyncConnectorStatistics counts {total} (TotalConnectors): the read is incomplete")
+        return entries
 
     def _connector_space_page(self, identifier, start):
         document = parse.obj_of(self.session.invoke(scripts.connector_space_page(identifier, start), "connector space"), "connector space")

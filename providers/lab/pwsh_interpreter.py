@@ -1094,6 +1094,24 @@ def _validate_range(cmdlet, parameter, value, low):
     return value
 
 
+def _get_connector_statistics(it, named, positional, _input):
+    """Get-ADSyncConnectorStatistics -ConnectorName N (build 2.2.8.0: ConnectorStatistics).
+    Lab assumption: TotalConnectors counts the connector space's objects joined to a metaverse
+    object (IsConnector), as Get-ADSyncCSObject lists them; the other counts are the last run's,
+    0 in the lab. The name is compared without case, as Get-ADSyncConnector -Name compares it."""
+    refuse_positional("Get-ADSyncConnectorStatistics", positional)
+    name = single_value("Get-ADSyncConnectorStatistics", named["connectorname"], str)
+    connector = next((c for c in it.lab.server.connectors if c.name.lower() == name.lower()), None)
+    if connector is None:
+        raise ScriptError(f"Get-ADSyncConnectorStatistics: the connector {name} was not found.", "ObjectNotFound")
+    total = 0
+    if connector.kind == "AD":
+        anchors = it.lab.metaverse_anchors()
+        total = sum(1 for guid, _dn, _kind in it.lab.connector_space(connector.identifier) if anchors.get(guid, guid))
+    counts = dict.fromkeys(("ExportAdds", "ExportUpdates", "ExportDeletes", "ImportAdds", "ImportUpdates", "ImportDeletes", "ImportNoChange"), 0)
+    return [PSObj("Microsoft.IdentityManagement.PowerShell.ObjectModel.ConnectorStatistics", TotalConnectors=total, **counts)]
+
+
 def _get_cs_object(it, named, positional, _input):
     """Get-ADSyncCSObject -ConnectorIdentifier G -StartIndex N -MaxResultCount M: one page of
     the connector's connector space. Lab assumption: StartIndex and MaxResultCount page
@@ -1389,6 +1407,7 @@ CMDLETS = {
         Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
         Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
         Cmdlet("Get-ADSyncCSObject", ("ConnectorIdentifier", "StartIndex", "MaxResultCount"), run=_get_cs_object),
+        Cmdlet("Get-ADSyncConnectorStatistics", ("ConnectorName",), (), ("ConnectorName",), _get_connector_statistics),
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
         Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
         Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status),
