@@ -26,31 +26,44 @@ def dn_key(distinguished_name):
     return (distinguished_name or "").strip().casefold()
 
 
+#: The connector-space object types whose joins are kept (lower case).
+PERSONS = frozenset({"user", "inetorgperson"})
+
+
 @frozen
 class Joins:
     """The joins observed in the AD connectors' connector spaces."""
 
     #: DN key of each joined object -> its metaverse object's id.
     metaverse: dict
-    #: Metaverse object id -> ((connector identifier, object type), ...) of every object joined to it.
+    #: Metaverse object id -> ((connector identifier, object type, DN), ...) of every object joined to it.
     members: dict
 
     def of(self, distinguished_name):
         """``((connector identifier, object type), ...)`` joined to the metaverse object of the
         AD object ``distinguished_name``; None when that object was not found (unknown)."""
+        found = self.joined(distinguished_name)
+        return None if found is None else tuple((connector, object_type) for connector, object_type, _dn in found)
+
+    def joined(self, distinguished_name):
+        """``((connector identifier, object type, DN), ...)`` joined to the metaverse object of
+        the AD object ``distinguished_name``; None when that object was not found (unknown)."""
         mv = self.metaverse.get(dn_key(distinguished_name))
         return None if mv is None else self.members[mv]
 
     def across_forests(self):
-        """How many metaverse objects have objects of more than one AD connector joined."""
-        return sum(1 for members in self.members.values() if len({c.lower() for c, _t in members}) > 1)
+        """How many metaverse objects have objects of more than one AD connector joined (the
+        plan's metaverse-joins notice says it)."""
+        return sum(1 for members in self.members.values() if len({c.lower() for c, _t, _d in members}) > 1)
 
 
 def survey(entries, counts=True, joins=False):
     """``(object counts, joins)`` from one pass over a connector space: ``entries`` yields
     ``(connector identifier, DN, object type, is a connector, metaverse id)`` (None: the
     connector space could not be read; both are then None). Only connectors (objects joined
-    to a metaverse object) are counted and joined; each part is None unless asked for."""
+    to a metaverse object) are counted and joined, and only persons (user and inetOrgPerson
+    objects: the only ones whose GUID is asked for) are kept in the joins; each part is None
+    unless asked for."""
     if entries is None:
         return None, None
     metaverse, members = {}, {}
@@ -59,9 +72,9 @@ def survey(entries, counts=True, joins=False):
         for connector, name, object_type, is_connector, mv in entries:
             if not is_connector:
                 continue
-            if joins and mv:
+            if joins and mv and object_type.lower() in PERSONS:
                 metaverse[dn_key(name)] = mv
-                members.setdefault(mv, []).append((connector, object_type))
+                members.setdefault(mv, []).append((connector, object_type, name))
             yield connector, name, object_type
 
     if counts:

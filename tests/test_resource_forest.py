@@ -214,7 +214,7 @@ def test_a_connector_space_read_that_ends_early_is_unknown_not_no_join(served, m
 
     lab, endpoint, server = served(scenario.build("resource-forest", users=8))
     whole = scripts.connector_space_page
-    monkeypatch.setattr(scripts, "connector_space_page", lambda identifier, start, count=scripts.CS_PAGE: whole(identifier, start, min(count, 8)))
+    monkeypatch.setattr(scripts, "connector_space_page", lambda identifier, start, count=None, joins=False: whole(identifier, start, min(count or scripts.CS_PAGE, 8), joins))
     outcomes = _outcomes(build_plan(_for("contoso.com"), observe(Target(server, LabTenant(lab)), _for("contoso.com")), "lab"))
     for upn in LINKED:
         assert outcomes[upn].verdict not in ACTS and outcomes[upn].code == "guid-may-stay", outcomes[upn]

@@ -278,13 +278,16 @@ def run_number(data, where="run history"):
 _EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 
 
-def cs_object(item, connector, where):
+def cs_object(item, connector, where, joins=True):
     """``(connector, DN, object type, is a connector, metaverse id)`` of one connector-space
     object of the page script (None without a DN). The metaverse id is ConnectedMVObjectId as
-    text, "" for Guid.Empty (a disconnector); anything but a GUID is refused."""
+    text, "" for Guid.Empty (a disconnector); anything but a GUID is refused. Without
+    ``joins`` it is not read ("")."""
     item = obj_of(item, where)
     if not item.get("DN"):
         return None
+    if not joins:
+        return connector, str(item["DN"]), str(item.get("Type") or ""), item.get("Connector") is True, ""
     mv = item.get("MV")
     mv = "" if mv is None else mv
     if not isinstance(mv, str):

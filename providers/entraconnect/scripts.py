@@ -558,14 +558,18 @@ def read_rule(identifier):
 CS_PAGE = 2000
 
 
-def connector_space_page(identifier, start, count=CS_PAGE):
-    """One page of an AD connector's connector space: each object's DN, type, whether it
-    is joined (a connector; removing a disconnector deletes nothing in the cloud) and the
-    metaverse object it is joined to (ConnectedMVObjectId, a System.Guid written as text:
-    objects of several forests with the same one are joined into one person).
+def connector_space_page(identifier, start, count=None, joins=False):
+    """One page of an AD connector's connector space (``count`` objects, :data:`CS_PAGE` by
+    default): each object's DN, type and whether it is joined (a connector; removing a
+    disconnector deletes nothing in the cloud); with ``joins``, the metaverse object it is
+    joined to too (ConnectedMVObjectId, a System.Guid written as text: objects of several
+    forests with the same one are joined into one person), which only several AD forests need.
 
     Lab assumption: -StartIndex and -MaxResultCount page through the connector space in a
-    stable order (build 2.2.8.0's signature has them; their paging is not documented)."""
+    stable order (build 2.2.8.0's signature has them; their paging is not documented), and
+    Get-ADSyncCSObject returns CsObject (the reference lists its type, not this cmdlet's output)."""
+    count = CS_PAGE if count is None else count
+    mv = "\n            MV = [string]$object.ConnectedMVObjectId" if joins else ""
     return f"""{PREAMBLE}
 $page = @(Get-ADSyncCSObject -ConnectorIdentifier {quote(identifier)} -StartIndex {int(start)} -MaxResultCount {int(count)})
 [pscustomobject]@{{
@@ -573,8 +577,7 @@ $page = @(Get-ADSyncCSObject -ConnectorIdentifier {quote(identifier)} -StartInde
         [pscustomobject]@{{
             DN = $object.DistinguishedName
             Type = $object.ObjectType
-            Connector = $object.IsConnector
-            MV = [string]$object.ConnectedMVObjectId
+            Connector = $object.IsConnector{mv}
         }}
     }})
 }} | ConvertTo-Json -Depth 4 -Compress"""

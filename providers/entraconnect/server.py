@@ -112,17 +112,18 @@ class PsrpServer(ServerProvider):
         entries = []
         try:
             for connector in (c for c in self._connectors if c.kind == "AD"):
-                entries += self._complete(connector, self._connector_space_of(connector.identifier))
+                entries += self._complete(connector, self._connector_space_of(connector.identifier, joins))
         except ProviderError:
             return None  # unknown: the plan says it could not count them
         return entries
 
-    def _connector_space_of(self, identifier):
-        """One AD connector's connector space, page after page until a short one."""
+    def _connector_space_of(self, identifier, joins):
+        """One AD connector's connector space, page after page until a short one (its
+        metaverse ids only with ``joins``: one AD connector needs none)."""
         entries, start = [], 0
         while True:
-            page = self._connector_space_page(identifier, start)
-            entries += (entry for item in page if (entry := parse.cs_object(item, identifier, "connector space")) is not None)
+            page = self._connector_space_page(identifier, start, joins)
+            entries += (entry for item in page if (entry := parse.cs_object(item, identifier, "connector space", joins)) is not None)
             if len(page) < scripts.CS_PAGE:
                 return entries
             start += len(page)
@@ -139,8 +140,8 @@ class PsrpServer(ServerProvider):
             raise ProviderError(self.name, where, f"read {read} joined object(s), but Get-ADSyncConnectorStatistics counts {total} (TotalConnectors): the read is incomplete")
         return entries
 
-    def _connector_space_page(self, identifier, start):
-        document = parse.obj_of(self.session.invoke(scripts.connector_space_page(identifier, start), "connector space"), "connector space")
+    def _connector_space_page(self, identifier, start, joins):
+        document = parse.obj_of(self.session.invoke(scripts.connector_space_page(identifier, start, joins=joins), "connector space"), "connector space")
         return parse.list_of(document.get("Objects"), "connector space")
 
     def _read_threshold(self, resource, unknown_on_failure=False):
