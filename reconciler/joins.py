@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from reconciler import dn
 from reconciler.model import count_objects
 
 
@@ -55,6 +56,34 @@ class Joins:
         """How many metaverse objects have objects of more than one AD connector joined (the
         plan's metaverse-joins notice says it)."""
         return sum(1 for members in self.members.values() if len({c.lower() for c, _t, _d in members}) > 1)
+
+
+def _in(member, scopes):
+    scope = scopes.get(member[0].lower())
+    return scope is not None and dn.in_scope(member[2], *scope)
+
+
+def staying(joins, now, wanted):
+    """``((object, joined object), ...)``, each a ``(connector identifier, object type, DN)``:
+    the objects a scope change from ``now`` to ``wanted`` (each ``{connector id: (included,
+    excluded)}``) takes out of sync whose metaverse person stays, joined with an object of
+    another connector that stays in scope (a linked mailbox of a resource forest and its
+    account). The export deletes no cloud object for them: the person loses what they brought.
+    Empty when the joins are unknown (``joins`` None)."""
+    if joins is None:
+        return ()
+    now = {k.lower(): v for k, v in now.items()}
+    wanted = {k.lower(): v for k, v in wanted.items()}
+    found = []
+    for members in joins.members.values():
+        if len({c.lower() for c, _t, _d in members}) < 2:
+            continue
+        for member in members:
+            if _in(member, now) and not _in(member, wanted):
+                other = next((m for m in members if m[0].lower() != member[0].lower() and _in(m, wanted)), None)
+                if other is not None:
+                    found.append((member, other))
+    return tuple(sorted(found, key=lambda pair: dn_key(pair[0][2])))
 
 
 def survey(entries, counts=True, joins=False):

@@ -14,14 +14,16 @@ from reconciler.plan import selection_for
 def observe(target, desired, counts=True):
     """One observation of both sides, for what ``desired`` talks about. ``counts=False``: without
     the connector space (its object counts, which only planning a scope change reads, and its
-    joins, which only predicting licences with several AD forests reads; apply's
+    joins, which only predicting licences or a scope change with several AD forests reads; apply's
     re-observations, of a step's effect or of the tenant, read neither)."""
     server = target.server.observe()
     # Only a scope change needs the counts (what leaves the scope besides users), and only
     # licences with several AD forests the joins (which forests bring each user's GUID); both
     # cost a pass over the connector space, made once for both.
     want_counts = desired.scope is not None or desired.purge is not None
-    want_joins = len(server.connectors_of_kind("AD")) > 1 and bool(desired.licenses)
+    # A scope change with several forests asks the joins too: an object whose person stays
+    # through another forest's object deletes nothing in the cloud.
+    want_joins = len(server.connectors_of_kind("AD")) > 1 and (bool(desired.licenses) or want_counts)
     if counts and (want_counts or want_joins):
         found, joins = survey(target.server.connector_space(joins=want_joins), want_counts, want_joins)
         server = evolve(server, object_counts=found, joins=joins)

@@ -16,6 +16,7 @@ from attrs import frozen
 from reconciler import dn
 from reconciler.errors import PlanError
 from reconciler.forests import Forests
+from reconciler.joins import staying
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
@@ -193,8 +194,8 @@ def _take_out(desired, server, tenant, refs, builder, notices):
     if pending:
         notices.append(_pending_notice(pending, server))
     config_ids = [builder.add(step) for step in _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving)]
-    kinds, deleting = deletions(server, now, scope_out, leaving)
-    notices += objects_leaving_notices(kinds, leaving)
+    kinds, deleting, kept = deletions(server, now, scope_out, leaving)
+    notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors})
     raised, threshold_restore = _raise_threshold(desired, server, deleting, len(leaving), notices)
     if raised is not None:
         config_ids.append(builder.add(raised))
@@ -387,11 +388,19 @@ def scopes_of(connectors):
 
 
 def deletions(server, before, after, leaving):
-    """``(objects leaving per kind or None, deletions in all)`` of a scope change from ``before``
-    to ``after``: the export counts every deletion, not only users' (groups, contacts,
-    devices too), and at least the synced users ``leaving``."""
+    """``(objects leaving per kind or None, deletions in all, persons staying)`` of a scope
+    change from ``before`` to ``after``: the export counts every deletion, not only users'
+    (groups, contacts, devices too), and at least the synced users ``leaving``; an object
+    joined with another forest's object that stays in scope deletes nothing in the cloud
+    (:func:`reconciler.joins.staying`, with several AD forests) and is not counted."""
     kinds = objects_leaving(server, before, after)
-    return kinds, max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving)
+    kept = staying(server.joins, before, after)
+    if kinds is not None:
+        for (_connector, object_type, _dn), _other in kept:
+            kind = dict(OBJECT_KINDS).get(object_type, "other object(s)")
+            kinds[kind] = kinds.get(kind, 0) - 1
+        kinds = {k: n for k, n in kinds.items() if n > 0}
+    return kinds, max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving), kept
 
 
 def in_some_scope(distinguished_name, scopes):
@@ -422,10 +431,32 @@ def objects_leaving(server, now, wanted):
     return per_kind
 
 
-def objects_leaving_notices(per_kind, leaving_users):
+def objects_leaving_notices(per_kind, leaving_users, kept=(), names=None):
     """A notice counting every kind of object a scope change takes out of sync (``per_kind``
     from :func:`objects_leaving`; None: unknown, said so). The export deletes each of them
-    in the cloud, groups, contacts and devices as well as users."""
+    in the cloud, groups, contacts and devices as well as users. ``kept``: the objects whose
+    person stays through a joined object of another forest (:func:`reconciler.joins.staying`),
+    named with what they lose (``names``: connector identifier -> name)."""
+    return _staying_notices(kept, names or {}) + _leaving_notices(per_kind, leaving_users)
+
+
+def _staying_notices(kept, names):
+    if not kept:
+        return []
+    name = lambda connector: names.get(connector.lower(), connector)  # noqa: E731
+    each = "; ".join(f"{d} ({name(c)}), joined with {od} ({name(oc)})" for (c, _t, d), (oc, _ot, od) in kept)
+    return [
+        Notice(
+            Level.WARNING,
+            "scope-joined-leave",
+            f"{len(kept)} object(s) leave the sync scope but delete nothing in the cloud: each is joined into a person with an object of another forest "
+            "that stays in scope, so the cloud user stays and loses every attribute the object leaving brought (msExchMailboxGuid, proxyAddresses, "
+            f"mailNickname, usageLocation and the rest its forest's rules flow): {each}",
+        )
+    ]
+
+
+def _leaving_notices(per_kind, leaving_users):
     if per_kind is None:
         return [
             Notice(
@@ -512,15 +543,15 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     if not changed:
         return []
     leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
-    kinds, deleting = deletions(server, current, wanted, leaving)
+    kinds, deleting, kept = deletions(server, current, wanted, leaving)
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)
         share = 100.0 * len(leaving) / max(synced, 1)
         if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:
             unsafe.append(f"Too many deletes: {share:.2f}% is over {SCOPE_MAX_PERCENT:.2f}% ({len(leaving)}/{synced} synced users leave the scope); force required")
-    if leaving or kinds:
-        notices += objects_leaving_notices(kinds, leaving)
+    if leaving or kinds or kept:
+        notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors})
     threshold = server.deletion_threshold
     if threshold is not None and deleting > threshold:
         raise PlanError(

@@ -698,7 +698,12 @@ class Lab:
             if in_scope(other) is not None:
                 seen.add(other.object_guid)
                 server.connector_space[other.object_guid] = self.clock
+        # A resource-forest mailbox has no cloud object of its own (its flows go into its
+        # account's person): leaving the scope, it deletes nothing in the cloud, and the
+        # export does not count it against the deletion threshold.
+        mailboxes = {o.object_guid for o in self.ad_objects if o.master_account_sid}
         deletes = [guid for guid in server.connector_space if guid not in seen]
+        counted = [guid for guid in deletes if guid not in mailboxes]
 
         results = []
         for ad in self.ad_connectors():
@@ -709,7 +714,7 @@ class Lab:
         threshold = server.deletion_threshold
         if server.staging_mode:
             results.append(RunResult(aad_name, "Export", "success", started, ended, "staging mode: nothing exported"))
-        elif threshold is not None and len(deletes) > threshold:
+        elif threshold is not None and len(counted) > threshold:
             # The export stops before deleting anything; nothing at all is exported (A10).
             results.append(
                 RunResult(
@@ -718,7 +723,7 @@ class Lab:
                     "stopped-deletion-threshold-exceeded",
                     started,
                     ended,
-                    f"{len(deletes)} deletions exceed the threshold of {threshold}",
+                    f"{len(counted)} deletions exceed the threshold of {threshold}",
                 )
             )
         else:
@@ -727,7 +732,7 @@ class Lab:
                 self._export(user, values, excluded, by_anchor)
             for guid in deletes:
                 self._export_delete(guid, by_anchor)
-            results.append(RunResult(aad_name, "Export", "success", started, ended, f"{len(updates)} updated, {len(deletes)} deleted"))
+            results.append(RunResult(aad_name, "Export", "success", started, ended, f"{len(updates)} updated, {len(counted)} deleted"))
             if full:
                 server.next_policy = SyncPolicy.DELTA
         server.run_history.extend(results)
