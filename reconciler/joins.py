@@ -39,6 +39,12 @@ class Joins:
     metaverse: dict
     #: Metaverse object id -> ((connector identifier, object type, DN), ...) of every object joined to it.
     members: dict
+    #: DN keys of persons listed as connectors but without a metaverse id (unknown joins).
+    unjoined: frozenset = frozenset()
+
+    def unjoined_object(self, distinguished_name):
+        """Whether ``distinguished_name`` is a connector whose metaverse id was not given."""
+        return dn_key(distinguished_name) in self.unjoined
 
     def of(self, distinguished_name):
         """``((connector identifier, object type), ...)`` joined to the metaverse object of the
@@ -95,15 +101,18 @@ def survey(entries, counts=True, joins=False):
     unless asked for."""
     if entries is None:
         return None, None
-    metaverse, members = {}, {}
+    metaverse, members, unjoined = {}, {}, set()
 
     def joined():
         for connector, name, object_type, is_connector, mv in entries:
             if not is_connector:
                 continue
-            if joins and mv and object_type.lower() in PERSONS:
-                metaverse[dn_key(name)] = mv
-                members.setdefault(mv, []).append((connector, object_type, name))
+            if joins and object_type.lower() in PERSONS:
+                if mv:
+                    metaverse[dn_key(name)] = mv
+                    members.setdefault(mv, []).append((connector, object_type, name))
+                else:
+                    unjoined.add(dn_key(name))
             yield connector, name, object_type
 
     if counts:
@@ -112,4 +121,4 @@ def survey(entries, counts=True, joins=False):
         found = None
         for _ in joined():
             pass
-    return found, (Joins(metaverse, {mv: tuple(m) for mv, m in members.items()}) if joins else None)
+    return found, (Joins(metaverse, {mv: tuple(m) for mv, m in members.items()}, frozenset(unjoined)) if joins else None)

@@ -246,6 +246,8 @@ class ServerState:
     #: With several AD connectors: which connectors' objects are joined into each metaverse
     #: object (a :class:`reconciler.joins.Joins`); None: not read, or could not be.
     joins: Optional[object] = field(default=None, eq=False)
+    #: Why the connector space could not be read (the provider's error, scrubbed), or None.
+    connector_space_error: Optional[str] = field(default=None, eq=False)
 
     def rules_named(self, name):
         return tuple(r for r in self.rules if r.name == name)

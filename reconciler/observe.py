@@ -8,6 +8,7 @@ from attrs import evolve
 
 from reconciler.joins import survey
 from reconciler.model import Observed
+from reconciler.redact import scrub
 from reconciler.plan import selection_for
 
 
@@ -25,6 +26,8 @@ def observe(target, desired, counts=True):
     # through another forest's object deletes nothing in the cloud.
     want_joins = len(server.connectors_of_kind("AD")) > 1 and (bool(desired.licenses) or want_counts)
     if counts and (want_counts or want_joins):
-        found, joins = survey(target.server.connector_space(joins=want_joins), want_counts, want_joins)
-        server = evolve(server, object_counts=found, joins=joins)
+        entries = target.server.connector_space(joins=want_joins)
+        found, joins = survey(entries, want_counts, want_joins)
+        error = scrub(target.server.connector_space_error) if entries is None and target.server.connector_space_error else None
+        server = evolve(server, object_counts=found, joins=joins, connector_space_error=error)
     return Observed(server=server, tenant=target.tenant.observe(selection_for(desired, server)))

@@ -154,6 +154,8 @@ class Conditions:
     #: :class:`reconciler.joins.Joins`), which tell the connectors whose objects share a
     #: user's metaverse object; None: not read, or could not be (the cautious answer).
     joins: Optional[object] = None
+    #: Why the connector space could not be read (the provider's error, scrubbed), or None.
+    joins_error: Optional[str] = None
     #: ``ad_connectors`` with their forests' domains worked out once (asked per user).
     forests: Forests = field(default=Factory(lambda self: Forests(self.ad_connectors), takes_self=True), eq=False)
 
@@ -213,9 +215,13 @@ class Conditions:
                 why = _why_for(by_connector.get(_known(connector, names, by_connector), {}), joined_type)
                 if why:
                     name = names.get(connector.lower(), connector)
-                    return "guid-stays-joined", f"its metaverse object is joined with a {joined_type} object of {name} (seen in the connector space), and {name}'s rules bring msExchMailboxGuid: {why}"
+                    return (
+                        "guid-stays-joined",
+                        f"the metaverse person is joined with a {joined_type} object of {name} (seen in the connector space), and {name}'s rules bring "
+                        f"msExchMailboxGuid: {why}; to license, replace the rule on {name}'s connector too (connector = \"{name}\", or connector = \"all-ad\")",
+                    )
             return None
-        unknown = "the connector space could not be read" if self.joins is None else "its AD object was not found in the connector space"
+        unknown = self._why_unknown(on_prem_dn)
         for ad in self.ad_connectors:
             if ad.identifier == owner.identifier:
                 continue
@@ -223,10 +229,17 @@ class Conditions:
             if why:
                 return (
                     "guid-may-stay",
-                    f"whether a {ad.name} object is joined into its metaverse object is unknown ({unknown}), and {ad.name}'s rules still bring "
-                    f"msExchMailboxGuid ({why}): it may still reach the cloud from there (an account/resource-forest join), so no licence is spent on it",
+                    f"whether a {ad.name} object is joined into the metaverse person is unknown ({unknown}), and {ad.name}'s rules still bring "
+                    f"msExchMailboxGuid ({why}): it may still reach the cloud from there (an account/resource-forest join), so no licence is spent",
                 )
         return None
+
+    def _why_unknown(self, on_prem_dn):
+        if self.joins is None:
+            return "the connector space could not be read" + (f": {self.joins_error}" if self.joins_error else "")
+        if self.joins.unjoined_object(on_prem_dn):
+            return "its AD object is a connector in the connector space but carries no metaverse id (ConnectedMVObjectId)"
+        return "its AD object was not found in the connector space"
 
     def usage_location_lost(self, object_type):
         """The rules whose disabling stops usageLocation for ``object_type`` ("" if it keeps flowing)."""
@@ -276,6 +289,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         guid_returns_by_connector=returns,
         ad_connectors=tuple(ads) if by_connector else (),
         joins=server.joins if by_connector else None,
+        joins_error=server.connector_space_error if by_connector else None,
     )
 
 
@@ -385,7 +399,30 @@ def predict(desired, tenant, cond, coming_back=(), reviewed=None):
         notices.append(Notice(Level.WARNING, "lab-assumption-reprocess", REPROCESS_ASSUMPTION))
     if cond.joins is not None:
         notices.append(_joins_notice(cond.joins))
+        notices += _joined_objects_notice(outcomes, tenant, coming_back, cond)
     return tuple(outcomes), tuple(notices) + outcome_notices(outcomes)
+
+
+def _joined_objects_notice(outcomes, tenant, coming_back, cond):
+    """Which object of another forest keeps each guid-stays-joined user from its licence
+    (its DN, for the reviewer to check), one notice for them all."""
+    held = {o.upn.lower() for o in outcomes if o.code == "guid-stays-joined"}
+    if not held:
+        return []
+    names = {c.identifier.lower(): c.name for c in cond.ad_connectors}
+    lines = []
+    for user in sorted((u for u in (*tenant.users, *coming_back) if u.upn.lower() in held), key=lambda u: u.upn.lower()):
+        owner = cond.forests.owner(user.on_prem_dn, strict=False) if user.on_prem_dn else None
+        others = [
+            f"{d} ({names.get(c.lower(), c)})"
+            for c, _t, d in (cond.joins.joined(user.on_prem_dn) or ())
+            if owner is None or c.lower() != owner.identifier.lower()
+        ]
+        if others:
+            lines.append(f"{user.upn} -> {', '.join(others)}")
+    if not lines:
+        return []
+    return [Notice(Level.INFO, "guid-joined-objects", f"the objects of other forests joined into each person whose GUID stays: {'; '.join(lines)}")]
 
 
 def _joins_notice(joins):

@@ -85,6 +85,9 @@ class ServerProvider(_Provider):
         (the read failed, or this provider cannot read it)."""
         return None
 
+    #: Why the last :meth:`connector_space` read failed (said in the plan, free of secrets), or None.
+    connector_space_error = None
+
     def count_objects(self):
         """The AD connectors' objects per container and type (a tuple of
         :class:`~reconciler.model.ObjectCount`), read only for a plan that changes the

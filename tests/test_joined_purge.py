@@ -78,5 +78,5 @@ def test_a_user_purged_by_an_earlier_apply_still_asks_the_joined_connectors():
         outcomes = {o.upn: o for o in predict(desired, observed.tenant, cond)[0]}
         for upn in LINKED:
             assert outcomes[upn].verdict not in ACTS and outcomes[upn].code == "guid-stays-joined", (how, outcomes[upn])
-            assert outcomes[upn].reason.startswith("re-created, but its metaverse object is joined with a user object of fabrikam.com")
+            assert outcomes[upn].reason.startswith("re-created, but the metaverse person is joined with a user object of fabrikam.com")
         assert outcomes["user08@contoso.com"].code != "guid-stays-joined"

@@ -218,6 +218,8 @@ def test_a_connector_space_read_that_ends_early_is_unknown_not_no_join(served, m
     outcomes = _outcomes(build_plan(_for("contoso.com"), observe(Target(server, LabTenant(lab)), _for("contoso.com")), "lab"))
     for upn in LINKED:
         assert outcomes[upn].verdict not in ACTS and outcomes[upn].code == "guid-may-stay", outcomes[upn]
+    # The provider's reason is kept in the plan (review 4, F6), so the operator can fix the read.
+    assert "but Get-ADSyncConnectorStatistics counts" in outcomes["user04@contoso.com"].reason
     assert server.connector_space(joins=True) is None
     assert any("Get-ADSyncConnectorStatistics -ConnectorName 'contoso.com'" in s for s in endpoint.scripts)
 

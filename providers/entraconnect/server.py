@@ -110,11 +110,13 @@ class PsrpServer(ServerProvider):
         if self._connectors is None:
             self.observe()
         entries = []
+        self.connector_space_error = None
         try:
             for connector in (c for c in self._connectors if c.kind == "AD"):
                 entries += self._complete(connector, self._connector_space_of(connector.identifier, joins))
-        except ProviderError:
-            return None  # unknown: the plan says it could not count them
+        except ProviderError as exc:
+            self.connector_space_error = str(exc)
+            return None  # unknown: the plan says it could not count them, and why
         return entries
 
     def _connector_space_of(self, identifier, joins):
