@@ -22,7 +22,7 @@ from reconciler.errors import PlanError
 from reconciler.forests import Forests
 from reconciler.model import GUID_ATTRIBUTE, Direction, MailboxState, UserRef
 from reconciler.provider import UserSelection
-from reconciler.rules import guid_flow, object_types
+from reconciler.rules import guid_flow, joined_guid_flow, object_types
 from reconciler.steps import Level, Notice
 
 USAGE_LOCATION = "usageLocation"
@@ -149,6 +149,11 @@ class Conditions:
     #: still flow msExchMailboxGuid after the plan and the export does not exclude it, so it
     #: comes back even to a purged and re-created person joined with that connector's object.
     guid_returns_by_connector: dict = field(factory=dict)
+    #: With several AD connectors: connector identifier -> (its rules now, after the plan), for
+    #: a person joined from several forests, whose rules compete in one precedence order.
+    rules_by_connector: dict = field(factory=dict, eq=False)
+    #: msExchMailboxGuid excluded from export (now, after the plan).
+    guid_excluded: tuple = (False, False)
     ad_connectors: tuple = ()
     #: With several AD connectors: the joins observed in the connector spaces (a
     #: :class:`reconciler.joins.Joins`), which tell the connectors whose objects share a
@@ -180,10 +185,38 @@ class Conditions:
             owner = self.forests.owner(on_prem_dn, strict=False)
             if owner is not None:
                 source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays)
+                members = self.joins.of(on_prem_dn) if self.joins is not None else None
+                if members is not None and len({c.lower() for c, _t in members}) > 1:
+                    return self._merged_verdict(owner, members)
         own = _why_for(source, object_type)
         if own or owner is None:
             return ("guid-stays", own) if own else None
         return self._joined_verdict(owner, object_type, on_prem_dn, self.guid_stays_by_connector)
+
+    def _merged_verdict(self, owner, members):
+        """A person joined from several forests: every joined object's connector's rules in
+        one precedence order, as the sync engine orders them (domain-facts A4/A5)."""
+        names = {c.identifier.lower(): c.name for c in self.ad_connectors}
+        by_id = {k.lower(): v for k, v in self.rules_by_connector.items()}
+        now = [(by_id.get(c.lower(), ((), ()))[0], t) for c, t in members]
+        after = [(by_id.get(c.lower(), ((), ()))[1], t) for c, t in members]
+        text, flows = joined_guid_flow(after)
+        _excluded_now, excluded_after = self.guid_excluded
+        if excluded_after:
+            now_text, now_flows = joined_guid_flow(now)
+            if not now_flows:
+                return None
+            text, flows = f"msExchMailboxGuid is excluded from export, and the value already in Entra ID stays ({now_text})", True
+        if not flows:
+            return None
+        others = sorted({(names.get(c.lower(), c), t) for c, t in members if c.lower() != owner.identifier.lower()})
+        joined = " and ".join(f"a {t} object of {name}" for name, t in others)
+        where = " and ".join(f"{name}'s" for name in dict.fromkeys(name for name, _t in others))
+        return (
+            "guid-stays-joined",
+            f"the metaverse person is joined with {joined} (seen in the connector space), and the rules of every joined connector, in one precedence "
+            f"order, bring msExchMailboxGuid: {text}; to license, stop it on {where} connector too (connector = \"all-ad\")",
+        )
 
     def guid_returns(self, object_type, on_prem_dn=None):
         """``(code, reason)`` when msExchMailboxGuid comes back to a user purged and re-created
@@ -270,10 +303,11 @@ def _known(connector, names, by_connector):
 def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_since, recreated=frozenset(), before_purge=None, guid_gone=frozenset()):
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
     ads = server.connectors_of_kind("AD")
-    by_connector, returns = {}, {}
+    by_connector, returns, rules = {}, {}, {}
     if len(ads) > 1:
         for ad in ads:
             mine = lambda rules: tuple(r for r in rules if r.connector.lower() == ad.identifier.lower())  # noqa: E731
+            rules[ad.identifier] = (mine(server.rules), mine(predicted_rules))
             by_connector[ad.identifier] = _guid_stays(server, mine(server.rules), mine(predicted_rules), excluded_after)
             returns[ad.identifier] = _guid_returns(server, mine(predicted_rules), excluded_after)
     return Conditions(
@@ -287,6 +321,8 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         guid_gone=frozenset(guid_gone),
         guid_stays_by_connector=by_connector,
         guid_returns_by_connector=returns,
+        rules_by_connector=rules,
+        guid_excluded=(_excludes_guid(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes), _excludes_guid(excluded_after)),
         ad_connectors=tuple(ads) if by_connector else (),
         joins=server.joins if by_connector else None,
         joins_error=server.connector_space_error if by_connector else None,
@@ -315,6 +351,10 @@ def _guid_stays(server, rules_now, rules_after, excluded_after):
                 "only users purged and re-created lose it ([purge], Solution 2)"
             )
     return stays
+
+
+def _excludes_guid(attributes):
+    return GUID_ATTRIBUTE.lower() in {a.lower() for a in attributes}
 
 
 def _guid_returns(server, rules_after, excluded_after):

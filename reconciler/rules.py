@@ -83,10 +83,24 @@ def _of_connector(rules, connector):
 
 
 def _guid_rule_flow(rules, object_type):
-    chain = sorted(
-        (r for r in rules if not r.disabled and r.direction is Direction.INBOUND and r.source_object_type == object_type and r.flows_to(GUID_ATTRIBUTE)),
-        key=lambda r: r.precedence,
-    )
+    return _guid_chain_flow(_guid_rules(rules, object_type))
+
+
+def _guid_rules(rules, object_type):
+    return [r for r in rules if not r.disabled and r.direction is Direction.INBOUND and r.source_object_type == object_type and r.flows_to(GUID_ATTRIBUTE)]
+
+
+def joined_guid_flow(members):
+    """``(text, flows)`` of msExchMailboxGuid for an existing metaverse person joined from
+    several objects: ``members`` holds ``(rules of the object's connector, its object type)``
+    each. The rules of every joined object compete in one precedence order, which is one
+    number space across every connector (domain-facts A4/A5): an AuthoritativeNull of one
+    connector stops a lower rule of another."""
+    return _guid_chain_flow([r for rules, object_type in members for r in _guid_rules(rules, object_type)])
+
+
+def _guid_chain_flow(candidates):
+    chain = sorted(candidates, key=lambda r: r.precedence)
     passed = []
     for rule in chain:
         flow = rule.flows_to(GUID_ATTRIBUTE)[0]
