@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from attrs import evolve, frozen
 
+from reconciler.forests import Forests
 from reconciler.joins import survey
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, Observed, SyncPolicy
 from reconciler.operations import AddGroupMembers, AssignLicense, RemoveLicense, RemoveRule, ReprocessLicences, RunSyncCycle, SetScheduler, UpdateRule
@@ -146,11 +147,33 @@ def _guid_items(desired, observed, plan):
             continue
         key = f"guid/{flow.connector}/{flow.object_type}" if flow.connector else f"guid/{flow.object_type}"
         items.append(DriftItem(key, "GUID flows", f"msExchMailboxGuid reaches the cloud for {flow.label} objects: {flow.now}"))
-        users = sorted({o.upn for o in plan.outcomes if o.object_type is None or o.object_type.lower() == flow.object_type.lower()})
+        of_type = [o.upn for o in plan.outcomes if o.object_type is None or o.object_type.lower() == flow.object_type.lower()]
+        users = sorted(set(_reached(flow, of_type, observed)))
         if users:
             when = "will be back in the cloud after the next full sync" if owed else "is in the cloud"
             items.append(DriftItem(key, "GUID in the cloud", f"msExchMailboxGuid {when} for {len(users)} user(s): {', '.join(users)}"))
     return items
+
+
+def _reached(flow, upns, observed):
+    """Those of ``upns`` a flow of one connector (``flow.connector``, with several AD forests)
+    reaches: its forest's users, and those whose person is joined with one of its objects.
+    A user whose forest or joins are unknown counts (the cautious answer)."""
+    if not flow.connector:
+        return upns
+    ads = observed.server.connectors_of_kind("AD")
+    forests, joins = Forests(ads), observed.server.joins
+    names = {c.identifier.lower(): c.name for c in ads}
+    by_upn = {u.upn.lower(): u for u in observed.tenant.users}
+    reached = []
+    for upn in upns:
+        user = by_upn.get(upn.lower())
+        on_prem_dn = getattr(user, "on_prem_dn", None)
+        owner = forests.owner(on_prem_dn, strict=False) if on_prem_dn else None
+        members = joins.of(on_prem_dn) if owner is not None and joins is not None else None
+        if owner is None or owner.name == flow.connector or members is None or any(names.get(c.lower()) == flow.connector for c, _t in members):
+            reached.append(upn)
+    return reached
 
 
 def _unknowns(desired, observed):
