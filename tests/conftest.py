@@ -39,12 +39,16 @@ def pytest_addoption(parser, pluginmanager):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto`` (the config's): a worker per core for the suite or a folder of it, none when
+    """``-n auto`` (the config's): two workers a core for the suite or a folder of it, none when
     only test files or tests are named (``pytest tests/test_x.py -x``): starting the workers
     would cost more than it gains. ``-n 2`` on the command line still distributes those."""
     if config.args and all("::" in arg or arg.endswith(".py") for arg in config.args):
         return 0
-    return None
+    # Two workers a core (at most four more than the cores): most of a served-lab or fault test's
+    # wall time is waiting (polls, lab minutes, leases, the README rehearsal's ten-second polls),
+    # and a second worker on each core runs while the first waits (issue 19: figures in the commit).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(2 * cores, cores + 4)
 
 
 @pytest.fixture(autouse=True)
