@@ -232,3 +232,19 @@ def test_a_complete_connector_space_read_matches_the_connector_statistics(served
         stats = [s for s in endpoint.scripts if f"Get-ADSyncConnectorStatistics -ConnectorName '{connector.name}'" in s]
         assert stats, connector.name
     assert sum(1 for e in entries if e[3]) == sum(1 for c in lab.ad_connectors() for g, _d, _k in lab.connector_space(c.identifier) if lab.metaverse_anchors().get(g, g))
+
+
+@pytest.mark.parametrize("users", [20, 100])
+def test_the_resource_forest_has_three_linked_mailboxes_at_any_size(users):
+    """The 4th to 6th contoso users are linked by position: from 100 users on their sams are
+    "user004".., and picking them by name (user04..) made a lab with no resource forest."""
+    lab = scenario.build("resource-forest", users=users)
+    width = max(2, len(str(users)))
+    wanted = [f"user{i:0{width}d}" for i in (4, 5, 6)]
+    assert [account.sam for _mailbox, account in lab.linked_mailboxes()] == wanted
+    assert all(mailbox.mailbox_guid for mailbox, _account in lab.linked_mailboxes())
+
+
+def test_the_resource_forest_needs_six_users():
+    with pytest.raises(ValueError, match="resource-forest scenario needs at least 6 users"):
+        scenario.build("resource-forest", users=5)

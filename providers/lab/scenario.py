@@ -53,6 +53,10 @@ FABRIKAM_USERS = 3
 #: accounts in contoso carry no Exchange attributes, their linked mailboxes are disabled users
 #: in this OU of fabrikam, joined to the accounts' metaverse persons (msExchMasterAccountSid).
 RESOURCE_OU = "OU=Resources,OU=Fabrikam,DC=fabrikam,DC=com"
+#: The accounts are picked by position (the 4th to 6th contoso user): sams are zero-padded to the
+#: width of ``users`` ("user004" from 100 users on), so a name would match nothing in a big lab.
+LINKED_POSITIONS = slice(3, 6)
+#: Their sams in a lab of fewer than 100 users (the tests' size).
 LINKED_USERS = ("user04", "user05", "user06")
 
 SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed", "two-forest", "resource-forest")
@@ -217,6 +221,8 @@ def build(scenario="default", users=20):
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if users < 4:
         raise ValueError("the default scenario needs at least 4 users")
+    if scenario == "resource-forest" and users < LINKED_POSITIONS.stop:
+        raise ValueError(f"the resource-forest scenario needs at least {LINKED_POSITIONS.stop} users")
     width = max(2, len(str(users)))
     rules = stock_rules()
     connectors = [
@@ -230,6 +236,7 @@ def build(scenario="default", users=20):
     lab = Lab(server=server, scenario=scenario)
 
     ad_users = [_ad_user(i, width, HYBRID_OU) for i in range(1, users + 1)]
+    accounts = ad_users[LINKED_POSITIONS]
     ad_users[6 if users > 6 else users - 1].usage_location = None  # user07 has no msExchUsageLocation
     ad_users.append(_ad_user(1, 2, HYBRID_OU, object_class="inetOrgPerson", prefix="contractor"))
     ad_users += [_ad_user(i, 2, SERVICE_OU, mailbox=False, prefix="svc") for i in (1, 2)]
@@ -242,7 +249,7 @@ def build(scenario="default", users=20):
         lab.ad_objects += _other_objects(FABRIKAM_OU, "fab", FABRIKAM)
         units += FABRIKAM_USERS
     if scenario == "resource-forest":
-        lab.ad_objects += _linked_mailboxes([u for u in ad_users if u.sam in LINKED_USERS])
+        lab.ad_objects += _linked_mailboxes(accounts)
     lab.ad_users = ad_users
 
     # The tenant: one cloud-only admin with a mailbox, and a SKU one unit short.
