@@ -1039,6 +1039,12 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.server.emulator
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        # The Date is the lab time the request arrived at, before its items are read: a batch's
+        # answers are then never older than the "now" a client reads from it. Taken after them, a
+        # mailbox read as not there yet came under a Date saying its window had closed, and was
+        # called absent; in a test the lab runs 600 minutes a real second, so a batch lasts lab
+        # minutes (real Graph answers a batch in milliseconds against windows of minutes).
+        date = emulator.lab_date()
         try:
             reply = emulator.handle(self.command, self.path, self.headers, body)
         except Exception as exc:  # noqa: BLE001 - an emulator bug answers 500, as Graph would
@@ -1047,7 +1053,7 @@ class _Handler(BaseHTTPRequestHandler):
             # The connection goes away without an answer: the client cannot know what happened.
             self.close_connection = True
             return
-        self._date = emulator.lab_date()
+        self._date = date
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         if reply.html is not None:
