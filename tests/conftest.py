@@ -19,10 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 #: shared with other work made the fault and served-lab tests wait (issue 19; those waits were
 #: about a third of their wall time). Same code and assertions: a killed process loses nothing
 #: of what it wrote on either (fsync only matters when the machine itself goes down). Not when the
-#: run names its own place (--basetemp, or PYTEST_DEBUG_TEMPROOT, pytest's variable for this).
-_SHM = "/dev/shm"
-if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.path.isdir(_SHM) and os.access(_SHM, os.W_OK | os.X_OK):
-    os.environ["PYTEST_DEBUG_TEMPROOT"] = _SHM
+#: run names its own place (--basetemp, or PYTEST_DEBUG_TEMPROOT, pytest's variable for this), nor
+#: where the tmpfs is small (a container's default /dev/shm is 64 MiB; a run writes about 45 MB).
+SHM_NEEDS = 1 << 30
+
+
+def roomy_tmpfs(path="/dev/shm", needs=SHM_NEEDS):
+    """``path`` when it is a writable folder with ``needs`` bytes free, else None."""
+    if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+        return None
+    stats = os.statvfs(path)
+    return path if stats.f_bavail * stats.f_frsize >= needs else None
+
+
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ and roomy_tmpfs():
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = roomy_tmpfs()
 EXAMPLE = ROOT / "desired-state" / "example.toml"
 UPGRADE_SAFE = ROOT / "desired-state" / "upgrade-safe.toml"
 
