@@ -2,6 +2,7 @@
 over PSRP carry no ConnectedMVObjectId (about 46% more JSON at 100,000 objects, and one odd
 value refused the whole read), and the joins keep only persons (user, inetOrgPerson)."""
 
+from conftest import ROOT
 from providers.entraconnect import parse
 from providers.lab import scenario
 from providers.lab.provider import LabTarget
@@ -30,3 +31,37 @@ def test_the_joins_keep_only_persons():
     kept = {kind for members in joins.members.values() for _c, kind, _dn in members}
     assert kept == {"user", "inetOrgPerson"}
     assert joins.of(f"CN=user04,{scenario.HYBRID_OU}") is not None
+
+
+def _pages(endpoint):
+    return [s for s in endpoint.scripts if "Get-ADSyncCSObject" in s]
+
+
+def test_planning_licences_with_one_ad_connector_asks_no_metaverse_ids(served):
+    """Where the decision is made (observe): one forest, licences and a scope change planned,
+    the pages sent over PSRP carry no ConnectedMVObjectId (final read D4: the existing tests
+    passed joins=False themselves)."""
+    from reconciler.loader import load_desired
+    from reconciler.observe import observe
+    from reconciler.provider import Target
+    from providers.lab.provider import LabTenant
+
+    lab, endpoint, server = served(scenario.build("default", users=8))
+    desired = load_desired(ROOT / "desired-state" / "rebuild.toml")
+    assert desired.licenses and desired.scope is not None
+    observe(Target(server, LabTenant(lab)), desired)
+    assert _pages(endpoint) and not any("ConnectedMVObjectId" in s for s in _pages(endpoint))
+
+
+def test_planning_licences_with_two_ad_connectors_asks_the_metaverse_ids(served):
+    from reconciler.loader import load_desired
+    from reconciler.observe import observe
+    from reconciler.provider import Target
+    from providers.lab.provider import LabTenant
+
+    lab, endpoint, server = served(scenario.build("two-forest", users=8))
+    desired = load_desired(ROOT / "desired-state" / "two-forests.toml")
+    assert desired.licenses
+    observed = observe(Target(server, LabTenant(lab)), desired)
+    assert any("ConnectedMVObjectId" in s for s in _pages(endpoint))
+    assert observed.server.joins is not None
