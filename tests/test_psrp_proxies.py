@@ -64,3 +64,22 @@ def test_the_environment_is_read_once_per_url(monkeypatch):
     sent = _sent_proxies(["http://sync01.contoso.test:5985/wsman"] * 20)
     assert sent == [{"http": "http://env-proxy.test:3128"}] * 20
     assert calls == ["http://sync01.contoso.test:5985/wsman"]
+
+
+def test_a_served_session_asks_for_no_proxy_again_however_many_scripts_it_runs(served, monkeypatch):
+    """Where the wrapping is switched on (PsrpSession._open), against the served lab: five
+    scripts after the first, several WS-Man requests each, no proxy lookup (final read D5: the tests above
+    call the helper themselves, so dropping it from _open passed them)."""
+    import requests.sessions
+
+    calls = []
+    for module in (requests.utils, requests.sessions):
+        resolve = module.resolve_proxies
+        monkeypatch.setattr(module, "resolve_proxies", lambda *a, _r=resolve, **k: calls.append(a[0].url) or _r(*a, **k))
+    _lab, _endpoint, server = served()
+    assert server.session.invoke("ConvertTo-Json -InputObject 1") == 1  # opens the pool
+    assert calls  # the pool's opening, and the first request after it
+    calls.clear()
+    for _ in range(5):
+        assert server.session.invoke("ConvertTo-Json -InputObject 1") == 1
+    assert calls == []
