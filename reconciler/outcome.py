@@ -220,10 +220,13 @@ class Conditions:
 
     def guid_returns(self, object_type, on_prem_dn=None):
         """``(code, reason)`` when msExchMailboxGuid comes back to a user purged and re-created
-        (a new cloud object), else None: its own connector's flows are what re-creation is for,
-        but a joined object of another AD connector whose rules still flow the GUID brings it
-        into the same metaverse person again (an account/resource-forest join). Unknown joins
-        or an unknown forest: every other connector that flows it counts (the cautious answer)."""
+        (a new cloud object), else None. Re-creation clears the GUID only where the flow into
+        the new object is stopped: its own connector's rules (a replacement, an Apply-once
+        NULL) or the export filter; the stock 'In from AD - User Exchange' flows it into the
+        new object as into the old one. A joined object of another AD connector whose rules
+        still flow the GUID brings it into the same metaverse person too (an account/resource
+        forest join). Unknown joins or an unknown forest: every connector that flows it
+        counts (the cautious answer)."""
         if not any(self.guid_returns_by_connector.values()):
             return None
         owner = self.forests.owner(on_prem_dn, strict=False) if on_prem_dn else None
@@ -233,8 +236,35 @@ class Conditions:
                 if why:
                     return "guid-may-stay", f"re-created, but its forest is not known and {ad.name}'s rules still bring msExchMailboxGuid ({why})"
             return None
+        members = self.joins.of(on_prem_dn) if self.joins is not None else None
+        if members is not None and len({c.lower() for c, _t in members}) > 1:
+            return self._merged_returns(owner, members)
+        own = _why_for(self.guid_returns_by_connector.get(owner.identifier, {}), object_type)
+        if own:
+            return "guid-stays", f"re-created, but its own forest's rules still bring msExchMailboxGuid to the new object ({own})"
+        if len(self.ad_connectors) < 2:
+            return None
         found = self._joined_verdict(owner, object_type, on_prem_dn, self.guid_returns_by_connector)
         return None if found is None else (found[0], f"re-created, but {found[1]}")
+
+    def _merged_returns(self, owner, members):
+        """A re-created person joined from several forests: the rules of every joined
+        connector after the plan, in one precedence order, unless the export leaves it out."""
+        if self.guid_excluded[1]:
+            return None
+        if self.staging:
+            return "staging-mode", "the server is in staging mode: it exports nothing, so msExchMailboxGuid stays in the cloud"
+        names = {c.identifier.lower(): c.name for c in self.ad_connectors}
+        by_id = {k.lower(): v for k, v in self.rules_by_connector.items()}
+        text, flows = joined_guid_flow([(by_id.get(c.lower(), ((), ()))[1], t) for c, t in members])
+        if not flows:
+            return None
+        joined = " and ".join(sorted({f"a {t} object of {names.get(c.lower(), c)}" for c, t in members if c.lower() != owner.identifier.lower()}))
+        return (
+            "guid-stays-joined",
+            f"re-created, but the metaverse person is joined with {joined} (seen in the connector space), and the rules of every joined connector, "
+            f"in one precedence order, bring msExchMailboxGuid: {text}",
+        )
 
     def _joined_verdict(self, owner, object_type, on_prem_dn, by_connector):
         """The other connectors' say (``by_connector``: connector -> {object type: why the GUID
@@ -304,6 +334,9 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
     """The :class:`Conditions` a plan leaves; ``server`` as observed before it."""
     ads = server.connectors_of_kind("AD")
     by_connector, returns, rules = {}, {}, {}
+    if len(ads) == 1:
+        # One forest: every rule is its connector's (the re-created user meets them all).
+        returns[ads[0].identifier] = _guid_returns(server, predicted_rules, excluded_after)
     if len(ads) > 1:
         for ad in ads:
             mine = lambda rules: tuple(r for r in rules if r.connector.lower() == ad.identifier.lower())  # noqa: E731
@@ -323,7 +356,7 @@ def conditions(server, predicted_rules, excluded_after, sync_planned, cleared_si
         guid_returns_by_connector=returns,
         rules_by_connector=rules,
         guid_excluded=(_excludes_guid(a for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes), _excludes_guid(excluded_after)),
-        ad_connectors=tuple(ads) if by_connector else (),
+        ad_connectors=tuple(ads) if by_connector or returns else (),
         joins=server.joins if by_connector else None,
         joins_error=server.connector_space_error if by_connector else None,
     )

@@ -104,7 +104,7 @@ def _rules_preview(desired, server):
     """The :class:`Conditions` of the rules and export filter this plan leaves, worked out
     before the purge (which needs them: a purge that gains nothing is not planned). The
     rule steps themselves are planned again after it, with their notices."""
-    if desired.purge is None or len(server.connectors_of_kind("AD")) < 2:
+    if desired.purge is None:
         return None
     builder = _Builder(server.rules)
     for spec in desired.rules:

@@ -86,8 +86,8 @@ def plan_purge(desired, observed, builder, notices, unsafe, cond=None):
     """Solution 2's destructive half: which users to hard-delete, and how they get to the recycle bin.
 
     ``cond``: the :class:`reconciler.outcome.Conditions` the plan's rules and export leave
-    (with several AD forests: whether msExchMailboxGuid comes back to a re-created person
-    through a joined object of another forest, which makes its purge gain nothing)."""
+    (whether msExchMailboxGuid comes back to a re-created person, through its own forest's
+    rules or a joined object of another forest, which makes its purge gain nothing)."""
     purge = desired.purge
     if purge is None:
         return None
@@ -341,16 +341,18 @@ def _risk(user, tenant, guid_clear):
 
 def _comes_back(user, cond):
     """Why purging ``user`` gains nothing because msExchMailboxGuid comes back to the
-    re-created person from another forest's joined object (None: it does not, or one forest)."""
+    re-created user: its own forest's rules still flow it into the new object, or another
+    forest's joined object brings it (None: it does not)."""
     back = cond.guid_returns(getattr(user, "object_type", None), user.on_prem_dn) if cond is not None else None
     if back is None:
         return None
     code, why = back
-    certainty = "comes back" if code == "guid-stays-joined" else "may come back"
+    certainty = "may come back" if code == "guid-may-stay" else "comes back"
+    where = "from its own forest" if code == "guid-stays" else "from another forest"
     return (
-        f"msExchMailboxGuid {certainty} to the re-created person from another forest ({why.removeprefix('re-created, but ')}): "
-        "a rebuild gains nothing there, and no licence is spent on them; replace the rule on that forest's connector too "
-        '(or connector = "all-ad"), or exclude msExchMailboxGuid from export ([export])'
+        f"msExchMailboxGuid {certainty} to the re-created person {where} ({why.removeprefix('re-created, but ')}): "
+        "a rebuild gains nothing, and no licence is spent on them; stop the flow first: replace the rule on every connector that brings it "
+        '(connector = "all-ad" with several forests), or exclude msExchMailboxGuid from export ([export])'
     )
 
 

@@ -1,0 +1,46 @@
+"""Final read A of the core: a purge is planned only where re-creation clears the GUID,
+an unjoined object of another forest is no proof of 'no join', an unknown forest is judged
+per connector, and an account leaving the scope deletes its cloud user."""
+
+from providers.lab import scenario
+from providers.lab.provider import LabTarget
+from reconciler.apply import observe
+from reconciler.loader import loads_desired
+from reconciler.model import SyncPolicy
+from reconciler.plan import build_plan
+
+_NO_STOP = """
+[target]
+kind = "lab"
+[scheduler]
+sync_cycle_enabled = true
+[scope]
+included = ["OU=Corp,DC=contoso,DC=com"]
+excluded = []
+[purge]
+ous = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]
+max_count = 25
+[[licenses]]
+sku = "ENTERPRISEPACK"
+ous = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]
+"""
+
+
+def _plan(lab, text):
+    desired = loads_desired(text, "p.toml")
+    return build_plan(desired, observe(LabTarget(lab), desired), "lab")
+
+
+def test_no_purge_when_the_own_forest_still_sends_the_guid():
+    """A2: users in the recycle bin, no rule change and no export exclusion: the stock rule
+    flows msExchMailboxGuid into the re-created object, so the purge gains nothing."""
+    lab = scenario.build("default")
+    lab.set_deletion_threshold(1000)
+    ad = lab.ad_connector()
+    lab.set_container_scope(ad.included_containers, (*ad.excluded_containers, scenario.HYBRID_OU), connector=ad.identifier)
+    lab.run_cycle(SyncPolicy.INITIAL)
+    plan = _plan(lab, _NO_STOP)
+    assert not [s for s in plan.steps if s.id == "purge"]
+    assert not [o for o in plan.outcomes if o.verdict.value in ("assign", "relicense", "reprocess")]
+    kept = [n for n in plan.notices if n.code == "purge-kept"]
+    assert kept and "user04@contoso.com" in kept[0].message and "from its own forest" in kept[0].message
