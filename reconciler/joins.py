@@ -41,6 +41,9 @@ class Joins:
     members: dict
     #: DN keys of persons listed as connectors but without a metaverse id (unknown joins).
     unjoined: frozenset = frozenset()
+    #: ``(connector identifier, object type)`` of those persons: each may be joined into any
+    #: person that has no object of that connector yet (its partner is unknown).
+    loose: frozenset = frozenset()
 
     def unjoined_object(self, distinguished_name):
         """Whether ``distinguished_name`` is a connector whose metaverse id was not given."""
@@ -101,7 +104,7 @@ def survey(entries, counts=True, joins=False):
     unless asked for."""
     if entries is None:
         return None, None
-    metaverse, members, unjoined = {}, {}, set()
+    metaverse, members, unjoined, loose = {}, {}, set(), set()
 
     def joined():
         for connector, name, object_type, is_connector, mv in entries:
@@ -113,6 +116,7 @@ def survey(entries, counts=True, joins=False):
                     members.setdefault(mv, []).append((connector, object_type, name))
                 else:
                     unjoined.add(dn_key(name))
+                    loose.add((connector, object_type))
             yield connector, name, object_type
 
     if counts:
@@ -121,4 +125,4 @@ def survey(entries, counts=True, joins=False):
         found = None
         for _ in joined():
             pass
-    return found, (Joins(metaverse, {mv: tuple(m) for mv, m in members.items()}, frozenset(unjoined)) if joins else None)
+    return found, (Joins(metaverse, {mv: tuple(m) for mv, m in members.items()}, frozenset(unjoined), frozenset(loose)) if joins else None)

@@ -187,7 +187,7 @@ class Conditions:
                 source = self.guid_stays_by_connector.get(owner.identifier, self.guid_stays)
                 members = self.joins.of(on_prem_dn) if self.joins is not None else None
                 if members is not None and len({c.lower() for c, _t in members}) > 1:
-                    return self._merged_verdict(owner, members)
+                    return self._merged_verdict(owner, members) or self._loose_verdict(owner, members, self.guid_stays_by_connector)
         own = _why_for(source, object_type)
         if own or owner is None:
             return ("guid-stays", own) if own else None
@@ -238,7 +238,8 @@ class Conditions:
             return None
         members = self.joins.of(on_prem_dn) if self.joins is not None else None
         if members is not None and len({c.lower() for c, _t in members}) > 1:
-            return self._merged_returns(owner, members)
+            found = self._merged_returns(owner, members) or self._loose_verdict(owner, members, self.guid_returns_by_connector)
+            return found if found is None or found[1].startswith("re-created") else (found[0], f"re-created, but {found[1]}")
         own = _why_for(self.guid_returns_by_connector.get(owner.identifier, {}), object_type)
         if own:
             return "guid-stays", f"re-created, but its own forest's rules still bring msExchMailboxGuid to the new object ({own})"
@@ -283,7 +284,7 @@ class Conditions:
                         f"the metaverse person is joined with a {joined_type} object of {name} (seen in the connector space), and {name}'s rules bring "
                         f"msExchMailboxGuid: {why}; to license, replace the rule on {name}'s connector too (connector = \"{name}\", or connector = \"all-ad\")",
                     )
-            return None
+            return self._loose_verdict(owner, members, by_connector)
         unknown = self._why_unknown(on_prem_dn)
         for ad in self.ad_connectors:
             if ad.identifier == owner.identifier:
@@ -294,6 +295,27 @@ class Conditions:
                     "guid-may-stay",
                     f"whether a {ad.name} object is joined into the metaverse person is unknown ({unknown}), and {ad.name}'s rules still bring "
                     f"msExchMailboxGuid ({why}): it may still reach the cloud from there (an account/resource-forest join), so no licence is spent",
+                )
+        return None
+
+    def _loose_verdict(self, owner, members, by_connector):
+        """A person object of another connector listed without a metaverse id could be this
+        user's partner (a linked mailbox whose join was not given) unless the person already
+        has an object of that connector (one object per connector space joins a person): then
+        that connector's say is unknown, and if its rules bring the GUID, the cautious answer."""
+        names = {c.identifier.lower(): c.name for c in self.ad_connectors}
+        seen = {c.lower() for c, _t in members} | {owner.identifier.lower()}
+        for connector, loose_type in sorted(self.joins.loose):
+            if connector.lower() in seen:
+                continue
+            why = _why_for(by_connector.get(_known(connector, names, by_connector), {}), loose_type)
+            if why:
+                name = names.get(connector.lower(), connector)
+                return (
+                    "guid-may-stay",
+                    f"a {loose_type} object of {name} is listed in the connector space without a metaverse id (ConnectedMVObjectId), so whether it "
+                    f"is joined into this person is unknown, and {name}'s rules still bring msExchMailboxGuid ({why}): it may still reach the cloud "
+                    "from there (an account/resource-forest join), so no licence is spent",
                 )
         return None
 

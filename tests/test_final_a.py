@@ -44,3 +44,25 @@ def test_no_purge_when_the_own_forest_still_sends_the_guid():
     assert not [o for o in plan.outcomes if o.verdict.value in ("assign", "relicense", "reprocess")]
     kept = [n for n in plan.notices if n.code == "purge-kept"]
     assert kept and "user04@contoso.com" in kept[0].message and "from its own forest" in kept[0].message
+
+
+def test_a_linked_mailbox_listed_without_a_metaverse_id_makes_its_forest_unknown(monkeypatch):
+    """A3: fabrikam's linked mailbox of user04 is a connector whose ConnectedMVObjectId did not
+    come: it may be user04's partner, and fabrikam's stock rule still brings the GUID, so user04
+    is not licensed on the guess that it is single-forest."""
+    from conftest import EXAMPLE
+
+    lab = scenario.build("resource-forest")
+    target = LabTarget(lab)
+    original = type(target.server).connector_space
+
+    def without_id(self, joins=False):
+        for connector, name, kind, is_connector, mv in original(self, joins):
+            yield connector, name, kind, is_connector, ("" if "user04,ou=resources" in name.lower() else mv)
+
+    monkeypatch.setattr(type(target.server), "connector_space", without_id)
+    text = EXAMPLE.read_text().replace('kind = "replacement"\n', 'kind = "replacement"\nconnector = "contoso.com"\n')
+    out = {o.upn: o for o in _plan(lab, text).outcomes}
+    assert out["user04@contoso.com"].verdict.value == "not licensed", out["user04@contoso.com"]
+    assert out["user04@contoso.com"].code == "guid-may-stay" and "without a metaverse id" in out["user04@contoso.com"].reason
+    assert out["user05@contoso.com"].code == "guid-stays-joined"
