@@ -174,7 +174,8 @@ class Conditions:
         ``object_type``, else None.
 
         ``on_prem_dn``: the user's AD object, which tells its connector where there are
-        several; without it, every connector's rules count (the cautious answer). With
+        several; without it (or when its domain names no single connector), each connector is
+        judged on its own rules and any that still brings the GUID counts (the cautious answer). With
         several, the GUID is gone only if every connector whose objects are joined into the
         user's metaverse object stops it (an account/resource topology joins a user's account
         and its mailbox object of another forest into one person); where the joins are not
@@ -188,10 +189,26 @@ class Conditions:
                 members = self.joins.of(on_prem_dn) if self.joins is not None else None
                 if members is not None and len({c.lower() for c, _t in members}) > 1:
                     return self._merged_verdict(owner, members) or self._loose_verdict(owner, members, self.guid_stays_by_connector)
+        if owner is None and self.guid_stays_by_connector:
+            return self._unknown_forest_verdict(object_type)
         own = _why_for(source, object_type)
         if own or owner is None:
             return ("guid-stays", own) if own else None
         return self._joined_verdict(owner, object_type, on_prem_dn, self.guid_stays_by_connector)
+
+    def _unknown_forest_verdict(self, object_type):
+        """A user whose forest is not known, with several AD connectors: each connector judged
+        on its own rules (an object meets only its forest's rules: one forest's AuthoritativeNull
+        does not stop another's flow), the GUID stays if any of them still brings it."""
+        for ad in self.ad_connectors:
+            why = _why_for(self.guid_stays_by_connector.get(ad.identifier, {}), object_type)
+            if why:
+                return (
+                    "guid-may-stay",
+                    f"its forest is not known (no onPremisesDistinguishedName, or its domain names no single AD connector), and {ad.name}'s rules "
+                    f"still bring msExchMailboxGuid: {why}",
+                )
+        return None
 
     def _merged_verdict(self, owner, members):
         """A person joined from several forests: every joined object's connector's rules in

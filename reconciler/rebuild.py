@@ -374,7 +374,7 @@ def guid_already_clear(server):
     """
     if GUID_ATTRIBUTE.lower() in {a.lower() for c in server.connectors_of_kind("AAD") for a in c.excluded_attributes}:
         return False
-    if any(g.flows_now for g in guid_report(server.rules, server.rules)):
+    if any(g.flows_now for g in guid_report(server.rules, server.rules, ad_connectors=server.connectors_of_kind("AD"))):
         return False
     if server.scheduler.next_policy is SyncPolicy.INITIAL:
         return False

@@ -66,3 +66,28 @@ def test_a_linked_mailbox_listed_without_a_metaverse_id_makes_its_forest_unknown
     assert out["user04@contoso.com"].verdict.value == "not licensed", out["user04@contoso.com"]
     assert out["user04@contoso.com"].code == "guid-may-stay" and "without a metaverse id" in out["user04@contoso.com"].reason
     assert out["user05@contoso.com"].code == "guid-stays-joined"
+
+
+def test_an_unknown_forest_is_judged_per_connector():
+    """A4: contoso's AuthoritativeNull at 90 does not stop fabrikam's stock rule for a fabrikam
+    object: a user whose forest is not known (no onPremisesDistinguishedName) is not licensed
+    while any connector, on its own rules, still brings msExchMailboxGuid."""
+    from attrs import evolve
+
+    from conftest import ROOT
+
+    lab = scenario.build("two-forest")
+    target = LabTarget(lab)
+    text = (ROOT / "desired-state" / "upgrade-safe.toml").read_text().replace('link_type = "Join"\n', 'link_type = "Join"\nconnector = "contoso.com"\n')
+    first = observe(target, loads_desired(text, "p.toml"))
+    fab = [u.upn for u in first.tenant.users if u.on_prem_dn and "fabrikam" in u.on_prem_dn.lower()][:3]
+    con = [u.upn for u in first.tenant.users if u.on_prem_dn and "hybridusers" in u.on_prem_dn.lower()][3:5]
+    text = text.split("[[licenses]]")[0] + '[[licenses]]\nsku = "ENTERPRISEPACK"\nusers = [' + ", ".join(f'"{u}"' for u in fab + con) + "]\n"
+    desired = loads_desired(text, "p.toml")
+    observed = observe(target, desired)
+    with_dn = {o.upn: o for o in build_plan(desired, observed, "lab").outcomes}
+    assert all(with_dn[u].verdict.value not in ("assign", "relicense", "reprocess") for u in fab)
+    observed = evolve(observed, tenant=evolve(observed.tenant, users=tuple(evolve(u, on_prem_dn=None) for u in observed.tenant.users)))
+    stripped = {o.upn: o for o in build_plan(desired, observed, "lab").outcomes}
+    assert all(stripped[u].verdict.value not in ("assign", "relicense", "reprocess") for u in fab + con), [(u, stripped[u].verdict) for u in fab + con]
+    assert all(stripped[u].code == "guid-may-stay" and "fabrikam.com's rules" in stripped[u].reason for u in fab + con)
