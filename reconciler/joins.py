@@ -72,13 +72,16 @@ def _in(member, scopes):
     return scope is not None and dn.in_scope(member[2], *scope)
 
 
-def staying(joins, now, wanted):
+def staying(joins, now, wanted, anchors=frozenset()):
     """``((object, joined object), ...)``, each a ``(connector identifier, object type, DN)``:
     the objects a scope change from ``now`` to ``wanted`` (each ``{connector id: (included,
     excluded)}``) takes out of sync whose metaverse person stays, joined with an object of
     another connector that stays in scope (a linked mailbox of a resource forest and its
     account). The export deletes no cloud object for them: the person loses what they brought.
-    Empty when the joins are unknown (``joins`` None)."""
+    ``anchors``: DN keys (:func:`dn_key`) of the objects synced cloud users come from (their
+    onPremisesDistinguishedName: the account that brings sourceAnchor and UPN; a linked
+    mailbox brings neither): such an object leaving deletes its cloud user, whatever stays
+    joined. Empty when the joins are unknown (``joins`` None)."""
     if joins is None:
         return ()
     now = {k.lower(): v for k, v in now.items()}
@@ -88,7 +91,7 @@ def staying(joins, now, wanted):
         if len({c.lower() for c, _t, _d in members}) < 2:
             continue
         for member in members:
-            if _in(member, now) and not _in(member, wanted):
+            if _in(member, now) and not _in(member, wanted) and dn_key(member[2]) not in anchors:
                 other = next((m for m in members if m[0].lower() != member[0].lower() and _in(m, wanted)), None)
                 if other is not None:
                     found.append((member, other))

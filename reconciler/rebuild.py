@@ -16,7 +16,7 @@ from attrs import frozen
 from reconciler import dn
 from reconciler.errors import PlanError
 from reconciler.forests import Forests
-from reconciler.joins import staying
+from reconciler.joins import dn_key, staying
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
@@ -194,7 +194,7 @@ def _take_out(desired, server, tenant, refs, builder, notices):
     if pending:
         notices.append(_pending_notice(pending, server))
     config_ids = [builder.add(step) for step in _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving)]
-    kinds, deleting, kept = deletions(server, now, scope_out, leaving)
+    kinds, deleting, kept = deletions(server, now, scope_out, leaving, frozenset(dn_key(u.on_prem_dn) for u in leaving))
     notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors})
     raised, threshold_restore = _raise_threshold(desired, server, deleting, len(leaving), notices)
     if raised is not None:
@@ -389,14 +389,16 @@ def scopes_of(connectors):
     return {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
 
 
-def deletions(server, before, after, leaving):
+def deletions(server, before, after, leaving, anchors=frozenset()):
     """``(objects leaving per kind or None, deletions in all, persons staying)`` of a scope
     change from ``before`` to ``after``: the export counts every deletion, not only users'
     (groups, contacts, devices too), and at least the synced users ``leaving``; an object
     joined with another forest's object that stays in scope deletes nothing in the cloud
-    (:func:`reconciler.joins.staying`, with several AD forests) and is not counted."""
+    (:func:`reconciler.joins.staying`, with several AD forests) and is not counted, unless it
+    is in ``anchors``, the DN keys of the objects the leaving users come from (their accounts:
+    the cloud user is deleted)."""
     kinds = objects_leaving(server, before, after)
-    kept = staying(server.joins, before, after)
+    kept = staying(server.joins, before, after, anchors)
     if kinds is not None:
         for (_connector, object_type, _dn), _other in kept:
             kind = dict(OBJECT_KINDS).get(object_type, "other object(s)")
@@ -544,8 +546,9 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
     changed = [c for c in connectors if not (dn.same_set(current[c.identifier][0], wanted[c.identifier][0]) and dn.same_set(current[c.identifier][1], wanted[c.identifier][1]))]
     if not changed:
         return []
-    leaving = [u.upn for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
-    kinds, deleting, kept = deletions(server, current, wanted, leaving)
+    gone = [u for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
+    leaving = [u.upn for u in gone]
+    kinds, deleting, kept = deletions(server, current, wanted, leaving, frozenset(dn_key(u.on_prem_dn) for u in gone))
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)

@@ -91,3 +91,26 @@ def test_an_unknown_forest_is_judged_per_connector():
     stripped = {o.upn: o for o in build_plan(desired, observed, "lab").outcomes}
     assert all(stripped[u].verdict.value not in ("assign", "relicense", "reprocess") for u in fab + con), [(u, stripped[u].verdict) for u in fab + con]
     assert all(stripped[u].code == "guid-may-stay" and "fabrikam.com's rules" in stripped[u].reason for u in fab + con)
+
+
+def test_an_account_leaving_the_scope_is_a_deletion_though_its_linked_mailbox_stays():
+    """A1: rebuild.toml on the resource forest takes HybridUsers out: user04-06's accounts leave
+    while their fabrikam linked mailboxes stay. The cloud users are deleted (the account brings
+    sourceAnchor and UPN), so the plan counts them against the deletion threshold of 24 (26
+    deletions) instead of saying 'threshold-ok' and 'deletes nothing in the cloud'."""
+    from conftest import ROOT
+
+    from reconciler.errors import PlanError
+
+    lab = scenario.build("resource-forest")
+    lab.set_deletion_threshold(24)
+    text = (ROOT / "desired-state" / "rebuild.toml").read_text()
+    try:
+        plan = _plan(lab, text)
+    except PlanError:
+        return
+    codes = {n.code: n.message for n in plan.notices}
+    assert "threshold-ok" not in codes, codes.get("threshold-ok")
+    assert "rebuild.threshold.raise" in {s.id for s in plan.steps}
+    joined = codes.get("scope-joined-leave", "")
+    assert "HybridUsers" not in joined, joined
