@@ -161,6 +161,8 @@ class Conditions:
     joins: Optional[object] = None
     #: Why the connector space could not be read (the provider's error, scrubbed), or None.
     joins_error: Optional[str] = None
+    #: AD connectors whose scope the plan widens: their objects entering may join a person.
+    entering: frozenset = frozenset()
     #: ``ad_connectors`` with their forests' domains worked out once (asked per user).
     forests: Forests = field(default=Factory(lambda self: Forests(self.ad_connectors), takes_self=True), eq=False)
 
@@ -322,7 +324,9 @@ class Conditions:
         that connector's say is unknown, and if its rules bring the GUID, the cautious answer."""
         names = {c.identifier.lower(): c.name for c in self.ad_connectors}
         seen = {c.lower() for c, _t in members} | {owner.identifier.lower()}
-        for connector, loose_type in sorted(self.joins.loose):
+        unknown = [(c, t, f"a {t} object of {{name}} is listed in the connector space without a metaverse id (ConnectedMVObjectId)") for c, t in sorted(self.joins.loose)]
+        unknown += [(c, t, f"the plan brings {t} objects of {{name}} into the sync scope") for c in sorted(self.entering) for t in ("user", "inetOrgPerson")]
+        for connector, loose_type, what in unknown:
             if connector.lower() in seen:
                 continue
             why = _why_for(by_connector.get(_known(connector, names, by_connector), {}), loose_type)
@@ -330,9 +334,8 @@ class Conditions:
                 name = names.get(connector.lower(), connector)
                 return (
                     "guid-may-stay",
-                    f"a {loose_type} object of {name} is listed in the connector space without a metaverse id (ConnectedMVObjectId), so whether it "
-                    f"is joined into this person is unknown, and {name}'s rules still bring msExchMailboxGuid ({why}): it may still reach the cloud "
-                    "from there (an account/resource-forest join), so no licence is spent",
+                    f"{what.format(name=name)}, so whether one is joined into this person is unknown, and {name}'s rules still bring "
+                    f"msExchMailboxGuid ({why}): it may still reach the cloud from there (an account/resource-forest join), so no licence is spent",
                 )
         return None
 

@@ -25,7 +25,7 @@ from reconciler.provider import UserSelection
 from reconciler.licences import coming_back, license_steps
 from reconciler.outcome import conditions, flow_notices, predict
 from reconciler.recreated import coming_back as owed_back, recreated_since, still_owed
-from reconciler.rebuild import licence_record_notices, plan_export, plan_purge, plan_scope, plan_threshold, purge_selection, restore_steps
+from reconciler.rebuild import entering, licence_record_notices, plan_export, plan_purge, plan_scope, plan_threshold, purge_selection, restore_steps
 from reconciler.rules import check_unique_precedences, guid_report, plan_rule, server_notices
 from reconciler.steps import (  # noqa: F401 - the plan's values, importable from here as before
     PLAN_FORMAT_VERSION,
@@ -206,6 +206,7 @@ def build_plan(desired, observed, target_description="lab", purged=()):
         before_purge={upn.lower(): licences for upn, licences in (*owed, *(rebuild.licences_before if rebuild else ()))},
         guid_gone=frozenset(p.upn.lower() for p in earlier),
     )
+    cond = entering(cond, server, builder, notices)
     if owed:
         for step in restore_steps(owed, observed.tenant, (sync_id,) if sync_id else (), earlier=True):
             builder.add(step)

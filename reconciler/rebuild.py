@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from reconciler import dn
 from reconciler.errors import PlanError
@@ -688,3 +688,36 @@ def licence_record_notices(licences_before, tenant, earlier=False):
             )
         ]
     return [Notice(Level.INFO, "purge-licences", f"licences of the purged users, restored after the re-creation (group licences come back through their group): {'; '.join(held)}")]
+
+
+def entering(cond, server, builder, notices):
+    """``cond`` with the AD connectors whose scope this plan widens (their objects enter the
+    sync): with several forests, a person object entering may join an existing person and
+    bring msExchMailboxGuid from its forest (a linked mailbox coming back), which today's joins
+    cannot show; users whose person has no object of that connector yet get the cautious answer."""
+    if cond.joins is None:
+        return cond
+    now = scopes_of(server.connectors_of_kind("AD"))
+    names = {c.identifier: c.name for c in server.connectors_of_kind("AD")}
+    wider = {}
+    for step in builder.steps.values():
+        op = step.operation
+        if not isinstance(op, SetContainerScope) or op.connector not in now or step.id.startswith("rebuild."):
+            continue
+        included, excluded = now[op.connector]
+        new = [c for c in op.included if not _in_scope(c, included, excluded)] + [c for c in excluded if _in_scope(c, op.included, op.excluded)]
+        if new:
+            wider[op.connector] = new
+    if not wider:
+        return cond
+    for identifier, containers in sorted(wider.items()):
+        notices.append(
+            Notice(
+                Level.WARNING,
+                "scope-enters",
+                f"the scope change brings {', '.join(containers)} of {names[identifier]} into the sync: a person object there may join an existing "
+                f"person (a linked mailbox) and bring msExchMailboxGuid back through {names[identifier]}'s rules; users whose person has no "
+                f"{names[identifier]} object yet are not licensed while those rules bring it (plan again after the sync)",
+            )
+        )
+    return evolve(cond, entering=frozenset(wider))

@@ -114,3 +114,22 @@ def test_an_account_leaving_the_scope_is_a_deletion_though_its_linked_mailbox_st
     assert "rebuild.threshold.raise" in {s.id for s in plan.steps}
     joined = codes.get("scope-joined-leave", "")
     assert "HybridUsers" not in joined, joined
+
+
+def test_a_scope_change_that_brings_linked_mailboxes_in_says_the_guid_may_come_back():
+    """A5: fabrikam's Resources OU is out of scope (user04's cloud GUID is gone); a plan whose
+    [scope] brings it back lets user04's linked mailbox join again and bring msExchMailboxGuid:
+    the plan says so and licenses no one on today's joins."""
+    from conftest import EXAMPLE
+
+    lab = scenario.build("resource-forest")
+    fab = next(c for c in lab.ad_connectors() if c.name == "fabrikam.com")
+    lab.set_container_scope(fab.included_containers, (*fab.excluded_containers, scenario.RESOURCE_OU), connector=fab.identifier)
+    lab.run_cycle(SyncPolicy.INITIAL)
+    text = EXAMPLE.read_text().replace('kind = "replacement"\n', 'kind = "replacement"\nconnector = "contoso.com"\n')
+    head, tail = text.split("[[licenses]]", 1)
+    text = head + '[scope]\nincluded = ["OU=Corp,DC=contoso,DC=com", "OU=Fabrikam,DC=fabrikam,DC=com"]\nexcluded = []\n[[licenses]]' + tail
+    plan = _plan(lab, text)
+    user04 = {o.upn: o for o in plan.outcomes}["user04@contoso.com"]
+    assert user04.code == "guid-may-stay" and "into the sync scope" in user04.reason, user04
+    assert any(n.code == "scope-enters" and "fabrikam.com" in n.message for n in plan.notices)
