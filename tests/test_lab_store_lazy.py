@@ -162,3 +162,20 @@ def test_ad_users_laid_out_by_hand_then_changed_are_checkpointed_right(lab, tmp_
     target.close()
     assert not store.changes_path(path).exists()
     assert store.load(path) == world
+
+
+def test_a_user_laid_out_over_two_lines_reads_the_same_wherever_the_blocks_are_cut(tmp_path, keep_open):
+    """Final read C, C1: the lines are read 64 KiB at a time; a user spread over two lines across
+    the cut between two blocks was refused as "cut short" (a valid file), one line earlier or
+    later it was read."""
+    big = scenario.build("default", users=700)
+    lines = store.dumps(big).splitlines(keepends=True)
+    pos, k = len(lines[0]), 1
+    while pos + len(lines[k]) < len(lines[0]) + store_lines._BLOCK - 200:
+        pos, k = pos + len(lines[k]), k + 1
+    for j in range(k - 2, k + 4):
+        spread = list(lines)
+        spread[j] = spread[j].replace('","', '",\n"', 1)
+        path = tmp_path / f"lab{j}.json"
+        path.write_text("".join(spread))
+        assert store.load(path) == big, j

@@ -24,11 +24,14 @@ changed nothing writes nothing. The log is folded into a new lab file when it
 grows past half of the file, and when apply's target closes; readers apply it.
 
 The file is written with one user per line (still one JSON document), so that it
-can be read a line at a time (:mod:`providers.lab.store_lines`): the whole file is
-never in memory, and the AD users, which ``plan`` never reads, are checked but kept
-as their lines until something uses them (a ``list`` that fills itself on first use;
-a save writes the lines back as they were). A file in any other layout (written by
-hand, or by an older syncprep) is read whole, with the same checks.
+can be read a block of lines at a time (:mod:`providers.lab.store_lines`): the whole
+file is never in memory, and the AD users, which ``plan`` never reads, are checked but
+not built until something uses them (a ``list`` that fills itself on first use; a save
+writes their lines back as they were). Until then they are kept as their place in the
+open file, read again from it; where it cannot stay open (Windows) or a change log
+replaced them, as their lines, compressed. A file in any other layout (written by
+hand, or by an older syncprep; even one user over two lines, or two on one line) is
+read whole, with the same checks.
 
 This module is what the rest of syncprep calls: load, save, compact, identity.
 """

@@ -169,15 +169,29 @@ class _Sink:
         return True
 
     def _one_by_one(self, body, offset):
-        """Each line decoded alone: the error names its line and its user. None: not a user a line."""
+        """Each line decoded alone: the error names its line and its user. None: not a user a line.
+
+        A line of the lab file that is not JSON on its own is not a user a line either (a user laid
+        out over two lines, two users on one): the file is then read whole, which reads it if it is
+        valid and otherwise gives the true error. Deciding here by the line, not by the block, keeps
+        the answer the same wherever the 64 KiB blocks are cut (a spread user across a cut was
+        refused as "cut short")."""
         lines = body.split(b"\n")
         if not all(line.endswith(b",") for line in lines[:-1]) or any(line.startswith(b"]") for line in lines):
             return None
+        lines = [line.removesuffix(b",") if i < len(lines) - 1 else line for i, line in enumerate(lines)]
+        if offset is not None and not all(map(_is_json, lines)):
+            return None
         number = self.blocks.line_at(offset)
-        return [
-            decode_user(self.decode_one, line.removesuffix(b",") if i < len(lines) - 1 else line, number + i, self.count + i, self.name, self.source)
-            for i, line in enumerate(lines)
-        ]
+        return [decode_user(self.decode_one, line, number + i, self.count + i, self.name, self.source) for i, line in enumerate(lines)]
+
+
+def _is_json(line, _decode=msgspec.json.Decoder().decode):
+    try:
+        _decode(line)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 class _CloudSink(_Sink):
