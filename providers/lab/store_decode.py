@@ -21,7 +21,7 @@ import msgspec
 
 from reconciler.errors import LabError
 from providers.lab.pwsh_files import check_files
-from providers.lab.world import AD_OBJECT_CLASSES, AD_USER_CLASSES, EPOCH, AdObject, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server
+from providers.lab.world import AD_OBJECT_CLASSES, AD_USER_CLASSES, EPOCH, AdObject, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server, ad_object_problem
 
 FORMAT = "syncprep-lab"
 VERSION = 1
@@ -239,7 +239,7 @@ def build_lab(raw):
         raise Corrupt(validation_detail(exc, "$.lab")) from None
     except (TypeError, ValueError) as exc:
         raise Corrupt(str(exc)) from None
-    problem = check_files(lab.server.files)
+    problem = check_files(lab.server.files) or ad_object_problem(lab.ad_objects)
     if problem is not None:
         raise Corrupt(problem)
     return lab

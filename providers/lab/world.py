@@ -141,6 +141,39 @@ class AdUser:
         return None  # an account: msExchMasterAccountSid is a resource-forest mailbox's
 
 
+def _other_forests(account, mailbox, in_scope):
+    """``account`` if it is under another AD connector than ``mailbox`` (None otherwise).
+
+    A linked mailbox's master account is in another, trusted forest, and the sync engine joins
+    at most one connector-space object of a connector to a metaverse object: a mailbox whose
+    msExchMasterAccountSid names a user of its own forest is not joined to that user's person.
+    Lab assumption: it then stays a disconnector, as while its account is out of scope (the lab
+    does not refuse it at load: the AD users are not built then). Real Exchange does not make
+    such a linked mailbox; what a real server does with one made by hand is not known."""
+    if account is None or in_scope(account).identifier.lower() == in_scope(mailbox).identifier.lower():
+        return None
+    return account
+
+
+def ad_object_problem(ad_objects):
+    """Why the AD objects of a lab file are not what a real directory and sync engine would
+    hold (a key path and the reason), or None. A ``user`` in ``ad_objects`` is a resource-forest
+    mailbox: without msExchMasterAccountSid it would be a user in scope that the lab never
+    provisions (a real server provisions every user in scope; such a user goes in
+    ``ad_users``). A group, contact or computer is never joined into a person (a group's
+    connector-space object joins a group), and the lab simulates none of their flows: the
+    mailbox fields are a resource-forest mailbox's only."""
+    for i, o in enumerate(ad_objects):
+        where = f"$.lab.ad_objects[{i}]"
+        if o.object_class == "user" and not o.master_account_sid:
+            return f"{where}: a user in ad_objects is a resource-forest mailbox and needs master_account_sid (put other users in ad_users)"
+        if o.object_class != "user":
+            extra = [n for n in ("master_account_sid", "mailbox_guid", "mail_nickname", "usage_location") if getattr(o, n) is not None]
+            if extra:
+                return f"{where}: a {o.object_class} has no {extra[0]} in the lab (only a resource-forest mailbox, class user, has)"
+    return None
+
+
 def object_sid(object_guid):
     """An AD object's objectSid, made up from its objectGUID (the lab keeps no SIDs: it needs
     them only to join a resource-forest mailbox to its account)."""
@@ -627,7 +660,7 @@ class Lab:
             return []
         wanted = {o.master_account_sid for o in linked}
         accounts = {sid: u for u in self.ad_users if (sid := u.object_sid) in wanted and in_scope(u) is not None}
-        return [(o, accounts.get(o.master_account_sid)) for o in linked]
+        return [(o, _other_forests(accounts.get(o.master_account_sid), o, in_scope)) for o in linked]
 
     def metaverse_anchors(self):
         """objectGUID of each resource-forest mailbox in scope -> the objectGUID of the account
