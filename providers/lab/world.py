@@ -687,34 +687,52 @@ class Lab:
         return in_scope
 
     def _finish_cycle(self):
+        """The end of a sync cycle: joins, import and synchronization of each AD connector,
+        then the export to Entra ID (or its stop), recorded in the run history."""
         server = self.server
-        cycle = server.cycle
-        server.cycle = None
+        cycle, server.cycle = server.cycle, None
         full = cycle.policy is SyncPolicy.INITIAL
-        started, ended = minute_to_iso(cycle.started_at), minute_to_iso(self.clock)
-        aad_name = self.aad_connector().name
-        rules_by_type = _inbound_rules_by_type(server.rules)
-        several = len(self.ad_connectors()) > 1
-
+        times = (minute_to_iso(cycle.started_at), minute_to_iso(self.clock))
         by_anchor = self._cloud_by_anchor()
-        updates, deletes = [], []
-        seen = set()
         in_scope = self._scope_test()
-        joined = {}  # an account's objectGUID -> the resource-forest mailboxes joined to its person
+        updates, seen = self._synchronize(in_scope, full, by_anchor)
+        deletes, counted = self._import_others(in_scope, seen)
+        results = []
+        for ad in self.ad_connectors():
+            results += [
+                RunResult(ad.name, "Full Import" if full else "Delta Import", "success", *times),
+                RunResult(ad.name, "Full Synchronization" if full else "Delta Synchronization", "success", *times),
+            ]
+        results.append(self._export_or_stop(updates, deletes, counted, full, by_anchor, times))
+        server.run_history.extend(results)
+        self._purge_run_history()
+
+    def _joins(self, in_scope):
+        """``(joined, rejoined)``: an account's objectGUID -> the resource-forest mailboxes
+        joined to its person; and the master SIDs of the mailboxes that entered or left the
+        scope, whose account's person a Delta takes again (what a leaving one brought is recalled)."""
+        joined = {}
         for mailbox, account in self.linked_mailboxes(in_scope):
             if account is not None:
                 joined.setdefault(account.object_guid, []).append(mailbox)
-        # A mailbox that enters or leaves the scope joins or leaves its account's person: a
-        # Delta takes that person again (what it brought is recalled when it leaves).
-        rejoined = {o.master_account_sid for o in self.ad_objects if o.master_account_sid and (in_scope(o) is not None) != (o.object_guid in server.connector_space)}
+        space = self.server.connector_space
+        rejoined = {o.master_account_sid for o in self.ad_objects if o.master_account_sid and (in_scope(o) is not None) != (o.object_guid in space)}
+        return joined, rejoined
+
+    def _synchronize(self, in_scope, full, by_anchor):
+        """``(updates, seen)``: each AD user in scope that the cycle takes, with the values its
+        rules give it (and its joined mailboxes' rules); the objectGUIDs of all users in scope."""
+        rules_by_type = _inbound_rules_by_type(self.server.rules)
+        several = len(self.ad_connectors()) > 1
+        joined, rejoined = self._joins(in_scope)
+        updates, seen = [], set()
         for user in self.ad_users:
             connector = in_scope(user)
             if connector is None:
                 continue
             seen.add(user.object_guid)
-            synced_at = server.connector_space.get(user.object_guid)
             members = joined.get(user.object_guid, ()) if joined else ()
-            if not full and synced_at is not None and user.changed_at < synced_at and not members and not (rejoined and user.object_sid in rejoined):
+            if not full and not members and self._unchanged(user, rejoined):
                 continue  # a Delta leaves unchanged objects as they were
             rules = rules_by_type.get(user.object_class, ())
             if several:
@@ -726,55 +744,56 @@ class Lab:
             # A soft-deleted object that sync brings back is not new: Apply once stays idle.
             values = _evaluate(user, rules, is_new=user.object_guid not in by_anchor, joined=others)
             updates.append((user, values))
+        return updates, seen
+
+    def _unchanged(self, user, rejoined):
+        """Synced before, not changed since, and no mailbox of its joined or left its person."""
+        synced_at = self.server.connector_space.get(user.object_guid)
+        return synced_at is not None and user.changed_at < synced_at and not (rejoined and user.object_sid in rejoined)
+
+    def _import_others(self, in_scope, seen):
+        """Imports the other AD objects in scope; ``(deletes, counted)``: the connector-space
+        objects no longer in scope, and those of them the deletion threshold counts."""
+        space = self.server.connector_space
         for other in self.ad_objects:
             # Groups, contacts and computers: imported while in scope, their flows not simulated.
             if in_scope(other) is not None:
                 seen.add(other.object_guid)
-                server.connector_space[other.object_guid] = self.clock
+                space[other.object_guid] = self.clock
         # A resource-forest mailbox has no cloud object of its own (its flows go into its
         # account's person): leaving the scope, it deletes nothing in the cloud, and the
         # export does not count it against the deletion threshold.
         mailboxes = {o.object_guid for o in self.ad_objects if o.master_account_sid}
-        deletes = [guid for guid in server.connector_space if guid not in seen]
-        counted = [guid for guid in deletes if guid not in mailboxes]
+        deletes = [guid for guid in space if guid not in seen]
+        return deletes, [guid for guid in deletes if guid not in mailboxes]
 
-        results = []
-        for ad in self.ad_connectors():
-            results += [
-                RunResult(ad.name, "Full Import" if full else "Delta Import", "success", started, ended),
-                RunResult(ad.name, "Full Synchronization" if full else "Delta Synchronization", "success", started, ended),
-            ]
+    def _export_or_stop(self, updates, deletes, counted, full, by_anchor, times):
+        """The export to Entra ID, or none (staging mode, deletion threshold): its run result."""
+        server = self.server
+        aad_name = self.aad_connector().name
         threshold = server.deletion_threshold
         if server.staging_mode:
-            results.append(RunResult(aad_name, "Export", "success", started, ended, "staging mode: nothing exported"))
-        elif threshold is not None and len(counted) > threshold:
+            return RunResult(aad_name, "Export", "success", *times, "staging mode: nothing exported")
+        if threshold is not None and len(counted) > threshold:
             # The export stops before deleting anything; nothing at all is exported (A10).
-            results.append(
-                RunResult(
-                    aad_name,
-                    "Export",
-                    "stopped-deletion-threshold-exceeded",
-                    started,
-                    ended,
-                    f"{len(counted)} deletions exceed the threshold of {threshold}",
-                )
-            )
-        else:
-            excluded = set(self.aad_connector().excluded_attributes)
-            for user, values in updates:
-                self._export(user, values, excluded, by_anchor)
-            for guid in deletes:
-                self._export_delete(guid, by_anchor)
-            results.append(RunResult(aad_name, "Export", "success", started, ended, f"{len(updates)} updated, {len(counted)} deleted"))
-            if full:
-                server.next_policy = SyncPolicy.DELTA
-        server.run_history.extend(results)
-        # The scheduler's maintenance purges run history older than PurgeRunHistoryInterval
-        # (7 days by default, A7); the lab also caps it. A cycle's runs stay visible however
-        # many scheduled cycles follow within that time.
+            return RunResult(aad_name, "Export", "stopped-deletion-threshold-exceeded", *times, f"{len(counted)} deletions exceed the threshold of {threshold}")
+        excluded = set(self.aad_connector().excluded_attributes)
+        for user, values in updates:
+            self._export(user, values, excluded, by_anchor)
+        for guid in deletes:
+            self._export_delete(guid, by_anchor)
+        if full:
+            server.next_policy = SyncPolicy.DELTA
+        return RunResult(aad_name, "Export", "success", *times, f"{len(updates)} updated, {len(counted)} deleted")
+
+    def _purge_run_history(self):
+        """The scheduler's maintenance purges run history older than PurgeRunHistoryInterval
+        (7 days by default, A7); the lab also caps it. A cycle's runs stay visible however
+        many scheduled cycles follow within that time."""
+        history = self.server.run_history
         oldest = self.clock - RUN_HISTORY_MINUTES
-        while server.run_history and (len(server.run_history) > RUN_HISTORY_CAP or iso_to_minute(server.run_history[0].started) < oldest):
-            del server.run_history[0]
+        while history and (len(history) > RUN_HISTORY_CAP or iso_to_minute(history[0].started) < oldest):
+            del history[0]
 
     def _cloud_by_anchor(self):
         """Cloud users by immutable id; an active one hides a deleted one."""
