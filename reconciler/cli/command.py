@@ -116,9 +116,12 @@ def _say(err, text):
 
 def _flushed():
     """Whether standard output and error took all that was written to them. One whose reader
-    is gone is pointed at the null device, so that Python's own flush at exit stays silent."""
+    is gone is pointed at the null device, so that Python's own flush at exit stays silent.
+    One closed before the start (``>&-``, pythonw: Python makes it None) held nothing of ours."""
     flushed = True
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
         try:
             stream.flush()
         except BrokenPipeError:
