@@ -120,19 +120,36 @@ def _code(exc):
 RENEW_AGAIN_AFTER = 1.0
 
 
+def renew_options(every):
+    """Per-call options of one lease renewal, made every ``every`` seconds (a third of the lease).
+
+    The clients' defaults suit the journal, not the lease: a renewal whose answer is lost (a kept-alive
+    connection that a NAT or firewall dropped in silence) would wait the SDK's read timeout (60 s)
+    and then once more, 122 s in all, and the lease (15 to 60 s) would lapse meanwhile. So each
+    renewal waits at most a quarter of the period to connect and as long for the answer, is not
+    retried by the client, and the renewer tries it again after RENEW_AGAIN_AFTER: with a 15 s lease,
+    renewals start 5 s after the last one and three can be tried before it runs out (five with 60 s)."""
+    wait = min(CONNECTION_TIMEOUT, max(1.0, every / 4))
+    return {"connection_timeout": wait, "read_timeout": wait, "retry_total": 0}
+
+
 class _Renewer(threading.Thread):
     def __init__(self, lease, every):
         super().__init__(name="syncprep-lease-renewer", daemon=True)
         self.lease = lease
         self.every = every
+        self.options = renew_options(every)
         self.stopped = threading.Event()
         self.lost = None
+
+    def renew_once(self):
+        self.lease.renew(**self.options)
 
     def run(self):
         wait = self.every
         while not self.stopped.wait(wait):
             try:
-                self.lease.renew()
+                self.renew_once()
             except Exception as exc:  # noqa: BLE001 - remembered; the next append fails on its own
                 self.lost = f"{type(exc).__name__}: {_code(exc) or exc}"
                 if _code(exc) in ("LeaseIdMismatchWithLeaseOperation", "LeaseLost", "LeaseNotPresentWithLeaseOperation", "LeaseIsBrokenAndCannotBeRenewed"):
@@ -224,8 +241,9 @@ def client_options():
     (refused, DNS, TLS: ServiceRequestError) is tried once more after about a second, and
     so is a request whose answer was lost (ServiceResponseError); a server that answers
     busy or failing (408, 429, 500, 503...) is worth waiting for, so it gets three retries
-    after about 1, 3 and 5 s. A lease renewal that misses once is tried again by the renewer
-    well before the lease runs out (see _Renewer)."""
+    after about 1, 3 and 5 s. A lease renewal does not use these: it has its own short
+    timeouts and no client retry, and the renewer tries it again soon (see renew_options), so
+    that a renewal whose answer is lost does not outlast the lease."""
     from azure.storage.blob import ExponentialRetry
 
     retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1, retry_connect=1, retry_read=1, retry_status=3)

@@ -188,11 +188,13 @@ class _Counting:
     """A TCP server on loopback that counts the connections made to it and answers each with
     ``reply`` (bytes), or closes it at once (None: for an HTTPS client, no server there)."""
 
-    def __init__(self, reply=None):
+    def __init__(self, reply=None, silent=False):
         import socket
         import threading
 
         self.reply = reply
+        self.silent = silent  # accept, read nothing, answer never (an answer lost on the way)
+        self._held = []
         self.count = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -205,6 +207,9 @@ class _Counting:
             except OSError:
                 return
             self.count += 1
+            if self.silent:
+                self._held.append(conn)
+                continue
             with conn:
                 if self.reply is not None:
                     conn.recv(65536)
@@ -215,6 +220,8 @@ class _Counting:
         return self
 
     def __exit__(self, *exc):
+        for conn in self._held:
+            conn.close()
         self._sock.close()
         return False
 
@@ -300,7 +307,7 @@ def test_a_lease_renewal_that_missed_is_tried_again_soon_not_a_period_later():
     class Lease:
         calls = 0
 
-        def renew(self):
+        def renew(self, **options):
             Lease.calls += 1
             if Lease.calls == 1:
                 raise ServiceRequestError("Connection reset by peer")
@@ -323,3 +330,34 @@ def test_a_lease_renewal_that_missed_is_tried_again_soon_not_a_period_later():
     assert Lease.calls == 3
     assert Stopped.waits == [20.0, RENEW_AGAIN_AFTER, 20.0, 20.0]
     assert renewer.lost is None
+
+
+@pytest.mark.parametrize("lease_seconds", [15, 60])
+def test_a_lease_renewal_whose_answer_never_comes_gives_up_in_time_for_three_tries(lease_seconds):
+    """Final read B, B2: a renewal waited the SDK's read timeout (60 s) twice, 122 s, longer than
+    the lease. Each renewal's own timeouts (not timed here: their sum is checked) leave room for
+    three renewals that got no answer, with the renewer's pauses, before the lease runs out."""
+    from providers.azureblob import RENEW_AGAIN_AFTER, _Renewer
+
+    every = max(1.0, lease_seconds / 3)
+    options = _Renewer(object(), every).options
+    assert options["retry_total"] == 0, "the renewer retries, not the client"
+    one = options["connection_timeout"] + options["read_timeout"]
+    assert every + 3 * one + 2 * RENEW_AGAIN_AFTER <= lease_seconds
+
+
+def test_a_lease_renewal_to_a_server_that_never_answers_makes_one_bounded_request():
+    """Against a real silent server: one connection (no client retry), and the read timeout the
+    renewer chose is the one the transport used (requests names it in its error)."""
+    from azure.core.exceptions import ServiceResponseError
+    from azure.storage.blob import BlobLeaseClient, BlobServiceClient
+
+    from providers.azureblob import _Renewer, client_options
+
+    with _Counting(silent=True) as server:
+        client = BlobServiceClient(f"http://127.0.0.1:{server.port}/devstoreaccount1", **client_options())
+        lease = BlobLeaseClient(client.get_blob_client("c", "t1.journal"), lease_id="00000000-0000-0000-0000-000000000001")
+        renewer = _Renewer(lease, 5.0)
+        with pytest.raises(ServiceResponseError, match=re.escape(f"read timeout={renewer.options['read_timeout']}")):
+            renewer.renew_once()
+        assert server.count == 1
