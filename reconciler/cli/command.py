@@ -74,6 +74,8 @@ def main(argv=None):
     except BrokenPipeError:  # --help or --version, into a closed output
         _flushed()
         return EXIT_OUTPUT_CLOSED
+    except OSError as exc:  # --help, --version or a usage error, into an output that fails (a full disk)
+        return _output_failed(exc)
     for stream in (sys.stdout, sys.stderr):
         tolerate_encoding(stream)
     no_color = args.no_color or bool(os.environ.get("NO_COLOR"))
@@ -100,6 +102,18 @@ def main(argv=None):
     if not _flushed() and not out.keep_going and code not in (EXIT_ERROR, EXIT_INTERRUPTED):
         code = EXIT_OUTPUT_CLOSED  # what was written last never arrived
     return code
+
+
+def _output_failed(exc):
+    """An output that could not be written (not closed: ENOSPC, EIO): one line on stderr, if it
+    takes it, and 1. What was not written is dropped, so that Python's flush at exit stays silent."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    with contextlib.suppress(OSError):
+        make_console(True, stderr=True).print(error_line(f"cannot write the output: {exc.strerror or exc}"))
+    return EXIT_ERROR
 
 
 def _fail(err, problems):

@@ -68,6 +68,7 @@ def verb_parser(commands, name, *, parents, help, exits, environment=None, descr
 class Parser(argparse.ArgumentParser):
     """Usage errors exit 1, not argparse's 2: 2 means "changes" to a CI job. ``--help`` and
     ``--version`` into a closed output end as every command does (141, in ``command.main``),
+    and into an output that fails otherwise (a full disk) as an error (1, one line on stderr),
     where argparse would pass over the failed write and exit 0."""
 
     def error(self, message):
@@ -79,6 +80,8 @@ class Parser(argparse.ArgumentParser):
     def _print_message(self, message, file=None):
         if message:
             file = file or sys.stderr
+            if file is None:
+                return  # no stream to say it on (>&- 2>&-, pythonw), as argparse passes over it
             file.write(message)
             file.flush()
 
