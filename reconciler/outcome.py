@@ -549,7 +549,10 @@ def _joins_notice(joins):
         f"with several AD forests, msExchMailboxGuid counts as gone for a user only if every AD connector joined into its metaverse person stops it: "
         f"the connector spaces show {across} person(s) joined from several forests (ConnectedMVObjectId). Lab assumption: Get-ADSyncCSObject's "
         "paged listing carries each object's ConnectedMVObjectId; a user whose AD object shows none gets the cautious answer (not licensed while "
-        "another forest's rules still flow the GUID)",
+        "another forest's rules still flow the GUID). Lab assumption: Get-ADSyncConnectorStatistics' TotalConnectors counts the objects that listing "
+        "shows with IsConnector; a read holding another number is taken as incomplete (joins and counts unknown, the cautious answer). "
+        "Lab assumptions of the lab's resource forest: a linked mailbox only joins the person of its account (by msExchMasterAccountSid), and while "
+        "that account is out of every scope it stays unjoined, brings nothing and counts neither in TotalConnectors nor as a join",
     )
 
 

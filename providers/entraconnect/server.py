@@ -139,7 +139,12 @@ class PsrpServer(ServerProvider):
         total = parse.count_of(document.get("TotalConnectors"), where)
         read = sum(1 for entry in entries if entry[3])
         if read != total:
-            raise ProviderError(self.name, where, f"read {read} joined object(s), but Get-ADSyncConnectorStatistics counts {total} (TotalConnectors): the read is incomplete")
+            raise ProviderError(
+                self.name,
+                where,
+                f"read {read} joined object(s), but Get-ADSyncConnectorStatistics counts {total} (TotalConnectors): the read is incomplete "
+                "(Lab assumption: TotalConnectors counts the objects the listing shows with IsConnector)",
+            )
         return entries
 
     def _connector_space_page(self, identifier, start, joins):
