@@ -262,7 +262,10 @@ def test_an_unreachable_storage_account_is_tried_twice_not_four_times(server, mo
         port = _closed_port() if server == "closed-port" else listening.port
         spec = StateSpec(account_url=f"https://127.0.0.1:{port}/devstoreaccount1", container="c", auth="token-env")
         state = BlobState.open(spec, "t1", environ={spec.token_env: "a-token"})
-        with pytest.raises(ReconcilerError, match="read the lock: ServiceRequestError"):
+        # A server that closes at once resets the TLS handshake: requests reports that as an
+        # aborted connection, which azure-core calls ServiceResponseError or ServiceRequestError
+        # depending on when the reset arrives (a race); both are tried twice, no more.
+        with pytest.raises(ReconcilerError, match="read the lock: Service(Request|Response)Error"):
             state.read_lock()
         state.close()
     assert len(sent) == 2, sent
