@@ -174,29 +174,7 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the test process
-            status = 1
-            try:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                sys.stdout = open(1, "w", closefd=False)
-                sys.stderr = open(2, "w", closefd=False)
-                os.chdir(cwd)
-                os.environ.clear()
-                os.environ.update(env)
-                sys.modules["providers.lab.store"]._written.clear()  # a new process remembers no file
-                status = _exit_status(run(oplog_path, kill, [str(a) for a in args]), sys.stderr)
-            except SystemExit as exc:
-                status = _exit_status(exc.code, sys.stderr)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(status)
+            _be_the_child(out.fileno(), err.fileno(), cwd, env, lambda: run(oplog_path, kill, [str(a) for a in args]))
         deadline = time.monotonic() + timeout
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -213,6 +191,38 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
         return subprocess.CompletedProcess(args, code, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
+def _be_the_child(out_fd, err_fd, cwd, env, command, line_buffered=False):
+    """In a forked child: standard output and error on ``out_fd`` and ``err_fd``, ``cwd`` and
+    ``env`` as a new process has them, then ``command()`` (a syncprep run), and the child exits
+    with its status, whatever happens. Never returns into the test process."""
+    status = 1
+    try:
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        for fd in {out_fd, err_fd} - {1, 2}:
+            os.close(fd)
+        buffering = 1 if line_buffered else -1
+        sys.stdout = open(1, "w", buffering=buffering, closefd=False)
+        sys.stderr = open(2, "w", buffering=buffering, closefd=False)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.modules["providers.lab.store"]._written.clear()  # a new process remembers no file
+        status = _exit_status(command(), sys.stderr)
+    except SystemExit as exc:
+        status = _exit_status(exc.code, sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
 class Forked:
     """``syncprep ARGS`` (e.g. ``lab serve``) in ``cwd`` with ``env``, running in a child forked
     from this process, as :func:`run_forked` runs a command but without waiting for it: the
@@ -227,31 +237,8 @@ class Forked:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the test process
-            status = 1
-            try:
-                os.close(read)
-                os.dup2(write, 1)
-                os.dup2(write, 2)
-                os.close(write)
-                sys.stdout = open(1, "w", buffering=1, closefd=False)
-                sys.stderr = open(2, "w", buffering=1, closefd=False)
-                os.chdir(cwd)
-                os.environ.clear()
-                os.environ.update(env)
-                sys.modules["providers.lab.store"]._written.clear()  # a new process remembers no file
-                status = _exit_status(run(None, "none", [str(a) for a in args]), sys.stderr)
-            except SystemExit as exc:
-                status = _exit_status(exc.code, sys.stderr)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(status)
+            os.close(read)
+            _be_the_child(write, write, cwd, env, lambda: run(None, "none", [str(a) for a in args]), line_buffered=True)
         os.close(write)
         self.pid = pid
         self.args = args
