@@ -195,7 +195,7 @@ def _take_out(desired, server, tenant, refs, builder, notices):
         notices.append(_pending_notice(pending, server))
     config_ids = [builder.add(step) for step in _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving)]
     kinds, deleting, kept = deletions(server, now, scope_out, leaving, frozenset(dn_key(u.on_prem_dn) for u in leaving))
-    notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors})
+    notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
     raised, threshold_restore = _raise_threshold(desired, server, deleting, len(leaving), notices)
     if raised is not None:
         config_ids.append(builder.add(raised))
@@ -435,13 +435,14 @@ def objects_leaving(server, now, wanted):
     return per_kind
 
 
-def objects_leaving_notices(per_kind, leaving_users, kept=(), names=None):
+def objects_leaving_notices(per_kind, leaving_users, kept=(), names=None, error=None):
     """A notice counting every kind of object a scope change takes out of sync (``per_kind``
-    from :func:`objects_leaving`; None: unknown, said so). The export deletes each of them
-    in the cloud, groups, contacts and devices as well as users. ``kept``: the objects whose
-    person stays through a joined object of another forest (:func:`reconciler.joins.staying`),
-    named with what they lose (``names``: connector identifier -> name)."""
-    return _staying_notices(kept, names or {}) + _leaving_notices(per_kind, leaving_users)
+    from :func:`objects_leaving`; None: unknown, said so with ``error``, why the connector
+    space could not be read). The export deletes each of them in the cloud, groups, contacts
+    and devices as well as users. ``kept``: the objects whose person stays through a joined
+    object of another forest (:func:`reconciler.joins.staying`), named with what they lose
+    (``names``: connector identifier -> name)."""
+    return _staying_notices(kept, names or {}) + _leaving_notices(per_kind, leaving_users, error)
 
 
 def _staying_notices(kept, names):
@@ -460,14 +461,17 @@ def _staying_notices(kept, names):
     ]
 
 
-def _leaving_notices(per_kind, leaving_users):
+def _leaving_notices(per_kind, leaving_users, error=None):
     if per_kind is None:
         return [
             Notice(
                 Level.WARNING,
                 "scope-objects-unknown",
                 f"{len(leaving_users)} synced user(s) leave the sync scope; groups, contacts and devices in the same containers leave it too, "
-                "but the server's connector space could not be counted: check them before applying",
+                f"but the server's connector space could not be counted: {error or 'no reason given'}. Check them before applying: the export "
+                f"deletion threshold is compared with the {len(leaving_users)} user(s) alone, a lower bound. Lab assumption: "
+                "Get-ADSyncConnectorStatistics' TotalConnectors counts the objects the paged Get-ADSyncCSObject listing shows with IsConnector; "
+                "a read holding another number is taken as incomplete (the counts are then unknown)",
             )
         ]
     if not per_kind:
@@ -556,7 +560,7 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
         if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:
             unsafe.append(f"Too many deletes: {share:.2f}% is over {SCOPE_MAX_PERCENT:.2f}% ({len(leaving)}/{synced} synced users leave the scope); force required")
     if leaving or kinds or kept:
-        notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors})
+        notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
     threshold = server.deletion_threshold
     if threshold is not None and deleting > threshold:
         raise PlanError(
