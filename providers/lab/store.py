@@ -14,8 +14,9 @@ The JSON is read and written with msgspec: at 100,000 users the file is 72 MiB a
 ``json`` with cattrs took seconds each way (issue 19). The users, who are nearly
 all of it, are decoded into strict msgspec structs (unknown keys refused, types
 checked) and encoded straight from the lab's attrs objects; the few small parts
-(the server's rules, connectors, SKUs...) still go through cattrs, whose converters
-canonicalise them (:mod:`providers.lab.store_decode`, :mod:`providers.lab.store_encode`).
+(the server's rules, connectors, SKUs...) are built as cattrs builds them, whose converters
+canonicalise them: by a quick road where they fit, else by cattrs, which says what is wrong
+(:mod:`providers.lab.store_decode`, :mod:`providers.lab.store_structure`, :mod:`providers.lab.store_encode`).
 
 A checkpoint writes what changed, not the lab: after the lab file is written
 whole, each save by the same process appends one line to the change log next

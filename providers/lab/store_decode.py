@@ -3,7 +3,8 @@ mirroring the lab's attrs classes (see :mod:`providers.lab.store` for the file's
 
 Each attrs class below gets a msgspec struct with the same fields (forbid_unknown_fields):
 fields of plain JSON types are decoded and checked by msgspec, the others (rules, enums,
-connectors) are decoded as plain JSON and structured by cattrs afterwards.
+connectors) are decoded as plain JSON and structured afterwards: by the quick road
+(:mod:`providers.lab.store_structure`) where they fit, else by cattrs, imported only then.
 """
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ from __future__ import annotations
 import codecs
 import contextlib
 import datetime as dt
+import functools
 import gc
 import re
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import attrs
-import cattrs
 import msgspec
 
 from reconciler.errors import LabError
+from providers.lab import store_structure
 from providers.lab.pwsh_files import check_files
 from providers.lab.world import AD_OBJECT_CLASSES, AD_USER_CLASSES, EPOCH, AdObject, AdUser, Lab, LabCloudUser, LabLicense, RunningCycle, Server, ad_object_problem
 
 FORMAT = "syncprep-lab"
 VERSION = 1
-
-converter = cattrs.Converter(forbid_extra_keys=True)
 
 _PLAIN = (int, str, bool, type(None))
 _MIRRORED = (Lab, Server, AdUser, AdObject, LabCloudUser, LabLicense)
@@ -124,7 +124,7 @@ class _Mirror:
             # their slots directly (no __init__, no on_setattr hooks): 100,000 in a fraction of a second.
             struct = mirrors[args[0]].struct
             return (list[struct] if origin is list else tuple[struct, ...]), lambda structs, tp=tp: msgspec.convert(structs, tp, from_attributes=True)
-        return Any, lambda value, tp=tp: converter.structure(value, tp)
+        return Any, lambda value, tp=tp: structured(value, tp)
 
     def build(self, struct):
         values = msgspec.structs.astuple(struct)
@@ -148,13 +148,20 @@ def _built(build, value, name):
         return build(value)
     except Corrupt as exc:
         raise Corrupt(f"{name}.{exc}") from None
-    except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
+    except (_validation_error(), KeyError, TypeError, ValueError) as exc:  # (cattrs is imported only to match it)
         raise Corrupt(f"{name}: {_cattrs_detail(exc)}") from None
 
 
-def _structure_cycle(value, tp, default=converter.get_structure_hook(RunningCycle)):
-    """A running cycle (structured by cattrs), its minutes bounded as the mirrors' are."""
-    cycle = default(value, tp)
+def structured(value, tp):
+    """``value`` (JSON) as ``tp``, as the cattrs converter builds it: by the quick road where it fits."""
+    try:
+        return store_structure.structure(value, tp, {RunningCycle: _bounded_cycle})
+    except store_structure.Unfit:
+        return converter().structure(value, tp)
+
+
+def _bounded_cycle(cycle):
+    """A running cycle, its minutes bounded as the mirrors' are."""
     for name in ("started_at", "ends_at"):
         try:
             msgspec.convert(getattr(cycle, name), BOUNDS[name])
@@ -163,7 +170,22 @@ def _structure_cycle(value, tp, default=converter.get_structure_hook(RunningCycl
     return cycle
 
 
-converter.register_structure_hook(RunningCycle, _structure_cycle)
+@functools.cache
+def converter():
+    """The cattrs converter of the lab file (it structures what the quick road leaves, and
+    unstructures the small parts for a write)."""
+    import cattrs
+
+    lab_converter = cattrs.Converter(forbid_extra_keys=True)
+    default = lab_converter.get_structure_hook(RunningCycle)
+    lab_converter.register_structure_hook(RunningCycle, lambda value, tp: _bounded_cycle(default(value, tp)))
+    return lab_converter
+
+
+def _validation_error():
+    import cattrs
+
+    return cattrs.BaseValidationError
 
 
 def _mirrors():
@@ -182,6 +204,8 @@ LINE_DECODERS = {name: msgspec.json.Decoder(MIRRORS[cls].struct) for name, cls i
 
 
 def _cattrs_detail(exc):
+    import cattrs
+
     if isinstance(exc, cattrs.BaseValidationError):
         return "; ".join(cattrs.transform_error(exc)[:3])
     return str(exc)

@@ -33,7 +33,7 @@ def encoded(lab, last=None):
 
     ``last``: what was written before (see ``providers.lab.store``), whose lines are reused
     for a list that cannot have changed since."""
-    body = {f.name: converter.unstructure(getattr(lab, f.name), f.type) for f in attrs.fields(Lab) if f.init and f.name not in BIG}
+    body = {f.name: converter().unstructure(getattr(lab, f.name), f.type) for f in attrs.fields(Lab) if f.init and f.name not in BIG}
     head = encoder.encode({"format": FORMAT, "version": VERSION, "lab": body})
     lines, sources = {}, {}
     for name in BIG:

@@ -1,0 +1,30 @@
+"""``plan`` on the default lab imports only what it uses (issue 19: its start-up was most of its
+time). Each module named here cost milliseconds of every plan and is needed only elsewhere
+(an error to explain, a lab to write, another verb)."""
+
+import subprocess
+import sys
+
+from conftest import EXAMPLE, ROOT
+
+#: Not imported by a plan of the default lab, and why not.
+NOT_IMPORTED = {
+    "cattrs": "the lab's small parts are structured by the quick road (providers.lab.store_structure)",
+}
+
+
+def test_a_plan_of_the_default_lab_imports_only_what_it_uses(tmp_path):
+    lab = tmp_path / "lab.json"
+    made = subprocess.run([sys.executable, "-m", "reconciler.cli", "lab", "init", "--lab", str(lab)], capture_output=True, text=True, cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    code = (
+        "import contextlib, io, sys\n"
+        "from reconciler.cli.command import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['plan', {str(EXAMPLE)!r}, '--lab', {str(lab)!r}]) == 0\n"
+        f"print(sorted(name for name in {sorted(NOT_IMPORTED)!r} if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    imported = result.stdout.strip().splitlines()[-1]
+    assert imported == "[]", f"imported {imported}; not needed: {NOT_IMPORTED}"
