@@ -98,6 +98,38 @@ def staying(joins, now, wanted, anchors=frozenset()):
     return tuple(sorted(found, key=lambda pair: dn_key(pair[0][2])))
 
 
+def together(joins, now, wanted, kept=()):
+    """``((object, object, ...), ...)``, each a person's objects (``(connector identifier,
+    object type, DN)``) that a scope change from ``now`` to ``wanted`` takes out of sync
+    together: a linked mailbox of a resource forest and its account leaving at once. Their
+    person has one cloud user: the export deletes it once, not once per object. ``kept``: the
+    objects :func:`staying` found (their person stays; not deleted). Only joins seen are
+    merged: an object listed without a metaverse id is not here (its partner is unknown, so
+    it counts as a deletion of its own, the cautious answer). Empty when ``joins`` is None."""
+    if joins is None:
+        return ()
+    now = {k.lower(): v for k, v in now.items()}
+    wanted = {k.lower(): v for k, v in wanted.items()}
+    gone = {dn_key(member[2]) for member, _other in kept}
+    found = []
+    for members in joins.members.values():
+        if len({c.lower() for c, _t, _d in members}) < 2:
+            continue
+        leaving = [m for m in members if _in(m, now) and not _in(m, wanted) and dn_key(m[2]) not in gone]
+        if len(leaving) > 1:
+            found.append(tuple(sorted(leaving, key=lambda m: dn_key(m[2]))))
+    return tuple(sorted(found, key=lambda group: dn_key(group[0][2])))
+
+
+def unjoined_leaving(joins, now, wanted):
+    """The DN keys of persons listed without a metaverse id (:attr:`Joins.unjoined`) that a
+    scope change from ``now`` to ``wanted`` takes out of sync (in some connector's scope now,
+    in none after): whether each is joined with another object leaving too is unknown."""
+    if joins is None:
+        return ()
+    return tuple(sorted(d for d in joins.unjoined if any(dn.in_scope(d, *s) for s in now.values()) and not any(dn.in_scope(d, *s) for s in wanted.values())))
+
+
 def survey(entries, counts=True, joins=False):
     """``(object counts, joins)`` from one pass over a connector space: ``entries`` yields
     ``(connector identifier, DN, object type, is a connector, metaverse id)`` (None: the

@@ -16,7 +16,7 @@ from attrs import evolve, frozen
 from reconciler import dn
 from reconciler.errors import PlanError
 from reconciler.forests import Forests
-from reconciler.joins import dn_key, staying
+from reconciler.joins import dn_key, staying, together, unjoined_leaving
 from reconciler.model import GUID_ATTRIBUTE, MailboxState, SyncPolicy, UserRef
 from reconciler.operations import AssignLicense, PurgeDeletedUsers, SetContainerScope, SetDeletionThreshold, SetExcludedAttributes, VerifyMailboxes
 from reconciler.provider import UserSelection
@@ -194,9 +194,9 @@ def _take_out(desired, server, tenant, refs, builder, notices):
     if pending:
         notices.append(_pending_notice(pending, server))
     config_ids = [builder.add(step) for step in _exclude_steps(connectors, forests, now, scope_out, by_connector, leaving)]
-    kinds, deleting, kept = deletions(server, now, scope_out, leaving, frozenset(dn_key(u.on_prem_dn) for u in leaving))
-    notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
-    raised, threshold_restore = _raise_threshold(desired, server, deleting, len(leaving), notices)
+    found = deletions(server, now, scope_out, leaving, frozenset(dn_key(u.on_prem_dn) for u in leaving))
+    notices += objects_leaving_notices(found, leaving, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
+    raised, threshold_restore = _raise_threshold(desired, server, found.count, len(leaving), notices)
     if raised is not None:
         config_ids.append(builder.add(raised))
     extra = sorted({u.upn for u in leaving} - {r.upn for r in refs})
@@ -389,22 +389,43 @@ def scopes_of(connectors):
     return {c.identifier: (tuple(c.included_containers), tuple(c.excluded_containers)) for c in connectors}
 
 
+@frozen
+class Deletions:
+    """What a scope change deletes in the cloud (:func:`deletions`)."""
+
+    #: ``{kind: count}`` of the objects leaving the sync scope, but those whose person stays
+    #: (None: the connector space could not be counted).
+    kinds: Optional[dict]
+    #: The cloud deletions the export counts against its deletion threshold.
+    count: int
+    #: ``((object, joined object), ...)``: objects leaving whose person stays (:func:`reconciler.joins.staying`).
+    kept: tuple = ()
+    #: Each person whose objects of several forests leave together: one cloud deletion (:func:`reconciler.joins.together`).
+    merged: tuple = ()
+    #: DN keys of persons leaving without a metaverse id: each counted as a deletion of its own.
+    unknown: tuple = ()
+
+
 def deletions(server, before, after, leaving, anchors=frozenset()):
-    """``(objects leaving per kind or None, deletions in all, persons staying)`` of a scope
-    change from ``before`` to ``after``: the export counts every deletion, not only users'
-    (groups, contacts, devices too), and at least the synced users ``leaving``; an object
-    joined with another forest's object that stays in scope deletes nothing in the cloud
-    (:func:`reconciler.joins.staying`, with several AD forests) and is not counted, unless it
-    is in ``anchors``, the DN keys of the objects the leaving users come from (their accounts:
-    the cloud user is deleted)."""
+    """The :class:`Deletions` of a scope change from ``before`` to ``after``: the export
+    counts every deletion, not only users' (groups, contacts, devices too), and at least the
+    synced users ``leaving``; an object joined with another forest's object that stays in
+    scope deletes nothing in the cloud (:func:`reconciler.joins.staying`, with several AD
+    forests) and is not counted, unless it is in ``anchors``, the DN keys of the objects the
+    leaving users come from (their accounts: the cloud user is deleted). Objects of one person
+    leaving together (a linked mailbox and its account) are one cloud user, counted once; only
+    where the join was seen: an object without a metaverse id counts on its own (cautious)."""
     kinds = objects_leaving(server, before, after)
     kept = staying(server.joins, before, after, anchors)
-    if kinds is not None:
-        for (_connector, object_type, _dn), _other in kept:
-            kind = dict(OBJECT_KINDS).get(object_type, "other object(s)")
-            kinds[kind] = kinds.get(kind, 0) - 1
-        kinds = {k: n for k, n in kinds.items() if n > 0}
-    return kinds, max(len(leaving), sum(kinds.values())) if kinds is not None else len(leaving), kept
+    if kinds is None:
+        return Deletions(None, len(leaving), kept)
+    for (_connector, object_type, _dn), _other in kept:
+        kind = dict(OBJECT_KINDS).get(object_type, "other object(s)")
+        kinds[kind] = kinds.get(kind, 0) - 1
+    kinds = {k: n for k, n in kinds.items() if n > 0}
+    merged = together(server.joins, before, after, kept)
+    count = sum(kinds.values()) - sum(len(person) - 1 for person in merged)
+    return Deletions(kinds, max(len(leaving), count), kept, merged, unjoined_leaving(server.joins, before, after))
 
 
 def in_some_scope(distinguished_name, scopes):
@@ -435,14 +456,14 @@ def objects_leaving(server, now, wanted):
     return per_kind
 
 
-def objects_leaving_notices(per_kind, leaving_users, kept=(), names=None, error=None):
-    """A notice counting every kind of object a scope change takes out of sync (``per_kind``
-    from :func:`objects_leaving`; None: unknown, said so with ``error``, why the connector
+def objects_leaving_notices(found, leaving_users, names=None, error=None):
+    """A notice counting every kind of object a scope change takes out of sync (``found``, the
+    :class:`Deletions`; its kinds None: unknown, said so with ``error``, why the connector
     space could not be read). The export deletes each of them in the cloud, groups, contacts
-    and devices as well as users. ``kept``: the objects whose person stays through a joined
-    object of another forest (:func:`reconciler.joins.staying`), named with what they lose
-    (``names``: connector identifier -> name)."""
-    return _staying_notices(kept, names or {}) + _leaving_notices(per_kind, leaving_users, error)
+    and devices as well as users, a person's objects once. The objects whose person stays
+    through a joined object of another forest (:func:`reconciler.joins.staying`) are named
+    with what they lose (``names``: connector identifier -> name)."""
+    return _staying_notices(found.kept, names or {}) + _leaving_notices(found, leaving_users, error, names or {})
 
 
 def _staying_notices(kept, names):
@@ -461,7 +482,8 @@ def _staying_notices(kept, names):
     ]
 
 
-def _leaving_notices(per_kind, leaving_users, error=None):
+def _leaving_notices(found, leaving_users, error, names):
+    per_kind = found.kinds
     if per_kind is None:
         return [
             Notice(
@@ -483,9 +505,31 @@ def _leaving_notices(per_kind, leaving_users, error=None):
             Level.WARNING,
             "scope-objects",
             f"the scope change takes {sum(per_kind.values())} object(s) out of sync ({', '.join(parts)}): the sync deletes each of them in the cloud "
-            "(groups, contacts and devices too, not only users), and each counts against the export deletion threshold",
+            "(groups, contacts and devices too, not only users), and each counts against the export deletion threshold"
+            + _merged_text(found, names)
+            + _unknown_joins_text(found),
         )
     ]
+
+
+def _merged_text(found, names):
+    if not found.merged:
+        return ""
+    name = lambda connector: names.get(connector.lower(), connector)  # noqa: E731
+    each = "; ".join(" with ".join(f"{d} ({name(c)})" for c, _t, d in person) for person in found.merged)
+    return (
+        f", a person once: {len(found.merged)} person(s) leave with objects of several forests at once (joined in the connector space: a linked "
+        f"mailbox and its account), one cloud user each, so {found.count} deletion(s) count: {each}"
+    )
+
+
+def _unknown_joins_text(found):
+    if not found.unknown:
+        return ""
+    return (
+        f"; {len(found.unknown)} person object(s) leaving are listed in the connector space without a metaverse id (ConnectedMVObjectId): whether "
+        "each is joined with another object leaving too is unknown, so each counts as a cloud deletion of its own (the cautious, higher number)"
+    )
 
 
 def plan_export(desired, server, builder, notices):
@@ -552,15 +596,16 @@ def plan_scope(desired, observed, builder, notices, rebuild, unsafe):
         return []
     gone = [u for u in tenant.users if u.synced and u.on_prem_dn and in_some_scope(u.on_prem_dn, current) and not in_some_scope(u.on_prem_dn, wanted)]
     leaving = [u.upn for u in gone]
-    kinds, deleting, kept = deletions(server, current, wanted, leaving, frozenset(dn_key(u.on_prem_dn) for u in gone))
+    found = deletions(server, current, wanted, leaving, frozenset(dn_key(u.on_prem_dn) for u in gone))
+    deleting = found.count
     if leaving:
         notices.append(Notice(Level.WARNING, "scope-deletes", f"the new scope soft-deletes {len(leaving)} synced user(s) in the cloud: {', '.join(leaving)}", tuple(leaving)))
         synced = sum(1 for u in tenant.users if u.synced)
         share = 100.0 * len(leaving) / max(synced, 1)
         if synced >= MIN_SYNCED_FOR_PERCENT and share > SCOPE_MAX_PERCENT:
             unsafe.append(f"Too many deletes: {share:.2f}% is over {SCOPE_MAX_PERCENT:.2f}% ({len(leaving)}/{synced} synced users leave the scope); force required")
-    if leaving or kinds or kept:
-        notices += objects_leaving_notices(kinds, leaving, kept, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
+    if leaving or found.kinds or found.kept:
+        notices += objects_leaving_notices(found, leaving, {c.identifier.lower(): c.name for c in connectors}, server.connector_space_error)
     threshold = server.deletion_threshold
     if threshold is not None and deleting > threshold:
         raise PlanError(
