@@ -133,6 +133,11 @@ def renew_options(every):
     return {"connection_timeout": wait, "read_timeout": wait, "retry_total": 0}
 
 
+def _first_line(exc):
+    message = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split("\n")[0].split())
+
+
 class _Renewer(threading.Thread):
     def __init__(self, lease, every):
         super().__init__(name="syncprep-lease-renewer", daemon=True)
@@ -140,6 +145,7 @@ class _Renewer(threading.Thread):
         self.every = every
         self.options = renew_options(every)
         self.stopped = threading.Event()
+        #: Why the last renewal failed (None: it worked): said by the append that finds the lease gone.
         self.lost = None
 
     def renew_once(self):
@@ -150,8 +156,8 @@ class _Renewer(threading.Thread):
         while not self.stopped.wait(wait):
             try:
                 self.renew_once()
-            except Exception as exc:  # noqa: BLE001 - remembered; the next append fails on its own
-                self.lost = f"{type(exc).__name__}: {_code(exc) or exc}"
+            except Exception as exc:  # noqa: BLE001 - remembered; the next append fails on its own, saying it
+                self.lost = f"{type(exc).__name__}: {_code(exc) or _first_line(exc)}"
                 if _code(exc) in ("LeaseIdMismatchWithLeaseOperation", "LeaseLost", "LeaseNotPresentWithLeaseOperation", "LeaseIsBrokenAndCannotBeRenewed"):
                     return
                 # A renewal that missed (a blip, after the client's own retry) is tried again
@@ -192,7 +198,7 @@ class _BlobLock:
             _release_quietly(lease)
             raise state.failure("record the holder", exc) from None
         state.lease = lease
-        self._renewer = _Renewer(lease, max(1.0, state.lease_seconds / 3))
+        self._renewer = state.renewer = _Renewer(lease, max(1.0, state.lease_seconds / 3))
         self._renewer.start()
         return self
 
@@ -210,7 +216,7 @@ class _BlobLock:
         if self._renewer is not None:
             self._renewer.stopped.set()
             self._renewer.join()
-        lease, state.lease = state.lease, None
+        lease, state.lease, state.renewer = state.lease, None, None
         if lease is not None:
             try:
                 state.blob.set_blob_metadata({STATE_KEY: "released"}, lease=lease)
@@ -258,6 +264,8 @@ class BlobState(StateBackend):
         self.blob = container_client.get_blob_client(f"{slug}.journal")
         self.lease_seconds = lease_seconds
         self.lease = None
+        #: The lock's lease renewer while this backend holds the lock (its failures explain a lost lease).
+        self.renewer = None
         self._where = where
         self._ready = False
 
@@ -274,9 +282,7 @@ class BlobState(StateBackend):
         return self._where or f"container {self.container.container_name} (azureblob)"
 
     def failure(self, what, exc):
-        message = getattr(exc, "message", None) or str(exc)
-        first = " ".join(str(message).split("\n")[0].split())
-        return ReconcilerError(f"the lock and journal in {self.where()}: {what}: {_code(exc) or type(exc).__name__}: {first}")
+        return ReconcilerError(f"the lock and journal in {self.where()}: {what}: {_code(exc) or type(exc).__name__}: {_first_line(exc)}")
 
     def prepare(self):
         """The container and the journal blob exist (made when missing)."""
@@ -345,10 +351,13 @@ class BlobState(StateBackend):
             self.blob.append_block(data, lease=self.lease) if self.lease is not None else self.blob.append_block(data)
         except AzureError as exc:
             if _code(exc).startswith("Lease"):
-                raise ReconcilerError(
-                    f"the lease on {self.where()} is no longer this apply's ({_code(exc)}: force-unlocked?): the journal was not written; stopping"
-                ) from None
+                raise ReconcilerError(f"the lease on {self.where()} is no longer this apply's ({_code(exc)}: {self._why_lease_lost()}): the journal was not written; stopping") from None
             raise self.failure("append to the journal", exc) from None
+
+    def _why_lease_lost(self):
+        """Its renewals failed (the lease ran out, or a renewal found it broken), or they worked: broken by force-unlock?"""
+        lost = self.renewer.lost if self.renewer is not None else None
+        return f"its last renewal failed: {lost}" if lost else "force-unlocked?"
 
     def read_journal(self):
         from azure.core.exceptions import AzureError, ResourceNotFoundError
