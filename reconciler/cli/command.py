@@ -93,9 +93,12 @@ def main(argv=None):
     except BrokenPipeError:
         code = EXIT_OUTPUT_CLOSED  # as SIGPIPE stops a command: nothing more to say, nor anyone to hear it
     except OSError as exc:
-        # A path given on the command line that cannot be read or written.
-        where = exc.filename if exc.filename is not None else "file"
-        code = _fail(err, [f"{where}: {exc.strerror or exc}"])
+        if exc is out.failed:
+            code = _output_failed(exc)  # the standard output (a full disk), said as for --help
+        else:
+            # A path given on the command line that cannot be read or written.
+            where = exc.filename if exc.filename is not None else "file"
+            code = _fail(err, [f"{where}: {exc.strerror or exc}"])
     except KeyboardInterrupt:
         _say(err, "[yellow]interrupted[/yellow]")
         code = EXIT_INTERRUPTED

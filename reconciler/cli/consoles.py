@@ -19,6 +19,17 @@ class Console(_RichConsole):
     #: A closed output stops nothing (what is printed after is dropped).
     keep_going = False
 
+    #: What writing the stream raised when it failed other than by a closed pipe (a full disk).
+    failed = None
+
+    def _check_buffer(self):
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError):
+                self.failed = exc
+            raise
+
     def on_broken_pipe(self):
         self.quiet = True  # nothing more reaches a closed output
         if not self.keep_going:
