@@ -56,8 +56,20 @@ RESOURCE_OU = "OU=Resources,OU=Fabrikam,DC=fabrikam,DC=com"
 #: The accounts are picked by position (the 4th to 6th contoso user): sams are zero-padded to the
 #: width of ``users`` ("user004" from 100 users on), so a name would match nothing in a big lab.
 LINKED_POSITIONS = slice(3, 6)
-#: Their sams in a lab of fewer than 100 users (the tests' size).
-LINKED_USERS = ("user04", "user05", "user06")
+
+
+def sam_width(users):
+    """The digits of the users' sams in a lab of ``users`` users: "user04" below 100, "user004" from 100 on."""
+    return max(2, len(str(users)))
+
+
+def linked_users(users=20):
+    """The sams of the accounts whose mailboxes are linked, in a ``resource-forest`` lab of ``users`` users."""
+    return tuple(f"user{i + 1:0{sam_width(users)}d}" for i in range(LINKED_POSITIONS.start, LINKED_POSITIONS.stop))
+
+
+#: Their sams in a lab of fewer than 100 users (the tests' sizes); at any size: linked_users(users).
+LINKED_USERS = linked_users(20)
 
 SCENARIOS = ("default", "already-prepared", "empty-tenant", "duplicate-upn-in-bin", "escaped-comma-dn", "half-done", "group-licensed", "two-forest", "resource-forest")
 EXCHANGESTANDARD_ID = "4b9405b0-7788-4568-add1-99614e613b69"  # Exchange Online (Plan 1)'s real skuId
@@ -223,7 +235,7 @@ def build(scenario="default", users=20):
         raise ValueError("the default scenario needs at least 4 users")
     if scenario == "resource-forest" and users < LINKED_POSITIONS.stop:
         raise ValueError(f"the resource-forest scenario needs at least {LINKED_POSITIONS.stop} users")
-    width = max(2, len(str(users)))
+    width = sam_width(users)
     rules = stock_rules()
     connectors = [
         Connector(AD_CONNECTOR, "contoso.com", "AD", included_containers=("OU=Corp,DC=contoso,DC=com",)),
