@@ -113,7 +113,10 @@ def _decode(text):
 
 
 def _code(exc):
-    return getattr(exc, "error_code", None) or ""
+    """Azure's error code as the REST API spells it ("LeaseLost"): azure-storage-blob gives a
+    StorageErrorCode, a str enum that formats as "StorageErrorCode.LEASE_LOST" in a message."""
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))
 
 
 #: Seconds before a lease renewal that failed is tried again.
