@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import json
 import uuid
 
@@ -84,10 +85,15 @@ def _unsupported(node, what="this construct"):
     return ScriptError(f"The lab's PowerShell does not support {what} at line {line}: {text}", "NotSupported")
 
 
+# {enum: {lower-case member: member}} and {enum: {member: ordinal}}, for PSEnum.
+_ENUM_MEMBERS = {enum: {m.lower(): m for m in reversed(members)} for enum, members in ENUMS.items()}
+_ENUM_ORDINALS = {enum: {m: i for i, m in reversed(list(enumerate(members)))} for enum, members in ENUMS.items()}
+
+
 class PSEnum:
     def __init__(self, enum, name):
         members = ENUMS[enum]
-        match = next((m for m in members if m.lower() == str(name).lower()), None)
+        match = _ENUM_MEMBERS[enum].get(str(name).lower())
         if match is None:
             raise ScriptError(
                 f"Cannot convert value \"{name}\" to type \"{enum}\". Specify one of the following enumeration values and try again. "
@@ -99,7 +105,7 @@ class PSEnum:
 
     @property
     def value(self):
-        return ENUMS[self.enum].index(self.name)
+        return _ENUM_ORDINALS[self.enum][self.name]
 
     def __eq__(self, other):
         if isinstance(other, PSEnum):
@@ -310,11 +316,18 @@ def _minute_datetime(iso):
 # ---------------------------------------------------------------------- the interpreter
 
 
-def _parser():
+@functools.lru_cache(maxsize=1)
+def _language():
     import tree_sitter_powershell
-    from tree_sitter import Language, Parser
+    from tree_sitter import Language
 
-    return Parser(Language(tree_sitter_powershell.language()))
+    return Language(tree_sitter_powershell.language())
+
+
+def _parser():
+    from tree_sitter import Parser
+
+    return Parser(_language())
 
 
 def parse(script):
@@ -325,6 +338,65 @@ def parse(script):
         line = bad.start_point[0] + 1 if bad is not None else 0
         raise ScriptError(f"ParserError: the script does not parse (line {line})", "ParseException")
     return tree
+
+
+@functools.lru_cache(maxsize=32)
+def _program(script):
+    """The root of ``script``'s tree as :class:`_Node` objects, parsed once per text: the
+    parse is pure and the nodes are never changed (only their derived views are kept), so
+    a script run again (the observe script at every plan) is walked without parsing it again.
+    Raises ScriptError on a syntax error (not kept: the next run parses and refuses it again)."""
+    return _Node.of(parse(script).root_node, script.encode("utf-8"))
+
+
+class _Node:
+    """A tree-sitter node copied into Python once: tree-sitter builds a new Python object at
+    every ``children``/``type``/``text`` access, and a loop body is walked once per item.
+    Has what the interpreter reads of a node (type, text, children, named_children,
+    is_named, is_missing, start_point, child_count) and keeps what it derives from it."""
+
+    __slots__ = ("type", "is_named", "is_missing", "start_point", "children", "_source", "_start", "_end", "_named_children", "named", "unwrapped", "_text", "name", "plan", "literal")
+
+    @classmethod
+    def of(cls, ts_root, source):
+        """The copy of ``ts_root`` and all below it (without recursion: a deep script is refused
+        by the interpreter's own depth check, as before)."""
+        root = cls._one(ts_root, source)
+        stack = [(ts_root, root)]
+        while stack:
+            ts_node, node = stack.pop()
+            ts_children = ts_node.children
+            node.children = tuple(cls._one(child, source) for child in ts_children)
+            stack.extend(zip(ts_children, node.children))
+        return root
+
+    @classmethod
+    def _one(cls, ts_node, source):
+        node = cls()
+        node.type = ts_node.type
+        node.is_named = ts_node.is_named
+        node.is_missing = ts_node.is_missing
+        node.start_point = tuple(ts_node.start_point)
+        node._source, node._start, node._end = source, ts_node.start_byte, ts_node.end_byte
+        node.children = ()
+        node._named_children = node.named = node.unwrapped = node._text = node.name = node.plan = node.literal = None
+        return node
+
+    @property
+    def text(self):
+        if self._text is None:
+            self._text = self._source[self._start : self._end]
+        return self._text
+
+    @property
+    def named_children(self):
+        if self._named_children is None:
+            self._named_children = tuple(c for c in self.children if c.is_named)
+        return self._named_children
+
+    @property
+    def child_count(self):
+        return len(self.children)
 
 
 def _first_error(node):
@@ -338,14 +410,22 @@ def _first_error(node):
 
 
 def _named(node):
-    return [c for c in node.named_children if c.type not in ("comment", "command_argument_sep")]
+    """The node's named children less comments and argument separators (kept on the node)."""
+    named = node.named
+    if named is None:
+        named = node.named = tuple(c for c in node.named_children if c.type not in ("comment", "command_argument_sep"))
+    return named
 
 
 def _unwrap(node):
-    """Skip the grammar's chains of single-child expression wrappers."""
-    while node.type.endswith("expression") and node.child_count == 1:
-        node = node.children[0]
-    return node
+    """Skip the grammar's chains of single-child expression wrappers (kept on the node)."""
+    found = node.unwrapped
+    if found is None:
+        found = node
+        while found.type.endswith("expression") and found.child_count == 1:
+            found = found.children[0]
+        node.unwrapped = found
+    return found
 
 
 class _Capture(list):
@@ -371,11 +451,11 @@ class Interpreter:
     # ------------------------------------------------------------------ entry
 
     def run(self, script):
-        tree = parse(script)
+        root = _program(script)
         with self.host.session() as lab:
             self.lab = lab
             try:
-                for top in _named(tree.root_node):
+                for top in _named(root):
                     if top.type != "statement_list":
                         raise _unsupported(top, f"'{top.type}' at the top level")
                     for statement in _named(top):
@@ -477,16 +557,15 @@ class Interpreter:
         if node.type == "pipeline":
             kids = _named(node)
             if len(kids) == 1 and kids[0].type == "pipeline_chain":
-                parts = [c for c in kids[0].children if c.is_named and c.type != "comment"]
+                parts, _piped_only = _chain_parts(kids[0])
                 if len(parts) == 1 and parts[0].type != "command":
                     return self.expression(parts[0])
             return self.pipeline(node).value()
         return self.statement(node).value()
 
     def chain(self, node):
-        parts = [c for c in node.children if c.is_named and c.type != "comment"]
-        operators = [c.type for c in node.children if not c.is_named]
-        if any(op != "|" for op in operators):
+        parts, piped_only = _chain_parts(node)
+        if not piped_only:
             raise _unsupported(node, "a pipeline chain operator")
         items = None
         for index, part in enumerate(parts):
@@ -537,34 +616,27 @@ class Interpreter:
 
     def expression(self, node):
         node = _unwrap(node)
-        kind = node.type
-        if kind == "variable":
-            return self.variable(node)
-        if kind == "string_literal":
-            return _string(node)
-        if kind == "integer_literal":
-            return int(node.text.decode())
-        if kind == "generic_token":
-            return node.text.decode()
-        if kind == "array_literal_expression":
-            return [self.expression(c) for c in _named(node)]
-        if kind == "array_expression":
-            lists = [c for c in node.named_children if c.type == "statement_list"]
-            return list(self.statements(lists[0])) if lists else []
-        if kind == "parenthesized_expression":
-            return self.value_of(_named(node)[0])
-        if kind == "member_access":
-            return _member(self.expression(_named(node)[0]), self.member_name(node))
-        if kind == "element_access":
-            kids = _named(node)
-            return _index(self.expression(kids[0]), self.expression(kids[1]))
-        if kind == "invokation_expression":
-            return self.invoke_method(node)
-        if kind == "comparison_expression":
-            return self.compare(node)
-        if kind == "expression_with_unary_operator":
-            return self.cast(node)
-        raise _unsupported(node, f"the expression '{kind}'")
+        evaluate = _EXPRESSIONS.get(node.type)
+        if evaluate is None:
+            raise _unsupported(node, f"the expression '{node.type}'")
+        return evaluate(self, node)
+
+    def array_literal(self, node):
+        return [self.expression(c) for c in _named(node)]
+
+    def array_expression(self, node):
+        lists = [c for c in node.named_children if c.type == "statement_list"]
+        return list(self.statements(lists[0])) if lists else []
+
+    def parenthesized(self, node):
+        return self.value_of(_named(node)[0])
+
+    def member_access(self, node):
+        return _member(self.expression(_named(node)[0]), self.member_name(node))
+
+    def element_access(self, node):
+        kids = _named(node)
+        return _index(self.expression(kids[0]), self.expression(kids[1]))
 
     def variable(self, node):
         name = _variable_name(node)
@@ -579,11 +651,14 @@ class Interpreter:
         return self.variables[name]
 
     def member_name(self, node):
+        if node.name is not None:
+            return node.name
         member = next(c for c in node.named_children if c.type == "member_name")
         simple = _named(member)
         if len(simple) != 1 or simple[0].type != "simple_name":
             raise _unsupported(node, "a computed member name")
-        return simple[0].text.decode()
+        node.name = simple[0].text.decode()
+        return node.name
 
     def invoke_method(self, node):
         kids = _named(node)
@@ -645,29 +720,20 @@ class Interpreter:
         raise _unsupported(node, f"the operator '{op}'")
 
     def cast(self, node):
-        operator = node.children[0] if node.children else None
-        if operator is not None and not operator.is_named and operator.text.decode().lower() in ("-not", "!"):
+        plan = node.plan
+        if plan is None:
+            # What the node is, read once: nothing is evaluated before these refusals.
+            plan = node.plan = _cast_plan(node)
+        kind, operand = plan
+        if kind == "not":
             return not _truthy(self.expression(_named(node)[-1]))
-        kids = _named(node)
-        if len(kids) == 1 and kids[0].type == "cast_expression":
-            kids = _named(kids[0])
-        if len(kids) != 2 or kids[0].type != "type_literal":
-            raise _unsupported(node, "this unary expression")
-        type_name = kids[0].text.decode().strip("[]").lower()
-        if type_name == "string":
-            value = self.expression(kids[1])
+        if kind == "string":
+            value = self.expression(operand)
             return "" if value is None else as_text(value)
-        if type_name != "pscustomobject":
-            raise _unsupported(node, f"the type [{type_name}]")
-        table = _unwrap(kids[1])
-        if table.type != "hash_literal_expression":
-            raise _unsupported(node, "[pscustomobject] of anything but @{...}")
         obj = PSObj("System.Management.Automation.PSCustomObject")
-        body = next((c for c in table.named_children if c.type == "hash_literal_body"), None)
-        for entry in body.named_children if body is not None else []:
-            if entry.type == "comment":
-                continue
-            key_node, value_node = _named(entry)[0], _named(entry)[-1]
+        for entry in operand:
+            named = _named(entry)
+            key_node, value_node = named[0], named[-1]
             key = _unwrap(key_node)
             key_text = _string(key) if key.type == "string_literal" else key.text.decode()
             obj[key_text] = self.value_of(value_node)
@@ -743,6 +809,54 @@ class Interpreter:
         return str(self.variables.get("erroractionpreference", "Continue")).lower() == "stop"
 
 
+def _cast_plan(node):
+    """``("not", None)``, ``("string", operand)`` or ``("object", hash entries)`` for a unary
+    expression; raises what the lab refuses of it (all before anything is evaluated)."""
+    operator = node.children[0] if node.children else None
+    if operator is not None and not operator.is_named and operator.text.decode().lower() in ("-not", "!"):
+        return "not", None
+    kids = _named(node)
+    if len(kids) == 1 and kids[0].type == "cast_expression":
+        kids = _named(kids[0])
+    if len(kids) != 2 or kids[0].type != "type_literal":
+        raise _unsupported(node, "this unary expression")
+    type_name = kids[0].text.decode().strip("[]").lower()
+    if type_name == "string":
+        return "string", kids[1]
+    if type_name != "pscustomobject":
+        raise _unsupported(node, f"the type [{type_name}]")
+    table = _unwrap(kids[1])
+    if table.type != "hash_literal_expression":
+        raise _unsupported(node, "[pscustomobject] of anything but @{...}")
+    body = next((c for c in table.named_children if c.type == "hash_literal_body"), None)
+    return "object", tuple(e for e in (body.named_children if body is not None else ()) if e.type != "comment")
+
+
+def _chain_parts(node):
+    """A pipeline chain's parts (named, no comments) and whether every operator between them
+    is ``|`` (read once, kept on the node)."""
+    if node.plan is None:
+        parts = tuple(c for c in node.children if c.is_named and c.type != "comment")
+        node.plan = parts, all(c.type == "|" for c in node.children if not c.is_named)
+    return node.plan
+
+
+# Each expression the lab understands, by its node type (any other is refused).
+_EXPRESSIONS = {
+    "variable": Interpreter.variable,
+    "string_literal": lambda _it, node: _string(node),
+    "integer_literal": lambda _it, node: int(node.text.decode()),
+    "generic_token": lambda _it, node: node.text.decode(),
+    "array_literal_expression": Interpreter.array_literal,
+    "array_expression": Interpreter.array_expression,
+    "parenthesized_expression": Interpreter.parenthesized,
+    "member_access": Interpreter.member_access,
+    "element_access": Interpreter.element_access,
+    "invokation_expression": Interpreter.invoke_method,
+    "comparison_expression": Interpreter.compare,
+    "expression_with_unary_operator": Interpreter.cast,
+}
+
 # The typed properties of a rule that a script may set, as .NET types them (domain-facts A1).
 # The lab is stricter than PowerShell's conversions: a wrong type is an error, never coerced.
 RULE_PROPERTY_TYPES = {"precedence": (int, "System.Int32"), "disabled": (bool, "System.Boolean"), "name": (str, "System.String"), "description": (str, "System.String")}
@@ -767,13 +881,22 @@ def _typed_property(obj, name, value):
 
 
 def _variable_name(node):
+    if node.name is not None:
+        return node.name
     text = node.text.decode()
     if not text.startswith("$") or text.startswith("${") or ":" in text:
         raise _unsupported(node, "this kind of variable")
-    return text[1:].lower()
+    node.name = text[1:].lower()
+    return node.name
 
 
 def _string(node):
+    if node.literal is None:
+        node.literal = _string_value(node)
+    return node.literal
+
+
+def _string_value(node):
     text = node.text.decode()
     if node.type != "string_literal" or not (text.startswith("'") and text.endswith("'")):
         raise _unsupported(node, "a string other than a single-quoted one")

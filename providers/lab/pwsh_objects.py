@@ -23,23 +23,31 @@ class PSObj:
 
     def __init__(self, type_name, **properties):
         self.type_name = type_name
-        self._props = {}
-        for key, value in properties.items():
-            self[key] = value
+        props = self._props = {}
+        keys = self._keys = {}  # lower-case name -> the name as first set (the one shown)
+        for name, value in properties.items():
+            lower = name.lower()
+            key = keys.get(lower)
+            if key is None:
+                key = keys[lower] = name
+            props[key] = value
 
     def _key(self, name):
-        lower = name.lower()
-        return next((k for k in self._props if k.lower() == lower), None)
+        return self._keys.get(name.lower())
 
     def has(self, name):
-        return self._key(name) is not None
+        return name.lower() in self._keys
 
     def __getitem__(self, name):
-        key = self._key(name)
+        key = self._keys.get(name.lower())
         return None if key is None else self._props[key]
 
     def __setitem__(self, name, value):
-        self._props[self._key(name) or name] = value
+        lower = name.lower()
+        key = self._keys.get(lower)
+        if key is None:
+            key = self._keys[lower] = name
+        self._props[key] = value
 
     def items(self):
         return self._props.items()

@@ -127,12 +127,25 @@ def check_enum(enum, value, where, error):
 def property_of(type_name, prop):
     """``(name, type, settable)`` of ``prop`` on an ObjectModel type; None when the type is
     not in the table; raises KeyError when the type has no such property."""
+    properties = _properties_by_lower(type_name)
+    if properties is None:
+        return None
+    found = properties.get(prop.lower())
+    if found is None:
+        raise KeyError(prop)
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _properties_by_lower(type_name):
+    """{lower-case property name: (name, type, settable)} of an ObjectModel type (the first
+    spelling where two differ only in case), None when the type is not in the table."""
     if not type_name.startswith(OBJECT_MODEL):
         return None
     entry = table()["types"].get(type_name[len(OBJECT_MODEL):])
     if entry is None:
         return None
+    properties = {}
     for name, (kind, settable) in entry["properties"].items():
-        if name.lower() == prop.lower():
-            return name, kind, settable
-    raise KeyError(prop)
+        properties.setdefault(name.lower(), (name, kind, settable))
+    return properties
