@@ -4,6 +4,9 @@ Every access goes through :meth:`LabHost.session`, which holds one lock, so the
 two endpoints see one consistent world; when the host has a path, a session that
 changed something is saved (appended to the lab file's change log) before it
 releases the lock, and :meth:`LabHost.close` folds the log into the lab file.
+
+A session that changed nothing is not saved: the lab file is not touched. Lab time
+that passed meanwhile (``speed``) is saved with the next change, or at :meth:`close`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class LabHost:
         self._last = monotonic()
         self._carry = 0.0
         self._lock = threading.RLock()
+        self._time_unsaved = False  # lab time passed in a session that was not saved
 
     @classmethod
     def open(cls, path, speed=None):
@@ -44,18 +48,28 @@ class LabHost:
             if whole:
                 self._carry -= whole
                 self.lab.advance(whole)
+                self._time_unsaved = True
 
     def close(self):
-        """Folds the change log the sessions' saves appended into the lab file (store.compact)."""
+        """Saves the lab time not saved yet, then folds the change log the sessions' saves
+        appended into the lab file (store.compact)."""
         if self.path is not None:
             with self._lock:
+                if self._time_unsaved:
+                    self._save()
                 store.compact(self.path)
+
+    def _save(self):
+        store.save(self.lab, self.path)
+        self._time_unsaved = False
 
     @contextlib.contextmanager
     def session(self, writes=True):
-        """``with host.session() as lab:`` — exclusive access; saved afterwards if ``writes``."""
+        """``with host.session() as lab:`` — exclusive access; saved afterwards if ``writes``:
+        True, False, or a callable asked when the body is done (a script that changed
+        nothing is not saved)."""
         with self._lock:
             self._catch_up()
             yield self.lab
-            if writes and self.path is not None:
-                store.save(self.lab, self.path)
+            if self.path is not None and (writes() if callable(writes) else writes):
+                self._save()

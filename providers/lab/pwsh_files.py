@@ -359,12 +359,12 @@ def call_static(it, type_name, name, args):
 
 def cmdlets():
     return (
-        pw.Cmdlet("Test-Path", ("Path", "LiteralPath", "PathType"), run=test_path),
+        pw.Cmdlet("Test-Path", ("Path", "LiteralPath", "PathType"), run=test_path, reads_only=True),
         pw.Cmdlet("New-Item", ("Path", "ItemType", "Value"), ("Force",), run=new_item),
-        pw.Cmdlet("Get-Content", ("Path", "LiteralPath", "Encoding"), ("Raw",), run=get_content),
+        pw.Cmdlet("Get-Content", ("Path", "LiteralPath", "Encoding"), ("Raw",), run=get_content, reads_only=True),
         pw.Cmdlet("Set-Content", ("Path", "LiteralPath", "Value", "Encoding"), run=set_content),
         pw.Cmdlet("Add-Content", ("Path", "LiteralPath", "Value", "Encoding"), run=add_content),
         pw.Cmdlet("Remove-Item", ("Path", "LiteralPath"), run=remove_item),
-        pw.Cmdlet("Get-Acl", ("Path", "LiteralPath"), run=get_acl),
+        pw.Cmdlet("Get-Acl", ("Path", "LiteralPath"), run=get_acl, reads_only=True),
         pw.Cmdlet("Set-Acl", ("Path", "LiteralPath", "AclObject"), run=set_acl),
     )

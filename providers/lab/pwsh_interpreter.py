@@ -27,7 +27,9 @@ come out as integers, dates as ``\\/Date(ms)\\/`` strings, and anything nested b
 ``-Depth`` as its type name (domain-facts E8).
 
 A script runs inside one :meth:`LabHost.session`, so it sees and changes one
-consistent lab; the ADSync cmdlets act only through the lab's server methods.
+consistent lab; the ADSync cmdlets act only through the lab's server methods. The
+session is saved only when a cmdlet that may change the lab ran (``Cmdlet.reads_only``
+marks the others): a script that only reads leaves the lab file untouched.
 """
 
 from __future__ import annotations
@@ -447,12 +449,14 @@ class Interpreter:
         self.lab = None
         self.variables = {"erroractionpreference": "Continue"}
         self.imported = set()
+        self.changed = False
 
     # ------------------------------------------------------------------ entry
 
     def run(self, script):
         root = _program(script)
-        with self.host.session() as lab:
+        self.changed = False  # set before a cmdlet that may change the lab runs
+        with self.host.session(writes=lambda: self.changed) as lab:
             self.lab = lab
             try:
                 for top in _named(root):
@@ -765,6 +769,8 @@ class Interpreter:
         saved = self.variables["erroractionpreference"]
         if action is not None:
             self.variables["erroractionpreference"] = str(action)
+        if not cmdlet.reads_only:
+            self.changed = True
         try:
             result = cmdlet.run(self, named, positional, pipeline_input)
         finally:
@@ -1504,9 +1510,9 @@ def _write_error(it, named, positional, _input):
 CMDLETS = {
     c.name.lower(): c
     for c in (
-        Cmdlet("Get-ADSyncScheduler", run=_get_scheduler),
+        Cmdlet("Get-ADSyncScheduler", run=_get_scheduler, reads_only=True),
         Cmdlet("Set-ADSyncScheduler", ("SyncCycleEnabled",), run=_set_scheduler),
-        Cmdlet("Get-ADSyncRule", ("Identifier",), run=_get_rule),
+        Cmdlet("Get-ADSyncRule", ("Identifier",), run=_get_rule, reads_only=True),
         Cmdlet(
             "New-ADSyncRule",
             ("Name", "Identifier", "Description", "Direction", "Precedence", "PrecedenceAfter", "PrecedenceBefore", "SourceObjectType",
@@ -1514,6 +1520,7 @@ CMDLETS = {
             ("Disabled", "EnablePasswordSync"),
             ("Name", "Direction", "Connector", "SourceObjectType", "TargetObjectType", "LinkType"),
             _new_rule,
+            reads_only=True,
         ),
         Cmdlet(
             "Add-ADSyncAttributeFlowMapping",
@@ -1521,29 +1528,30 @@ CMDLETS = {
             ("ExecuteOnce",),
             ("SynchronizationRule", "Destination", "FlowType"),
             _add_mapping,
+            reads_only=True,
         ),
-        Cmdlet("New-Object", ("TypeName", "ArgumentList"), run=_new_object),
-        Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _condition_group("Scope", SCOPE_CONDITION_TYPE)),
-        Cmdlet("Add-ADSyncJoinConditionGroup", ("SynchronizationRule", "JoinConditions"), (), ("SynchronizationRule", "JoinConditions"), _condition_group("Join", JOIN_CONDITION_TYPE)),
+        Cmdlet("New-Object", ("TypeName", "ArgumentList"), run=_new_object, reads_only=True),
+        Cmdlet("Add-ADSyncScopeConditionGroup", ("SynchronizationRule", "ScopeConditions"), (), ("SynchronizationRule", "ScopeConditions"), _condition_group("Scope", SCOPE_CONDITION_TYPE), reads_only=True),
+        Cmdlet("Add-ADSyncJoinConditionGroup", ("SynchronizationRule", "JoinConditions"), (), ("SynchronizationRule", "JoinConditions"), _condition_group("Join", JOIN_CONDITION_TYPE), reads_only=True),
         Cmdlet("Add-ADSyncRule", ("SynchronizationRule",), run=_add_rule),
         Cmdlet("Remove-ADSyncRule", ("Identifier", "SynchronizationRule"), run=_remove_rule),
-        Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector),
+        Cmdlet("Get-ADSyncConnector", ("Identifier", "Name"), run=_get_connector, reads_only=True),
         Cmdlet("Add-ADSyncConnector", ("Connector",), (), ("Connector",), _add_connector),
-        Cmdlet("Get-ADSyncCSObject", ("ConnectorIdentifier", "StartIndex", "MaxResultCount"), run=_get_cs_object),
-        Cmdlet("Get-ADSyncConnectorStatistics", ("ConnectorName",), (), ("ConnectorName",), _get_connector_statistics),
+        Cmdlet("Get-ADSyncCSObject", ("ConnectorIdentifier", "StartIndex", "MaxResultCount"), run=_get_cs_object, reads_only=True),
+        Cmdlet("Get-ADSyncConnectorStatistics", ("ConnectorName",), (), ("ConnectorName",), _get_connector_statistics, reads_only=True),
         Cmdlet("Start-ADSyncSyncCycle", ("PolicyType",), run=_start_cycle),
-        Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results),
-        Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status),
+        Cmdlet("Get-ADSyncRunProfileResult", ("ConnectorId", "NumberRequested"), run=_run_results, reads_only=True),
+        Cmdlet("Get-ADSyncConnectorRunStatus", run=_run_status, reads_only=True),
         # -AADUserName (2025 documentation) or -AADCredential (build 2.2.8.0), by the lab server's build.
-        Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName", "AADCredential"), run=_get_threshold),
+        Cmdlet("Get-ADSyncExportDeletionThreshold", ("AADUserName", "AADCredential"), run=_get_threshold, reads_only=True),
         Cmdlet("Enable-ADSyncExportDeletionThreshold", ("DeletionThreshold", "AADUserName", "AADCredential"), (), ("DeletionThreshold",), _enable_threshold),
         Cmdlet("Disable-ADSyncExportDeletionThreshold", ("AADUserName", "AADCredential"), run=_disable_threshold),
-        Cmdlet("Get-Command", ("Name",), run=_get_command),
-        Cmdlet("ConvertTo-Json", ("InputObject", "Depth"), ("Compress",), run=_convert_to_json),
-        Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where),
-        Cmdlet("Get-Date", ("Format",), run=_get_date),
-        Cmdlet("Write-Error", ("Message",), run=_write_error),
-        Cmdlet("Import-Module", ("Name",), run=_import_module),
+        Cmdlet("Get-Command", ("Name",), run=_get_command, reads_only=True),
+        Cmdlet("ConvertTo-Json", ("InputObject", "Depth"), ("Compress",), run=_convert_to_json, reads_only=True),
+        Cmdlet("Where-Object", ("Property", "Value"), ("EQ",), run=_where, reads_only=True),
+        Cmdlet("Get-Date", ("Format",), run=_get_date, reads_only=True),
+        Cmdlet("Write-Error", ("Message",), run=_write_error, reads_only=True),
+        Cmdlet("Import-Module", ("Name",), run=_import_module, reads_only=True),
     )
 }
 CMDLETS.update((c.name.lower(), c) for c in pwsh_files.cmdlets())

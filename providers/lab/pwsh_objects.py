@@ -80,12 +80,17 @@ def as_items(value):
 
 class Cmdlet:
     """A cmdlet: its parameters and switches (any other is refused, as PowerShell does), the
-    mandatory ones, and ``run(interpreter, named, positional, pipeline_input)``."""
+    mandatory ones, and ``run(interpreter, named, positional, pipeline_input)``.
+
+    ``reads_only``: it never changes the lab (what it makes lives in the script only), so a
+    script of such cmdlets alone leaves the lab file untouched; any other cmdlet, run even in
+    part, has the session saved."""
 
     common = ("OutVariable", "ErrorAction")
 
-    def __init__(self, name, parameters=(), switches=(), mandatory=(), run=None):
+    def __init__(self, name, parameters=(), switches=(), mandatory=(), run=None, reads_only=False):
         self.name = name
+        self.reads_only = reads_only
         self.names = {p.lower(): p for p in (*parameters, *switches, *self.common)}
         self.switches = {s.lower() for s in switches}
         self.mandatory = [m.lower() for m in mandatory]
