@@ -228,10 +228,13 @@ class _Counting:
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    """The retries' pauses skipped (their lengths are checked on the policy, never timed)."""
-    from azure.core.pipeline.transport import RequestsTransport
+    """The retries' pauses skipped (their lengths are checked on the policy, never timed).
+    On HttpTransport, whose sleep every sync transport inherits: a blob client made from a
+    service or container client sends through the storage SDK's TransportWrapper, not the
+    RequestsTransport itself, and slept its 1-2, 3-4 and 5-6 s for real (17 s a run)."""
+    from azure.core.pipeline.transport import HttpTransport
 
-    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, seconds: None)
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, seconds: None)
 
 
 def _closed_port():
