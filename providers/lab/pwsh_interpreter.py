@@ -355,40 +355,58 @@ class _Node:
     """A tree-sitter node copied into Python once: tree-sitter builds a new Python object at
     every ``children``/``type``/``text`` access, and a loop body is walked once per item.
     Has what the interpreter reads of a node (type, text, children, named_children,
-    is_named, is_missing, start_point, child_count) and keeps what it derives from it."""
+    is_named, start_point, child_count) and keeps what it derives from it."""
 
-    __slots__ = ("type", "is_named", "is_missing", "start_point", "children", "_source", "_start", "_end", "_named_children", "named", "unwrapped", "_text", "name", "plan", "literal")
+    __slots__ = ("type", "is_named", "children", "_source", "_start", "_end", "_named_children", "named", "unwrapped", "_text", "name", "plan", "literal")
 
     @classmethod
     def of(cls, ts_root, source):
-        """The copy of ``ts_root`` and all below it (without recursion: a deep script is refused
-        by the interpreter's own depth check, as before)."""
-        root = cls._one(ts_root, source)
-        stack = [(ts_root, root)]
-        while stack:
-            ts_node, node = stack.pop()
-            ts_children = ts_node.children
-            node.children = tuple(cls._one(child, source) for child in ts_children)
-            stack.extend(zip(ts_children, node.children))
-        return root
+        """The copy of ``ts_root`` and all below it, walked with one cursor (without recursion:
+        a deep script is refused by the interpreter's own depth check, as before)."""
+        new = cls.__new__
 
-    @classmethod
-    def _one(cls, ts_node, source):
-        node = cls()
-        node.type = ts_node.type
-        node.is_named = ts_node.is_named
-        node.is_missing = ts_node.is_missing
-        node.start_point = tuple(ts_node.start_point)
-        node._source, node._start, node._end = source, ts_node.start_byte, ts_node.end_byte
-        node.children = ()
-        node._named_children = node.named = node.unwrapped = node._text = node.name = node.plan = node.literal = None
-        return node
+        def copy(ts_node):
+            node = new(cls)
+            node.type, node.is_named, node._start, node._end = ts_node.type, ts_node.is_named, ts_node.start_byte, ts_node.end_byte
+            node._source = source
+            node._named_children = node.named = node.unwrapped = node._text = node.name = node.plan = node.literal = None
+            return node
+
+        cursor = ts_root.walk()
+        root = copy(cursor.node)
+        open_nodes = [(root, [])]  # the nodes whose children are being copied, with those so far
+        if cursor.goto_first_child():
+            while True:
+                node = copy(cursor.node)
+                open_nodes[-1][1].append(node)
+                if cursor.goto_first_child():
+                    open_nodes.append((node, []))
+                    continue
+                node.children = ()
+                while not cursor.goto_next_sibling():
+                    if not cursor.goto_parent():
+                        break
+                    parent, children = open_nodes.pop()
+                    parent.children = tuple(children)
+                else:
+                    continue
+                break
+        while open_nodes:
+            parent, children = open_nodes.pop()
+            parent.children = tuple(children)
+        return root
 
     @property
     def text(self):
         if self._text is None:
             self._text = self._source[self._start : self._end]
         return self._text
+
+    @property
+    def start_point(self):
+        """(row, column in bytes) of the node's start, as tree-sitter counts them."""
+        line_start = self._source.rfind(b"\n", 0, self._start) + 1
+        return self._source.count(b"\n", 0, self._start), self._start - line_start
 
     @property
     def named_children(self):

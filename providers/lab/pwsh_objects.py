@@ -23,14 +23,13 @@ class PSObj:
 
     def __init__(self, type_name, **properties):
         self.type_name = type_name
-        props = self._props = {}
-        keys = self._keys = {}  # lower-case name -> the name as first set (the one shown)
-        for name, value in properties.items():
-            lower = name.lower()
-            key = keys.get(lower)
-            if key is None:
-                key = keys[lower] = name
-            props[key] = value
+        self._props = properties  # a new dict at each call
+        self._keys = {name.lower(): name for name in properties}  # lower-case name -> the name shown
+        if len(self._keys) != len(properties):
+            # Two names differ in case only: the first is kept, with the last value, as setting each in turn would.
+            self._props, self._keys = {}, {}
+            for name, value in properties.items():
+                self[name] = value
 
     def _key(self, name):
         return self._keys.get(name.lower())
