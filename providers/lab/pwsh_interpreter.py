@@ -342,12 +342,25 @@ def parse(script):
     return tree
 
 
-@functools.lru_cache(maxsize=32)
+#: The longest script whose tree is kept for the next run of the same text: the scripts run
+#: again and again (observe, the cycle polls, the reads) are shorter; a rule's whole script
+#: (up to 12 KB, 1.7 MB of nodes) is run once.
+KEPT_SCRIPT_CHARS = 8192
+
+
 def _program(script):
-    """The root of ``script``'s tree as :class:`_Node` objects, parsed once per text: the
-    parse is pure and the nodes are never changed (only their derived views are kept), so
-    a script run again (the observe script at every plan) is walked without parsing it again.
-    Raises ScriptError on a syntax error (not kept: the next run parses and refuses it again)."""
+    """The root of ``script``'s tree as :class:`_Node` objects. Raises ScriptError on a syntax
+    error (never kept: the next run parses and refuses it again)."""
+    if len(script) > KEPT_SCRIPT_CHARS:
+        return _Node.of(parse(script).root_node, script.encode("utf-8"))
+    return _kept_program(script)
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_program(script):
+    """_program of a short script, parsed once per text: the parse is pure and the nodes are
+    never changed (only their derived views are kept), so a script run again (the observe
+    script at every plan) is walked without parsing it again."""
     return _Node.of(parse(script).root_node, script.encode("utf-8"))
 
 
