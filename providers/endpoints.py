@@ -22,8 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler.errors import ConfigError
 
 ALLOW_ENV = "SYNCPREP_ALLOW_ENDPOINTS"

@@ -26,8 +26,7 @@ import datetime as dt
 import enum
 from typing import Any, Callable
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler import dn, interrupts
 from reconciler.errors import ApplyError, ProviderError, TransientError
 from reconciler.model import SyncPolicy, UserRef

@@ -10,8 +10,9 @@ import enum
 import re
 from typing import Optional
 
-from attrs import field, frozen
+from attrs import field
 
+from reconciler.classes import frozen
 from reconciler.model import AttributeFlow, FlowType, LinkType, MergeType
 
 

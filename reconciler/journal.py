@@ -20,8 +20,7 @@ import os
 import uuid
 from pathlib import Path
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler.errors import ReconcilerError
 from reconciler.files import PRIVATE, make_private_dir, open_append_private, write_private
 from reconciler.processes import exclusive, pid_alive

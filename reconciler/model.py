@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from attrs import field, frozen
+from attrs import field
 
 from reconciler import dn
+from reconciler.classes import frozen
 
 GUID_ATTRIBUTE = "msExchMailboxGuid"
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler.model import SyncPolicy, SyncRule, UserRef
 
 

@@ -9,7 +9,9 @@ A callback may be called from a provider's worker thread (Graph runs its own loo
 
 from __future__ import annotations
 
-from attrs import evolve, frozen
+from attrs import evolve
+
+from reconciler.classes import frozen
 
 
 @frozen

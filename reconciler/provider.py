@@ -28,8 +28,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Iterable
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler.operations import SERVER_OPERATIONS, TENANT_OPERATIONS
 from reconciler.progress import nothing
 

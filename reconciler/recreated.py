@@ -9,8 +9,7 @@ record once apply has assigned back what they held.
 
 from __future__ import annotations
 
-from attrs import frozen
-
+from reconciler.classes import frozen
 from reconciler.model import CloudUser, LicenseAssignment
 from reconciler.operations import AssignLicense, PurgeDeletedUsers
 

@@ -14,8 +14,9 @@ import uuid
 
 from typing import Optional
 
-from attrs import evolve, frozen
+from attrs import evolve
 
+from reconciler.classes import frozen
 from reconciler.desired import RuleKind
 from reconciler.errors import PlanError
 from reconciler.model import AUTHORITATIVE_NULL, GUID_ATTRIBUTE, IGNORE_THIS_FLOW, NULL, Connector, Direction, FlowType, ScopeCondition, SyncRule

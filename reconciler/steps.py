@@ -8,7 +8,9 @@ from __future__ import annotations
 import enum
 from typing import Any, Optional
 
-from attrs import field, frozen
+from attrs import field
+
+from reconciler.classes import frozen
 
 
 PLAN_FORMAT_VERSION = "1.0"
@@ -144,7 +146,6 @@ class Plan:
         counts["irreversible"] = sum(1 for s in self.steps if s.impact is Impact.IRREVERSIBLE)
         counts["kept_from_purge"] = len(self.purge_kept)
         return counts
-
 
 
 def server_step(**fields):

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import attrs
 
+from reconciler.classes import define
 from reconciler.errors import LabError
 from providers.lab.store_changes import TooBig, append_change, change_record, changes_path, read_changes
 from providers.lab.store_decode import FORMAT, VERSION, loads, no_collection, settle
@@ -153,7 +154,7 @@ def identity(path):
 # ---------------------------------------------------------------------------- writing
 
 
-@attrs.define(eq=False)
+@define(eq=False)
 class _OnDisk:
     """What this process last wrote to a lab file (and its change log), line by line."""
 

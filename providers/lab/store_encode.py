@@ -11,6 +11,7 @@ from typing import Optional
 import attrs
 import msgspec
 
+from reconciler.classes import define
 from providers.lab.store_decode import FORMAT, VERSION, converter
 from providers.lab.store_lines import is_pending
 from providers.lab.world import Lab, Stamps
@@ -41,7 +42,7 @@ def encoded(lab, last=None):
     return body, head, lines, sources
 
 
-@attrs.define(eq=False)
+@define(eq=False)
 class Source:
     """The list a list's lines were encoded from, and what tells which of them changed since."""
 

@@ -23,8 +23,9 @@ import math
 import uuid
 from typing import Optional
 
-from attrs import define, evolve, field, setters
+from attrs import evolve, field, setters
 
+from reconciler.classes import define
 from reconciler import dn
 from reconciler.errors import ProviderError, RefusedError
 from reconciler.model import (
