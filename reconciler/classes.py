@@ -7,6 +7,9 @@ longest source of each. The shared one gives the same text as attrs's (the class
 then ``name=value`` of each field attrs would show, in order, a field's own ``repr=``
 function where it has one, and ``...`` for an object already being shown higher up);
 a class that writes its own ``__repr__`` keeps it, as with attrs.
+
+:func:`as_tuple` is ``converter=tuple`` for a field: attrs reads each converter's signature,
+and a built-in's is text that :mod:`inspect` parses (tokenizer, ``ast``), a Python function's not.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def _made(decorate, maybe_cls, options):
         return made
 
     return wrap if maybe_cls is None else wrap(maybe_cls)
+
+
+def as_tuple(value):
+    """``tuple(value)``: a field's converter (see the module's documentation)."""
+    return tuple(value)
 
 
 def attrs_repr(self):

@@ -12,7 +12,7 @@ from typing import Optional
 from attrs import field
 
 from reconciler import dn
-from reconciler.classes import frozen
+from reconciler.classes import as_tuple, frozen
 
 GUID_ATTRIBUTE = "msExchMailboxGuid"
 
@@ -95,7 +95,7 @@ class AttributeFlow:
     merge_type: MergeType = MergeType.UPDATE
     # Sources after the first (an Expression flow may read several attributes): a
     # rewrite of the rule writes them all.
-    other_sources: tuple[str, ...] = field(default=(), converter=tuple)
+    other_sources: tuple[str, ...] = field(default=(), converter=as_tuple)
 
     @property
     def sources(self):

@@ -6,11 +6,14 @@ credential (an Authorization or Cookie header, also as a logged header pair, a
 Bearer/Basic/Negotiate token, a JWT, a secret in a form or query string) and the
 values of the credential variables set in the environment. Logging applies it to every
 record as it is made, whichever handler gets it (:mod:`reconciler.cli.logs`).
+
+The patterns are compiled when first used: a command that scrubs nothing (a plan with no
+error and no log record) does not pay for them (issue 19).
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import logging
 import os
 import re
@@ -19,7 +22,7 @@ MASK = "***"
 #: Variables whose values are secrets wherever they appear (the credential variables
 #: a desired-state file may name, ``token_env``, ``password_env`` and ``[state] token_env``,
 #: are these names, or these with a suffix).
-SECRET_VARIABLES = re.compile(
+_SECRET_VARIABLES = (
     r"^(?:AZURE_CLIENT_SECRET|AZURE_PASSWORD|AZURE_CLIENT_CERTIFICATE_PASSWORD|SYNCPREP_PLAN_SIGNING_KEY|ACTIONS_ID_TOKEN_REQUEST_TOKEN"
     r"|SYNCPREP_GRAPH_TOKEN(?:_\w+)?|SYNCPREP_WINRM_PASSWORD(?:_\w+)?|SYNCPREP_STORAGE_TOKEN(?:_\w+)?)$"
 )
@@ -28,21 +31,24 @@ MIN_SECRET_LENGTH = 6
 
 _PATTERNS = (
     # "Authorization: Bearer abc", "authorization=Basic abc", "'Authorization': 'Bearer abc'"
-    (re.compile(r"(?i)(\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(?:bearer|basic|negotiate|ntlm|kerberos)\s+)?[^\s'\",;]+"), r"\1" + MASK),
-    (re.compile(r"(?i)\b(bearer|basic|negotiate|ntlm)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
-    (re.compile(r"(?i)(\b(?:client_secret|client_assertion|password|access_token|refresh_token|id_token|device_code|code_verifier)=)[^&\s]+"), r"\1" + MASK),
+    (r"(?i)(\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(?:bearer|basic|negotiate|ntlm|kerberos)\s+)?[^\s'\",;]+", r"\1" + MASK),
+    (r"(?i)\b(bearer|basic|negotiate|ntlm)\s+[A-Za-z0-9._~+/=-]{8,}", r"\1 " + MASK),
+    (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", MASK),
+    (r"(?i)(\b(?:client_secret|client_assertion|password|access_token|refresh_token|id_token|device_code|code_verifier)=)[^&\s]+", r"\1" + MASK),
     # "Cookie: a=b; c=d", "Set-Cookie: ...", "'cookie': '...'" (to the end of the line or the quote)
-    (re.compile(r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]+"), r"\1" + MASK),
+    (r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]+", r"\1" + MASK),
     # A header as a pair, as HTTP libraries log them: (b'authorization', b'...'), ('Cookie', '...')
-    (re.compile(r"(?i)(['\"](?:proxy-authorization|authorization|cookie|set-cookie)['\"]\s*,\s*b?['\"])[^'\"]*"), r"\1" + MASK),
+    (r"(?i)(['\"](?:proxy-authorization|authorization|cookie|set-cookie)['\"]\s*,\s*b?['\"])[^'\"]*", r"\1" + MASK),
 )
 
 
 def secret_values(environ=None):
     """The values of the secret variables set in ``environ``, with their base64 forms."""
+    import base64
+
     environ = os.environ if environ is None else environ
-    values = {v for k, v in environ.items() if SECRET_VARIABLES.match(k) and v and len(v) >= MIN_SECRET_LENGTH}
+    secret = _compiled().secret_variables
+    values = {v for k, v in environ.items() if secret.match(k) and v and len(v) >= MIN_SECRET_LENGTH}
     user = next((v for k, v in environ.items() if k.startswith("SYNCPREP_WINRM_USERNAME") and v), None)
     for value in list(values):
         values.add(base64.b64encode(value.encode()).decode())
@@ -53,7 +59,7 @@ def secret_values(environ=None):
 
 #: A secret as a JSON or dict member, as MSAL logs a token request at DEBUG
 #: (``"device_code": "..."``, with the same value again under ``"code"``).
-_MEMBER = re.compile(
+_MEMBER = (
     r"(?i)['\"](?:client_secret|client_assertion|password|access_token|refresh_token|id_token|device_code|code_verifier)['\"]\s*:\s*['\"]([^'\"]+)['\"]"
 )
 
@@ -62,12 +68,26 @@ def scrub(text, environ=None):
     """``text`` without credentials: patterns first, then the environment's secret values, then
     every other place a value named as a secret member (``"device_code": "..."``) appears."""
     text = str(text)
-    members = {m.group(1) for m in _MEMBER.finditer(text) if len(m.group(1)) >= MIN_SECRET_LENGTH and m.group(1) != MASK}
-    for pattern, replacement in _PATTERNS:
+    compiled = _compiled()
+    members = {m.group(1) for m in compiled.member.finditer(text) if len(m.group(1)) >= MIN_SECRET_LENGTH and m.group(1) != MASK}
+    for pattern, replacement in compiled.patterns:
         text = pattern.sub(replacement, text)
     for value in [*secret_values(environ), *sorted(members, key=len, reverse=True)]:
         text = text.replace(value, MASK)
     return text
+
+
+class _Compiled:
+    def __init__(self):
+        self.secret_variables = re.compile(_SECRET_VARIABLES)
+        self.patterns = tuple((re.compile(pattern), replacement) for pattern, replacement in _PATTERNS)
+        self.member = re.compile(_MEMBER)
+
+
+@functools.cache
+def _compiled():
+    """The patterns above, compiled (once, when first used)."""
+    return _Compiled()
 
 
 class _NoHeaderBlocks(logging.Filter):

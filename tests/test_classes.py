@@ -90,3 +90,13 @@ def test_the_classes_plan_makes_share_the_repr(name):
     made = [cls for _, cls in inspect.getmembers(module, inspect.isclass) if cls.__module__ == name and attrs.has(cls)]
     assert made
     assert [cls.__name__ for cls in made if cls.__repr__ is not classes.attrs_repr] == []
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_no_field_converts_with_a_built_in(name):
+    """attrs reads a converter's signature; a built-in's (``tuple``) is text, parsed by
+    :mod:`inspect` with the tokenizer: ``classes.as_tuple`` does the same, quicker."""
+    module = importlib.import_module(name)
+    made = [cls for _, cls in inspect.getmembers(module, inspect.isclass) if cls.__module__ == name and attrs.has(cls)]
+    built_in = [f"{cls.__name__}.{a.name}" for cls in made for a in attrs.fields(cls) if a.converter is not None and not inspect.isfunction(a.converter)]
+    assert built_in == []

@@ -25,7 +25,7 @@ from typing import Optional
 
 from attrs import evolve, field, setters
 
-from reconciler.classes import define
+from reconciler.classes import as_tuple, define
 from reconciler import dn
 from reconciler.errors import ProviderError, RefusedError
 from reconciler.model import (
@@ -243,7 +243,7 @@ class LabLicense:
     assigned_at: int
     by_group: bool = False
     #: A tuple, so that it cannot change in place (see Stamps).
-    disabled_plans: tuple[str, ...] = field(factory=tuple, converter=tuple)
+    disabled_plans: tuple[str, ...] = field(factory=tuple, converter=as_tuple)
     #: The group it comes from (Graph's assignedByGroup), when ``by_group``.
     group_id: Optional[str] = None
 
@@ -296,7 +296,7 @@ class LabCloudUser:
     usage_location: Optional[str] = None
     mailbox_guid: Optional[str] = None  # cloud msExchMailboxGuid, as synced
     #: A tuple, replaced whole on change (see Stamps).
-    licenses: tuple[LabLicense, ...] = field(factory=tuple, converter=tuple, on_setattr=[setters.convert, *_INDEXED])
+    licenses: tuple[LabLicense, ...] = field(factory=tuple, converter=as_tuple, on_setattr=[setters.convert, *_INDEXED])
     mailbox_ready_at: Optional[int] = None  # None: no Exchange Online mailbox
     deleted_at: Optional[int] = field(default=None, on_setattr=_INDEXED)  # set while in the recycle bin
     #: When an Exchange Online plan was first assigned, kept after the licence goes (Graph's

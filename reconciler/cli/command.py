@@ -5,20 +5,36 @@ which turns every known error into one line and an exit code."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import sys
 
 from reconciler import __version__
-from reconciler.cli import apply, completion, drift, export, plan, show, sync, unlock, validate
 from reconciler.cli.options import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, Parents, Parser, common_options, error_line, make_console, merge_common
 from reconciler.errors import ConfigError, ReconcilerError
 
 
-def _verbs():
-    from providers.lab import cli as lab
+#: Each verb's module by the verb's name (its ``NAME``), in the order help lists them. A command
+#: that names its verb imports that verb's module alone (issue 19: importing all of them was
+#: milliseconds of every command's start-up).
+VERBS = {
+    "validate": "reconciler.cli.validate",
+    "plan": "reconciler.cli.plan",
+    "show": "reconciler.cli.show",
+    "drift": "reconciler.cli.drift",
+    "apply": "reconciler.cli.apply",
+    "sync": "reconciler.cli.sync",
+    "force-unlock": "reconciler.cli.unlock",
+    "export": "reconciler.cli.export",
+    "lab": "providers.lab.cli",
+    "completion": "reconciler.cli.completion",
+}
 
-    return [validate, plan, show, drift, apply, sync, unlock, export, lab, completion]
+
+def _verbs(verb=None):
+    """The verbs' modules (or ``verb``'s alone)."""
+    return [importlib.import_module(module) for name, module in VERBS.items() if verb is None or name == verb]
 
 
 def build_parser(verb=None):
@@ -32,9 +48,8 @@ def build_parser(verb=None):
     )
     parser.add_argument("--version", action="version", version=f"syncprep {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for module in _verbs():
-        if verb is None or module.NAME == verb:
-            module.add_parser(commands, parents).set_defaults(run=module.run)
+    for module in _verbs(verb):
+        module.add_parser(commands, parents).set_defaults(run=module.run)
     parser.set_defaults(whole_parser=parser)
     return parser
 
@@ -46,7 +61,7 @@ def verb_of(argv):
     the verb is read by the whole parser, and ``completion`` needs the whole tree."""
     top = common_options("global_")
     takes_value = {option: action.nargs != 0 for action in top._actions for option in action.option_strings}
-    names = {module.NAME for module in _verbs()} - {completion.NAME}
+    names = set(VERBS) - {"completion"}
     argv = iter(argv)
     for token in argv:
         if token in takes_value:
