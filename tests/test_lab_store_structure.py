@@ -10,7 +10,7 @@ from providers.lab.store_decode import Corrupt, _bounded_cycle, converter, plain
 from providers.lab.world import LabFile, RunningCycle, Server
 from reconciler.model import SyncPolicy
 
-CHECKS = {RunningCycle: _bounded_cycle}
+ROAD = store_structure.Road({RunningCycle: _bounded_cycle})
 
 
 def _lab(name):
@@ -35,7 +35,7 @@ def _parts(lab):
 def _both(value, tp):
     """(the quick road's value or its exception, the converter's value or its exception)."""
     results = []
-    for road in (lambda: store_structure.structure(value, tp, CHECKS), lambda: converter().structure(value, tp)):
+    for road in (lambda: ROAD.structure(value, tp), lambda: converter().structure(value, tp)):
         try:
             results.append(road())
         except Exception as exc:  # noqa: BLE001 - compared below

@@ -155,7 +155,7 @@ def _built(build, value, name):
 def structured(value, tp):
     """``value`` (JSON) as ``tp``, as the cattrs converter builds it: by the quick road where it fits."""
     try:
-        return store_structure.structure(value, tp, {RunningCycle: _bounded_cycle})
+        return _ROAD.structure(value, tp)
     except store_structure.Unfit:
         return converter().structure(value, tp)
 
@@ -168,6 +168,9 @@ def _bounded_cycle(cycle):
         except msgspec.ValidationError as exc:
             raise Corrupt(f"{name}: {exc}") from None
     return cycle
+
+
+_ROAD = store_structure.Road({RunningCycle: _bounded_cycle})
 
 
 @functools.cache

@@ -24,27 +24,65 @@ class Unfit(Exception):
     """Not a value of the type as the lab writes it: cattrs decides (and says why)."""
 
 
-def structure(value, tp, checks):
-    """``value`` (decoded JSON) as ``tp``. ``checks``: {attrs class: function} run on each built
-    instance of that class (what a cattrs hook registered for it adds to the default)."""
-    if tp is str or tp is bool:
-        return _checked(value, type(value) is tp)
-    if tp is int:
-        return _checked(value, type(value) is int)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return _member(value, tp)
-    if attrs.has(tp):
-        return _instance(value, tp, checks)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return tuple(structure(item, args[0], checks) for item in _checked(value, type(value) is list))
-    if origin is list:
-        return [structure(item, args[0], checks) for item in _checked(value, type(value) is list)]
-    if origin is dict and args[0] is str:
-        return {key: structure(item, args[1], checks) for key, item in _checked(value, type(value) is dict).items()}
-    if origin is typing.Union and len(args) == 2 and type(None) in args:
-        return None if value is None else structure(value, args[0] if args[1] is type(None) else args[1], checks)
-    raise Unfit(f"no quick road for {tp!r}")
+class Road:
+    """The quick road for the lab's types: for each type, a function from a JSON value to the
+    value cattrs builds, made once (as cattrs makes its hooks, without generating code).
+
+    ``checks``: {attrs class: function} run on each built instance of that class (what a cattrs
+    hook registered for it adds to the default)."""
+
+    def __init__(self, checks):
+        self.checks = checks
+        self._builders = {}
+
+    def structure(self, value, tp):
+        """``value`` (decoded JSON) as ``tp``, or :class:`Unfit`."""
+        return self.builder(tp)(value)
+
+    def builder(self, tp):
+        builder = self._builders.get(tp)
+        if builder is None:
+            builder = self._builders[tp] = self._made(tp)
+        return builder
+
+    def _made(self, tp):
+        if tp is str or tp is bool or tp is int:  # exactly: not a bool for an int
+            return lambda value: _checked(value, type(value) is tp)
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return lambda value: _member(value, tp)
+        if attrs.has(tp):
+            return self._instance(tp)
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return lambda value, item=self.builder(args[0]): tuple(map(item, _checked(value, type(value) is list)))
+        if origin is list:
+            return lambda value, item=self.builder(args[0]): list(map(item, _checked(value, type(value) is list)))
+        if origin is dict and args[0] is str:
+            return lambda value, item=self.builder(args[1]): {key: item(v) for key, v in _checked(value, type(value) is dict).items()}
+        if origin is typing.Union and len(args) == 2 and type(None) in args:
+            inner = self.builder(args[0] if args[1] is type(None) else args[1])
+            return lambda value: None if value is None else inner(value)
+        return lambda value: _no_road(tp)
+
+    def _instance(self, cls):
+        fields = _fields(cls)
+        builders = {name: self.builder(tp) for name, (tp, _required) in fields.items()}
+        required = [name for name, (_tp, is_required) in fields.items() if is_required]
+        check = self.checks.get(cls)
+
+        def build(value):
+            if type(value) is not dict or not value.keys() <= builders.keys():
+                raise Unfit(cls.__name__)
+            if any(name not in value for name in required):
+                raise Unfit(f"{cls.__name__}: a required key is missing")
+            built = {name: builders[name](item) for name, item in value.items()}
+            try:
+                instance = cls(**built)
+            except (TypeError, ValueError) as exc:  # a converter's or validator's refusal: cattrs words it
+                raise Unfit(str(exc)) from None
+            return instance if check is None else check(instance)
+
+        return build
 
 
 def _checked(value, ok):
@@ -60,28 +98,12 @@ def _member(value, enum_type):
         raise Unfit(repr(value)) from None
 
 
-def _instance(value, cls, checks):
-    fields = _fields(cls)
-    if type(value) is not dict or not value.keys() <= fields.keys():
-        raise Unfit(cls.__name__)
-    if any(required and name not in value for name, (_tp, required) in fields.items()):
-        raise Unfit(f"{cls.__name__}: a required key is missing")
-    built = {name: structure(item, fields[name][0], checks) for name, item in value.items()}
-    try:
-        instance = cls(**built)
-    except (TypeError, ValueError) as exc:  # a converter's or validator's refusal: cattrs words it
-        raise Unfit(str(exc)) from None
-    check = checks.get(cls)
-    return instance if check is None else check(instance)
-
-
-_FIELDS = {}
+def _no_road(tp):
+    raise Unfit(f"no quick road for {tp!r}")
 
 
 def _fields(cls):
-    """{key: (type, required)} of ``cls``'s fields that ``__init__`` takes, read once."""
-    if cls not in _FIELDS:
-        attrs.resolve_types(cls)
-        # Keyed by name, as cattrs reads them; a field whose ``__init__`` name differs is left to cattrs.
-        _FIELDS[cls] = {f.name: (f.type, f.default is attrs.NOTHING) for f in attrs.fields(cls) if f.init and f.alias == f.name}
-    return _FIELDS[cls]
+    """{key: (type, required)} of ``cls``'s fields that ``__init__`` takes."""
+    attrs.resolve_types(cls)
+    # Keyed by name, as cattrs reads them; a field whose ``__init__`` name differs is left to cattrs.
+    return {f.name: (f.type, f.default is attrs.NOTHING) for f in attrs.fields(cls) if f.init and f.alias == f.name}
