@@ -1,5 +1,6 @@
-"""reconciler.classes (issue 19): attrs classes made with one shared ``__repr__`` show exactly
-what attrs's generated ``__repr__`` shows; and the classes ``plan`` makes use it."""
+"""reconciler.classes (issue 19): attrs classes whose ``__repr__``, ``__eq__`` and ``__hash__`` are
+made without compiling show, compare and hash exactly as attrs's generated ones; and the
+classes ``plan`` makes use them."""
 
 import importlib
 import inspect
@@ -76,6 +77,67 @@ def test_a_subclass_and_a_class_in_a_function_are_named_as_attrs_names_them():
     assert shown[0] == shown[1] == ("Value(id='1', items=())", "Sub(id='2', items=())")
 
 
+def _compared(decorate, options):
+    kind = attrs.define if decorate is attrs.define else classes.define
+    options = dict(options)
+    if options.pop("frozen", False):
+        kind = attrs.frozen if decorate is attrs.define else classes.frozen
+
+    @kind(**options)
+    class Compared:
+        name: str = attrs.field(eq=str.lower)
+        count: float = 0
+        noted: str = attrs.field(default="", eq=False)
+        hashed_only_by_eq: tuple = attrs.field(default=(), hash=False)
+
+    return Compared
+
+
+NAN = float("nan")
+PAIRS = [
+    (("a",), ("a",)),
+    (("a",), ("A",)),  # the same by the eq= key
+    (("a",), ("b",)),
+    (("a", 1), ("a", 2)),
+    (("a", 1, "x"), ("a", 1, "y")),  # a field not compared
+    (("a", 1, "", (1,)), ("a", 1, "", (2,))),  # compared, not hashed
+    (("a", NAN), ("a", NAN)),  # the same NaN: not equal, as with attrs
+]
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - compared below
+        return type(exc)
+
+
+@pytest.mark.parametrize("options", [{}, {"frozen": True}, {"eq": False}, {"frozen": True, "eq": False}], ids=str)
+def test_the_shared_eq_and_hash_compare_and_hash_as_attrs(options):
+    made_by_attrs, ours = _pair(_compared, **options)
+    for left, right in PAIRS:
+        seen = []
+        for cls in (made_by_attrs, ours):
+            a, b, same = cls(*left), cls(*right), cls(*left)
+            hashes = _outcome(lambda: (hash(a) == hash(b), hash(a) == hash(same)))
+            identity = _outcome(lambda: hash(a) == object.__hash__(a))
+            seen.append((a == b, a != b, a == same, a != a, a.__eq__(1), a.__ne__(1), a == 1, hashes, identity))
+        assert seen[0] == seen[1], (options, left, right)
+
+
+def test_a_class_that_writes_its_own_eq_keeps_it():
+    @classes.frozen
+    class Own:
+        name: str
+
+        def __eq__(self, other):
+            return True
+
+        __hash__ = object.__hash__
+
+    assert Own("a") == Own("b") and Own("a") == 1
+
+
 #: The modules plan imports whose classes are made by reconciler.classes.
 MODULES = [
     "reconciler.model", "reconciler.desired", "reconciler.operations", "reconciler.steps", "reconciler.rules",
@@ -90,6 +152,12 @@ def test_the_classes_plan_makes_share_the_repr(name):
     made = [cls for _, cls in inspect.getmembers(module, inspect.isclass) if cls.__module__ == name and attrs.has(cls)]
     assert made
     assert [cls.__name__ for cls in made if cls.__repr__ is not classes.attrs_repr] == []
+    compiled = [cls.__name__ for cls in made if "generated" in getattr(cls.__eq__, "__code__", _Code).co_filename]
+    assert compiled == []  # attrs's __eq__ (and __hash__) are compiled from generated source
+
+
+class _Code:
+    co_filename = "not a function: object's"
 
 
 @pytest.mark.parametrize("name", MODULES)
