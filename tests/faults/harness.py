@@ -157,11 +157,34 @@ _preloaded = []
 
 
 def _preload():
-    """Imports :data:`PRELOAD` in this process, once (a child inherits what its parent imported)."""
+    """Imports :data:`PRELOAD` in this process, once (a child inherits what its parent imported),
+    and fills the caches a run fills as it goes (:func:`_warm`)."""
     if not _preloaded:
         for name in PRELOAD:
             importlib.import_module(name)
+        _warm()
         _preloaded.append(True)
+
+
+def _warm():
+    """Plans of the example files on a small lab, turned into the saved plan's JSON, in this
+    process: cattrs generates each class's (un)structuring function on its first use (compile
+    and a dispatch walk, about 10 ms a run that writes or checks a plan), and a child inherits
+    the functions as it inherits the modules. Caches only: a child makes the same ones when
+    they are missing, and these plans are not kept."""
+    from pathlib import Path
+
+    from providers.lab import scenario
+    from providers.lab.provider import LabTarget
+    from reconciler.apply import observe
+    from reconciler.loader import load_desired
+    from reconciler.plan import build_plan
+    from reconciler.serialize import plan_to_dict
+
+    for name in ("example.toml", "rebuild.toml"):
+        desired = load_desired(Path(__file__).resolve().parents[2] / "desired-state" / name)
+        target = LabTarget(scenario.build(users=4))
+        plan_to_dict(build_plan(desired, observe(target, desired), "warm-up"))
 
 
 def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
