@@ -7,13 +7,11 @@ at the end of the test session.
 import json
 import os
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from capture import run_together
 from conftest import EXAMPLE, FIGURES, ROOT, plan_for
 from faults import harness as faults_harness
 from providers.lab import scenario, store
@@ -24,7 +22,6 @@ from reconciler.journal import TargetLock, target_slug
 from reconciler.loader import load_desired
 from reconciler.provider import Target
 
-HARNESS = Path(__file__).parent / "faults" / "harness.py"
 REBUILD = ROOT / "desired-state" / "rebuild.toml"
 REBUILD_FLAGS = ("--approve-irreversible", "--force")
 
@@ -197,8 +194,9 @@ def test_a_second_apply_is_refused_while_one_holds_the_lock(tmp_path, cli):
 def test_two_applies_started_together_do_not_both_run(tmp_path):
     fresh_lab(tmp_path / "lab.json")
     env = {**os.environ, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json"), "NO_COLOR": "1"}
-    command = [sys.executable, str(HARNESS), str(tmp_path / "ops.jsonl"), "none", "--", "apply", str(EXAMPLE), "--auto-approve", "--lab", str(tmp_path / "lab.json")]
-    results = [(code, err) for code, _out, err in run_together([command, command], timeout=120, cwd=tmp_path, env=env)]
+    # Two processes at once, forked from this one as harness() forks one (two new interpreters cost 1-2 s of CPU).
+    apply = {"oplog_path": tmp_path / "ops.jsonl", "kill": "none", "args": ["apply", EXAMPLE, "--auto-approve", "--lab", tmp_path / "lab.json"], "cwd": tmp_path, "env": env}
+    results = [(done.returncode, done.stderr) for done in faults_harness.run_forked_together([apply, apply], timeout=120)]
     FIGURES["concurrent applies"] += 2
     codes = [code for code, _err in results]
     # One applies (4: user07 and user20 end without a licence); the other is refused the

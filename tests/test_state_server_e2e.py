@@ -3,13 +3,11 @@ runs from two working directories (two checkouts, two runners) in separate proce
 
 import re
 import shutil
-import sys
 
 import pytest
 
-from capture import run_together
 from faults import harness as faults_harness
-from test_serve import HARNESS, REAL_PROVIDERS, _serve, remote_file, run
+from test_serve import REAL_PROVIDERS, _serve, remote_file, run
 
 
 @pytest.fixture
@@ -38,8 +36,9 @@ def test_two_applies_from_two_working_directories_exactly_one_runs(served):
     a, b = _checkouts(tmp_path, graph, port)
     env = {**env, "SYNCPREP_FAULT_CLASSES": REAL_PROVIDERS, "SYNCPREP_FAULT_LAB": str(tmp_path / "lab.json")}
     ops = tmp_path / "ops.jsonl"
-    command = lambda: [sys.executable, str(HARNESS), str(ops), "none", "--", "apply", "remote.toml", "--auto-approve"]  # noqa: E731
-    results = run_together([{"args": command(), "cwd": a}, {"args": command(), "cwd": b}], timeout=300, env=env)
+    # Two processes at once, forked from this one as _harness forks one (two new interpreters cost 1-2 s of CPU).
+    apply = {"oplog_path": ops, "kill": "none", "args": ["apply", "remote.toml", "--auto-approve"], "env": env}
+    results = [(done.returncode, done.stdout, done.stderr) for done in faults_harness.run_forked_together([{**apply, "cwd": a}, {**apply, "cwd": b}], timeout=300)]
     codes = sorted(code for code, _out, _err in results)
     # One applies (4: two users end without a licence); the other is refused the lock
     # (1), or comes after it and finds nothing left to do (0).

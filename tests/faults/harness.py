@@ -15,9 +15,12 @@ as the script is; it starts from a lab store that remembers no file, as a new
 process does.
 """
 
+import contextlib
+import functools
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -191,27 +194,76 @@ def run_forked(oplog_path, kill, args, cwd, env, timeout=120):
     """``python harness.py OPLOG KILL -- ARGS`` in ``cwd`` with ``env``, in a forked child:
     a CompletedProcess (returncode -9 when killed), its output as text. With ``oplog_path``
     None, ``syncprep ARGS`` as the installed script runs it, without faults."""
+    return run_forked_together([{"oplog_path": oplog_path, "kill": kill, "args": args, "cwd": cwd, "env": env}], timeout)[0]
+
+
+def run_forked_together(runs, timeout):
+    """Each of ``runs`` (:func:`run_forked`'s arguments in a dict) in a child of its own, all
+    forked before any is waited for, so that they run at once (as ``capture.run_together``
+    starts interpreters): a CompletedProcess each, in their order. On a timeout every child
+    still running is killed and TimeoutExpired raised."""
     _preload()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with contextlib.ExitStack() as files:
+        outputs = [(files.enter_context(tempfile.TemporaryFile()), files.enter_context(tempfile.TemporaryFile())) for _ in runs]
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into the test process
-            _be_the_child(out.fileno(), err.fileno(), cwd, env, lambda: run(oplog_path, kill, [str(a) for a in args]))
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired(["harness", kill, *map(str, args)], timeout)
-            time.sleep(0.005)
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(args, code, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        pids, statuses = [], {}
+        try:
+            for one, (out, err) in zip(runs, outputs):
+                command = functools.partial(run, one["oplog_path"], one["kill"], [str(a) for a in one["args"]])
+                pid = os.fork()
+                if pid == 0:  # the child: never returns into the test process
+                    _be_the_child(out.fileno(), err.fileno(), one["cwd"], one["env"], command)
+                pids.append(pid)
+            ended = _wait_for(pids, timeout, statuses)
+        finally:
+            for pid in pids:  # none is left running when the wait did not end (timeout, ^C)
+                if pid not in statuses:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+        if not ended:
+            raise subprocess.TimeoutExpired(["harness", *(str(a) for one in runs for a in [one["kill"], *one["args"]])], timeout)
+        completed = []
+        for one, (out, err), pid in zip(runs, outputs, pids):
+            status = statuses[pid]
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            out.seek(0)
+            err.seek(0)
+            completed.append(subprocess.CompletedProcess(one["args"], code, out.read().decode(errors="replace"), err.read().decode(errors="replace")))
+        return completed
+
+
+def _wait_for(pids, timeout, statuses):
+    """Waits for the children ``pids`` (their wait status into ``statuses``), for at most
+    ``timeout`` seconds: whether all ended. Woken when a child ends (a pidfd each, where the
+    system has them) rather than every few milliseconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in pids:
+            if pid not in statuses:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses[pid] = status
+        if len(statuses) == len(pids):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        _until_one_ends([pid for pid in pids if pid not in statuses], left)
+
+
+def _until_one_ends(pids, seconds):
+    """Sleeps until one of ``pids`` ends or ``seconds`` have passed (5 ms at most without pidfds)."""
+    fds = []
+    try:
+        for pid in pids:
+            fds.append(os.pidfd_open(pid))
+        select.select(fds, [], [], seconds)
+    except (AttributeError, OSError):
+        time.sleep(min(seconds, 0.005))
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _be_the_child(out_fd, err_fd, cwd, env, command, line_buffered=False):
