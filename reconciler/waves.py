@@ -11,7 +11,6 @@ Every problem is one line naming the CSV file and its line (``wave.csv:7: ...``)
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 from pathlib import Path
@@ -62,6 +61,8 @@ def read_wave(users_file, source, column=None, valid=None):
 
 
 def _addresses(text, shown, column, valid):
+    import csv  # only for a wave file: a plan without one does not pay for it
+
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
