@@ -44,3 +44,19 @@ def test_each_verb_is_found_by_its_name():
     assert {name: importlib.import_module(module).NAME for name, module in VERBS.items()} == {name: name for name in VERBS}
     commands = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(commands.choices) == list(VERBS)
+
+
+def test_a_command_collects_less_often_and_puts_the_threshold_back(monkeypatch, capsys):
+    import gc
+
+    from reconciler.cli import command, show
+
+    seen = []
+    monkeypatch.setattr(show, "run", lambda args, out, err: seen.append(gc.get_threshold()[0]) or 0)
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])  # Python's own (a big lab read in this process may have raised it)
+    try:
+        assert command.main(["show", "nonexistent-plan.json"]) == 0
+        assert seen == [command.YOUNG] and gc.get_threshold() == (700, *before[1:])
+    finally:
+        gc.set_threshold(*before)
