@@ -5,7 +5,8 @@ two endpoints see one consistent world; when the host has a path, a session that
 changed something is saved (appended to the lab file's change log) before it
 releases the lock, and :meth:`LabHost.close` folds the log into the lab file.
 
-A session that changed nothing is not saved: the lab file is not touched. Lab time
+A session that changed nothing is not saved: the lab file is not touched. A session whose
+body raised is saved all the same when it changed something. Lab time
 that passed meanwhile (``speed``) is saved with the next change, or at :meth:`close`.
 """
 
@@ -67,9 +68,16 @@ class LabHost:
     def session(self, writes=True):
         """``with host.session() as lab:`` — exclusive access; saved afterwards if ``writes``:
         True, False, or a callable asked when the body is done (a script that changed
-        nothing is not saved)."""
+        nothing is not saved).
+
+        The body is done however it ends: a script that changed the lab and then failed
+        (every lab cmdlet's error ends the script), an interrupt, a closed generator — its
+        change was served to the clients, so it is saved before the lock is released, and
+        the exception goes on."""
         with self._lock:
             self._catch_up()
-            yield self.lab
-            if self.path is not None and (writes() if callable(writes) else writes):
-                self._save()
+            try:
+                yield self.lab
+            finally:
+                if self.path is not None and (writes() if callable(writes) else writes):
+                    self._save()
