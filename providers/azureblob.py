@@ -22,6 +22,7 @@ metadata still says ``held``. That is reported with the holder, and only
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import threading
@@ -247,16 +248,38 @@ def client_options():
     The SDK's default (ExponentialRetry: 3 retries after 15, 18 and 24 s, each connect
     waiting up to 20 s) kept an engineer waiting 80 s and more to learn that a mistyped
     account or a dead network cannot be reached. Here a connection that cannot be made
-    (refused, DNS, TLS: ServiceRequestError) is tried once more after about a second, and
-    so is a request whose answer was lost (ServiceResponseError); a server that answers
-    busy or failing (408, 429, 500, 503...) is worth waiting for, so it gets three retries
-    after about 1, 3 and 5 s. A lease renewal does not use these: it has its own short
+    (refused, DNS, TLS: ServiceRequestError) or whose answer was lost (ServiceResponseError)
+    is tried once more after about a second, once in all (see _one_transport_retry); a server
+    that answers busy or failing (408, 429, 500, 503...) is worth waiting for, so it gets three
+    retries after about 1, 3 and 5 s. A lease renewal does not use these: it has its own short
     timeouts and no client retry, and the renewer tries it again soon (see renew_options), so
     that a renewal whose answer is lost does not outlast the lease."""
+    retry = _one_transport_retry()(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1, retry_connect=1, retry_read=1, retry_status=3)
+    return {"retry_policy": retry, "connection_timeout": CONNECTION_TIMEOUT}
+
+
+@functools.cache
+def _one_transport_retry():
+    """The SDK's ExponentialRetry with one budget for the failures without an answer.
+
+    The SDK (azure-storage-blob's StorageRetryPolicy.increment) spends retry_connect on a
+    ServiceRequestError and retry_read on a ServiceResponseError, and a server resetting the
+    TLS handshake gives one or the other depending on when the reset arrives: one of each made
+    a third attempt. Here each such failure spends both, so unreachable storage is reported
+    after 2 attempts, whatever the mix; status retries (retry_status) are untouched. Made on
+    first use: the SDK is imported only by a command that uses the backend."""
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
     from azure.storage.blob import ExponentialRetry
 
-    retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1, retry_connect=1, retry_read=1, retry_status=3)
-    return {"retry_policy": retry, "connection_timeout": CONNECTION_TIMEOUT}
+    class OneTransportRetry(ExponentialRetry):
+        def increment(self, settings, request, response=None, error=None):
+            if isinstance(error, ServiceRequestError):
+                settings["read"] -= 1  # and the SDK spends "connect"
+            elif isinstance(error, ServiceResponseError):
+                settings["connect"] -= 1  # and the SDK spends "read"
+            return super().increment(settings, request, response=response, error=error)
+
+    return OneTransportRetry
 
 
 class BlobState(StateBackend):
