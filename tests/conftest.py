@@ -185,43 +185,6 @@ LONGEST_FIRST = ("test_serve_default_speed", "test_state_azureblob", "test_fault
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))  # set in each xdist worker
-    if workers > 1:
-        items[:] = dealt(items, sum(item.path.stem in rank for item in items), workers)
-
-
-def dealt(items, longest, workers):
-    """``items`` (the ``longest`` first) for ``workers`` workers under ``--dist worksteal``,
-    which hands each worker a run of the list at the start (a ``len // workers`` share, then
-    the rest likewise) and lets an idle worker take tests only from the end of another's
-    share: with all the longest tests in front, the first worker ran them one after another
-    (85 s of polls, leases and kills, while the other workers had finished theirs). Deal
-    them out in turn to the front of each share instead, the tests of a module that share a
-    module-scoped fixture (Azurite) together; the others fill the shares in order. Order
-    only; every worker computes the same list, as pytest-xdist requires."""
-    sizes, left = [], len(items)
-    for i in range(workers):
-        sizes.append(left // (workers - i))
-        left -= sizes[-1]
-    groups = {}
-    for item in items[:longest]:
-        groups.setdefault(_dealt_together(item), []).append(item)
-    shares = [[] for _ in range(workers)]
-    for i, group in enumerate(groups.values()):
-        shares[i % workers] += group
-    if any(len(share) > size for share, size in zip(shares, sizes)):
-        return items
-    rest = iter(items[longest:])
-    return [item for share, size in zip(shares, sizes) for item in share + [next(rest) for _ in range(size - len(share))]]
-
-
-def _dealt_together(item):
-    """The module, for a test that uses a module-scoped fixture (set up once per worker that
-    runs one of them); else the test itself."""
-    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    if any(defs and defs[-1].scope == "module" for defs in definitions.values()):
-        return item.path.stem
-    return item.nodeid
 
 
 #: Figures the fault-injection suite reports at the end of the run.
