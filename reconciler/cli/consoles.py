@@ -6,6 +6,10 @@ write to a closed output raises ``BrokenPipeError`` like any other write, and ``
 into exit code 141 (128 + SIGPIPE: what a shell reports for a command a closed pipe stopped).
 Once a verb has started what must run to its end (an approved apply, a sync), it sets
 ``keep_going``: a closed output then raises nothing and what follows is dropped.
+
+Every write reaches the stream through :class:`_Recorded` (``console.file``), whether rich
+prints it or a verb writes it whole (``--json``, ``export``, ``completion``): an output that
+fails other than by a closed pipe (a full disk) is recorded in ``failed``, whichever wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +19,33 @@ import errno
 from rich.console import Console as _RichConsole
 
 
+class _Recorded:
+    """``console``'s stream, whose failed writes and flushes the console records. Each write is
+    flushed: what a verb writes whole fails at its write, not unseen in Python's flush at exit."""
+
+    def __init__(self, stream, console):
+        self.stream, self.console = stream, console
+
+    def write(self, text):
+        try:
+            written = self.stream.write(text)
+            self.stream.flush()
+        except OSError as exc:
+            self.console.note_failure(exc)
+            raise
+        return written
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            self.console.note_failure(exc)
+            raise
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
+
+
 class Console(_RichConsole):
     #: A closed output stops nothing (what is printed after is dropped).
     keep_going = False
@@ -22,13 +53,24 @@ class Console(_RichConsole):
     #: What writing the stream raised when it failed other than by a closed pipe (a full disk).
     failed = None
 
-    def _check_buffer(self):
-        try:
-            super()._check_buffer()
-        except OSError as exc:
-            if not isinstance(exc, BrokenPipeError):
-                self.failed = exc
-            raise
+    _recorded = None
+
+    @property
+    def file(self):
+        """The stream rich would write to (it follows ``sys.stdout``), seen through :class:`_Recorded`."""
+        stream = _RichConsole.file.fget(self)
+        if self._recorded is None or self._recorded.stream is not stream:
+            self._recorded = _Recorded(stream, self)
+        return self._recorded
+
+    @file.setter
+    def file(self, stream):
+        self._file = stream
+
+    def note_failure(self, exc):
+        """``exc`` came from writing the stream: a failure other than a closed pipe is kept."""
+        if not isinstance(exc, BrokenPipeError):
+            self.failed = exc
 
     def on_broken_pipe(self):
         self.quiet = True  # nothing more reaches a closed output
