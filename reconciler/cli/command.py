@@ -101,7 +101,9 @@ def main(argv=None):
     """Run the command; its exit code. A known error is one line on stderr (1); Ctrl-C and the
     stop signals give 130, whether or not that can still be said; an output closed early stops
     the command with 141, silently (:mod:`reconciler.cli.consoles`), where it was not
-    interrupted, did not fail, and was not told to run to its end."""
+    interrupted, did not fail, and was not told to run to its end. A command told to run to its
+    end (an approved apply, a sync) whose output failed otherwise (a full disk) ran to its end
+    and says so once it has (one line on stderr), with 1 (130 if it was interrupted)."""
     with fewer_collections():
         return _main(argv)
 
@@ -136,6 +138,7 @@ def _main(argv):
     except OSError as exc:
         if exc is out.failed:
             code = _output_failed(exc)  # the standard output (a full disk), said as for --help
+            out.failed = None  # said
         else:
             # A path given on the command line that cannot be read or written.
             where = exc.filename if exc.filename is not None else "file"
@@ -143,6 +146,9 @@ def _main(argv):
     except KeyboardInterrupt:
         _say(err, "[yellow]interrupted[/yellow]")
         code = EXIT_INTERRUPTED
+    if out.failed is not None:  # it ran to its end (keep_going) with what it printed dropped
+        failed = _output_failed(out.failed)
+        code = code if code == EXIT_INTERRUPTED else failed
     if not _flushed() and not out.keep_going and code not in (EXIT_ERROR, EXIT_INTERRUPTED):
         code = EXIT_OUTPUT_CLOSED  # what was written last never arrived
     return code

@@ -5,7 +5,8 @@ A pipe whose reader stopped (``syncprep plan | head -1``) makes rich end the pro
 write to a closed output raises ``BrokenPipeError`` like any other write, and ``main`` turns it
 into exit code 141 (128 + SIGPIPE: what a shell reports for a command a closed pipe stopped).
 Once a verb has started what must run to its end (an approved apply, a sync), it sets
-``keep_going``: a closed output then raises nothing and what follows is dropped.
+``keep_going``: an output that is closed, or fails otherwise (a full disk), then raises nothing
+and what follows is dropped; ``main`` says a failed one when the command has ended.
 
 Every write reaches the stream through :class:`_Recorded` (``console.file``), whether rich
 prints it or a verb writes it whole (``--json``, ``export``, ``completion``): an output that
@@ -27,20 +28,25 @@ class _Recorded:
         self.stream, self.console = stream, console
 
     def write(self, text):
+        if self.console.dropping:
+            return len(text)
         try:
             written = self.stream.write(text)
             self.stream.flush()
         except OSError as exc:
-            self.console.note_failure(exc)
-            raise
+            if not self.console.note_failure(exc):
+                raise
+            return len(text)
         return written
 
     def flush(self):
+        if self.console.dropping:
+            return
         try:
             self.stream.flush()
         except OSError as exc:
-            self.console.note_failure(exc)
-            raise
+            if not self.console.note_failure(exc):
+                raise
 
     def __getattr__(self, name):  # isatty, fileno, encoding: the stream's own
         return getattr(self.stream, name)
@@ -52,6 +58,9 @@ class Console(_RichConsole):
 
     #: What writing the stream raised when it failed other than by a closed pipe (a full disk).
     failed = None
+
+    #: The output failed while ``keep_going``: what is written from then on is dropped.
+    dropping = False
 
     _recorded = None
 
@@ -68,9 +77,13 @@ class Console(_RichConsole):
         self._file = stream
 
     def note_failure(self, exc):
-        """``exc`` came from writing the stream: a failure other than a closed pipe is kept."""
+        """``exc`` came from writing the stream: a failure other than a closed pipe is kept.
+        Whether it is dropped (``keep_going``: the output, closed or failed, stops nothing)."""
         if not isinstance(exc, BrokenPipeError):
             self.failed = exc
+        if self.keep_going:
+            self.quiet = self.dropping = True
+        return self.keep_going
 
     def on_broken_pipe(self):
         self.quiet = True  # nothing more reaches a closed output
