@@ -10,17 +10,7 @@ import pytest
 from providers.lab import scenario
 from providers.lab.host import LabHost
 from providers.lab.pwsh_interpreter import CMDLETS, Interpreter, ScriptError
-
-
-class _Sink:
-    def __init__(self):
-        self.out, self.errors = [], []
-
-    def output(self, item):
-        self.out.append(item)
-
-    def error(self, message, error_id=None):
-        self.errors.append(message)
+from sink import Sink
 
 
 def _connector(lab):
@@ -30,14 +20,14 @@ def _connector(lab):
 def _bound(lab, start, count):
     """The cmdlet given the values PowerShell's binder hands it (a script cannot write a negative
     number in the lab: its interpreter refuses a unary minus as not simulated)."""
-    it = Interpreter(LabHost(lab), _Sink())
+    it = Interpreter(LabHost(lab), Sink())
     it.lab = lab
     named = {"connectoridentifier": _connector(lab), "startindex": start, "maxresultcount": count}
     return [item["DistinguishedName"] for item in CMDLETS["get-adsynccsobject"].run(it, named, [], None)]
 
 
 def _page(lab, parameters):
-    sink = _Sink()
+    sink = Sink()
     script = f"Import-Module ADSync\nGet-ADSyncCSObject -ConnectorIdentifier '{_connector(lab)}' {parameters} | ConvertTo-Json -Compress"
     Interpreter(LabHost(lab), sink).run(script)
     found = json.loads(sink.out[-1]) if sink.out else []

@@ -18,22 +18,12 @@ from providers.lab.pwsh_interpreter import CMDLETS, Interpreter
 from providers.lab.world import LabFile
 from reconciler.model import JoinCondition, ScopeCondition, SyncPolicy
 from reconciler.rules import copy_identifier
+from sink import Sink
 
 AAD_USER = "sync-admin@contoso.onmicrosoft.com"
 PREAMBLE = "$ErrorActionPreference = 'Stop'\nImport-Module ADSync\n"
 FOLDER = "C:\\ProgramData\\speed"
 CUSTOM = copy_identifier("speed-host")
-
-
-class _Sink:
-    def __init__(self):
-        self.out, self.errors = [], []
-
-    def output(self, item):
-        self.out.append(item)
-
-    def error(self, message, error_id=None):
-        self.errors.append(message)
 
 
 def _lab():
@@ -52,7 +42,7 @@ def _written_elsewhere(tmp_path, lab):
 
 
 def _run(host, script):
-    sink = _Sink()
+    sink = Sink()
     Interpreter(host, sink, identity="CONTOSO\\syncadmin").run(script)
     return sink
 

@@ -9,6 +9,7 @@ from providers.lab import scenario, store_structure
 from providers.lab.store_decode import Corrupt, _bounded_cycle, converter, plain
 from providers.lab.world import LabFile, RunningCycle, Server
 from reconciler.model import SyncPolicy
+from mutate import mutations, replaced
 
 ROAD = store_structure.Road({RunningCycle: _bounded_cycle})
 
@@ -53,35 +54,15 @@ def test_the_quick_road_builds_what_cattrs_builds(name):
         assert repr(quick) == repr(strict), part  # repr: every field, those compared or not
 
 
-def _mutations(value, path=()):
-    """``(path, replacement)`` for every place of ``value``: another type, a key more or less."""
-    others = ["text", "Delta", 7, -1, 2.5, True, None, [], {}, ["x"], [{}]]
-    yield from ((path, other) for other in others if type(other) is not type(value) or other != value)
-    if isinstance(value, dict):
-        yield path, {**value, "nonsense": 1}
-        for key in value:
-            yield path, {k: v for k, v in value.items() if k != key}
-            yield from _mutations(value[key], (*path, key))
-    if isinstance(value, list):
-        for index, item in enumerate(value[:1]):
-            yield from _mutations(item, (*path, index))
-
-
-def _replaced(value, path, new):
-    if not path:
-        return new
-    head, *rest = path
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[head] = _replaced(value[head], rest, new)
-    return copy
+OTHERS = ["text", "Delta", 7, -1, 2.5, True, None, [], {}, ["x"], [{}]]  # another type, or a wrong value
 
 
 @pytest.mark.parametrize("name", ["default", "group-licensed"])
 def test_the_quick_road_refuses_whatever_cattrs_refuses(name):
     checked = refused = 0
     for part, value, tp in _parts(_lab(name)):
-        for path, new in _mutations(value):
-            quick, strict = _both(_replaced(value, path, new), tp)
+        for path, new in mutations(value, OTHERS, first_item_only=True):
+            quick, strict = _both(replaced(value, path, new), tp)
             if isinstance(strict, Exception):
                 assert isinstance(quick, Exception), (part, path, new, quick)
                 refused += 1

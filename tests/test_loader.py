@@ -8,6 +8,7 @@ from reconciler.desired import RuleKind
 from reconciler.errors import ConfigError
 from reconciler.loader import key_lines, load_desired, loads_desired
 from reconciler.model import FlowType
+from mutate import mutations, replaced
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "desired-state").glob("*.toml"))
@@ -210,34 +211,14 @@ def test_the_quick_road_builds_what_the_converter_builds(name, raw):
     assert repr(quick) == repr(strict)  # repr: every field, those compared or not
 
 
-def _mutations(value, path=()):
-    """``(path, mutated copy maker)`` for every place of ``value``: another type, a key more or less."""
-    others = ["text", 7, 2.5, True, [], {}, ["x"], [{}]]
-    yield from ((path, other) for other in others if type(other) is not type(value) or other != value)
-    if isinstance(value, dict):
-        yield path, {**value, "nonsense": 1}
-        for key in value:
-            yield path, {k: v for k, v in value.items() if k != key}
-            yield from _mutations(value[key], (*path, key))
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _mutations(item, (*path, index))
-
-
-def _replaced(raw, path, new):
-    if not path:
-        return new
-    head, *rest = path
-    copy = dict(raw) if isinstance(raw, dict) else list(raw)
-    copy[head] = _replaced(raw[head], rest, new)
-    return copy
+OTHERS = ["text", 7, 2.5, True, [], {}, ["x"], [{}]]  # another type
 
 
 @pytest.mark.parametrize("name, raw", _examples_raw(), ids=lambda v: v if isinstance(v, str) else "")
 def test_the_quick_road_refuses_whatever_the_converter_refuses(name, raw):
     checked = 0
-    for path, new in _mutations(raw):
-        quick, strict = _both(_replaced(raw, path, new))
+    for path, new in mutations(raw, OTHERS):
+        quick, strict = _both(replaced(raw, path, new))
         if isinstance(strict, Exception):
             assert isinstance(quick, Exception), (path, new, quick)
         elif not isinstance(quick, Exception):
