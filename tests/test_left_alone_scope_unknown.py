@@ -5,8 +5,9 @@ carries the read's error and names the Lab assumption the completeness check res
 listing shows with IsConnector), as the several-forest notices do (dfe9705)."""
 
 from conftest import plan_for
+from test_joins_text import _Failing  # a lab whose connector-space read fails, with a secret in its error
 from providers.lab import scenario
-from providers.lab.provider import LabTarget, LabTenant
+from providers.lab.provider import LabTenant
 from reconciler.loader import loads_desired
 from reconciler.provider import Target
 
@@ -28,13 +29,6 @@ excluded = ["OU=HybridUsers,OU=Corp,DC=contoso,DC=com"]
 def _unknown(plan):
     (notice,) = [n.message for n in plan.notices if n.code == "scope-objects-unknown"]
     return notice
-
-
-class _Failing(LabTarget):
-    def __init__(self, lab):
-        super().__init__(lab)
-        self.server.connector_space = lambda joins=False: None
-        self.server.connector_space_error = "entra-connect: connector space: Get-ADSyncCSObject failed (password=Hunter2-Secret-Value)"
 
 
 def test_a_failed_read_is_said_with_its_error_and_the_assumption():
